@@ -1,0 +1,5 @@
+import sys
+
+from bayesmf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,255 @@
+"""Named data sets (MovieLens), generic file loading, and where data live.
+
+Data directory, in order of precedence: the ``data_dir`` argument, the ``BAYESMF_DATA``
+environment variable, then the per-user cache ``$XDG_CACHE_HOME/bayesmf`` (``~/.cache/bayesmf``).
+Inside it the layout is the one of the shared data folder::
+
+    ml-100k/u.data, ml-100k/u1.base ... ub.test
+    ml-1m/ratings.dat            (or ml-1m/ml-1m_ratings.npz, whose timestamp is -1 where unknown)
+    ml-latest-small/ratings.csv
+
+MovieLens may not be redistributed, so bayesmf ships no data. A missing data set is downloaded
+from GroupLens into the cache when the network allows; otherwise the error names the exact path
+expected and how to supply it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bayesmf.data.idmap import IdMap
+from bayesmf.data.io import read_delimited, read_parquet
+from bayesmf.data.ratings import Ratings
+from bayesmf.errors import DataError, DataNotFoundError
+
+ENV_VAR = "BAYESMF_DATA"
+
+
+def default_data_dir() -> Path:
+    """The per-user cache directory used when neither an argument nor BAYESMF_DATA is given."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bayesmf"
+
+
+def resolve_data_dir(data_dir=None) -> Path:
+    """``data_dir``, else ``$BAYESMF_DATA``, else :func:`default_data_dir`."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return default_data_dir()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a named data set lives inside the data directory and how to read it."""
+
+    name: str
+    folder: str
+    files: tuple[str, ...]  # alternatives, first found wins
+    url: str
+    sha256: str | None  # of the archive at ``url``; None where it could not be pinned offline
+    rating_scale: tuple[float, float]
+    expected: tuple[int, int, int]  # ratings, users, items (the published counts)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "movielens-100k", "ml-100k", ("u.data",),
+            "https://files.grouplens.org/datasets/movielens/ml-100k.zip", None, (1.0, 5.0),
+            (100_000, 943, 1_682),
+        ),
+        DatasetSpec(
+            "movielens-1m", "ml-1m", ("ratings.dat", "ml-1m_ratings.npz"),
+            "https://files.grouplens.org/datasets/movielens/ml-1m.zip", None, (1.0, 5.0),
+            (1_000_209, 6_040, 3_706),
+        ),
+        DatasetSpec(
+            "movielens-latest-small", "ml-latest-small", ("ratings.csv",),
+            "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip", None, (0.5, 5.0),
+            (100_836, 610, 9_724),
+        ),
+    )
+}
+
+
+def available(data_dir=None) -> dict[str, Path | None]:
+    """For every named data set, the file that :func:`load` would read (None when absent)."""
+    root = resolve_data_dir(data_dir)
+    return {name: _find(spec, root) for name, spec in DATASETS.items()}
+
+
+def _find(spec: DatasetSpec, root: Path) -> Path | None:
+    for fname in spec.files:
+        candidate = root / spec.folder / fname
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(name: str, data_dir=None, download: bool = True) -> Path:
+    """Path of the ratings file of data set ``name``, downloading it if allowed and needed."""
+    spec = _spec(name)
+    root = resolve_data_dir(data_dir)
+    found = _find(spec, root)
+    if found is not None:
+        return found
+    if download:
+        try:
+            _download(spec, root)
+        except OSError as exc:  # no network, read-only directory, ...
+            reason = f"download from {spec.url} failed ({exc})"
+        else:
+            found = _find(spec, root)
+            if found is not None:
+                return found
+            reason = f"the archive from {spec.url} did not contain {spec.files}"
+    else:
+        reason = "download=False"
+    expected = " or ".join(str(root / spec.folder / f) for f in spec.files)
+    raise DataNotFoundError(
+        f"data set {name!r} not found: expected {expected}. {reason}. Put the GroupLens files there, "
+        f"or point the data_dir argument or the {ENV_VAR} environment variable at a folder holding "
+        f"{spec.folder}/."
+    )
+
+
+def _download(spec: DatasetSpec, root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / Path(spec.url).name
+    partial = archive.with_suffix(".part")
+    with urllib.request.urlopen(spec.url, timeout=30) as response, open(partial, "wb") as out:
+        shutil.copyfileobj(response, out)
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    if spec.sha256 is not None and digest != spec.sha256:
+        partial.unlink()
+        raise OSError(f"sha256 mismatch for {spec.url}: got {digest}, expected {spec.sha256}")
+    partial.rename(archive)
+    (root / (archive.name + ".sha256")).write_text(digest + "\n")
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(root)
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; known: {sorted(DATASETS)} (or use load_file)")
+    return DATASETS[name]
+
+
+# -- loading ----------------------------------------------------------------------------------
+def load(name: str, data_dir=None, download: bool = True) -> Ratings:
+    """Load a named data set as :class:`~bayesmf.data.ratings.Ratings` with raw-ID maps.
+
+    ``name`` is one of ``"movielens-100k"``, ``"movielens-1m"``, ``"movielens-latest-small"``.
+    Rows keep the file's order; user and item indices follow the sorted raw IDs.
+    """
+    spec = _spec(name)
+    path = locate(name, data_dir, download)
+    if path.suffix == ".npz":
+        return load_npz(path, rating_scale=spec.rating_scale)
+    return load_file(path, rating_scale=spec.rating_scale)
+
+
+_FORMATS = {
+    # file name -> (separator, column roles by position or header name, has header)
+    "u.data": ("\t", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False),
+    "ratings.dat": ("::", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False),
+    "ratings.csv": (",", {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}, True),
+}
+_MOVIELENS_100K_SPLIT = ("\t", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False)
+
+
+def load_file(
+    path,
+    sep: str | None = None,
+    columns: dict | None = None,
+    header: bool | None = None,
+    *,
+    rating_scale: tuple[float, float] | None = None,
+    user_map: IdMap | None = None,
+    item_map: IdMap | None = None,
+    duplicates: str = "error",
+) -> Ratings:
+    """Load a ratings file: MovieLens formats by name, or any CSV/TSV/Parquet with named columns.
+
+    For MovieLens files (``u.data``, ``u1.base``..., ``ratings.dat``, ``ratings.csv``) the format
+    is known. Otherwise give ``columns`` mapping roles (``user``, ``item``, ``rating``,
+    ``timestamp``) to header names (``header=True``, the default for ``.csv``) or positions, and
+    ``sep`` (default: ``,`` for ``.csv``, tab otherwise). ``rating`` may be omitted for
+    implicit data (all values 1).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"no such file: {path}")
+    if path.suffix == ".parquet":
+        if columns is None:
+            raise DataError("a Parquet file needs columns={'user': ..., 'item': ..., 'rating': ...}")
+        fields = read_parquet(path, columns)
+    else:
+        known = _FORMATS.get(path.name)
+        if known is None and path.suffix in (".base", ".test") and path.stem[:1] == "u":
+            known = _MOVIELENS_100K_SPLIT
+        if columns is None and known is not None:
+            sep, columns, header = known
+        if columns is None:
+            raise DataError(f"{path}: unknown format; pass columns={{'user': ..., 'item': ..., 'rating': ...}}")
+        if sep is None:
+            sep = "," if path.suffix == ".csv" else "\t"
+        if header is None:
+            header = all(isinstance(c, str) for c in columns.values())
+        fields = read_delimited(path, sep, columns, header)
+    return _to_ratings(fields, rating_scale, user_map, item_map, duplicates)
+
+
+def load_npz(path, rating_scale: tuple[float, float] | None = None) -> Ratings:
+    """Load an ``.npz`` with arrays ``user``, ``item``, ``rating`` (+ ``timestamp``, -1 = unknown)."""
+    path = Path(path)
+    with np.load(path) as npz:
+        absent = [k for k in ("user", "item", "rating") if k not in npz.files]
+        if absent:
+            raise DataError(f"{path}: arrays {absent} missing; it holds {npz.files}")
+        fields = {k: npz[k] for k in ("user", "item", "rating", "timestamp") if k in npz.files}
+    return _to_ratings(fields, rating_scale, None, None, "error")
+
+
+def _to_ratings(fields, rating_scale, user_map, item_map, duplicates) -> Ratings:
+    values = fields.get("rating")
+    if values is None:
+        values = np.ones(len(fields["user"]), np.float32)
+    return Ratings.from_ids(
+        fields["user"], fields["item"], values, fields.get("timestamp"),
+        rating_scale=rating_scale, user_map=user_map, item_map=item_map, duplicates=duplicates,
+    )
+
+
+def load_movielens_100k_split(fold: str, data_dir=None, download: bool = True) -> tuple[Ratings, Ratings]:
+    """The predefined MovieLens-100K split ``fold`` (``u1``..``u5``, ``ua``, ``ub``) as (train, test).
+
+    Both share ID maps built from the whole ``u.data``, so test indices live in the training
+    index space (users/items with no training rating simply have no training rows).
+    """
+    allowed = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+    if fold not in allowed:
+        raise DataError(f"unknown MovieLens-100K fold {fold!r}; allowed: {allowed}")
+    full = load("movielens-100k", data_dir, download)
+    folder = locate("movielens-100k", data_dir, download=False).parent
+    parts = []
+    for suffix in ("base", "test"):
+        path = folder / f"{fold}.{suffix}"
+        if not path.is_file():
+            raise DataNotFoundError(f"predefined split file missing: {path}")
+        part = load_file(path, rating_scale=full.rating_scale, user_map=full.user_map, item_map=full.item_map)
+        if part.n_users != full.n_users or part.n_items != full.n_items:
+            raise DataError(f"{path} holds IDs that u.data does not")
+        parts.append(part)
+    return parts[0], parts[1]

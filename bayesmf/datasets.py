@@ -1,0 +1,22 @@
+"""Public entry point for data sets: ``bayesmf.datasets.load(name)`` and ``synthetic(...)``.
+
+The implementation lives in :mod:`bayesmf.data.datasets` and :mod:`bayesmf.data.synthetic`.
+"""
+
+from bayesmf.data.datasets import (
+    DATASETS,
+    ENV_VAR,
+    available,
+    default_data_dir,
+    load,
+    load_file,
+    load_npz,
+    locate,
+    resolve_data_dir,
+)
+from bayesmf.data.synthetic import SyntheticData, synthetic
+
+__all__ = [
+    "DATASETS", "ENV_VAR", "SyntheticData", "available", "default_data_dir", "load", "load_file",
+    "load_npz", "locate", "resolve_data_dir", "synthetic",
+]

@@ -1,0 +1,34 @@
+"""Exception types raised by bayesmf.
+
+Every error the package raises on bad input derives from :class:`BayesmfError`, so a caller can
+catch the package's complaints without also catching unrelated bugs. The data errors also derive
+from :class:`ValueError` (or :class:`FileNotFoundError`) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class BayesmfError(Exception):
+    """Base class of every error bayesmf raises on purpose."""
+
+
+class DataError(BayesmfError, ValueError):
+    """Ratings, indices, IDs or options that cannot be accepted as given."""
+
+
+class ParseError(DataError):
+    """A malformed line in a data file; carries the file path and the 1-based line number."""
+
+    def __init__(self, path, line: int | None, message: str):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class DataNotFoundError(BayesmfError, FileNotFoundError):
+    """A data set's files are not where they are expected and could not be downloaded."""
+
+
+class ConfigError(BayesmfError, ValueError):
+    """An invalid option, hyperparameter or configuration value."""
