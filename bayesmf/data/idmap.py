@@ -69,21 +69,21 @@ class IdMap:
 
     # construction -------------------------------------------------------------------------
     @classmethod
-    def from_ids(cls, raw_ids) -> "IdMap":
+    def from_ids(cls, raw_ids) -> IdMap:
         """Map the distinct values of ``raw_ids`` to indices in sorted-ID order."""
         return cls(np.unique(_as_id_array(raw_ids)))
 
     @classmethod
-    def from_ordered(cls, ids_in_index_order) -> "IdMap":
+    def from_ordered(cls, ids_in_index_order) -> IdMap:
         """Map ``ids_in_index_order[k]`` to index ``k`` (IDs must be distinct)."""
         return cls(ids_in_index_order)
 
     @classmethod
-    def range(cls, n: int) -> "IdMap":
+    def range(cls, n: int) -> IdMap:
         """The identity map ``k -> k`` for ``k < n`` (used when data arrive as indices)."""
         return cls(np.arange(int(n), dtype=np.int64))
 
-    def extend(self, raw_ids) -> "IdMap":
+    def extend(self, raw_ids) -> IdMap:
         """Return a new map that also holds the unseen IDs of ``raw_ids``.
 
         Existing IDs keep their indices; new IDs get ``len(self), len(self)+1, ...`` in order of
@@ -164,7 +164,7 @@ class IdMap:
         return {"format_version": _FORMAT_VERSION, "kind": kind, "ids": self._ids.tolist()}
 
     @classmethod
-    def from_dict(cls, payload: dict) -> "IdMap":
+    def from_dict(cls, payload: dict) -> IdMap:
         version = payload.get("format_version")
         if version != _FORMAT_VERSION:
             raise DataError(f"IdMap format version {version!r} is not supported (expected {_FORMAT_VERSION})")
@@ -176,7 +176,7 @@ class IdMap:
         Path(path).write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path) -> "IdMap":
+    def load(cls, path) -> IdMap:
         try:
             payload = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:

@@ -100,7 +100,7 @@ class Ratings:
         user_map: IdMap | None = None,
         item_map: IdMap | None = None,
         duplicates: str = "error",
-    ) -> "Ratings":
+    ) -> Ratings:
         """Validate index arrays and wrap them.
 
         ``users``/``items`` are 0-based indices; ``n_users``/``n_items`` default to ``max + 1``
@@ -173,7 +173,7 @@ class Ratings:
         user_map: IdMap | None = None,
         item_map: IdMap | None = None,
         duplicates: str = "error",
-    ) -> "Ratings":
+    ) -> Ratings:
         """Build from raw user/item IDs (ints or strings).
 
         Without maps, new :class:`IdMap` objects index the distinct IDs in sorted order. Given
@@ -201,7 +201,7 @@ class Ratings:
         rating: str | None = "rating",
         timestamp: str | None = None,
         **kwargs,
-    ) -> "Ratings":
+    ) -> Ratings:
         """Build from a DataFrame's named columns of raw IDs (``rating=None``: all values 1).
 
         Extra keyword arguments go to :meth:`from_ids` (``rating_scale``, ID maps, ``duplicates``).
@@ -290,7 +290,7 @@ class Ratings:
         return self.sorted_keys[pos] == q
 
     # derived ratings ----------------------------------------------------------------------
-    def subset(self, rows) -> "Ratings":
+    def subset(self, rows) -> Ratings:
         """The ratings at ``rows`` (a boolean mask or integer positions), same shape and maps.
 
         A slice gives NumPy views (no copy); positions are kept in the order given.
@@ -313,7 +313,7 @@ class Ratings:
             timestamps=take(self.timestamps),
         )
 
-    def with_values(self, values) -> "Ratings":
+    def with_values(self, values) -> Ratings:
         """Same pairs with new values (e.g. implicit confidences); scale dropped unless valid."""
         values = np.asarray(values, dtype=np.float32).reshape(-1)
         if values.size != self.nnz:
@@ -322,12 +322,12 @@ class Ratings:
             raise DataError("values must be finite")
         return dataclasses.replace(self, values=_readonly(values), rating_scale=None)
 
-    def with_scale(self, rating_scale: tuple[float, float] | None) -> "Ratings":
+    def with_scale(self, rating_scale: tuple[float, float] | None) -> Ratings:
         """Declare (and check) the rating scale."""
         scale = None if rating_scale is None else _check_scale(rating_scale, self.values)
         return dataclasses.replace(self, rating_scale=scale)
 
-    def compact(self) -> "Ratings":
+    def compact(self) -> Ratings:
         """Drop users and items that have no ratings, renumbering the rest in the same order."""
         keep_u = self.user_counts > 0
         keep_i = self.item_counts > 0
@@ -376,7 +376,7 @@ class Ratings:
             f"sparsity {self.sparsity:.4%}{scale}, {ts} timestamps)"
         )
 
-    def same_index_space(self, other: "Ratings") -> bool:
+    def same_index_space(self, other: Ratings) -> bool:
         """True when ``other`` uses the same shape and ID maps (e.g. train and test of a split)."""
         return (
             self.shape == other.shape

@@ -1,0 +1,121 @@
+"""Degree-bucketed padded layout of a sparse matrix, for per-row Gram matrices at matmul speed.
+
+Every alternating engine (ALS, implicit ALS, the Gibbs sampler) needs, for each row ``r`` of the
+ratings matrix (a user, or an item for the other side),
+
+    G_r = sum_{j in N(r)} w_rj f_j f_j^T        (k x k)        and        b_r = sum_j y_rj f_j   (k,)
+
+where ``f_j`` are the other side's factors. A ``segment_sum`` of per-rating outer products does
+this in O(nnz k^2) memory traffic and is ~5x slower than a matmul on CPU. Instead rows are put
+into buckets by degree rounded up to a power of two; inside a bucket each row's ratings are padded
+to the bucket width ``w`` and the bucket's Gram matrices are one batched matmul
+``(n_b, k, w) @ (n_b, w, k)``. Padding wastes at most half of each bucket's slots (about 1.4 slots
+per rating on MovieLens-1M) and keeps memory O(nnz k), never a dense users x items array.
+
+:class:`Blocks` is a pytree (a NamedTuple of tuples of arrays); the number of buckets and their
+shapes are static, so a jitted function that takes one compiles once per data set.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+
+class Blocks(NamedTuple):
+    """Ratings of one side grouped by row, bucketed by padded degree.
+
+    For bucket ``b``: ``rows[b]`` (n_b,) row indices; ``cols[b]`` (n_b, w_b) column indices
+    (padding points at column 0); ``vals[b]`` (n_b, w_b) rating values; ``mask[b]`` (n_b, w_b)
+    1 for real entries and 0 for padding; ``pos[b]`` (n_b, w_b) the position of each entry in the
+    original rating arrays (-1 for padding), for per-rating quantities computed elsewhere.
+    Rows without ratings are in no bucket.
+    """
+
+    rows: tuple
+    cols: tuple
+    vals: tuple
+    mask: tuple
+    pos: tuple
+
+    @property
+    def n_slots(self) -> int:
+        """Total padded entries (>= nnz)."""
+        return int(sum(np.prod(m.shape) for m in self.mask))
+
+
+def build_blocks(row_idx, col_idx, values, n_rows: int, dtype=np.float32, min_width: int = 4) -> Blocks:
+    """Bucket the (row, col, value) triples by row degree (vectorised; loops over buckets only)."""
+    row_idx = np.asarray(row_idx)
+    col_idx = np.asarray(col_idx)
+    values = np.asarray(values)
+    order = np.argsort(row_idx, kind="stable")
+    counts = np.bincount(row_idx, minlength=n_rows)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    width = np.maximum(min_width, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
+    sorted_rows = row_idx[order]
+    slot = np.arange(order.size) - indptr[sorted_rows]
+    buckets = ([], [], [], [], [])
+    for w in np.unique(width[counts > 0]):
+        members = np.flatnonzero((width == w) & (counts > 0))
+        local = np.full(n_rows, -1, dtype=np.int64)
+        local[members] = np.arange(members.size)
+        sel = local[sorted_rows] >= 0
+        r_local, s = local[sorted_rows[sel]], slot[sel]
+        src = order[sel]
+        cols = np.zeros((members.size, w), dtype=np.int32)
+        vals = np.zeros((members.size, w), dtype=dtype)
+        mask = np.zeros((members.size, w), dtype=dtype)
+        pos = np.full((members.size, w), -1, dtype=np.int32)
+        cols[r_local, s] = col_idx[src]
+        vals[r_local, s] = values[src]
+        mask[r_local, s] = 1
+        pos[r_local, s] = src
+        for store, arr in zip(buckets, (members.astype(np.int32), cols, vals, mask, pos)):
+            store.append(jnp.asarray(arr))
+    return Blocks(*(tuple(b) for b in buckets))
+
+
+def blocks_for(ratings, side: str, values=None, dtype=np.float32) -> Blocks:
+    """:class:`Blocks` of a :class:`~bayesmf.data.Ratings` by ``side="user"`` or ``"item"``."""
+    vals = ratings.values if values is None else values
+    if side == "user":
+        return build_blocks(ratings.users, ratings.items, vals, ratings.n_users, dtype)
+    if side == "item":
+        return build_blocks(ratings.items, ratings.users, vals, ratings.n_items, dtype)
+    raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+
+
+def gram_rhs(blocks: Blocks, other, n_rows: int, weights=None, targets=None):
+    """Per-row ``G_r = sum_j w_rj f_j f_j^T`` and ``b_r = sum_j w_rj y_rj f_j``.
+
+    ``other`` (n_other, k) are the other side's factors. ``weights`` and ``targets`` are optional
+    tuples laid out like ``blocks.vals`` (default: weight 1, target = the rating value). Returns
+    ``G`` (n_rows, k, k) and ``b`` (n_rows, k); rows without ratings get zeros.
+    """
+    k = other.shape[-1]
+    gram = jnp.zeros((n_rows, k, k), other.dtype)
+    rhs = jnp.zeros((n_rows, k), other.dtype)
+    for b, rows in enumerate(blocks.rows):
+        w = blocks.mask[b] if weights is None else weights[b] * blocks.mask[b]
+        y = blocks.vals[b] if targets is None else targets[b]
+        f = other[blocks.cols[b]]  # (n_b, w, k)
+        fw = f * w[..., None]
+        gram = gram.at[rows].set(jnp.einsum("nwk,nwl->nkl", fw, f))
+        rhs = rhs.at[rows].set(jnp.einsum("nwk,nw->nk", fw, y))
+    return gram, rhs
+
+
+def row_sums(blocks: Blocks, per_entry, n_rows: int):
+    """``sum_j x_rj`` per row of a quantity laid out like ``blocks.vals`` -> (n_rows,)."""
+    out = jnp.zeros((n_rows,), per_entry[0].dtype)
+    for b, rows in enumerate(blocks.rows):
+        out = out.at[rows].set(jnp.sum(per_entry[b] * blocks.mask[b], axis=1))
+    return out
+
+
+def per_entry(blocks: Blocks, values_by_position):
+    """Lay out a per-rating array (nnz,) like ``blocks.vals`` (padding gets element 0, masked)."""
+    return tuple(values_by_position[jnp.maximum(p, 0)] for p in blocks.pos)

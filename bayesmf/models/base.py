@@ -1,0 +1,249 @@
+"""The thin estimator layer every model shares: ``Model(rank=...).fit(train).predict(users, items)``.
+
+Engines (``bayesmf.engines``) are pure functions over arrays; an estimator keeps the
+hyperparameters, calls its engine on a :class:`~bayesmf.data.Ratings`, and stores the fitted
+state as NumPy arrays (attributes ending in ``_``, as in scikit-learn) together with what is
+needed to use it later without the training data: the ID maps, the rating scale and the
+(user, item) pairs seen in training (so recommendations can exclude them).
+
+:class:`FactorModel` covers every model whose prediction is
+
+    r_hat(u, i) = mu + b_u + c_i + p_u . q_i
+
+(any term may be absent). Bayesian models override :meth:`FactorModel.predict` to average over
+posterior samples.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bayesmf.data.idmap import IdMap
+from bayesmf.data.ratings import Ratings
+from bayesmf.errors import ConfigError, DataError
+
+FORMAT_VERSION = 1
+_REGISTRY: dict[str, type] = {}
+
+
+class Estimator:
+    """scikit-learn style parameter handling: ``__init__`` arguments are the hyperparameters."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+
+    def get_params(self) -> dict:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> Estimator:
+        unknown = set(params) - set(self._param_names())
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def check_dtype(dtype: str):
+    """``"float32"`` (default everywhere) or ``"float64"`` (enables JAX's x64 mode, process-wide)."""
+    if dtype == "float32":
+        return np.float32
+    if dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        return np.float64
+    raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+class FactorModel(Estimator):
+    """Base class of fitted factor models. Subclasses implement ``_fit(train)``, which sets
+    ``global_mean_``, ``user_bias_``/``item_bias_`` (or None), ``user_factors_``/``item_factors_``
+    (or None) and appends to ``history_``."""
+
+    # arrays saved by save(); subclasses may extend
+    _state_arrays = ("user_bias_", "item_bias_", "user_factors_", "item_factors_")
+
+    def fit(self, train: Ratings) -> FactorModel:
+        """Fit on ``train`` (a :class:`~bayesmf.data.Ratings`); returns ``self``."""
+        if not isinstance(train, Ratings):
+            raise DataError(f"fit expects a bayesmf Ratings, got {type(train).__name__}")
+        if train.nnz == 0:
+            raise DataError("the training set is empty")
+        self.history_ = {}
+        self._remember_training(train)
+        self._fit(train)
+        return self
+
+    def _fit(self, train: Ratings) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _remember_training(self, train: Ratings) -> None:
+        self.n_users_, self.n_items_ = train.shape
+        self.user_map_, self.item_map_ = train.user_map, train.item_map
+        self.rating_scale_ = train.rating_scale
+        g = train.by_user
+        self.seen_indptr_ = g.indptr.copy()
+        self.seen_items_ = train.items[g.order].astype(np.int32)
+        self.user_counts_ = train.user_counts.copy()
+        self.item_counts_ = train.item_counts.copy()
+
+    # -- prediction -------------------------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "n_users_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ConfigError(f"this {type(self).__name__} is not fitted yet; call fit(train) first")
+
+    def _check_indices(self, users, items, unknown: str):
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        if users.shape != items.shape:
+            raise DataError(f"users and items have different lengths: {users.size} vs {items.size}")
+        if unknown not in ("error", "fallback"):
+            raise ConfigError(f"unknown must be 'error' or 'fallback', got {unknown!r}")
+        bad_u = (users < 0) | (users >= self.n_users_)
+        bad_i = (items < 0) | (items >= self.n_items_)
+        if unknown == "error" and (bad_u.any() or bad_i.any()):
+            which, idx, n = ("user", users[bad_u], self.n_users_) if bad_u.any() else ("item", items[bad_i], self.n_items_)
+            raise DataError(f"{which} index {int(idx[0])} was not in training (0..{n - 1}); pass unknown='fallback'")
+        return users, items, bad_u, bad_i
+
+    def predict(self, users, items, clip: bool = True, unknown: str = "error") -> np.ndarray:
+        """Predicted ratings for index pairs ``(users[n], items[n])``, shape (n,).
+
+        ``clip=True`` clips to the training rating scale. Indices outside the training ranges
+        raise, or with ``unknown="fallback"`` drop the unknown side's terms (a new user gets
+        ``mu + c_i``, the bias-only prediction) — never a silent zero.
+        """
+        self._require_fitted()
+        users, items, bad_u, bad_i = self._check_indices(users, items, unknown)
+        pred = self._predict_indices(np.where(bad_u, 0, users), np.where(bad_i, 0, items), bad_u, bad_i)
+        return self._clip(pred) if clip else pred
+
+    def predict_ratings(self, test: Ratings, clip: bool = True, unknown: str = "error") -> np.ndarray:
+        """:meth:`predict` for every pair of a :class:`~bayesmf.data.Ratings` in training index space."""
+        return self.predict(test.users, test.items, clip=clip, unknown=unknown)
+
+    def _clip(self, pred):
+        if self.rating_scale_ is None:
+            return pred
+        return np.clip(pred, *self.rating_scale_)
+
+    def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
+        pred = np.full(users.shape, self.global_mean_, dtype=np.float64)
+        if self.user_bias_ is not None:
+            pred += np.where(bad_u, 0.0, self.user_bias_[users])
+        if self.item_bias_ is not None:
+            pred += np.where(bad_i, 0.0, self.item_bias_[items])
+        if self.user_factors_ is not None:
+            dot = np.einsum("nk,nk->n", self.user_factors_[users], self.item_factors_[items])
+            pred += np.where(bad_u | bad_i, 0.0, dot)
+        return pred.astype(np.float32)
+
+    def score_users(self, user_indices, items=None) -> np.ndarray:
+        """Unclipped scores of ``items`` (default: the whole catalogue) for a batch of known
+        users: shape (len(user_indices), n_items). Callers batch users to bound memory."""
+        self._require_fitted()
+        users = np.asarray(user_indices, dtype=np.int64)
+        cols = slice(None) if items is None else np.asarray(items, dtype=np.int64)
+        scores = np.full((users.size, self.n_items_ if items is None else len(cols)), self.global_mean_, np.float32)
+        if self.item_bias_ is not None:
+            scores += self.item_bias_[cols][None, :]
+        if self.user_bias_ is not None:
+            scores += self.user_bias_[users][:, None]
+        if self.user_factors_ is not None:
+            scores += self.user_factors_[users] @ self.item_factors_[cols].T
+        return scores
+
+    def seen_items(self, user_index: int) -> np.ndarray:
+        """Items the user rated in training (indices)."""
+        return self.seen_items_[self.seen_indptr_[user_index]:self.seen_indptr_[user_index + 1]]
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the fitted model to directory ``path`` (``arrays.npz`` + ``meta.json``)."""
+        from bayesmf import __version__
+
+        self._require_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self, name) for name in self._all_state_arrays() if getattr(self, name) is not None}
+        np.savez(path / "arrays.npz", **arrays)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "bayesmf_version": __version__,
+            "params": self.get_params(),
+            "global_mean": float(self.global_mean_),
+            "rating_scale": self.rating_scale_,
+            "user_map": self.user_map_.to_dict(),
+            "item_map": self.item_map_.to_dict(),
+            "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
+        }
+        (path / "meta.json").write_text(json.dumps(meta, indent=1))
+        return path
+
+    def _all_state_arrays(self):
+        return self._state_arrays + ("seen_indptr_", "seen_items_", "user_counts_", "item_counts_")
+
+
+def load(path) -> FactorModel:
+    """Load a model written by :meth:`FactorModel.save`; no training data needed."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} holds no saved bayesmf model (meta.json missing)") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: saved with model format version {version!r} (bayesmf {meta.get('bayesmf_version')}); "
+            f"this bayesmf reads version {FORMAT_VERSION}"
+        )
+    cls = _REGISTRY.get(meta["class"])
+    if cls is None:
+        raise DataError(f"{path}: unknown model class {meta['class']!r}")
+    model = cls(**meta["params"])
+    with np.load(path / "arrays.npz") as npz:
+        for name in model._all_state_arrays():
+            setattr(model, name, npz[name] if name in npz.files else None)
+    model.global_mean_ = meta["global_mean"]
+    model.rating_scale_ = tuple(meta["rating_scale"]) if meta["rating_scale"] is not None else None
+    model.user_map_ = IdMap.from_dict(meta["user_map"])
+    model.item_map_ = IdMap.from_dict(meta["item_map"])
+    model.n_users_, model.n_items_ = len(model.user_map_), len(model.item_map_)
+    model.history_ = meta["history"]
+    return model

@@ -1,0 +1,55 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmf.data import synthetic
+from bayesmf.engines import linalg
+from bayesmf.engines.blocks import blocks_for, gram_rhs, per_entry, row_sums
+
+
+def test_gram_rhs_equals_per_row_numpy(small):
+    r = small.ratings
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(r.n_items, 4)).astype(np.float32)
+    w = rng.random(r.nnz).astype(np.float32)
+    blocks = blocks_for(r, "user")
+    assert blocks.n_slots >= r.nnz
+    G, b = gram_rhs(blocks, jnp.asarray(V), r.n_users, weights=per_entry(blocks, jnp.asarray(w)))
+    for u in (0, 7, int(np.argmax(r.user_counts))):
+        m = r.users == u
+        F = V[r.items[m]]
+        np.testing.assert_allclose(G[u], (F * w[m, None]).T @ F, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b[u], F.T @ (w[m] * r.values[m]), rtol=1e-4, atol=1e-4)
+    sums = row_sums(blocks, per_entry(blocks, jnp.asarray(w)), r.n_users)
+    np.testing.assert_allclose(sums, np.bincount(r.users, weights=w, minlength=r.n_users), rtol=1e-5)
+
+
+def test_rows_without_ratings_get_zero_gram():
+    d = synthetic(n_users=30, n_items=20, n_ratings=60, rank=2, seed=0)
+    G, _ = gram_rhs(blocks_for(d.ratings, "item"), jnp.ones((30, 2)), 20)
+    empty = d.ratings.item_counts == 0
+    assert np.all(np.asarray(G)[empty] == 0)
+
+
+def test_solve_sample_cg_nnls_against_closed_forms():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(50, 6, 6))
+    P = A @ np.transpose(A, (0, 2, 1)) + 6 * np.eye(6)
+    h = rng.normal(size=(50, 6))
+    exact = np.linalg.solve(P, h[..., None])[..., 0]
+    np.testing.assert_allclose(linalg.solve_spd(jnp.asarray(P), jnp.asarray(h)), exact, rtol=1e-4, atol=1e-5)
+    cg = linalg.conjugate_gradient(lambda x: jnp.einsum("nkl,nl->nk", P, x), jnp.asarray(h), jnp.zeros((50, 6)), 6)
+    np.testing.assert_allclose(cg, exact, rtol=1e-3, atol=1e-4)
+    # Gaussian draws: mean and covariance of x ~ N(P^-1 h, P^-1) for one row
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    P0, h0 = jnp.asarray(np.repeat(P[:1], 4000, 0)), jnp.asarray(np.repeat(h[:1], 4000, 0))
+    x, mean = linalg.sample_gaussian(keys[0], P0, h0)
+    x = np.asarray(x)
+    np.testing.assert_allclose(mean[0], exact[0], rtol=1e-4, atol=1e-5)
+    cov = np.linalg.inv(P[0])
+    np.testing.assert_allclose(x.mean(0), exact[0], atol=4 * np.sqrt(cov.diagonal().max() / 4000))
+    np.testing.assert_allclose(np.cov(x.T), cov, atol=0.15 * np.abs(cov).max())
+    # NNLS: KKT conditions x >= 0, grad >= 0, x * grad = 0
+    x = np.asarray(linalg.nnls(jnp.asarray(P), jnp.asarray(h), jnp.zeros((50, 6)), steps=200))
+    grad = np.einsum("nkl,nl->nk", P, x) - h
+    assert np.all(x >= 0) and np.all(grad > -1e-4) and np.all(np.abs(x * grad) < 1e-4)
