@@ -1,4 +1,10 @@
-"""bayesmf: matrix factorization for recommender systems, with uncertainty as a first-class output."""
+"""bayesmf: matrix factorization for recommender systems, with uncertainty as a first-class output.
+
+Data layer names are imported eagerly; estimators and the metrics package are imported on first
+use, so ``import bayesmf`` stays cheap and does not start JAX.
+"""
+
+import importlib
 
 from bayesmf import datasets, splits
 from bayesmf.data import IdMap, Ratings, kcore, sample_negatives, summary, to_implicit
@@ -6,7 +12,31 @@ from bayesmf.errors import BayesmfError, ConfigError, DataError, DataNotFoundErr
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Baseline": "bayesmf.models.baseline",
+    "Popularity": "bayesmf.models.baseline",
+    "ALS": "bayesmf.models.als",
+    "ImplicitALS": "bayesmf.models.als",
+    "NMF": "bayesmf.models.nmf",
+    "FunkSVD": "bayesmf.models.sgd",
+    "SVDpp": "bayesmf.models.sgd",
+    "BPMF": "bayesmf.models.bpmf",
+    "PMF": "bayesmf.models.bpmf",
+    "load": "bayesmf.models.base",
+    "metrics": "bayesmf.metrics",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if module.__name__ == f"bayesmf.{name}" else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bayesmf' has no attribute {name!r}")
+
+
 __all__ = [
     "BayesmfError", "ConfigError", "DataError", "DataNotFoundError", "IdMap", "ParseError", "Ratings",
-    "__version__", "datasets", "kcore", "sample_negatives", "splits", "summary", "to_implicit",
+    "__version__", "datasets", "kcore", "sample_negatives", "splits", "summary", "to_implicit", *_LAZY,
 ]
