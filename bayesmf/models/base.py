@@ -11,13 +11,15 @@ needed to use it later without the training data: the ID maps, the rating scale 
     r_hat(u, i) = mu + b_u + c_i + p_u . q_i
 
 (any term may be absent). Bayesian models override :meth:`FactorModel.predict` to average over
-posterior samples.
+posterior samples. Recommendation, similar items, fold-in and factor export come from
+:class:`~bayesmf.models.recommend.RecommendMixin`; the on-disk format from
+:mod:`bayesmf.models.persist`.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +27,10 @@ import numpy as np
 from bayesmf.data.idmap import IdMap
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
+from bayesmf.models import persist
+from bayesmf.models.persist import FORMAT_VERSION  # noqa: F401 - re-exported
+from bayesmf.models.recommend import RecommendMixin
 
-FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
 
 
@@ -86,7 +90,7 @@ def check_dtype(dtype: str):
     raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
-class FactorModel(Estimator):
+class FactorModel(RecommendMixin, Estimator):
     """Base class of fitted factor models. Subclasses implement ``_fit(train)``, which sets
     ``global_mean_``, ``user_bias_``/``item_bias_`` (or None), ``user_factors_``/``item_factors_``
     (or None) and appends to ``history_``."""
@@ -193,17 +197,22 @@ class FactorModel(Estimator):
         return self.seen_items_[self.seen_indptr_[user_index]:self.seen_indptr_[user_index + 1]]
 
     # -- persistence ------------------------------------------------------------------------
+    _required_arrays = ("seen_indptr_", "seen_items_", "user_counts_", "item_counts_")
+
     def save(self, path) -> Path:
-        """Write the fitted model to directory ``path`` (``arrays.npz`` + ``meta.json``)."""
+        """Write the fitted model to directory ``path`` (``arrays.npz`` + ``meta.json``), atomically.
+
+        Saved: every array of :attr:`_state_arrays` that is not None, the seen-item CSR (so that
+        ``recommend(exclude_seen=True)`` works after :func:`load`), the counts, the
+        hyperparameters, ID maps, rating scale, global mean, history and package version. See
+        :mod:`bayesmf.models.persist` for the format and its guarantees.
+        """
         from bayesmf import __version__
 
         self._require_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in self._all_state_arrays() if getattr(self, name) is not None}
-        np.savez(path / "arrays.npz", **arrays)
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._all_state_arrays()
+                  if getattr(self, name, None) is not None}
         meta = {
-            "format_version": FORMAT_VERSION,
             "class": type(self).__name__,
             "bayesmf_version": __version__,
             "params": self.get_params(),
@@ -213,37 +222,45 @@ class FactorModel(Estimator):
             "item_map": self.item_map_.to_dict(),
             "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
         }
-        (path / "meta.json").write_text(json.dumps(meta, indent=1))
-        return path
+        return persist.save_dir(path, meta, arrays)
 
     def _all_state_arrays(self):
-        return self._state_arrays + ("seen_indptr_", "seen_items_", "user_counts_", "item_counts_")
+        return self._state_arrays + self._required_arrays
+
+
+def _model_class(name: str, path) -> type:
+    """The registered class ``name``; estimators named in ``bayesmf``'s lazy map are imported on
+    demand (a class registers itself when its module is imported)."""
+    if name not in _REGISTRY:
+        from bayesmf import _LAZY
+
+        if name in _LAZY:
+            importlib.import_module(_LAZY[name])
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise DataError(f"{path}: unknown model class {name!r}; import the module that defines it before loading")
+    return cls
 
 
 def load(path) -> FactorModel:
-    """Load a model written by :meth:`FactorModel.save`; no training data needed."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} holds no saved bayesmf model (meta.json missing)") from None
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise DataError(
-            f"{path}: saved with model format version {version!r} (bayesmf {meta.get('bayesmf_version')}); "
-            f"this bayesmf reads version {FORMAT_VERSION}"
-        )
-    cls = _REGISTRY.get(meta["class"])
-    if cls is None:
-        raise DataError(f"{path}: unknown model class {meta['class']!r}")
-    model = cls(**meta["params"])
-    with np.load(path / "arrays.npz") as npz:
-        for name in model._all_state_arrays():
-            setattr(model, name, npz[name] if name in npz.files else None)
+    """Load a model written by :meth:`FactorModel.save`; no training data needed.
+
+    Raises :class:`~bayesmf.errors.DataError` for a missing, corrupted, truncated or
+    other-version file, naming the file and the problem.
+    """
+    meta, arrays = persist.load_dir(path)
+    model = _model_class(meta["class"], path)(**meta["params"])
+    missing = [name for name in model._required_arrays if name not in arrays]
+    if missing:
+        raise DataError(f"{path}: the saved model lacks the array(s) {missing}")
+    for name in model._all_state_arrays():
+        setattr(model, name, arrays.get(name))
     model.global_mean_ = meta["global_mean"]
     model.rating_scale_ = tuple(meta["rating_scale"]) if meta["rating_scale"] is not None else None
     model.user_map_ = IdMap.from_dict(meta["user_map"])
     model.item_map_ = IdMap.from_dict(meta["item_map"])
     model.n_users_, model.n_items_ = len(model.user_map_), len(model.item_map_)
+    if model.seen_indptr_.shape != (model.n_users_ + 1,):
+        raise DataError(f"{path}: seen_indptr_ has shape {model.seen_indptr_.shape}, expected ({model.n_users_ + 1},)")
     model.history_ = meta["history"]
     return model
