@@ -1,0 +1,164 @@
+"""The two public entry points: :func:`evaluate_ratings` and :func:`evaluate_ranking`.
+
+Both return a flat ``dict`` whose scalar entries go straight into a results table (keys such as
+``rmse``, ``coverage@0.9``, ``ndcg@10``) and whose few non-scalar entries (curves, per-bin
+tables) are NumPy arrays or dicts of them, for plots. Definitions live in the modules
+:mod:`~bayesmf.metrics.rating`, :mod:`~bayesmf.metrics.uncertainty`,
+:mod:`~bayesmf.metrics.ranking` and :mod:`~bayesmf.metrics.sampled`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayesmf.data.ratings import Ratings
+from bayesmf.errors import ConfigError, DataError
+from bayesmf.metrics import rating, uncertainty
+from bayesmf.metrics._validate import as_values, same_length
+from bayesmf.metrics.ranking import full_ranking
+from bayesmf.metrics.sampled import sampled_ranking
+from bayesmf.predictive import PredictiveDistribution, check_level
+
+__all__ = ["evaluate_ranking", "evaluate_ratings"]
+
+
+def _resolve(test: Ratings, source):
+    """``(unclipped point predictions (n,), PredictiveDistribution or None, rating scale)``."""
+    scale = test.rating_scale
+    if isinstance(source, PredictiveDistribution):
+        return source.mean, source, scale
+    if isinstance(source, tuple):
+        if len(source) != 2:
+            raise DataError(f"a tuple of predictions must be (mean, std), got {len(source)} entries")
+        dist = PredictiveDistribution(*source)
+        return dist.mean, dist, scale
+    if hasattr(source, "predict"):
+        scale = getattr(source, "rating_scale_", None) or scale
+        if hasattr(source, "predict_dist"):
+            dist = source.predict_dist(test.users, test.items)
+            if not isinstance(dist, PredictiveDistribution):
+                raise DataError(f"{type(source).__name__}.predict_dist must return a PredictiveDistribution")
+            return dist.mean, dist, scale
+        return np.asarray(source.predict(test.users, test.items, clip=False)), None, scale
+    return np.asarray(source), None, scale
+
+
+def evaluate_ratings(
+    test: Ratings,
+    model_or_predictions,
+    levels=uncertainty.DEFAULT_LEVELS,
+    clip: bool = True,
+    n_boot: int = 1000,
+    ci_level: float = 0.95,
+    by_user: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Accuracy and, when a predictive distribution is available, uncertainty metrics on ``test``.
+
+    ``model_or_predictions`` is a fitted model (``predict``, and ``predict_dist`` for a
+    predictive distribution), a :class:`~bayesmf.predictive.PredictiveDistribution`, a tuple
+    ``(mean, std)`` (Gaussian predictive) or an array of point predictions, aligned with the rows
+    of ``test`` (in the model's index space).
+
+    Keys. Always: ``n``; ``rmse``, ``mae`` (predictions clipped to the rating scale when ``clip``
+    and a scale is known — the model's, else the test set's), ``rmse_unclipped``,
+    ``mae_unclipped``; ``rmse_ci``, ``mae_ci`` (percentile bootstrap over test ratings, ``n_boot``
+    replicates, level ``ci_level``) and with ``by_user`` also ``rmse_ci_users``, ``mae_ci_users``
+    (over users); ``user_rmse_p10/p50/p90`` and ``n_test_users`` (per-user RMSE distribution).
+    With a predictive distribution (computed on the *unclipped* distribution: clipping a Gaussian
+    does not give one): ``coverage@L``, ``width@L`` for each level ``L``; ``nll`` (Gaussian, from
+    mean and std) and, for mixtures, ``nll_mixture``; ``crps``; ``calibration_area`` and
+    ``calibration_curve`` (dict of arrays ``nominal``/``observed``); ``aurc`` and
+    ``risk_coverage`` (arrays), ``rmse_by_std_decile`` (dict), ``spearman_abs_error_std`` — these
+    last three rank the (clipped) point predictions' errors by the predictive std. With posterior
+    draws (``samples``): ``rmse_draws_mean``, ``rmse_draws_lo``, ``rmse_draws_hi`` — the posterior
+    distribution of the test RMSE (one RMSE per draw, clipped like the point predictions; its
+    central ``ci_level`` interval) — meaningful when the draws are noise-free per-draw predictions.
+    """
+    if not isinstance(test, Ratings):
+        raise DataError(f"test must be a bayesmf Ratings, got {type(test).__name__}")
+    if test.nnz == 0:
+        raise DataError("the test set is empty")
+    ci_level = check_level(ci_level)
+    y = test.values.astype(np.float64)
+    raw, dist, scale = _resolve(test, model_or_predictions)
+    raw = as_values("predictions", raw)
+    same_length(test=y, predictions=raw)
+    clip_to = scale if clip and scale is not None else None
+    pred = np.clip(raw, *clip_to) if clip_to else raw
+
+    report = {"n": int(y.size), "rmse": rating.rmse(y, pred), "mae": rating.mae(y, pred),
+              "rmse_unclipped": rating.rmse(y, raw), "mae_unclipped": rating.mae(y, raw), "clipped_to": clip_to}
+    for metric in ("rmse", "mae"):
+        report[f"{metric}_ci"] = rating.bootstrap_ci(y, pred, metric, n_boot=n_boot, level=ci_level, seed=seed)
+        if by_user:
+            report[f"{metric}_ci_users"] = rating.bootstrap_ci(
+                y, pred, metric, by="users", users=test.users, n_boot=n_boot, level=ci_level, seed=seed
+            )
+    per_user = rating.per_user_errors(test.users, y, pred)
+    report["n_test_users"] = int(per_user["users"].size)
+    for p in (10, 50, 90):
+        report[f"user_rmse_p{p}"] = float(np.percentile(per_user["rmse"], p))
+    if dist is not None:
+        report.update(_uncertainty_report(y, pred, dist, levels))
+        if dist.samples is not None:
+            draws = np.clip(dist.samples, *clip_to) if clip_to else dist.samples
+            post = rating.posterior_rmse(y, draws, ci_level)
+            report.update(rmse_draws_mean=post["mean"], rmse_draws_lo=post["lo"], rmse_draws_hi=post["hi"])
+    return report
+
+
+def _uncertainty_report(y, pred, dist: PredictiveDistribution, levels) -> dict:
+    out = {}
+    for level in levels:
+        check_level(level)
+        out[f"coverage@{level:g}"], out[f"width@{level:g}"] = uncertainty.interval_scores(y, dist, level)
+    out["nll"] = float(uncertainty.gaussian_nll(y, dist.mean, dist.std).mean())
+    if dist.kind == "mixture":
+        out["nll_mixture"] = float(uncertainty.mixture_nll(y, dist).mean())
+    out["crps"] = uncertainty.crps(y, dist)
+    nominal, observed = uncertainty.calibration_curve(y, dist)
+    out["calibration_area"] = uncertainty.calibration_area(y, dist)
+    out["calibration_curve"] = {"nominal": nominal, "observed": observed}
+    rc = uncertainty.risk_coverage(y, pred, dist.std)
+    out["aurc"] = rc["aurc"]
+    out["risk_coverage"] = {"coverage": rc["coverage"], "risk": rc["risk"]}
+    out["rmse_by_std_decile"] = uncertainty.rmse_by_std_bin(y, pred, dist.std, 10)
+    out["spearman_abs_error_std"] = uncertainty.spearman_error_std(y, pred, dist.std)
+    return out
+
+
+def evaluate_ranking(
+    model,
+    train: Ratings,
+    test: Ratings,
+    ks=(10,),
+    protocol: str = "full",
+    n_negatives: int = 99,
+    seed: int = 0,
+    threshold: float | None = None,
+    exclude_train: bool = True,
+    how: str = "mean",
+    q: float = 0.9,
+    gamma: float = 0.1,
+    memory_budget: int = 2**28,
+) -> dict:
+    """Top-k ranking metrics of ``model`` on ``test`` (relevant: ``value >= threshold``).
+
+    ``protocol="full"`` (recommended): every catalogue item is a candidate, training items
+    excluded unless ``exclude_train=False`` — keys ``hr@k``, ``precision@k``, ``recall@k``,
+    ``ndcg@k``, ``map@k``, ``mrr``, ``auc`` (see :mod:`bayesmf.metrics.ranking`).
+    ``protocol="sampled"``: each positive against ``n_negatives`` sampled negatives (seeded by
+    ``seed``), plus Krichene-Rendle corrected estimates — **sampled metrics can reorder models**;
+    the report carries this in ``"warning"`` (see :mod:`bayesmf.metrics.sampled`).
+    ``how`` ranks by posterior ``"mean"``, an upper ``"quantile"`` ``q`` or ``"thompson"``
+    sampling (models whose ``score_users`` accepts ``how``). Scores are computed in batches of
+    users within ``memory_budget`` bytes.
+    """
+    if protocol == "full":
+        return full_ranking(model, train, test, ks, threshold, exclude_train, how, q, seed, memory_budget)
+    if protocol == "sampled":
+        if not exclude_train:
+            raise ConfigError("the sampled protocol always draws negatives outside the training items")
+        return sampled_ranking(model, train, test, ks, n_negatives, seed, threshold, how, q, gamma, memory_budget)
+    raise ConfigError(f"protocol must be 'full' or 'sampled', got {protocol!r}")

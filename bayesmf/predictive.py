@@ -1,0 +1,237 @@
+r"""Predictive distributions of ratings: the object Bayesian models and ensembles return.
+
+A :class:`PredictiveDistribution` describes, for ``n`` (user, item) pairs at once, the predictive
+distribution of the *observed* rating ``y_n``. Three forms, chosen by which fields are set:
+
+* **Gaussian** (``samples is None``): ``y_n ~ N(mean_n, std_n^2)``.
+* **Empirical** (``samples`` given, ``noise_std is None``): the ``S`` rows of ``samples`` (S, n)
+  are draws of ``y`` itself; the distribution is their empirical distribution, with quantiles
+  interpolated linearly between order statistics (NumPy's default ``"linear"`` method).
+* **Gaussian mixture** (``samples`` and ``noise_std`` given): the rows of ``samples`` are draws
+  of the noise-free predicted rating (e.g. ``mu + u_i . v_j`` for each posterior draw of BPMF),
+  and ``y_n ~ (1/S) sum_s N(samples[s, n], noise_std^2)``; ``noise_std`` is a scalar or has
+  shape (n,).
+
+``mean`` and ``std`` are always the first two moments of ``y``; :meth:`from_samples` computes
+them: ``mean = samples.mean(0)`` and ``std^2 = samples.var(0) (+ noise_std^2)`` (population
+variance, ``ddof=0``, i.e. the variance of the empirical distribution itself).
+
+NumPy only (no JAX), so any layer — engines' wrappers, ensembles, metrics — can build and read
+one without starting JAX. Arrays are stored as given when already float64/float32, never
+clipped or reordered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from bayesmf.errors import ConfigError, DataError
+
+__all__ = ["PredictiveDistribution", "check_level", "check_probability"]
+
+
+def check_probability(name: str, q) -> np.ndarray:
+    """``q`` as a float64 array with every entry strictly inside (0, 1), else ConfigError naming ``name``."""
+    arr = np.asarray(q, dtype=np.float64)
+    if arr.size == 0 or not np.all((arr > 0) & (arr < 1)):
+        raise ConfigError(f"{name} must lie strictly between 0 and 1, got {q!r}")
+    return arr
+
+
+def check_level(level) -> float:
+    """A central-interval level, a scalar strictly inside (0, 1)."""
+    if np.ndim(level) != 0:
+        raise ConfigError(f"level must be a scalar in (0, 1), got {level!r}")
+    return float(check_probability("level", level))
+
+
+def _finite_1d(name: str, x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    arr = arr.astype(np.result_type(arr.dtype, np.float32), copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{name} holds {float(arr[pos])} at position {pos} ({int(bad.sum())} non-finite entries)")
+    return arr
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PredictiveDistribution:
+    """Predictive distribution of ``n`` ratings. Shapes: ``mean``, ``std`` (n,); ``samples``
+    (S, n) or None; ``noise_std`` None, a scalar, or (n,). See the module docstring."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    samples: np.ndarray | None = None
+    noise_std: np.ndarray | float | None = None
+
+    def __post_init__(self):
+        mean = _finite_1d("mean", self.mean)
+        std = _finite_1d("std", self.std)
+        if std.shape != mean.shape:
+            raise DataError(f"mean and std have different lengths: {mean.size} vs {std.size}")
+        if (std < 0).any():
+            pos = int(np.flatnonzero(std < 0)[0])
+            raise DataError(f"std must be >= 0; std[{pos}] = {float(std[pos])}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        if self.samples is not None:
+            samples = np.asarray(self.samples)
+            if samples.ndim != 2 or samples.shape[1] != mean.size or samples.shape[0] < 1:
+                raise DataError(f"samples must have shape (S, {mean.size}) with S >= 1, got {samples.shape}")
+            if not np.all(np.isfinite(samples)):
+                raise DataError(f"samples hold {int((~np.isfinite(samples)).sum())} non-finite entries")
+            object.__setattr__(self, "samples", samples)
+        if self.noise_std is not None:
+            if self.samples is None:
+                raise DataError("noise_std is only meaningful with samples (a Gaussian already has std)")
+            noise = np.asarray(self.noise_std, dtype=np.float64)
+            if noise.shape not in ((), mean.shape) or not np.all(np.isfinite(noise) & (noise > 0)):
+                raise DataError(f"noise_std must be > 0, a scalar or shape ({mean.size},); got {self.noise_std!r}")
+            object.__setattr__(self, "noise_std", noise)
+
+    # construction -----------------------------------------------------------------------
+    @classmethod
+    def from_samples(cls, samples, noise_std=None) -> PredictiveDistribution:
+        """Build from draws ``samples`` (S, n): empirical when ``noise_std`` is None, otherwise
+        the Gaussian mixture around the draws. Moments as in the module docstring."""
+        samples = np.asarray(samples)
+        if samples.ndim != 2:
+            raise DataError(f"samples must have shape (S, n), got {samples.shape}")
+        s64 = samples.astype(np.float64)
+        var = s64.var(axis=0)
+        if noise_std is not None:
+            var = var + np.asarray(noise_std, dtype=np.float64) ** 2
+        return cls(s64.mean(axis=0), np.sqrt(var), samples, noise_std)
+
+    @property
+    def kind(self) -> str:
+        """``"gaussian"``, ``"empirical"`` or ``"mixture"``."""
+        if self.samples is None:
+            return "gaussian"
+        return "empirical" if self.noise_std is None else "mixture"
+
+    def __len__(self) -> int:
+        return int(self.mean.size)
+
+    def __getitem__(self, index) -> PredictiveDistribution:
+        """The distribution of a subset of the ``n`` predictions (index as for a 1-D array)."""
+        noise = self.noise_std
+        if noise is not None and noise.ndim == 1:
+            noise = noise[index]
+        samples = None if self.samples is None else self.samples[:, index]
+        return PredictiveDistribution(self.mean[index], self.std[index], samples, noise)
+
+    @cached_property
+    def sorted_samples(self) -> np.ndarray:
+        """``samples`` sorted along the draw axis (computed once, then reused by
+        :meth:`cdf`, :meth:`quantile` and the sample-based CRPS)."""
+        if self.samples is None:
+            raise DataError("this predictive distribution has no samples")
+        return np.sort(self.samples, axis=0)
+
+    # distribution functions -------------------------------------------------------------
+    def cdf(self, y) -> np.ndarray:
+        r"""``P(Y_n <= y_n)`` for each prediction, shape (n,) (the PIT value when ``y`` is observed).
+
+        Gaussian: :math:`\Phi((y - m)/s)` (a step at ``m`` when ``s = 0``). Mixture: the average of the
+        components' CDFs. Empirical: the inverse of the linearly interpolated quantile function, so
+        that ``quantile(cdf(y)) == y`` inside the sample range and, for distinct draws,
+        ``y in interval(level)  <=>  |2 cdf(y) - 1| <= level``.
+        """
+        y = self._check_y(y)
+        if self.kind == "gaussian":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = (y - self.mean) / self.std
+            return np.where(self.std > 0, ndtr(z), (y >= self.mean).astype(np.float64))
+        if self.kind == "mixture":
+            return ndtr((y[None, :] - self.samples) / self.noise_std).mean(axis=0)
+        return _empirical_cdf(self.sorted_samples, y)
+
+    def quantile(self, q) -> np.ndarray:
+        """The ``q``-quantile of each prediction, shape (n,) for a scalar ``q``.
+
+        Gaussian: ``mean + std * Phi^-1(q)``; empirical: ``np.quantile(samples, q, axis=0)``;
+        mixture: the root of ``cdf(x) = q``, by bracketed Newton iterations to 1e-9 relative
+        precision (about six iterations from the Gaussian approximation's quantile).
+        """
+        if np.ndim(q) != 0:
+            raise ConfigError(f"q must be a scalar in (0, 1), got {q!r}")
+        q = float(check_probability("q", q))
+        if self.kind == "gaussian":
+            return self.mean + self.std * ndtri(q)
+        if self.kind == "empirical":
+            return _sorted_quantile(self.sorted_samples, q)
+        return _mixture_quantile(self.samples, self.noise_std, q, self.mean + self.std * ndtri(q))
+
+    def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Central interval ``(quantile((1 - level)/2), quantile((1 + level)/2))``, each (n,)."""
+        level = check_level(level)
+        return self.quantile((1 - level) / 2), self.quantile((1 + level) / 2)
+
+    def _check_y(self, y) -> np.ndarray:
+        y = _finite_1d("y", y).astype(np.float64)
+        if y.shape != self.mean.shape:
+            raise DataError(f"y has {y.size} entries, the distribution {self.mean.size}")
+        return y
+
+
+def _sorted_quantile(sorted_samples: np.ndarray, q: float) -> np.ndarray:
+    """``np.quantile(samples, q, axis=0)`` (linear method) from already sorted draws:
+    position ``h = (S - 1) q`` interpolated between order statistics ``floor(h)`` and ``floor(h) + 1``."""
+    S = sorted_samples.shape[0]
+    h = (S - 1) * q
+    j = min(int(np.floor(h)), S - 1)
+    lo = sorted_samples[j].astype(np.float64)
+    hi = sorted_samples[min(j + 1, S - 1)].astype(np.float64)
+    return lo + (h - j) * (hi - lo)
+
+
+def _empirical_cdf(sorted_samples: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Inverse of NumPy's linear quantile: the order statistic ``x_(j)`` (0-based) sits at
+    probability ``j / (S - 1)``; between neighbours the probability is interpolated linearly;
+    below the minimum it is 0, above the maximum 1. With S = 1 it is a step at the draw."""
+    S, n = sorted_samples.shape
+    if S == 1:
+        return (y >= sorted_samples[0]).astype(np.float64)
+    below = (sorted_samples <= y[None, :]).sum(axis=0)  # number of draws <= y, 0..S
+    j = np.clip(below - 1, 0, S - 2)  # left neighbour of y
+    cols = np.arange(n)
+    lo, hi = sorted_samples[j, cols].astype(np.float64), sorted_samples[j + 1, cols].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(hi > lo, (y - lo) / (hi - lo), 1.0)
+    p = (j + np.clip(frac, 0.0, 1.0)) / (S - 1)
+    return np.where(below == 0, 0.0, np.where(below == S, 1.0, p))
+
+
+def _mixture_quantile(means, noise, q: float, start: np.ndarray, tol: float = 1e-9, max_iter: int = 60):
+    """Solve ``(1/S) sum_s Phi((x - means[s]) / noise) = q`` for each column by Newton's method,
+    kept inside a bisection bracket ``[min_s m_s + noise z_q, max_s m_s + noise z_q]`` (the mixture
+    quantile lies between its components' quantiles), so it converges from any start."""
+    z = ndtri(q)
+    lo = means.min(axis=0) + noise * z
+    hi = means.max(axis=0) + noise * z
+    x = np.clip(start, lo, hi)
+    for _ in range(max_iter):
+        t = (x[None, :] - means) / noise
+        f = ndtr(t).mean(axis=0) - q
+        dens = np.exp(-0.5 * t * t).mean(axis=0) / (np.sqrt(2 * np.pi) * noise)
+        lo = np.where(f < 0, x, lo)
+        hi = np.where(f > 0, x, hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = x - f / dens
+        inside = np.isfinite(newton) & (newton > lo) & (newton < hi)
+        x_new = np.where(inside, newton, 0.5 * (lo + hi))
+        done = np.abs(x_new - x) <= tol * (1.0 + np.abs(x))
+        x = x_new
+        if done.all():
+            break
+    return x
