@@ -1,0 +1,163 @@
+"""Explicit alternating least squares with weighted-lambda regularisation (Zhou et al. 2008).
+
+Model ``r_hat(u, i) = mu + b_u + c_i + p_u . q_i`` (biases optional) and objective
+
+    L = sum_{(u,i)} (r_ui - r_hat)^2 + reg sum_u n_u |p_u|^2 + reg sum_i n_i |q_i|^2
+        + bias_reg (sum_u n_u b_u^2 + sum_i n_i c_i^2)
+
+with ``n_u``, ``n_i`` the rating counts ("weighted lambda": rows with more data are shrunk with
+a larger penalty, which keeps the same ``reg`` good across data-set sizes). With the items fixed,
+each user's augmented vector ``x_u = [p_u, b_u]`` solves the (k+1)-dimensional normal equations
+
+    (sum_{i in N(u)} z_i z_i^T + n_u diag(reg..., bias_reg)) x_u = sum_i (r_ui - mu - c_i) z_i,
+    z_i = [q_i, 1]
+
+exactly (batched Cholesky over all users in one call), then symmetrically for items; every half
+step minimises ``L`` over one side, so ``L`` never increases. A row without ratings solves
+``I x = 0`` (its regularised solution, zero) instead of dividing by zero.
+
+Nonnegative variant (Spark's ``nonnegative=True``): factors ``p_u >= 0`` by projected coordinate
+descent (:func:`~bayesmf.engines.linalg.nnls`), warm-started from the previous factors; a free
+bias is first eliminated exactly through the Schur complement of its 1x1 block,
+
+    min_{p >= 0, b} 1/2 [p,b]^T [[A, s], [s^T, c]] [p,b] - [f, g]^T [p,b]
+    =  min_{p >= 0} 1/2 p^T (A - s s^T / c) p - (f - s g / c)^T p,   b = (g - s.p) / c.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bayesmf.engines import linalg
+from bayesmf.engines.blocks import Blocks, gram_rhs
+from bayesmf.engines.sparse import RatingArrays, entry_dot
+
+# Relative jitter for the one retry of a failed Cholesky factorisation (scaled by each row's mean
+# diagonal, plus an absolute floor for all-zero rows).
+RETRY_JITTER = 1e-4
+
+
+class FactorState(NamedTuple):
+    """Factors and biases of both sides (biases stay zero when a model has none)."""
+
+    user_factors: jnp.ndarray  # (n_users, k)
+    item_factors: jnp.ndarray  # (n_items, k)
+    user_bias: jnp.ndarray  # (n_users,)
+    item_bias: jnp.ndarray  # (n_items,)
+
+
+class ALSData(NamedTuple):
+    """Everything a sweep reads: both block layouts, counts per row, the ratings and ``mu``."""
+
+    user_blocks: Blocks
+    item_blocks: Blocks
+    user_counts: jnp.ndarray  # (n_users,) float
+    item_counts: jnp.ndarray  # (n_items,) float
+    ratings: RatingArrays
+    mu: jnp.ndarray  # scalar
+
+
+class ALSConfig(NamedTuple):
+    reg: float
+    bias_reg: float
+    biases: bool
+    nonnegative: bool = False
+    nnls_steps: int = 20
+
+
+def init_factors(key, n_users: int, n_items: int, rank: int, scale: float, dtype=jnp.float32,
+                 nonnegative: bool = False) -> FactorState:
+    """Small random factors ``N(0, scale^2)`` (``|N(0, scale^2)|`` when nonnegative), zero biases."""
+    ku, ki = jax.random.split(key)
+    u = scale * jax.random.normal(ku, (n_users, rank), dtype)
+    v = scale * jax.random.normal(ki, (n_items, rank), dtype)
+    if nonnegative:
+        u, v = jnp.abs(u), jnp.abs(v)
+    return FactorState(u, v, jnp.zeros((n_users,), dtype), jnp.zeros((n_items,), dtype))
+
+
+def solve_spd_with_retry(precision, rhs):
+    """:func:`~bayesmf.engines.linalg.solve_spd` that, if any row fails (NaN from a non-PD
+    matrix), solves all rows again with a small relative jitter. Returns ``(x, retried)``; the
+    caller warns on ``retried`` (a host-side decision, outside jit)."""
+    x = linalg.solve_spd(precision, rhs)
+    ok = linalg.all_finite(x)
+
+    def with_jitter(_):
+        d = precision.shape[-1]
+        scale = RETRY_JITTER * jnp.trace(precision, axis1=-2, axis2=-1) / d + 1e-6
+        return linalg.solve_spd(precision + scale[:, None, None] * jnp.eye(d, dtype=precision.dtype), rhs)
+
+    x = jax.lax.cond(ok, lambda _: x, with_jitter, None)
+    return x, ~ok
+
+
+def regularised_system(blocks, counts, other, targets, n_rows: int, reg_per_coord):
+    """Normal equations ``(sum_j z_j z_j^T + n_r diag(reg_per_coord) + [n_r = 0] I, sum_j y_rj z_j)``.
+
+    The identity added to rows without ratings makes their solution exactly zero.
+    """
+    gram, rhs = gram_rhs(blocks, other, n_rows, targets=targets)
+    d = other.shape[-1]
+    diag = counts[:, None] * reg_per_coord[None, :] + (counts == 0)[:, None].astype(other.dtype)
+    return gram + diag[:, :, None] * jnp.eye(d, dtype=other.dtype), rhs
+
+
+def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, config: ALSConfig):
+    """Exact minimisation of the objective over one side's factors (and biases).
+
+    Returns ``(factors (n, k), bias (n,), retried)``; ``bias`` is zero when ``config.biases`` is off.
+    """
+    n_rows, k = own_factors.shape
+    dtype = own_factors.dtype
+    targets = tuple(v - mu - (other_bias[c] if config.biases else 0.0)
+                    for v, c in zip(blocks.vals, blocks.cols, strict=True))
+    reg = jnp.full((k,), config.reg, dtype)
+    other = other_factors
+    if config.biases:  # augment with the constant column that carries this side's bias
+        other = jnp.concatenate([other_factors, jnp.ones((other_factors.shape[0], 1), dtype)], axis=1)
+        reg = jnp.concatenate([reg, jnp.full((1,), config.bias_reg, dtype)])
+    precision, rhs = regularised_system(blocks, counts, other, targets, n_rows, reg)
+    if not config.nonnegative:
+        x, retried = solve_spd_with_retry(precision, rhs)
+        bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)
+        return x[:, :k], bias, retried
+    if not config.biases:
+        return linalg.nnls(precision, rhs, own_factors, config.nnls_steps), jnp.zeros((n_rows,), dtype), False
+    a, s, c = precision[:, :k, :k], precision[:, :k, k], precision[:, k, k]
+    f, g = rhs[:, :k], rhs[:, k]
+    schur = a - s[:, :, None] * s[:, None, :] / c[:, None, None]
+    p = linalg.nnls(schur, f - s * (g / c)[:, None], own_factors, config.nnls_steps)
+    return p, (g - jnp.einsum("nk,nk->n", s, p)) / c, False
+
+
+def objective(state: FactorState, data: ALSData, config: ALSConfig):
+    """``(L, train RMSE)`` of the module docstring's objective."""
+    users, items, r = data.ratings
+    pred = data.mu + entry_dot(state.user_factors, state.item_factors, users, items)
+    if config.biases:
+        pred = pred + state.user_bias[users] + state.item_bias[items]
+    sse = jnp.sum((r - pred) ** 2)
+    penalty = config.reg * (data.user_counts @ jnp.sum(state.user_factors**2, 1)
+                            + data.item_counts @ jnp.sum(state.item_factors**2, 1))
+    penalty += config.bias_reg * (data.user_counts @ state.user_bias**2 + data.item_counts @ state.item_bias**2)
+    return sse + penalty, jnp.sqrt(sse / r.shape[0])
+
+
+@partial(jax.jit, static_argnames="config")
+def step(state: FactorState, data: ALSData, config: ALSConfig):
+    """One sweep: all users in one batched solve, then all items. Returns ``(state, info)`` with
+    ``loss``, ``rmse`` and ``cholesky_retries`` (number of half steps that needed jitter)."""
+    p, b_u, retried_u = update_side(data.user_blocks, data.user_counts, state.user_factors,
+                                    state.item_factors, state.item_bias, data.mu, config)
+    q, c_i, retried_i = update_side(data.item_blocks, data.item_counts, state.item_factors,
+                                    p, b_u, data.mu, config)
+    state = FactorState(p, q, b_u, c_i)
+    loss, rmse = objective(state, data, config)
+    retries = jnp.asarray(retried_u, jnp.int32) + jnp.asarray(retried_i, jnp.int32)
+    return state, {"loss": loss, "rmse": rmse, "cholesky_retries": retries}
+

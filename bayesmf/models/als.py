@@ -1,0 +1,120 @@
+"""Alternating least squares estimators: explicit ``ALS`` (optionally nonnegative) and
+``ImplicitALS`` (Hu, Koren & Volinsky 2008)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmf.engines import als as engine
+from bayesmf.engines import implicit_als as implicit_engine
+from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.sparse import rating_arrays
+from bayesmf.errors import ConfigError
+from bayesmf.models.base import check_dtype, check_positive_int
+from bayesmf.models.fitting import ClassicalModel, check_common, check_nonnegative_values, run, seed_key, store_state
+
+
+class ALS(ClassicalModel):
+    """Explicit-feedback ALS with weighted-lambda regularisation (Zhou et al. 2008).
+
+    ``r_hat = mu + b_u + c_i + p_u . q_i``; each sweep solves every user's (k+1)-dimensional
+    normal equations exactly (one batched Cholesky), then every item's. The penalty on a row is
+    ``regularization * n_r |p_r|^2`` (and ``bias_regularization * n_r b_r^2``; default: the
+    same value), ``n_r`` its number of ratings. ``mu`` is the training mean, except for
+    ``nonnegative=True, biases=False`` (Spark's nonnegative ALS), which fits ``p_u . q_i`` alone.
+    ``nonnegative=True`` constrains the factors (not the biases) to be >= 0 via per-row NNLS
+    with ``nnls_steps`` coordinate-descent passes. See :mod:`bayesmf.engines.als`.
+    """
+
+    def __init__(self, rank: int = 10, regularization: float = 0.05, bias_regularization: float | None = None,
+                 biases: bool = True, nonnegative: bool = False, n_iter: int = 15, nnls_steps: int = 20,
+                 init_scale: float = 0.1, seed: int = 0, progress: bool = False, dtype: str = "float32"):
+        self.rank = rank
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.biases = biases
+        self.nonnegative = nonnegative
+        self.n_iter = n_iter
+        self.nnls_steps = nnls_steps
+        self.init_scale = init_scale
+        self.seed = seed
+        self.progress = progress
+        self.dtype = dtype
+
+    def _bias_reg(self) -> float:
+        return self.regularization if self.bias_regularization is None else self.bias_regularization
+
+    def _check_params(self) -> None:
+        check_common(self, regularization=self.regularization, bias_regularization=self._bias_reg(),
+                     init_scale=self.init_scale)
+        check_positive_int("n_iter", self.n_iter)
+        check_positive_int("nnls_steps", self.nnls_steps)
+        check_dtype(self.dtype)
+        seed_key(self.seed)
+
+    def _fit(self, train) -> None:
+        dtype = check_dtype(self.dtype)
+        ratings = rating_arrays(train, dtype)
+        centred = self.biases or not self.nonnegative
+        mu = jnp.mean(ratings.values) if centred else jnp.zeros((), dtype)
+        data = engine.ALSData(
+            blocks_for(train, "user", dtype=dtype), blocks_for(train, "item", dtype=dtype),
+            jnp.asarray(train.user_counts, dtype), jnp.asarray(train.item_counts, dtype), ratings, mu,
+        )
+        config = engine.ALSConfig(float(self.regularization), float(self._bias_reg()), bool(self.biases),
+                                  bool(self.nonnegative), int(self.nnls_steps))
+        scale = self.init_scale
+        if not centred:  # nonnegative p.q alone: start where E[p.q] equals the mean rating
+            scale = float(np.sqrt(max(float(np.mean(train.values)), 1e-3) / self.rank * np.pi / 2))
+        state = engine.init_factors(seed_key(self.seed), train.n_users, train.n_items, self.rank, scale, dtype,
+                                    nonnegative=self.nonnegative)
+        state = run(self, lambda _, s: engine.step(s, data, config), state, self.n_iter)
+        store_state(self, state, mu, self.biases)
+
+
+class ImplicitALS(ClassicalModel):
+    """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): confidence ``1 + alpha r``, preference 1
+    for every observed pair and 0 for all others; ``reg`` (|x_u|^2 + |y_i|^2) unweighted.
+
+    ``solver="cg"`` (default) runs ``cg_steps`` conjugate-gradient steps per half sweep,
+    warm-started (Takacs et al. 2011, as the ``implicit`` library); ``solver="cholesky"`` solves
+    exactly. Scores ``x_u . y_i`` are preferences (about 0..1), so ``predict`` never clips to a
+    rating scale. Values must be >= 0 (they are confidences). See :mod:`bayesmf.engines.implicit_als`.
+    """
+
+    def __init__(self, rank: int = 64, regularization: float = 0.01, alpha: float = 1.0, n_iter: int = 15,
+                 solver: str = "cg", cg_steps: int = 3, init_scale: float = 0.01, seed: int = 0,
+                 progress: bool = False, dtype: str = "float32"):
+        self.rank = rank
+        self.regularization = regularization
+        self.alpha = alpha
+        self.n_iter = n_iter
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.init_scale = init_scale
+        self.seed = seed
+        self.progress = progress
+        self.dtype = dtype
+
+    def _check_params(self) -> None:
+        check_common(self, regularization=self.regularization, alpha=self.alpha, init_scale=self.init_scale)
+        check_positive_int("n_iter", self.n_iter)
+        check_positive_int("cg_steps", self.cg_steps)
+        if self.solver not in ("cg", "cholesky"):
+            raise ConfigError(f"solver must be 'cg' or 'cholesky', got {self.solver!r}")
+        check_dtype(self.dtype)
+        seed_key(self.seed)
+
+    def _fit(self, train) -> None:
+        check_nonnegative_values(train, "ImplicitALS (values are confidences)")
+        dtype = check_dtype(self.dtype)
+        data = implicit_engine.ImplicitData(blocks_for(train, "user", dtype=dtype),
+                                            blocks_for(train, "item", dtype=dtype), rating_arrays(train, dtype))
+        config = implicit_engine.ImplicitConfig(float(self.regularization), float(self.alpha),
+                                                int(self.cg_steps), self.solver == "cholesky")
+        state = engine.init_factors(seed_key(self.seed), train.n_users, train.n_items, self.rank,
+                                    self.init_scale, dtype)
+        state = run(self, lambda _, s: implicit_engine.step(s, data, config), state, self.n_iter)
+        self.rating_scale_ = None
+        store_state(self, state, 0.0, biases=False)
