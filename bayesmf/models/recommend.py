@@ -36,6 +36,7 @@ with every recommendation.
 
 from __future__ import annotations
 
+import numbers
 from functools import partial
 from pathlib import Path
 
@@ -80,8 +81,14 @@ def linear_scores(user_offset, user_factors, item_offset, item_factors):
     the top-k reads it without a host round trip. Returns (b, m)."""
     scores = user_offset[:, None] + item_offset[None, :]
     if user_factors is not None:
-        scores = scores + user_factors @ item_factors.T
+        scores = scores + exact_matmul(user_factors, item_factors.T)
     return scores
+
+
+def exact_matmul(a, b):
+    """``a @ b`` in full float32 precision: on GPUs the default would use TF32 (10-bit
+    mantissa), whose ~1e-3 relative error reorders near-tied items against the exact ranking."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 @partial(jax.jit, static_argnames="minimum_norm")
@@ -199,7 +206,7 @@ class RecommendMixin:
 
         ``unknown="error"`` raises on a user ID not in the model; ``"fallback"`` gives such users
         the cold-start ranking (:meth:`cold_start_scores`: ``mu + c_i`` when the model has item
-        biases, else popularity), with nothing to exclude. ``how``/``q``/``seed`` choose the score
+        biases, else popularity), with nothing to exclude (and ``std`` NaN). ``how``/``q``/``seed`` choose the score
         of Bayesian models (see the module docstring); ``batch_size`` caps the users per batch.
         """
         import pandas as pd
@@ -318,7 +325,7 @@ class RecommendMixin:
             base = self.cold_start_scores()
             base = base if cols is None else base[cols]
             top = self._top(base[None, :], keep[None, :], weights, k_eff, None)
-            self._store(cold, tuple(np.repeat(np.asarray(t), cold.size, 0) for t in top[:2]), cols, items, scores)
+            self._store(cold, [np.repeat(np.asarray(t), cold.size, 0) for t in top], cols, items, scores)
         pad = ~np.isfinite(scores)
         items[pad] = -1
         scores[pad] = np.nan
@@ -373,7 +380,7 @@ class RecommendMixin:
             raise ConfigError(f"how must be one of {HOW}, got {how!r}")
         if how != "mean" and not self.is_bayesian:
             raise ConfigError(f"how={how!r} needs a Bayesian model; {type(self).__name__} only has how='mean'")
-        if how == "quantile" and not (isinstance(q, (float, int)) and 0.0 < q < 1.0):
+        if how == "quantile" and not (isinstance(q, numbers.Real) and not isinstance(q, bool) and 0.0 < q < 1.0):
             raise ConfigError(f"q must be a number strictly between 0 and 1, got {q!r}")
 
     def _candidate_indices(self, cols: np.ndarray) -> np.ndarray:
@@ -502,7 +509,7 @@ class RecommendMixin:
             q = _pad_to(queries[rows], height)
             allowed = np.ones((height, n), bool)
             allowed[np.arange(height), q] = False  # never "similar to itself"
-            sims = jnp.asarray(emb[q]) @ emb_dev.T
+            sims = exact_matmul(jnp.asarray(emb[q]), emb_dev.T)
             self._store(rows, self._top(sims, allowed, ones, k, q), None, out_idx, out_val)
         return out_idx, out_val
 
@@ -624,10 +631,14 @@ class RecommendMixin:
         targets = new.values.astype(dtype) - dtype.type(self.global_mean_)
         if self.item_bias_ is not None:
             targets -= np.asarray(self.item_bias_, dtype)[new.items]
-        parts = ([np.asarray(self.item_factors_, dtype)] if has_f else []) + (
-            [np.ones((self.n_items_, 1), dtype)] if has_b else [])
+        # Only the rated items' features travel to the device, padded to a power of two so that
+        # a few compiled shapes serve every fold-in (padding rows are never referenced).
+        rated, column = np.unique(new.items, return_inverse=True)
+        rated = np.concatenate([rated, np.zeros((1 << int(np.ceil(np.log2(max(rated.size, 8))))) - rated.size, int)])
+        parts = ([np.asarray(self.item_factors_, dtype)[rated]] if has_f else []) + (
+            [np.ones((rated.size, 1), dtype)] if has_b else [])
         features = np.concatenate(parts, axis=1)
-        blocks = build_blocks(new.users, new.items, targets, new.n_users, dtype=dtype)
+        blocks = build_blocks(new.users, column, targets, new.n_users, dtype=dtype)
         lam_f, lam_b = self.fold_in_penalty(new.user_counts)
         rank = features.shape[1] - has_b
         penalty = np.concatenate([np.repeat(lam_f[:, None], rank, 1)] + ([lam_b[:, None]] if has_b else []), axis=1)
