@@ -106,11 +106,10 @@ class PredictiveDistribution:
         samples = np.asarray(samples)
         if samples.ndim != 2:
             raise DataError(f"samples must have shape (S, n), got {samples.shape}")
-        s64 = samples.astype(np.float64)
-        var = s64.var(axis=0)
+        var = samples.var(axis=0, dtype=np.float64)
         if noise_std is not None:
             var = var + np.asarray(noise_std, dtype=np.float64) ** 2
-        return cls(s64.mean(axis=0), np.sqrt(var), samples, noise_std)
+        return cls(samples.mean(axis=0, dtype=np.float64), np.sqrt(var), samples, noise_std)
 
     @property
     def kind(self) -> str:

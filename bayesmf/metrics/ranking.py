@@ -107,7 +107,7 @@ def _pair_counts(scores, pair_row, pair_item, removed_row, removed_item):
     are finite, so +inf never ties with or undercuts a real score — and each row is sorted once."""
     b, n_items = scores.shape
     s = scores[pair_row, pair_item]
-    work = scores.astype(np.float64)  # the copy we may overwrite and sort
+    work = scores.astype(np.result_type(scores.dtype, np.float32))  # a copy we may overwrite and sort
     work[removed_row, removed_item] = np.inf
     work[pair_row, pair_item] = np.inf
     n_neg = n_items - np.bincount(removed_row, minlength=b) - np.bincount(pair_row, minlength=b)

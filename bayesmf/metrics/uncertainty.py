@@ -133,9 +133,12 @@ def crps_samples(y, samples, fair: bool = False, sorted_samples: bool = False) -
     if fair and S < 2:
         raise DataError("fair CRPS needs at least 2 samples")
     xs = x if sorted_samples else np.sort(x, axis=0)
-    abs_dev = np.abs(xs - y[None, :]).mean(axis=0, dtype=np.float64)
-    weights = (2 * np.arange(1, S + 1) - S - 1).astype(np.float64)
-    pair_sum = 2 * (weights @ xs.astype(np.float64))  # sum_{s,t} |x_s - x_t|
+    # work in the draws' precision (float32 draws: no float64 copy of the (S, N) array);
+    # the sums over draws accumulate in float64
+    work = np.result_type(xs.dtype, np.float32)
+    abs_dev = np.abs(xs - y.astype(work)[None, :]).mean(axis=0, dtype=np.float64)
+    weights = (2 * np.arange(1, S + 1) - S - 1).astype(work)
+    pair_sum = 2 * (weights @ xs).astype(np.float64)  # sum_{s,t} |x_s - x_t|
     pair_mean = pair_sum / (S * (S - 1) if fair else S * S)
     return abs_dev - 0.5 * pair_mean
 
