@@ -1,0 +1,136 @@
+"""``python -m benchmarks``: bayesmf next to its peers, same data, same split, same machine.
+
+    python -m benchmarks                      # full run: set up missing peer envs, run all pairs,
+                                              # rewrite the harness section of benchmarks/RESULTS.md
+    python -m benchmarks --quick              # bayesmf side of every pair on tiny synthetic data
+    python -m benchmarks --setup [PEER ...]   # (re)create peer virtual environments, then stop
+    python -m benchmarks --pairs nmf bpmf-gibbs --protocols ml100k-u1 --repeats 3
+
+Full mode needs the MovieLens files (``--data-dir`` or ``$BAYESMF_DATA``) and network access for
+the first set-up of the peers; it is not part of the test suite. ``--quick`` exits non-zero when
+an available bayesmf estimator fails (a missing estimator is reported, not failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import envs, pairs, report, runner
+from benchmarks.data import PROTOCOLS, write_split
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="bayesmf side only, synthetic data, seconds")
+    parser.add_argument("--setup", nargs="*", metavar="PEER", help="create peer envs (all when none named) and stop")
+    parser.add_argument("--force", action="store_true", help="with --setup: rebuild even if set up")
+    parser.add_argument("--pairs", nargs="*", help=f"subset of {[p.name for p in pairs.PAIRS]}")
+    parser.add_argument("--protocols", nargs="*", help=f"subset of {list(PROTOCOLS)}")
+    parser.add_argument("--only", choices=("bayesmf", "peers"), help="run one side only")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per job (default 3; --quick 1)")
+    parser.add_argument("--repeats-1m", type=int, default=None,
+                        help="repeats on the MovieLens-1M protocols (default: --repeats)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for every library (default 1)")
+    parser.add_argument("--data-dir", default=None, help="MovieLens root (default $BAYESMF_DATA)")
+    parser.add_argument("--results", default=None,
+                        help="markdown file to update (default benchmarks/RESULTS.md in full mode)")
+    parser.add_argument("--json", default=None, help="also write every run's raw results here")
+    parser.add_argument("--timeout", type=float, default=runner.TIMEOUT_S, help="seconds per job")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, progress=print, on_record=None) -> list[dict]:
+    """Run the selected pairs; returns one record per (pair, protocol). ``on_record(records)`` is
+    called after each, so a long run leaves its results behind as it goes."""
+    selected = pairs.select(args.pairs)
+    repeats = args.repeats or (1 if args.quick else 3)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="bayesmf-bench-") as tmp:
+        splits: dict[str, Path] = {}
+        for pair in selected:
+            if args.quick:
+                implicit = any(p.endswith("implicit") for p in pair.protocols)
+                protocols = ["synthetic-implicit" if implicit else "synthetic"]
+            else:
+                protocols = [p for p in pair.protocols if not args.protocols or p in args.protocols]
+            for protocol in protocols:
+                if protocol not in splits:
+                    started = time.perf_counter()
+                    splits[protocol] = write_split(protocol, tmp, args.data_dir)
+                    progress(f"split {protocol}: written in {time.perf_counter() - started:.1f} s")
+                progress(f"{pair.name} on {protocol}")
+                reps = args.repeats_1m if args.repeats_1m and protocol.startswith("ml1m") else repeats
+                record = runner.run_pair(pair, protocol, splits[protocol], repeats=reps, threads=args.threads,
+                                         quick=args.quick, bayesmf=args.only != "peers",
+                                         peers=not args.quick and args.only != "bayesmf", progress=progress)
+                with np.load(splits[protocol]) as f:
+                    record["dropped_unseen"] = int(f["dropped_unseen"])
+                records.append(record)
+                if on_record is not None:
+                    on_record(records)
+    return records
+
+
+def _peers_used(selected) -> list[str]:
+    return sorted({job.side for pair in selected for job in pair.peers})
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.setup is not None:
+        failed = 0
+        for peer in args.setup or list(envs.PEER_ENVS):
+            st = envs.setup(peer, force=args.force)
+            print(f"{peer}: {'ok' if st['ok'] else 'FAILED: ' + st['reason']}", flush=True)
+            failed += not st["ok"]
+        return 1 if failed else 0
+    selected = pairs.select(args.pairs)
+    if not args.quick and args.only != "bayesmf":
+        for peer in _peers_used(selected):  # first use: build missing envs (a failure becomes a row)
+            if not envs.status_of(peer)["ok"] and not (envs.peers_root() / peer / "setup-failed.txt").exists():
+                print(f"setting up {peer} in {envs.peers_root() / peer} ...", flush=True)
+                envs.setup(peer)
+    path = Path(args.results) if args.results else (None if args.quick else HERE / "RESULTS.md")
+
+    def save(records):
+        if args.json:
+            Path(args.json).write_text(json.dumps(records, indent=1, default=str))
+        if path is not None:
+            report.write(path, _section(records, args, selected))
+
+    records = run(args, progress=lambda msg: print(msg, flush=True), on_record=save)
+    if args.quick:
+        broken = [(r["pair"], name, row["error"]) for r in records for name, row in r["jobs"].items()
+                  if "error" in row and "not available yet" not in row["error"]]
+        for pair, name, why in broken:
+            print(f"FAILED {pair} / {name}: {why}", file=sys.stderr)
+        return 1 if broken else 0
+    print(f"wrote {path}")
+    return 0
+
+
+def _section(records, args, selected) -> str:
+    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return report.section(records, command=command.strip(), threads=args.threads,
+                          repeats=_repeats_text(args), thread_env=runner.thread_env(args.threads),
+                          peer_names=_peers_used(selected))
+
+
+def _repeats_text(args) -> str:
+    base = args.repeats or (1 if args.quick else 3)
+    return f"{base}" + (f" ({args.repeats_1m} on MovieLens-1M)" if args.repeats_1m else "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The data every side of a comparison reads: one ``.npz`` per protocol, written by the runner.
+
+Peers run in their own virtual environments without bayesmf, so the runner turns bayesmf's
+loaders and splits into plain arrays once and every process (bayesmf's included) reads the same
+file. Indices are the contiguous training index space (``0..n_users-1``, ``0..n_items-1``); test
+pairs whose user or item has no training rating are dropped (``drop_unseen=True``) so that no
+library's cold-start fallback enters the comparison, and the number dropped is recorded.
+
+Array layout of a split file::
+
+    train_users, train_items (int32, nnz_train)   train_values (float32, nnz_train)
+    test_users,  test_items  (int32, nnz_test)    test_values  (float32, nnz_test)
+    n_users, n_items (int), rating_min, rating_max (float), kind ("explicit" | "implicit"),
+    dropped_unseen (int), name (str)
+
+For ``kind == "implicit"`` the train values are all 1 (a positive interaction) and the test pairs
+are the held-out positives; the confidence weighting is a hyperparameter of each job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PROTOCOLS = {
+    "ml100k-u1": "MovieLens-100K predefined u1.base / u1.test",
+    "ml1m-90-10": "MovieLens-1M random 90/10 (rng(42) permutation, first 90% train)",
+    "ml1m-implicit": "MovieLens-1M 90/10 as above, ratings >= 4 kept as positives (train and test)",
+    "synthetic": "BPMF synthetic, 300 users x 200 items, 6000 ratings, rank 5, clipped to 1..5, random 80/20 "
+    "(smoke test only)",
+    "synthetic-implicit": "the synthetic split above, ratings >= the training median kept as positives "
+    "(smoke test only)",
+}
+
+IMPLICIT_THRESHOLD = 4.0
+
+
+def _split(protocol: str, data_dir=None):
+    """(train, test, kind, dropped) for ``protocol`` from bayesmf's loaders."""
+    import bayesmf
+    from bayesmf import datasets, splits
+
+    if protocol == "ml100k-u1":
+        split = splits.predefined("movielens-100k", "u1", data_dir=data_dir, drop_unseen=True)
+        return split.train, split.test, "explicit", split.dropped
+    if protocol in ("ml1m-90-10", "ml1m-implicit"):
+        split = splits.random(datasets.load("movielens-1m", data_dir), 0.1, seed=42, drop_unseen=True)
+        if protocol == "ml1m-90-10":
+            return split.train, split.test, "explicit", split.dropped
+        train, _ = bayesmf.to_implicit(split.train, threshold=IMPLICIT_THRESHOLD)
+        test, _ = bayesmf.to_implicit(split.test, threshold=IMPLICIT_THRESHOLD)
+        return train, test, "implicit", split.dropped
+    if protocol in ("synthetic", "synthetic-implicit"):
+        toy = datasets.synthetic(n_users=300, n_items=200, n_ratings=6000, rank=5, noise=0.5, seed=0)
+        # clipped to a 1..5 scale like MovieLens (NMF needs values >= 0)
+        ratings = toy.ratings.with_values(np.clip(toy.ratings.values, 1.0, 5.0)).with_scale((1.0, 5.0))
+        split = splits.random(ratings, 0.2, seed=0, drop_unseen=True)
+        if protocol == "synthetic":
+            return split.train, split.test, "explicit", split.dropped
+        threshold = float(np.median(split.train.values))
+        train, _ = bayesmf.to_implicit(split.train, threshold=threshold)
+        test, _ = bayesmf.to_implicit(split.test, threshold=threshold)
+        return train, test, "implicit", split.dropped
+    raise ValueError(f"unknown protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
+
+
+def write_split(protocol: str, directory, data_dir=None) -> Path:
+    """Write ``protocol``'s split to ``directory/<protocol>.npz`` and return the path."""
+    train, test, kind, dropped = _split(protocol, data_dir)
+    scale = train.rating_scale or (float(train.values.min()), float(train.values.max()))
+    path = Path(directory) / f"{protocol}.npz"
+    np.savez(
+        path,
+        train_users=train.users.astype(np.int32), train_items=train.items.astype(np.int32),
+        train_values=train.values.astype(np.float32),
+        test_users=test.users.astype(np.int32), test_items=test.items.astype(np.int32),
+        test_values=test.values.astype(np.float32),
+        n_users=train.n_users, n_items=train.n_items, rating_min=scale[0], rating_max=scale[1],
+        kind=kind, dropped_unseen=int(dropped), name=protocol,
+    )
+    return path

@@ -1,0 +1,109 @@
+"""bayesmf job: any estimator of the package, run exactly like a peer job.
+
+``--algo`` names a top-level estimator (``FunkSVD``, ``ALS``, ``ImplicitALS``, ``NMF``, ``BPMF``,
+``PMF``, ``Baseline``); ``--params`` holds *canonical* hyperparameter names (``rank``,
+``n_iter``, ``lr``, ``reg``, ``alpha``, ``burn_in``, ``n_samples``, ``inference``, ...), mapped
+onto whatever the estimator's constructor calls them (``ALIASES``), so that the harness keeps
+working while the estimators' signatures settle. A canonical name the estimator has no parameter
+for is reported in ``params_ignored`` rather than silently dropped; an estimator that does not
+exist yet makes the job print ``BENCH_RESULT {"unavailable": ...}``.
+
+With ``"warm": true`` in the params the estimator is fitted twice on the same data and the second
+fit is timed as well (``fit_seconds_warm``): the first includes JAX's compilation, the second is
+the steady-state cost that the peers' compiled code is compared against.
+"""
+
+import inspect
+import os
+import sys
+
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+import numpy as np  # noqa: E402
+
+ALIASES = {
+    "rank": ("rank", "n_factors", "factors"),
+    "n_iter": ("n_iter", "n_epochs", "epochs", "max_iter", "iterations", "n_sweeps", "num_steps", "n_steps",
+               "map_iter"),
+    "lr": ("lr", "learning_rate", "step_size", "svi_learning_rate"),
+    "reg": ("reg", "regularization", "reg_all", "l2", "lam", "lambda_"),
+    "reg_bias": ("reg_bias", "bias_reg", "reg_b"),
+    "alpha": ("alpha", "confidence_alpha"),
+    "burn_in": ("burn_in", "burnin", "n_burn_in", "n_burnin", "warmup", "n_warmup"),
+    "n_samples": ("n_samples", "num_samples", "nsamples", "n_kept_samples"),
+    "inference": ("inference", "method"),
+    "biased": ("biased", "bias", "use_bias", "fit_bias"),
+    "init_std": ("init_std", "init_scale", "init_stdev"),
+    "prior_scale": ("prior_scale", "prior_std"),
+    "seed": ("seed", "random_state"),
+}
+
+
+def constructor_params(cls) -> list[str]:
+    names = getattr(cls, "_param_names", None)
+    if names is not None:
+        return list(names())
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def map_params(cls, canonical: dict) -> tuple[dict, list[str]]:
+    """(constructor kwargs, canonical names with no matching parameter)."""
+    accepted = set(constructor_params(cls))
+    kwargs, ignored = {}, []
+    for name, value in canonical.items():
+        target = next((alias for alias in ALIASES.get(name, (name,)) if alias in accepted), None)
+        if target is None:
+            ignored.append(name)
+        else:
+            kwargs[target] = value
+    return kwargs, ignored
+
+
+def to_ratings(data):
+    from bayesmf import Ratings
+
+    scale = None if data["kind"] == "implicit" else (data["rating_min"], data["rating_max"])
+    return Ratings.from_arrays(data["train_users"], data["train_items"], data["train_values"],
+                               n_users=data["n_users"], n_items=data["n_items"], rating_scale=scale)
+
+
+def main():
+    args = _common.parse_args()
+    data = _common.load(args.data)
+    import bayesmf
+
+    try:
+        cls = getattr(bayesmf, args.algo)
+    except (AttributeError, ImportError) as err:
+        _common.emit(unavailable=f"bayesmf.{args.algo} not available yet ({type(err).__name__}: {err})")
+        return
+    params = dict(args.params)
+    warm = params.pop("warm", False)
+    params.setdefault("seed", args.seed)
+    kwargs, ignored = map_params(cls, params)
+    train = to_ratings(data)
+    with _common.Timer() as fit:
+        model = cls(**kwargs).fit(train)
+    extra = {"params_used": {k: v for k, v in kwargs.items()}, "params_ignored": ignored}
+    if warm:
+        with _common.Timer() as refit:
+            model = cls(**kwargs).fit(train)
+        extra["fit_seconds_warm"] = refit.seconds
+    sweeps = params.get("burn_in", 0) + params.get("n_samples", 0)
+    n_iter = int(params.get("n_iter") or params.get("svi_steps") or sweeps)
+    if data["kind"] == "implicit":
+        _common.finish(data, library="bayesmf", version=bayesmf.__version__, fit_seconds=fit.seconds,
+                       n_iter=n_iter, score_users=model.score_users, **extra)
+        return
+    with _common.Timer() as predict:
+        try:
+            pred = model.predict(data["test_users"], data["test_items"], clip=False)
+        except TypeError:  # an estimator whose predict has no clip argument
+            pred = model.predict(data["test_users"], data["test_items"])
+        pred = np.asarray(pred)
+    _common.finish(data, library="bayesmf", version=bayesmf.__version__, fit_seconds=fit.seconds,
+                   n_iter=n_iter, predict_seconds=predict.seconds, pred=pred, **extra)
+
+
+if __name__ == "__main__":
+    main()
