@@ -68,7 +68,8 @@ def iterate(
                 history.setdefault(name, []).append(v)
             bad = [name for name, v in info.items() if not np.isfinite(v)]
             if bad:
-                raise DivergenceError(f"{desc}: {bad[0]} became {info[bad[0]]} at iteration {t}. {diverged_hint}".strip())
+                message = f"{desc}: {bad[0]} became {info[bad[0]]} at iteration {t}. {diverged_hint}"
+                raise DivergenceError(message.strip())
             bar.update(1)
             if info:
                 bar.set_postfix({n: f"{v:.4g}" for n, v in list(info.items())[:3]})

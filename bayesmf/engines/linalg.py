@@ -18,9 +18,8 @@ def cholesky(precision, jitter: float = 0.0):
     check :func:`all_finite` and retry once with jitter on the host.
     """
     k = precision.shape[-1]
-    if jitter:
-        precision = precision + jitter * jnp.eye(k, dtype=precision.dtype)
-    return jnp.linalg.cholesky(precision)
+    # jitter may be a traced scalar (the sampler retries a failed sweep with jitter > 0)
+    return jnp.linalg.cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype))
 
 
 def solve_spd(precision, rhs, jitter: float = 0.0):

@@ -1,0 +1,428 @@
+"""``BPMF``: Bayesian probabilistic matrix factorization with four inferences, and ``PMF`` (MAP).
+
+One model (:mod:`bayesmf.posterior.model`), four ways to fit it:
+
+* ``inference="gibbs"`` — the blocked conjugate sampler (:mod:`bayesmf.posterior.gibbs`),
+  several chains vmapped, burn-in, thinning, checkpoints and bit-identical resumption;
+* ``inference="nuts"`` — NumPyro NUTS on the same model (small data sets);
+* ``inference="svi"`` — NumPyro SVI with a mean-field or low-rank guide, minibatched;
+* ``inference="map"`` — PMF: the same model with hyperparameters fixed at their prior means,
+  maximised over the factors (also the default initialisation of the samplers, as in the
+  authors' code). :class:`PMF` is this shortcut.
+
+Every Bayesian fit keeps posterior draws of the factors (``user_samples_`` (C, S, n_users, D),
+``item_samples_``) and of the hyperparameters; predictions average over them without ever
+materialising (draws x pairs x rank) at once.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmf.data.ratings import Ratings
+from bayesmf.engines.driver import iterate
+from bayesmf.errors import ConfigError, DataError
+from bayesmf.models.base import FactorModel, check_dtype, check_positive_int
+from bayesmf.posterior import gibbs
+from bayesmf.posterior.map import MapState, als_step, make_adam_step
+from bayesmf.posterior.model import Prior
+from bayesmf.posterior.sampler import run_sampler
+
+INFERENCES = ("gibbs", "nuts", "svi", "map")
+HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha")
+
+
+@functools.partial(jax.jit, static_argnames=("how",))
+def _pair_moments(U, V, users, items, global_mean, how="mean"):
+    """Mean and variance over draws of ``m + u_s . v_s`` at pairs; U (S, n_users, D).
+
+    A scan over draws keeps memory O(pairs), whatever the number of draws.
+    """
+
+    def body(carry, uv):
+        u, v = uv
+        f = global_mean + jnp.sum(u[users] * v[items], axis=-1)
+        return (carry[0] + f, carry[1] + f * f), None
+
+    zeros = jnp.zeros(users.shape, U.dtype)
+    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V))
+    n = U.shape[0]
+    mean = s1 / n
+    return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
+
+
+@jax.jit
+def _user_score_moments(U, V, users, global_mean):
+    """Mean and variance over draws of the scores of ``users`` against every item: (B, n_items)."""
+
+    def body(carry, uv):
+        u, v = uv
+        f = global_mean + u[users] @ v.T
+        return (carry[0] + f, carry[1] + f * f), None
+
+    zeros = jnp.zeros((users.shape[0], V.shape[1]), U.dtype)
+    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V))
+    n = U.shape[0]
+    mean = s1 / n
+    return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
+
+
+class BPMF(FactorModel):
+    """Bayesian PMF (Salakhutdinov & Mnih 2008). See the module docstring and
+    :mod:`bayesmf.posterior.model` for the model and its defaults (the authors' settings).
+
+    Parameters
+    ----------
+    rank : latent dimension D.
+    inference : "gibbs" | "nuts" | "svi" | "map".
+    n_samples, n_warmup, thin, chains : draws kept per chain, burn-in sweeps, thinning, chains.
+    alpha : noise precision (fixed) — or its prior mean's starting value when ``noise_prior``
+        ``(a0, b0)`` makes it unknown with a Gamma(a0, b0) prior.
+    beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
+    init : "map" (PMF MAP, the authors' choice) or "random".
+    map_iter : coordinate-ascent sweeps for the MAP fit / initialisation.
+    keep_every : keep every k-th draw's factors in memory (predictions still use all draws
+        through the online moments of ``fit(..., track=...)``).
+    checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted
+        fit called again with the same settings resumes bit-identically.
+    svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate.
+    nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass.
+    seed, progress, dtype ("float32" | "float64").
+    """
+
+    is_bayesian = True
+    _state_arrays = FactorModel._state_arrays + (
+        "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES),
+    )
+
+    def __init__(
+        self,
+        rank: int = 10,
+        inference: str = "gibbs",
+        n_samples: int = 200,
+        n_warmup: int = 50,
+        thin: int = 1,
+        chains: int = 1,
+        alpha: float = 2.0,
+        noise_prior: tuple | None = None,
+        beta0: float = 2.0,
+        nu0: float | None = None,
+        w0: float = 1.0,
+        mu0: float = 0.0,
+        init: str = "map",
+        map_iter: int = 10,
+        map_method: str = "als",
+        keep_every: int = 1,
+        checkpoint: str | None = None,
+        checkpoint_every: int = 50,
+        svi_steps: int = 3000,
+        svi_guide: str = "meanfield",
+        svi_batch_size: int | None = 100_000,
+        svi_learning_rate: float = 0.01,
+        nuts_target_accept: float = 0.8,
+        nuts_max_tree_depth: int = 8,
+        nuts_dense_mass: bool = False,
+        seed: int = 0,
+        progress: bool = False,
+        dtype: str = "float32",
+    ):
+        self.rank = rank
+        self.inference = inference
+        self.n_samples = n_samples
+        self.n_warmup = n_warmup
+        self.thin = thin
+        self.chains = chains
+        self.alpha = alpha
+        self.noise_prior = noise_prior
+        self.beta0 = beta0
+        self.nu0 = nu0
+        self.w0 = w0
+        self.mu0 = mu0
+        self.init = init
+        self.map_iter = map_iter
+        self.map_method = map_method
+        self.keep_every = keep_every
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.svi_steps = svi_steps
+        self.svi_guide = svi_guide
+        self.svi_batch_size = svi_batch_size
+        self.svi_learning_rate = svi_learning_rate
+        self.nuts_target_accept = nuts_target_accept
+        self.nuts_max_tree_depth = nuts_max_tree_depth
+        self.nuts_dense_mass = nuts_dense_mass
+        self.seed = seed
+        self.progress = progress
+        self.dtype = dtype
+
+    # -- configuration ------------------------------------------------------------------------
+    @property
+    def prior(self) -> Prior:
+        noise = None if self.noise_prior is None else tuple(float(x) for x in self.noise_prior)
+        return Prior(self.rank, float(self.alpha), float(self.mu0), float(self.beta0),
+                     None if self.nu0 is None else float(self.nu0), float(self.w0), noise).validate()
+
+    def _validate(self):
+        if self.inference not in INFERENCES:
+            raise ConfigError(f"inference must be one of {INFERENCES}, got {self.inference!r}")
+        if self.init not in ("map", "random"):
+            raise ConfigError(f"init must be 'map' or 'random', got {self.init!r}")
+        if self.map_method not in ("als", "adam"):
+            raise ConfigError(f"map_method must be 'als' or 'adam', got {self.map_method!r}")
+        for name in ("n_samples", "thin", "chains", "keep_every", "map_iter", "svi_steps", "checkpoint_every"):
+            check_positive_int(name, getattr(self, name))
+        if isinstance(self.n_warmup, bool) or int(self.n_warmup) != self.n_warmup or self.n_warmup < 0:
+            raise ConfigError(f"n_warmup must be an integer >= 0, got {self.n_warmup!r}")
+        return self.prior, check_dtype(self.dtype)
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, train: Ratings, track: Ratings | None = None) -> BPMF:
+        """Fit on ``train``. With ``track`` (ratings in the training index space) the Gibbs
+        sampler accumulates the posterior-predictive mean/variance at those pairs online over
+        every draw (``tracked_mean_``, ``tracked_var_``), whatever ``keep_every`` is."""
+        self._track = track
+        return super().fit(train)
+
+    def _fit(self, train: Ratings) -> None:
+        prior, dtype = self._validate()
+        self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
+        self.user_bias_ = self.item_bias_ = None
+        self.sample_stats_ = {}
+        data = gibbs.prepare(train, self.global_mean_, dtype)
+        key = jax.random.PRNGKey(self.seed)
+        k_init, k_run = jax.random.split(key)
+        U0, V0 = self._initial_factors(k_init, data, prior, train, dtype)
+        for name in ("user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES)):
+            setattr(self, name, None)
+        if self.inference == "map":
+            self.user_factors_, self.item_factors_ = np.asarray(U0), np.asarray(V0)
+            return
+        if self.inference == "gibbs":
+            draws = self._run_gibbs(k_run, data, prior, U0, V0, train, dtype)
+        elif self.inference == "nuts":
+            from bayesmf.posterior.numpyro_inference import run_nuts
+
+            draws, self.sample_stats_ = run_nuts(
+                train, prior, self.global_mean_, k_run, n_warmup=self.n_warmup, n_samples=self.n_samples,
+                chains=self.chains, init_U=U0, init_V=V0, target_accept=self.nuts_target_accept,
+                max_tree_depth=self.nuts_max_tree_depth, dense_mass=self.nuts_dense_mass, progress=self.progress)
+        else:
+            from bayesmf.posterior.numpyro_inference import run_svi
+
+            draws, losses = run_svi(
+                train, prior, self.global_mean_, k_run, steps=self.svi_steps, n_samples=self.n_samples,
+                guide=self.svi_guide, batch_size=self.svi_batch_size, learning_rate=self.svi_learning_rate,
+                init_U=U0, init_V=V0, progress=self.progress)
+            self.history_["elbo_loss"] = [float(x) for x in losses]
+        self._store_draws(draws)
+
+    def _initial_factors(self, key, data, prior: Prior, train: Ratings, dtype):
+        state = gibbs.init(key, prior, train.n_users, train.n_items, dtype=dtype)
+        if self.init == "random" and self.inference != "map":
+            return state.U, state.V
+        # PMF MAP with the hyperparameters at their prior means: Lambda = nu0 W0, mu = 0.
+        lam = prior.nu * prior.w0
+        start = MapState(state.U, state.V)
+        if self.map_method == "als":
+            step = functools.partial(als_step, data=data, alpha=prior.alpha, lam=lam)
+            final, hist = iterate(step, start, self.map_iter, None, progress=self.progress, desc="PMF MAP")
+        else:
+            opt, adam_step = make_adam_step(data, prior.alpha, lam, 0.01, None)
+            params = (start.U, start.V)
+            carry, hist = iterate(jax.jit(adam_step), (params, opt.init(params)), self.map_iter, key,
+                                  progress=self.progress, desc="PMF MAP (adam)")
+            final = MapState(*carry[0])
+        self.history_.update({f"map_{k}": v for k, v in hist.items()})
+        return final.U, final.V
+
+    def _run_gibbs(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype):
+        base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
+                          dtype=dtype)
+        chains = int(self.chains)
+        init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
+
+        def collect(state):
+            return {"U": state.U, "V": state.V, "mu_U": state.mu_U, "Lambda_U": state.Lambda_U,
+                    "mu_V": state.mu_V, "Lambda_V": state.Lambda_V, "alpha": state.alpha}
+
+        track = None
+        if self._track is not None:
+            if not self._track.same_index_space(train):
+                raise DataError("track must share the training ID maps (use a bayesmf split)")
+            track = functools.partial(gibbs.pair_predictions, users=jnp.asarray(self._track.users),
+                                      items=jnp.asarray(self._track.items), global_mean=self.global_mean_)
+
+        fingerprint = {"params": {k: v for k, v in self.get_params().items() if k != "progress"},
+                       "nnz": train.nnz, "shape": train.shape, "sum": float(train.values.sum())}
+        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior)
+        result = run_sampler(kernel, init_state, key, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
+                             thin=int(self.thin), collect=collect, keep_every=int(self.keep_every), track=track,
+                             progress=self.progress, desc="BPMF Gibbs", checkpoint=self.checkpoint,
+                             checkpoint_every=int(self.checkpoint_every), fingerprint=fingerprint)
+        for name, values in result.history.items():
+            self.history_[name] = values.mean(axis=1).tolist()  # averaged over chains
+        if result.tracked is not None:
+            noise_var = float(np.mean(1.0 / result.samples["alpha"]))
+            self.tracked_mean_ = result.tracked.mean.astype(np.float32)
+            self.tracked_var_ = (result.tracked.variance + noise_var).astype(np.float32)
+        return result.samples
+
+    def _store_draws(self, draws: dict) -> None:
+        self.user_samples_ = np.asarray(draws["U"], np.float32)
+        self.item_samples_ = np.asarray(draws["V"], np.float32)
+        for site in HYPER_SITES:
+            setattr(self, f"{site}_samples_", np.asarray(draws[site], np.float32))
+        # posterior-mean factors: for similarity and export (predictions use the draws)
+        self.user_factors_ = self.user_samples_.mean(axis=(0, 1))
+        self.item_factors_ = self.item_samples_.mean(axis=(0, 1))
+
+    # -- prediction ---------------------------------------------------------------------------
+    @property
+    def has_draws(self) -> bool:
+        return getattr(self, "user_samples_", None) is not None
+
+    def _flat_draws(self):
+        U, V = self.user_samples_, self.item_samples_
+        return U.reshape(-1, *U.shape[2:]), V.reshape(-1, *V.shape[2:])
+
+    def _noise_variance(self) -> float:
+        if self.has_draws:
+            return float(np.mean(1.0 / self.alpha_samples_))
+        return 1.0 / float(self.alpha)
+
+    def _prior_predictive_variance(self) -> float:
+        """Variance of ``u.v`` for a user/item unseen in training, under the posterior-mean
+        hyperparameters: ``tr(S_U S_V) + mu_U' S_V mu_U + mu_V' S_U mu_V`` with S = Lambda^-1
+        — plus the noise. Used when ``unknown="fallback"``: wide, honest, never a silent zero."""
+        if not self.has_draws:
+            lam = self.prior.nu * self.w0
+            return float(self.rank / lam**2 + self._noise_variance())
+        S_U = np.linalg.inv(self.Lambda_U_samples_.reshape(-1, self.rank, self.rank)).mean(0)
+        S_V = np.linalg.inv(self.Lambda_V_samples_.reshape(-1, self.rank, self.rank)).mean(0)
+        mu_u = self.mu_U_samples_.reshape(-1, self.rank).mean(0)
+        mu_v = self.mu_V_samples_.reshape(-1, self.rank).mean(0)
+        return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + self._noise_variance())
+
+    def _moments(self, users, items, bad):
+        """Posterior mean and variance of the noise-free prediction at known pairs."""
+        if not self.has_draws:
+            mean = FactorModel._predict_indices(self, users, items, bad, bad)
+            return mean.astype(np.float64), np.zeros(users.shape)
+        U, V = self._flat_draws()
+        mean, var = _pair_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(users), jnp.asarray(items),
+                                  self.global_mean_)
+        return np.asarray(mean, np.float64), np.asarray(var, np.float64)
+
+    def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
+        mean, _ = self._moments(users, items, bad_u | bad_i)
+        return np.where(bad_u | bad_i, self.global_mean_, mean).astype(np.float32)
+
+    def predict_dist(self, users, items, unknown: str = "error", n_draws: int | None = None):
+        """Posterior predictive distribution of the ratings at index pairs.
+
+        Returns a :class:`bayesmf.predictive.PredictiveDistribution` with ``mean`` (n,), ``std``
+        (n,) — epistemic variance of ``u.v`` over draws plus the noise variance ``E[1/alpha]`` —
+        and ``samples`` (S, n) of noisy predictive draws when ``n_draws`` is given. Unknown
+        users/items (``unknown="fallback"``) get the global mean and the prior-predictive
+        variance. Not clipped.
+        """
+        from bayesmf.predictive import PredictiveDistribution
+
+        self._require_fitted()
+        users, items, bad_u, bad_i = self._check_indices(users, items, unknown)
+        bad = bad_u | bad_i
+        safe_u, safe_i = np.where(bad_u, 0, users), np.where(bad_i, 0, items)
+        mean, var = self._moments(safe_u, safe_i, bad)
+        var = var + self._noise_variance()
+        if bad.any():
+            mean = np.where(bad, self.global_mean_, mean)
+            var = np.where(bad, self._prior_predictive_variance(), var)
+        samples = None
+        if n_draws is not None:
+            samples = self._predictive_draws(safe_u, safe_i, int(n_draws))
+            if bad.any():
+                rng = np.random.default_rng(self.seed)
+                samples[:, bad] = mean[bad] + np.sqrt(var[bad]) * rng.standard_normal((samples.shape[0], bad.sum()))
+        return PredictiveDistribution(mean=mean, std=np.sqrt(var), samples=samples)
+
+    def _predictive_draws(self, users, items, n_draws: int) -> np.ndarray:
+        """(S, n) draws ``m + u_s.v_s + eps_s`` using ``n_draws`` evenly spaced posterior draws."""
+        if not self.has_draws:
+            raise ConfigError("a MAP fit has no posterior draws; use inference='gibbs', 'nuts' or 'svi'")
+        U, V = self._flat_draws()
+        alpha = self.alpha_samples_.reshape(-1)
+        pick = np.linspace(0, U.shape[0] - 1, min(n_draws, U.shape[0])).round().astype(int)
+        f = self.global_mean_ + np.einsum("snk,snk->sn", U[pick][:, users], V[pick][:, items])
+        rng = np.random.default_rng(self.seed)
+        return f + rng.standard_normal(f.shape) / np.sqrt(alpha[pick])[:, None]
+
+    def score_users(self, user_indices, items=None, how: str = "mean", q: float = 0.9, seed: int = 0) -> np.ndarray:
+        """Scores of every item (or ``items``) for a batch of users, shape (B, n_items):
+        ``how="mean"`` posterior mean; ``"quantile"`` the Gaussian ``q``-quantile of the
+        noise-free prediction (optimism under uncertainty); ``"thompson"`` one posterior draw
+        (chosen by ``seed``) per call."""
+        self._require_fitted()
+        if how not in ("mean", "quantile", "thompson"):
+            raise ConfigError(f"how must be 'mean', 'quantile' or 'thompson', got {how!r}")
+        if not self.has_draws:
+            if how != "mean":
+                raise ConfigError(f"how={how!r} needs posterior draws; this is a MAP fit")
+            return super().score_users(user_indices, items)
+        users = np.asarray(user_indices, dtype=np.int64)
+        U, V = self._flat_draws()
+        if items is not None:
+            V = V[:, np.asarray(items, dtype=np.int64)]
+        if how == "thompson":
+            s = np.random.default_rng(seed).integers(U.shape[0])
+            return (self.global_mean_ + U[s, users] @ V[s].T).astype(np.float32)
+        mean, var = _user_score_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(users), self.global_mean_)
+        if how == "mean":
+            return np.asarray(mean)
+        from scipy.stats import norm
+
+        return np.asarray(mean + norm.ppf(q) * jnp.sqrt(var))
+
+    def score_std_users(self, user_indices, items=None) -> np.ndarray:
+        """Posterior std of the noise-free score for a batch of users, (B, n_items)."""
+        self._require_fitted()
+        if not self.has_draws:
+            raise ConfigError("a MAP fit has no posterior draws")
+        U, V = self._flat_draws()
+        if items is not None:
+            V = V[:, np.asarray(items, dtype=np.int64)]
+        _, var = _user_score_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(np.asarray(user_indices)),
+                                     self.global_mean_)
+        return np.sqrt(np.asarray(var))
+
+    # -- diagnostics --------------------------------------------------------------------------
+    def to_arviz(self, factors: bool = True):
+        """``arviz.InferenceData``: posterior over hyperparameters (and factors unless
+        ``factors=False``), dims (chain, draw, ...), plus sample_stats (NUTS divergences and
+        leapfrog steps; Gibbs training RMSE is in ``history_``)."""
+        import arviz as az
+
+        if not self.has_draws:
+            raise ConfigError("a MAP fit has no posterior draws to convert")
+        posterior = {site: getattr(self, f"{site}_samples_") for site in HYPER_SITES}
+        dims = {"mu_U": ["factor"], "mu_V": ["factor"], "Lambda_U": ["factor", "factor_bis"],
+                "Lambda_V": ["factor", "factor_bis"]}
+        if factors:
+            posterior["U"], posterior["V"] = self.user_samples_, self.item_samples_
+            dims.update({"U": ["user", "factor"], "V": ["item", "factor"]})
+        stats = {k: v for k, v in self.sample_stats_.items()} if self.sample_stats_ else None
+        return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
+
+
+class PMF(BPMF):
+    """Probabilistic matrix factorization, the MAP shortcut: ``BPMF(inference="map")`` with the
+    hyperparameters fixed at their prior means (``Lambda = nu0 w0 I``, ``mu = 0``, ``alpha``)."""
+
+    def __init__(self, rank: int = 10, alpha: float = 2.0, nu0: float | None = None, w0: float = 1.0,
+                 map_iter: int = 20, map_method: str = "als", seed: int = 0, progress: bool = False,
+                 dtype: str = "float32"):
+        super().__init__(rank=rank, inference="map", alpha=alpha, nu0=nu0, w0=w0, map_iter=map_iter,
+                         map_method=map_method, seed=seed, progress=progress, dtype=dtype)

@@ -1,0 +1,119 @@
+r"""Bayesian probabilistic matrix factorization (Salakhutdinov & Mnih, ICML 2008), written once.
+
+The model, for rank ``D``, ratings ``r_ij`` centred at the training mean ``m``:
+
+.. math::
+
+    r_{ij} \mid U, V &\sim \mathcal N(m + u_i^\top v_j,\ \alpha^{-1}) \\
+    u_i \mid \mu_U, \Lambda_U &\sim \mathcal N(\mu_U, \Lambda_U^{-1}), \qquad
+    v_j \mid \mu_V, \Lambda_V \sim \mathcal N(\mu_V, \Lambda_V^{-1}) \\
+    \Lambda_U &\sim \mathcal W(W_0, \nu_0), \qquad \mu_U \mid \Lambda_U \sim \mathcal N(\mu_0, (\beta_0 \Lambda_U)^{-1})
+
+and the same Normal-Wishart for ``(mu_V, Lambda_V)``. Defaults are those of the authors' released
+Matlab code (``bayespmf.m``): ``alpha = 2``, ``mu0 = 0``, ``beta0 = 2``, ``nu0 = D``, ``W0 = I``.
+Option: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate).
+
+:func:`bpmf_model` is the NumPyro version of this model and the single source of truth for NUTS
+and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its full conditionals.
+The Wishart uses NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean ``nu0 W0``).
+For NUTS the factors are written non-centred, ``u_i = mu_U + L_U^{-T} z_i`` with
+``Lambda_U = L_U L_U^T`` and ``z_i ~ N(0, I)``: the same distribution, without the funnel
+geometry that centred hierarchical factors give HMC.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmf.errors import ConfigError
+
+
+class Prior(NamedTuple):
+    """Hyperparameters of BPMF (see the module docstring). ``noise_prior`` is ``None`` for a
+    fixed ``alpha`` or ``(a0, b0)`` for ``alpha ~ Gamma(a0, b0)`` (shape, rate)."""
+
+    rank: int
+    alpha: float = 2.0
+    mu0: float = 0.0
+    beta0: float = 2.0
+    nu0: float | None = None  # None -> rank
+    w0: float = 1.0  # W0 = w0 * I
+    noise_prior: tuple[float, float] | None = None
+
+    @property
+    def nu(self) -> float:
+        return float(self.rank if self.nu0 is None else self.nu0)
+
+    def validate(self) -> Prior:
+        if isinstance(self.rank, bool) or int(self.rank) != self.rank or self.rank < 1:
+            raise ConfigError(f"rank must be a positive integer, got {self.rank!r}")
+        for name in ("alpha", "beta0", "w0"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive precision/scale, got {value!r}")
+        if self.nu <= self.rank - 1:
+            raise ConfigError(f"nu0 must exceed rank - 1 = {self.rank - 1} for a proper Wishart, got {self.nu}")
+        if self.noise_prior is not None:
+            a0, b0 = self.noise_prior
+            if a0 <= 0 or b0 <= 0:
+                raise ConfigError(f"noise_prior (a0, b0) must be positive, got {self.noise_prior}")
+        return self
+
+    def w0_matrix(self, dtype=jnp.float32):
+        return self.w0 * jnp.eye(self.rank, dtype=dtype)
+
+
+def bpmf_model(
+    users,
+    items,
+    ratings,
+    n_users: int,
+    n_items: int,
+    prior: Prior,
+    global_mean: float = 0.0,
+    subsample_size: int | None = None,
+    noncentered: bool = True,
+):
+    """NumPyro model of BPMF over the observed triples (index arrays ``users``, ``items`` and the
+    raw ``ratings``, all shape (nnz,)). ``ratings=None`` samples the prior predictive.
+
+    Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V``; ``alpha`` when it
+    has a prior; ``r`` the likelihood, with a ``subsample_size`` plate for minibatch SVI
+    (the log-likelihood is rescaled by nnz / subsample_size by NumPyro). The likelihood is one
+    vectorised expression over ratings: a gather of factor rows and a row-wise dot product.
+    """
+    import numpyro
+    import numpyro.distributions as dist
+
+    D = prior.rank
+    factors = {}
+    for side, n in (("U", n_users), ("V", n_items)):
+        lam = numpyro.sample(f"Lambda_{side}", dist.Wishart(prior.nu, scale_matrix=prior.w0_matrix()))
+        mu = numpyro.sample(
+            f"mu_{side}", dist.MultivariateNormal(jnp.full(D, prior.mu0), precision_matrix=prior.beta0 * lam)
+        )
+        if noncentered:
+            chol = jnp.linalg.cholesky(lam)
+            z = numpyro.sample(f"z_{side}", dist.Normal(0.0, 1.0).expand([n, D]).to_event(2))
+            # u = mu + L^{-T} z has covariance L^{-T} L^{-1} = Lambda^{-1}
+            import jax.scipy.linalg as jsl
+
+            offset = jsl.solve_triangular(chol, z.T, lower=True, trans=1).T
+            factors[side] = numpyro.deterministic(side, mu + offset)
+        else:
+            with numpyro.plate(f"{side}_rows", n):
+                factors[side] = numpyro.sample(side, dist.MultivariateNormal(mu, precision_matrix=lam))
+    if prior.noise_prior is None:
+        alpha = prior.alpha
+    else:
+        alpha = numpyro.sample("alpha", dist.Gamma(*prior.noise_prior))
+    nnz = users.shape[0]
+    with numpyro.plate("ratings", nnz, subsample_size=subsample_size) as idx:
+        u = factors["U"][users[idx]]
+        v = factors["V"][items[idx]]
+        mean = global_mean + jnp.sum(u * v, axis=-1)
+        obs = None if ratings is None else ratings[idx]
+        numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=obs)

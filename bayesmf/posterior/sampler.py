@@ -1,0 +1,190 @@
+"""The one loop that drives a Markov chain kernel: chains, burn-in, thinning, kept samples,
+online predictive moments, progress, checkpoints and resumption.
+
+``chain_kernel(keys, states, jitter) -> (states, info)`` advances every chain by one sweep
+(e.g. :func:`bayesmf.posterior.gibbs.chain_step` with its data and prior bound by
+``functools.partial``); it should be a jitted module-level function so that fitting again on data
+of the same shapes reuses the compiled sweep instead of recompiling it. Sweep ``t`` of the run
+uses ``fold_in(key, t)`` split over chains, so the chain is a deterministic function of ``(key, t)``: a run interrupted after sweep ``t`` and
+resumed from its checkpoint continues bit-identically.
+
+Memory does not grow with the number of samples unless samples are kept: the posterior
+predictive at tracked pairs is accumulated online (Welford), and kept samples can be thinned
+further (``keep_every``) or restricted to the sites ``collect`` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmf.engines.driver import DivergenceError, progress_bar
+from bayesmf.errors import ConfigError
+
+
+class OnlineMoments:
+    """Running mean and variance over draws (Welford), for arrays of a fixed shape.
+
+    ``update(x)`` takes a batch of draws stacked on axis 0 (e.g. one per chain).
+    """
+
+    def __init__(self, shape=None, count: int = 0, mean=None, m2=None):
+        self.count = count
+        self.mean = None if mean is None else np.asarray(mean, np.float64)
+        self.m2 = None if m2 is None else np.asarray(m2, np.float64)
+
+    def update(self, draws) -> None:
+        for x in np.asarray(draws, np.float64):
+            if self.mean is None:
+                self.mean = np.zeros_like(x)
+                self.m2 = np.zeros_like(x)
+            self.count += 1
+            delta = x - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (x - self.mean)
+
+    @property
+    def variance(self):
+        # the same 1/n convention as the draw averages of the predictive (a plug-in moment)
+        return self.m2 / max(self.count, 1)
+
+
+class SamplerResult(NamedTuple):
+    samples: dict  # site -> array (chains, draws, ...)
+    history: dict  # info field -> array (sweeps, chains)
+    tracked: OnlineMoments | None
+    state: object  # final state (chain-batched pytree)
+
+
+def run_sampler(
+    chain_kernel: Callable,
+    init_state,
+    key,
+    *,
+    n_warmup: int,
+    n_samples: int,
+    thin: int = 1,
+    collect: Callable | None = None,
+    keep_every: int = 1,
+    track: Callable | None = None,
+    progress: bool = False,
+    desc: str = "sampling",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    fingerprint: dict | None = None,
+) -> SamplerResult:
+    """Run ``n_warmup + n_samples * thin`` sweeps of every chain in ``init_state`` (a pytree
+    whose leaves have a leading chain axis).
+
+    After burn-in every ``thin``-th sweep is a draw: ``track(state)`` (predictions at tracked
+    pairs, per chain) feeds :class:`OnlineMoments`, and every ``keep_every``-th draw
+    ``collect(state)`` (dict of arrays per chain) is kept in host memory. ``history`` holds every
+    sweep's info. With ``checkpoint`` a file is written every ``checkpoint_every`` sweeps and on
+    Ctrl-C, and an existing one with the same ``fingerprint`` is resumed.
+    """
+    for name, value in (("n_samples", n_samples), ("thin", thin), ("keep_every", keep_every)):
+        if int(value) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if int(n_warmup) < 0:
+        raise ConfigError(f"n_warmup must be >= 0, got {n_warmup}")
+    n_chains = jax.tree_util.tree_leaves(init_state)[0].shape[0]
+    total = n_warmup + n_samples * thin
+
+    fingerprint = dict(fingerprint or {}, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
+                       keep_every=keep_every, chains=n_chains)
+    path = None if checkpoint is None else Path(checkpoint)
+    state, start, kept, history, moments = init_state, 0, {}, {}, OnlineMoments()
+    if path is not None and path.exists():
+        state, start, kept, history, moments = _load_checkpoint(path, init_state, fingerprint)
+
+    bar = progress_bar(total, desc, progress)
+    bar.update(start)
+    done = start
+    try:
+        for t in range(start, total):
+            keys = jax.random.split(jax.random.fold_in(key, t), n_chains)
+            new_state, info = chain_kernel(keys, state, 0.0)
+            if not bool(np.all(jax.device_get(info.finite))):
+                warnings.warn(f"{desc}: a Cholesky factorisation failed at sweep {t}; retrying with jitter 1e-5",
+                              RuntimeWarning, stacklevel=2)
+                new_state, info = chain_kernel(keys, state, 1e-5)
+                if not bool(np.all(jax.device_get(info.finite))):
+                    raise DivergenceError(f"{desc}: non-finite values at sweep {t} even with jitter")
+            draw = t - n_warmup
+            is_draw = draw >= 0 and (draw + 1) % thin == 0
+            keep = is_draw and collect is not None and ((draw + 1) // thin - 1) % keep_every == 0
+            tracked = jax.device_get(track(new_state)) if is_draw and track is not None else None
+            collected = jax.device_get(collect(new_state)) if keep else {}
+            info = jax.device_get(info)
+            # commit sweep t (all slow work is done above, so Ctrl-C leaves a consistent record)
+            state = new_state
+            for name, value in info._asdict().items():
+                if name != "finite":
+                    history.setdefault(name, []).append(np.asarray(value))
+            if tracked is not None:
+                moments.update(tracked)
+            for name, value in collected.items():
+                kept.setdefault(name, []).append(np.asarray(value))
+            done = t + 1
+            bar.update(1)
+            if path is not None and done % checkpoint_every == 0 and done < total:
+                _save_checkpoint(path, state, done, kept, history, moments, fingerprint)
+    except KeyboardInterrupt:
+        if path is not None:
+            _save_checkpoint(path, state, done, kept, history, moments, fingerprint)
+            warnings.warn(f"interrupted: progress saved to {path}; call fit again to resume", stacklevel=2)
+        raise
+    finally:
+        bar.close()
+    samples = {name: np.stack(values, axis=1) for name, values in kept.items()}  # (chains, draws, ...)
+    hist = {name: np.stack(values) for name, values in history.items()}
+    if path is not None and path.exists():
+        path.unlink()  # the run finished; its result lives in the model now
+    return SamplerResult(samples, hist, moments if track is not None else None, state)
+
+
+def _digest(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_checkpoint(path: Path, state, next_sweep, kept, history, moments, fingerprint) -> None:
+    leaves = jax.tree_util.tree_leaves(jax.device_get(state))
+    arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    for name, values in kept.items():
+        arrays[f"kept_{name}"] = np.stack(values)
+    for name, values in history.items():
+        arrays[f"history_{name}"] = np.stack(values)
+    if moments.mean is not None:
+        arrays["moments_mean"], arrays["moments_m2"] = moments.mean, moments.m2
+    meta = {"next_sweep": next_sweep, "moments_count": moments.count, "digest": _digest(fingerprint)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a crash mid-write never corrupts the last checkpoint
+
+
+def _load_checkpoint(path: Path, template, fingerprint):
+    with np.load(path) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+        if meta["digest"] != _digest(fingerprint):
+            raise ConfigError(f"checkpoint {path} was written by a different run configuration; delete it or "
+                              "use another checkpoint path")
+        treedef = jax.tree_util.tree_structure(template)
+        n_leaves = treedef.num_leaves
+        state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(npz[f"state_{i}"]) for i in range(n_leaves)])
+        kept = {k[5:]: list(npz[k]) for k in npz.files if k.startswith("kept_")}
+        history = {k[8:]: list(npz[k]) for k in npz.files if k.startswith("history_")}
+        moments = OnlineMoments(count=meta["moments_count"],
+                                mean=npz["moments_mean"] if "moments_mean" in npz.files else None,
+                                m2=npz["moments_m2"] if "moments_m2" in npz.files else None)
+    return state, meta["next_sweep"], kept, history, moments
