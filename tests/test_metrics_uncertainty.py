@@ -134,6 +134,12 @@ def test_crps_mixture_against_numerical_integral_and_shifts():
     np.testing.assert_allclose(crps_mixture([y], means, noise, n_shifts=None), left + right, rtol=1e-6)
     # with all S - 1 shifts the shift estimator is the exact sum
     np.testing.assert_allclose(crps_mixture([y], means, noise, n_shifts=3), left + right, rtol=1e-6)
+    # an odd number of draws (no self-paired middle lag)
+    odd = means[:3, 0]
+    G = lambda x: norm.cdf((x - odd) / noise).mean()  # noqa: E731
+    exact_odd = (integrate.quad(lambda x: G(x) ** 2, -np.inf, y, limit=200)[0]
+                 + integrate.quad(lambda x: (1 - G(x)) ** 2, y, np.inf, limit=200)[0])
+    np.testing.assert_allclose(crps_mixture([y], odd[:, None], noise), exact_odd, rtol=1e-6)
     # 16 shifts of 100 draws: per prediction within a few percent, the mean over 2000 within 0.5%
     big = np.random.default_rng(2).normal(size=(100, 2000))
     yy = np.zeros(2000)

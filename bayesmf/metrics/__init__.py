@@ -30,8 +30,10 @@ from bayesmf.metrics.rating import bootstrap_ci, mae, per_user_errors, posterior
 from bayesmf.metrics.sampled import SAMPLED_WARNING, full_rank_metric, kr_correction, sampled_metrics, sampled_ranking
 from bayesmf.metrics.uncertainty import (
     calibration_area,
+    calibration_area_from_pit,
     calibration_curve,
     coverage,
+    coverage_from_pit,
     crps,
     crps_gaussian,
     crps_mixture,
@@ -49,10 +51,10 @@ from bayesmf.predictive import PredictiveDistribution
 
 __all__ = [
     "SAMPLED_WARNING", "BootstrapEnsemble", "PredictiveDistribution", "auc", "bootstrap_ci", "calibration_area",
-    "calibration_curve", "coverage", "crps", "crps_gaussian", "crps_mixture", "crps_samples", "evaluate_ranking",
-    "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "hit_rate", "interval_scores",
-    "interval_width",
-    "kr_correction", "mae", "map_at_k", "mixture_nll", "mrr", "ndcg_at_k", "per_user_errors", "pit",
-    "posterior_rmse", "precision_at_k", "rank_relevant", "ranking_metrics", "recall_at_k", "risk_coverage",
-    "rmse", "rmse_by_std_bin", "rmse_per_draw", "sampled_metrics", "sampled_ranking", "spearman_error_std",
+    "calibration_area_from_pit", "calibration_curve", "coverage", "coverage_from_pit", "crps", "crps_gaussian",
+    "crps_mixture", "crps_samples", "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking",
+    "gaussian_nll", "hit_rate", "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k",
+    "mixture_nll", "mrr", "ndcg_at_k", "per_user_errors", "pit", "posterior_rmse", "precision_at_k",
+    "rank_relevant", "ranking_metrics", "recall_at_k", "risk_coverage", "rmse", "rmse_by_std_bin", "rmse_per_draw",
+    "sampled_metrics", "sampled_ranking", "spearman_error_std",
 ]

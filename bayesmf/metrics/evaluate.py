@@ -66,7 +66,9 @@ def evaluate_ratings(
     replicates, level ``ci_level``) and with ``by_user`` also ``rmse_ci_users``, ``mae_ci_users``
     (over users); ``user_rmse_p10/p50/p90`` and ``n_test_users`` (per-user RMSE distribution).
     With a predictive distribution (computed on the *unclipped* distribution: clipping a Gaussian
-    does not give one): ``coverage@L``, ``width@L`` for each level ``L``; ``nll`` (Gaussian, from
+    does not give one): ``coverage@L`` (from PIT values, ``mean(|2 F(y) - 1| <= L)``, the same as
+    counting ``y`` inside the central interval for a continuous predictive), ``width@L`` for each
+    level ``L``; ``nll`` (Gaussian, from
     mean and std) and, for mixtures, ``nll_mixture``; ``crps``; ``calibration_area`` and
     ``calibration_curve`` (dict of arrays ``nominal``/``observed``); ``aurc`` and
     ``risk_coverage`` (arrays), ``rmse_by_std_decile`` (dict), ``spearman_abs_error_std`` — these
@@ -74,6 +76,11 @@ def evaluate_ratings(
     draws (``samples``): ``rmse_draws_mean``, ``rmse_draws_lo``, ``rmse_draws_hi`` — the posterior
     distribution of the test RMSE (one RMSE per draw, clipped like the point predictions; its
     central ``ci_level`` interval) — meaningful when the draws are noise-free per-draw predictions.
+
+    Cost: linear in N for point predictions, Gaussians and empirical draws (100,000 x 200 draws:
+    about 1 s). A Gaussian mixture (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations
+    per Newton round of each interval end and per lag of the CRPS pair term: measured 23 s for
+    N = 100,000 and S = 100 on the 2-core development machine (under load).
     """
     if not isinstance(test, Ratings):
         raise DataError(f"test must be a bayesmf Ratings, got {type(test).__name__}")
@@ -110,15 +117,19 @@ def evaluate_ratings(
 
 def _uncertainty_report(y, pred, dist: PredictiveDistribution, levels) -> dict:
     out = {}
-    for level in levels:
-        check_level(level)
-        out[f"coverage@{level:g}"], out[f"width@{level:g}"] = uncertainty.interval_scores(y, dist, level)
+    levels = [check_level(level) for level in levels]
+    # one CDF evaluation serves coverage at every level and the calibration curve and area
+    pit = uncertainty.pit(y, dist)
+    for level, observed in zip(levels, uncertainty.coverage_from_pit(pit, levels), strict=True):
+        out[f"coverage@{level:g}"] = float(observed)
+        out[f"width@{level:g}"] = uncertainty.interval_width(dist, level)
     out["nll"] = float(uncertainty.gaussian_nll(y, dist.mean, dist.std).mean())
     if dist.kind == "mixture":
         out["nll_mixture"] = float(uncertainty.mixture_nll(y, dist).mean())
     out["crps"] = uncertainty.crps(y, dist)
-    nominal, observed = uncertainty.calibration_curve(y, dist)
-    out["calibration_area"] = uncertainty.calibration_area(y, dist)
+    nominal = np.linspace(0.0, 1.0, 101)
+    observed = uncertainty.coverage_from_pit(pit, nominal)
+    out["calibration_area"] = uncertainty.calibration_area_from_pit(pit)
     out["calibration_curve"] = {"nominal": nominal, "observed": observed}
     rc = uncertainty.risk_coverage(y, pred, dist.std)
     out["aurc"] = rc["aurc"]

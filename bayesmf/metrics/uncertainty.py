@@ -48,7 +48,8 @@ from bayesmf.models.base import check_positive_int
 from bayesmf.predictive import PredictiveDistribution
 
 __all__ = [
-    "DEFAULT_LEVELS", "calibration_area", "calibration_curve", "coverage", "crps", "crps_gaussian",
+    "DEFAULT_LEVELS", "calibration_area", "calibration_area_from_pit", "calibration_curve", "coverage",
+    "coverage_from_pit", "crps", "crps_gaussian",
     "crps_mixture", "crps_samples", "gaussian_nll", "interval_scores", "interval_width", "mixture_nll", "pit",
     "risk_coverage", "rmse_by_std_bin", "spearman_error_std",
 ]
@@ -154,7 +155,7 @@ def crps_mixture(y, means, noise_std, n_shifts: int | None = None, max_evaluatio
 
     ``E|X - y|`` is exact. ``E|X - X'|`` sums ``S^2`` closed-form terms (the ``S`` diagonal
     ones are ``E|N(0, 2 noise^2)|``). The ``S(S-1)`` off-diagonal pairs are all used (exact, cost
-    ``O(S^2 N)``) when ``n_shifts >= S - 1``, or when ``n_shifts`` is None and ``S^2 N <=
+    ``O(S^2 N / 2)``) when ``n_shifts >= S - 1``, or when ``n_shifts`` is None and ``S^2 N <=
     max_evaluations``. Otherwise they are estimated from ``n_shifts`` cyclic shifts
     ``t = s + k mod S`` (None: ``max(16, max_evaluations // (S N))``), the lags ``k`` at the
     midpoints of ``n_shifts`` equal parts of ``1..S-1`` (each shift pairs every draw with another;
@@ -180,13 +181,17 @@ def crps_mixture(y, means, noise_std, n_shifts: int | None = None, max_evaluatio
         n_shifts = S - 1 if S * S * y.size <= max_evaluations else max(16, max_evaluations // (S * y.size))
     n_shifts = check_positive_int("n_shifts", n_shifts)
     if n_shifts >= S - 1:
-        shifts = np.arange(1, S)
+        # lags k and S - k pair the same draws (A is even), so lags 1..S//2 cover every pair;
+        # when S is even, lag S/2 lists each of its pairs twice and gets half weight
+        shifts = np.arange(1, S // 2 + 1)
+        weights = np.where(2 * shifts == S, 1.0, 2.0)
     else:
         shifts = np.unique(1 + np.floor((np.arange(n_shifts) + 0.5) * (S - 1) / n_shifts).astype(int))
+        weights = np.ones(shifts.size)
     off = np.zeros(y.size)
-    for k in shifts:  # a loop over a few shifts; each term is vectorized over draws and predictions
-        off += _expected_abs_normal(m - np.roll(m, -k, axis=0), pair_sigma).mean(axis=0)
-    off /= shifts.size
+    for k, w in zip(shifts, weights, strict=True):  # a loop over lags; each term vectorized over draws and predictions
+        off += w * _expected_abs_normal(m - np.roll(m, -k, axis=0), pair_sigma).mean(axis=0)
+    off /= weights.sum()
     pair_mean = (diagonal + (S - 1) * off) / S
     return abs_dev - 0.5 * pair_mean
 
@@ -207,24 +212,32 @@ def pit(y, dist: PredictiveDistribution) -> np.ndarray:
     return dist.cdf(_check_dist(y, dist))
 
 
+def coverage_from_pit(pit_values, levels) -> np.ndarray:
+    """Observed coverage ``G(p) = mean(|2 u - 1| <= p)`` at each level ``p`` from PIT values ``u``
+    (one CDF evaluation serves every level: for a continuous predictive, ``y`` lies in the central
+    ``p`` interval exactly when ``|2 F(y) - 1| <= p``)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    if levels.ndim != 1 or levels.size == 0 or np.any((levels < 0) | (levels > 1)):
+        raise DataError(f"levels must be a non-empty 1-D array inside [0, 1], got {levels!r}")
+    dev = np.sort(np.abs(2 * np.asarray(pit_values, dtype=np.float64) - 1))
+    return np.searchsorted(dev, levels, side="right") / dev.size
+
+
 def calibration_curve(y, dist: PredictiveDistribution, levels=None) -> tuple[np.ndarray, np.ndarray]:
     """``(levels, observed)``: observed coverage ``G(p)`` of the central intervals at each
     nominal level ``p`` (default ``0, 0.01, ..., 1``)."""
     levels = np.linspace(0.0, 1.0, 101) if levels is None else np.asarray(levels, dtype=np.float64)
-    if levels.ndim != 1 or levels.size == 0 or np.any((levels < 0) | (levels > 1)):
-        raise DataError(f"levels must be a non-empty 1-D array inside [0, 1], got {levels!r}")
-    dev = np.sort(np.abs(2 * pit(y, dist) - 1))
-    return levels, np.searchsorted(dev, levels, side="right") / dev.size
+    return levels, coverage_from_pit(pit(y, dist), levels)
 
 
-def calibration_area(y, dist: PredictiveDistribution) -> float:
-    """Exact ``int_0^1 |G(p) - p| dp`` for the step function ``G`` of :func:`calibration_curve`.
+def calibration_area_from_pit(pit_values) -> float:
+    """Exact ``int_0^1 |G(p) - p| dp`` for the step function ``G`` of :func:`coverage_from_pit`.
 
     With ``d_(1) <= ... <= d_(N)`` the sorted ``|2 PIT - 1|``, ``G = k/N`` on ``[d_(k), d_(k+1))``
     (``d_(0) = 0``, ``d_(N+1) = 1``), and ``int_a^b |c - p| dp = H(b) - H(a)`` with the
     antiderivative ``H(p) = sign(p - c) (p - c)^2 / 2``.
     """
-    dev = np.sort(np.abs(2 * pit(y, dist) - 1))
+    dev = np.sort(np.abs(2 * np.asarray(pit_values, dtype=np.float64) - 1))
     n = dev.size
     edges = np.concatenate([[0.0], dev, [1.0]])
     level = np.arange(n + 1) / n  # G on [edges[k], edges[k+1])
@@ -233,6 +246,11 @@ def calibration_area(y, dist: PredictiveDistribution) -> float:
         return np.sign(p - level) * (p - level) ** 2 / 2
 
     return float(np.sum(antiderivative(edges[1:]) - antiderivative(edges[:-1])))
+
+
+def calibration_area(y, dist: PredictiveDistribution) -> float:
+    """Area between the calibration curve and the diagonal (see :func:`calibration_area_from_pit`)."""
+    return calibration_area_from_pit(pit(y, dist))
 
 
 # --- does the std rank the errors? -----------------------------------------------------------
