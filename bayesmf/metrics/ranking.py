@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 HOW = ("mean", "quantile", "thompson")
-# bytes per (user, item) cell in a batch: the scores, a sorted float64 working copy, slack
+# bytes per (user, item) cell in a batch: the scores, a sorted working copy (float64 at most), slack
 _BYTES_PER_CELL = 4 + 8 + 8
 
 
