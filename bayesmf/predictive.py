@@ -9,12 +9,14 @@ distribution of the *observed* rating ``y_n``. Three forms, chosen by which fiel
   interpolated linearly between order statistics (NumPy's default ``"linear"`` method).
 * **Gaussian mixture** (``samples`` and ``noise_std`` given): the rows of ``samples`` are draws
   of the noise-free predicted rating (e.g. ``mu + u_i . v_j`` for each posterior draw of BPMF),
-  and ``y_n ~ (1/S) sum_s N(samples[s, n], noise_std^2)``; ``noise_std`` is a scalar or has
-  shape (n,).
+  and ``y_n ~ (1/S) sum_s N(samples[s, n], noise_std[s, n]^2)``, where ``noise_std``
+  broadcasts to ``(S, n)``: a scalar, shape (n,) (per prediction), (S, 1) (per draw, e.g. BPMF's
+  ``1/sqrt(alpha_s)``) or (S, n).
 
 ``mean`` and ``std`` are always the first two moments of ``y``; :meth:`from_samples` computes
-them: ``mean = samples.mean(0)`` and ``std^2 = samples.var(0) (+ noise_std^2)`` (population
-variance, ``ddof=0``, i.e. the variance of the empirical distribution itself).
+them: ``mean = samples.mean(0)`` and ``std^2 = samples.var(0) (+ mean_s noise_std[s]^2)``
+(population variance, ``ddof=0``, i.e. the variance of the empirical distribution itself, plus the
+average noise variance: the law of total variance).
 
 NumPy only (no JAX), so any layer — engines' wrappers, ensembles, metrics — can build and read
 one without starting JAX. Arrays are stored as given when already float64/float32, never
@@ -66,7 +68,8 @@ def _finite_1d(name: str, x) -> np.ndarray:
 @dataclasses.dataclass(frozen=True, eq=False)
 class PredictiveDistribution:
     """Predictive distribution of ``n`` ratings. Shapes: ``mean``, ``std`` (n,); ``samples``
-    (S, n) or None; ``noise_std`` None, a scalar, or (n,). See the module docstring."""
+    (S, n) or None; ``noise_std`` None or broadcastable to (S, n): (), (n,), (S, 1), (S, n).
+    See the module docstring."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -93,10 +96,7 @@ class PredictiveDistribution:
         if self.noise_std is not None:
             if self.samples is None:
                 raise DataError("noise_std is only meaningful with samples (a Gaussian already has std)")
-            noise = np.asarray(self.noise_std, dtype=np.float64)
-            if noise.shape not in ((), mean.shape) or not np.all(np.isfinite(noise) & (noise > 0)):
-                raise DataError(f"noise_std must be > 0, a scalar or shape ({mean.size},); got {self.noise_std!r}")
-            object.__setattr__(self, "noise_std", noise)
+            object.__setattr__(self, "noise_std", noise_matrix(self.noise_std, self.samples.shape))
 
     # construction -----------------------------------------------------------------------
     @classmethod
@@ -108,7 +108,8 @@ class PredictiveDistribution:
             raise DataError(f"samples must have shape (S, n), got {samples.shape}")
         var = samples.var(axis=0, dtype=np.float64)
         if noise_std is not None:
-            var = var + np.asarray(noise_std, dtype=np.float64) ** 2
+            noise_std = noise_matrix(noise_std, samples.shape)
+            var = var + (noise_std**2).mean(axis=0)
         return cls(samples.mean(axis=0, dtype=np.float64), np.sqrt(var), samples, noise_std)
 
     @property
@@ -124,8 +125,8 @@ class PredictiveDistribution:
     def __getitem__(self, index) -> PredictiveDistribution:
         """The distribution of a subset of the ``n`` predictions (index as for a 1-D array)."""
         noise = self.noise_std
-        if noise is not None and noise.ndim == 1:
-            noise = noise[index]
+        if noise is not None and noise.shape[1] > 1:
+            noise = noise[:, index]
         samples = None if self.samples is None else self.samples[:, index]
         return PredictiveDistribution(self.mean[index], self.std[index], samples, noise)
 
@@ -212,23 +213,26 @@ def _empirical_cdf(sorted_samples: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _mixture_quantile(means, noise, q: float, start: np.ndarray, tol: float = 1e-8, max_iter: int = 60):
-    """Solve ``(1/S) sum_s Phi((x - means[s]) / noise) = q`` for each column by Newton's method,
-    kept inside a bisection bracket ``[min_s m_s + noise z_q, max_s m_s + noise z_q]`` (the mixture
-    quantile lies between its components' quantiles), so it converges from any start. Each round
-    evaluates only the columns not yet converged (``|step| <= tol (1 + |x|)``): from the Gaussian
-    approximation most columns converge in two or three rounds, and the cost is dominated by the
-    ``S x n`` normal CDF evaluations of those rounds."""
+    """Solve ``(1/S) sum_s Phi((x - means[s]) / noise[s]) = q`` for each column by Newton's method
+    (``noise`` as returned by :func:`noise_matrix`), kept inside a bisection bracket
+    ``[min_s (m_s + noise_s z_q), max_s (m_s + noise_s z_q)]`` (the mixture quantile lies between
+    its components' quantiles), so it converges from any start. Each round evaluates only the
+    columns not yet converged (``|step| <= tol (1 + |x|)``): from the Gaussian approximation most
+    columns converge in two or three rounds, and the cost is dominated by the ``S x n`` normal
+    CDF evaluations of those rounds."""
     z = ndtri(q)
-    noise = np.broadcast_to(noise, start.shape)
-    lo = means.min(axis=0) + noise * z
-    hi = means.max(axis=0) + noise * z
+    component_quantiles = means + noise * z
+    lo, hi = component_quantiles.min(axis=0), component_quantiles.max(axis=0)
+    del component_quantiles
     x = np.clip(start, lo, hi)
+    per_column = noise.shape[1] > 1
     todo = np.arange(x.size)
     for _ in range(max_iter):  # Newton rounds over the shrinking set of unconverged columns
-        xt, lt, ht, sig = x[todo], lo[todo], hi[todo], noise[todo]
+        xt, lt, ht = x[todo], lo[todo], hi[todo]
+        sig = noise[:, todo] if per_column else noise
         t = (xt[None, :] - means[:, todo]) / sig
         f = ndtr(t).mean(axis=0) - q
-        dens = np.exp(-0.5 * t * t).mean(axis=0) / (np.sqrt(2 * np.pi) * sig)
+        dens = (np.exp(-0.5 * t * t) / sig).mean(axis=0) / np.sqrt(2 * np.pi)
         lt = np.where(f < 0, xt, lt)
         ht = np.where(f > 0, xt, ht)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -241,3 +245,22 @@ def _mixture_quantile(means, noise, q: float, start: np.ndarray, tol: float = 1e
         if todo.size == 0:
             break
     return x
+
+
+def noise_matrix(noise_std, shape: tuple[int, int]) -> np.ndarray:
+    """``noise_std`` as a float64 array of shape (1 or S, 1 or n) that broadcasts against draws
+    of ``shape`` (S, n): a scalar, (n,), (S, 1), (1, n) or (S, n); every entry finite and > 0."""
+    S, n = shape
+    noise = np.asarray(noise_std, dtype=np.float64)
+    if noise.ndim < 2:
+        noise = noise.reshape(1, -1) if noise.ndim == 1 else noise.reshape(1, 1)
+    if noise.ndim != 2 or noise.shape[0] not in (1, S) or noise.shape[1] not in (1, n) or (
+        np.ndim(noise_std) == 1 and np.size(noise_std) != n
+    ):
+        raise DataError(
+            f"noise_std must broadcast to the draws' shape ({S}, {n}) as (), ({n},), ({S}, 1) or ({S}, {n}); "
+            f"got shape {np.shape(noise_std)}"
+        )
+    if not np.all(np.isfinite(noise) & (noise > 0)):
+        raise DataError("noise_std must be finite and > 0")
+    return noise

@@ -116,6 +116,9 @@ def test_evaluate_ratings_posterior_draws():
     assert report["rmse"] <= report["rmse_draws_mean"]  # Jensen: the mean's RMSE is the lowest
     assert abs(report["coverage@0.9"] - 0.9) < 0.04  # correctly specified (clipping aside)
     assert "nll_mixture" in report
+    # noisy draws of the observed rating (empirical form): no per-draw RMSE, it would include the noise
+    noisy = PredictiveDistribution.from_samples(draws + 0.5 * rng.normal(size=draws.shape))
+    assert "rmse_draws_mean" not in evaluate_ratings(test, noisy, n_boot=10)
 
 
 def test_evaluate_ratings_bad_input():

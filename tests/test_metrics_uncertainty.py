@@ -251,3 +251,26 @@ def test_crps_and_pit_dispatch_and_errors():
         coverage([np.nan, 0.0], d, 0.9)
     with pytest.raises(DataError, match="std must be >= 0"):
         crps_gaussian([0.0], [0.0], [-1.0])
+
+
+def test_per_draw_noise():
+    # two draws with their own noise (as BPMF's 1/sqrt(alpha_s)): y ~ (N(0, 0.5^2) + N(1, 1))/2
+    means, noise = np.array([[0.0], [1.0]]), np.array([[0.5], [1.0]])
+    d = PredictiveDistribution.from_samples(means, noise_std=noise)
+    assert d.std[0] == pytest.approx(np.sqrt(0.25 + (0.25 + 1.0) / 2))  # var of draws + mean noise var
+
+    def F(x):
+        return 0.5 * (norm.cdf(x, 0.0, 0.5) + norm.cdf(x, 1.0, 1.0))
+
+    for q in (0.05, 0.5, 0.9):
+        assert F(d.quantile(q)[0]) == pytest.approx(q, abs=1e-9)
+    y = 0.8
+    direct_nll = -np.log(0.5 * (norm.pdf(y, 0.0, 0.5) + norm.pdf(y, 1.0, 1.0)))
+    np.testing.assert_allclose(mixture_nll([y], d), direct_nll)
+    exact = integrate.quad(lambda x: F(x) ** 2, -np.inf, y)[0] + integrate.quad(lambda x: (1 - F(x)) ** 2, y, np.inf)[0]
+    np.testing.assert_allclose(crps_mixture([y], means, noise), exact, rtol=1e-7)
+    np.testing.assert_allclose(crps([y], d), exact, rtol=1e-7)
+    with pytest.raises(DataError, match="noise_std must broadcast"):
+        PredictiveDistribution.from_samples(np.zeros((2, 3)), noise_std=np.ones(2))
+    with pytest.raises(DataError, match="finite and > 0"):
+        PredictiveDistribution.from_samples(np.zeros((2, 3)), noise_std=0.0)

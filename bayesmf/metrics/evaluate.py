@@ -72,10 +72,12 @@ def evaluate_ratings(
     mean and std) and, for mixtures, ``nll_mixture``; ``crps``; ``calibration_area`` and
     ``calibration_curve`` (dict of arrays ``nominal``/``observed``); ``aurc`` and
     ``risk_coverage`` (arrays), ``rmse_by_std_decile`` (dict), ``spearman_abs_error_std`` — these
-    last three rank the (clipped) point predictions' errors by the predictive std. With posterior
-    draws (``samples``): ``rmse_draws_mean``, ``rmse_draws_lo``, ``rmse_draws_hi`` — the posterior
-    distribution of the test RMSE (one RMSE per draw, clipped like the point predictions; its
-    central ``ci_level`` interval) — meaningful when the draws are noise-free per-draw predictions.
+    last three rank the (clipped) point predictions' errors by the predictive std. For a
+    Gaussian-mixture predictive (noise-free posterior draws of the prediction plus ``noise_std``):
+    ``rmse_draws_mean``, ``rmse_draws_lo``, ``rmse_draws_hi`` — the posterior distribution of the
+    test RMSE (one RMSE per draw, clipped like the point predictions; its central ``ci_level``
+    interval). Empirical draws (``noise_std`` None) are draws of the *observed* rating, noise
+    included, so a per-draw RMSE would mix in the noise and is not reported for them.
 
     Cost: linear in N for point predictions, Gaussians and empirical draws (100,000 x 200 draws:
     about 1 s). A Gaussian mixture (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations
@@ -108,7 +110,7 @@ def evaluate_ratings(
         report[f"user_rmse_p{p}"] = float(np.percentile(per_user["rmse"], p))
     if dist is not None:
         report.update(_uncertainty_report(y, pred, dist, levels))
-        if dist.samples is not None:
+        if dist.kind == "mixture":  # draws of the noise-free prediction: one RMSE per posterior draw
             draws = np.clip(dist.samples, *clip_to) if clip_to else dist.samples
             post = rating.posterior_rmse(y, draws, ci_level)
             report.update(rmse_draws_mean=post["mean"], rmse_draws_lo=post["lo"], rmse_draws_hi=post["hi"])
