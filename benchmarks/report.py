@@ -134,8 +134,9 @@ def section(records: list[dict], *, command: str, threads: int, repeats: str, th
            "compiled code reused); *s / iter* = fit s / iterations; *predict s* = predicting the test pairs "
            "(implicit: ranking every test user with the shared top-10 code); *process wall s* = spawn to exit "
            "(imports, JVM start, data loading included); *peak RSS* = the process tree's maximum resident set "
-           "(`wait4` ru_maxrss). RMSE/MAE are computed by the same code for everyone, on predictions clipped to "
-           "the training rating scale; test pairs with a user or item absent from training are dropped.",
+           "(/proc sampled every 0.1 s, at least the job's VmHWM). RMSE/MAE are computed by the same code "
+           "for everyone, on predictions clipped to the training rating scale; test pairs with a user or "
+           "item absent from training are dropped.",
            "- bayesmf/peer ratios: < 1 means bayesmf is faster (fit) or lower (RMSE; for recall, > 1 is better).",
            "", "### Environments", "", *versions_table(peer_names), ""]
     for protocol in protocols:

@@ -3,8 +3,8 @@
 Every job — bayesmf's included — is a fresh process: ``<python> -P benchmarks/peers/<script>.py``
 with the same thread settings (:func:`thread_env`), so no side inherits another's warm caches or
 thread pools. The runner measures the whole process too: wall time from spawn to exit and the
-peak resident memory of the process tree (``os.wait4``'s ``ru_maxrss``, which covers children
-the job waited for, e.g. Spark's JVM).
+peak resident memory of the process tree (sampled from /proc every 0.1 s, so Spark's JVM
+counts), never less than the job's own high-water mark.
 
 Order within a repeat alternates (bayesmf first on even repeats, last on odd ones) so that a
 slow drift of the shared machine does not favour one side; each figure reported is the median
@@ -67,7 +67,7 @@ def run_job(job: Job, split: Path, *, threads: int, seed: int = 0, params: dict 
     with tempfile.TemporaryFile("w+") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
-        status, rusage = _wait(proc.pid, timeout)
+        status, tree_peak_kib = _wait(proc.pid, timeout)
         wall = time.perf_counter() - start
         proc.returncode = status
         log.seek(0)
@@ -82,25 +82,44 @@ def run_job(job: Job, split: Path, *, threads: int, seed: int = 0, params: dict 
         return {"error": f"exit {proc.returncode}: " + (" | ".join(tail)[-400:] if tail else "no output")}
     result = json.loads(lines[-1][len("BENCH_RESULT "):])
     result["wall_seconds"] = wall
-    result["peak_rss_mb"] = rusage.ru_maxrss / 1024.0  # KiB on Linux; the tree's peak (see module doc)
+    result["peak_rss_mb"] = max(tree_peak_kib / 1024.0, result.get("peak_rss_mb_self") or 0.0)
     return result
 
 
-def _wait(pid: int, timeout: float):
-    """(exit status or None on timeout, rusage) of child ``pid``; kills it after ``timeout`` s.
+def _tree_rss_kib(pid: int) -> int:
+    """Current resident memory of ``pid`` and all its descendants (KiB, from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")), 0)
+        except (OSError, ValueError):
+            continue  # the process ended between listing and reading
+    return total
 
-    ``os.wait4`` returns the child's own resource usage including the descendants it reaped, so
-    ``ru_maxrss`` is the peak over the job's process tree, whichever side spawned what.
+
+def _wait(pid: int, timeout: float):
+    """(exit status or None on timeout, peak KiB) of child ``pid``; kills it after ``timeout`` s.
+
+    Every 0.1 s the resident memory of the job's whole process tree is summed (Spark's JVM is a
+    grandchild the job never reaps, so ``wait4``'s ``ru_maxrss`` would miss it; that figure also
+    starts from the runner's own size, carried over ``exec``). The job's own ``VmHWM`` covers
+    peaks shorter than the sampling period for the job process itself.
     """
-    deadline = time.monotonic() + timeout
+    deadline, peak = time.monotonic() + timeout, 0
     while True:
-        done, status, rusage = os.wait4(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status), rusage
+            return os.waitstatus_to_exitcode(status), peak
+        peak = max(peak, _tree_rss_kib(pid))
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
-            _, _, rusage = os.wait4(pid, 0)
-            return None, rusage
+            os.waitpid(pid, 0)
+            return None, peak
         time.sleep(0.1)
 
 

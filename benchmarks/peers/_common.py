@@ -127,8 +127,16 @@ def ranking_metrics(score_users, data, batch_size: int = 512) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, MiB: ``VmHWM`` of /proc/self/status.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries the high-water mark of the memory image
+    replaced by ``exec`` into it, so a job spawned by a large runner would report the runner's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def emit(**fields) -> None:
