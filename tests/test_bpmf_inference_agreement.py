@@ -1,0 +1,68 @@
+"""The four inferences of one BPMF model agree where they should, and their differences are
+measured, not hidden: NUTS and Gibbs target the same posterior; SVI (mean-field) approximates it;
+MAP is the point the samplers start from."""
+
+import numpy as np
+import pytest
+
+from bayesmf import splits
+from bayesmf.data import synthetic
+from bayesmf.models.bpmf import BPMF
+
+
+@pytest.fixture(scope="module")
+def fits():
+    d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
+    train, test = splits.random(d.ratings, 0.2, seed=0)
+    settings = {
+        "gibbs": dict(n_samples=1000, n_warmup=200, thin=2),
+        "nuts": dict(n_samples=300, n_warmup=300),
+        "svi": dict(n_samples=400, svi_steps=1500, svi_batch_size=None),
+        "map": dict(),
+    }
+    models = {name: BPMF(rank=2, inference=name, seed=0, **kw).fit(train) for name, kw in settings.items()}
+    return models, test
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_nuts_and_gibbs_agree_within_monte_carlo_error(fits):
+    models, test = fits
+    g = models["gibbs"].predict_dist(test.users, test.items)
+    n = models["nuts"].predict_dist(test.users, test.items)
+    # measured here: median |d mean| 0.020, median |d std| / std 0.7%
+    assert np.median(np.abs(n.mean - g.mean)) < 0.05
+    assert np.median(np.abs(n.std / g.std - 1)) < 0.05
+    stats = models["nuts"].sample_stats_
+    assert stats["diverging"].shape == (1, 300) and stats["diverging"].mean() < 0.05
+    assert stats["num_steps"].max() <= 2**8 - 1  # max_tree_depth = 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_svi_difference_is_reported_and_bounded(fits):
+    models, test = fits
+    g = models["gibbs"].predict_dist(test.users, test.items)
+    s = models["svi"].predict_dist(test.users, test.items)
+    mean_gap = np.median(np.abs(s.mean - g.mean))
+    std_ratio = np.mean(s.std / g.std)
+    # measured here: median |d mean| 0.048; SVI's predictive std is 0.97x Gibbs' (mean-field
+    # under-dispersion, the known bias of variational posteriors)
+    assert mean_gap < 0.15
+    assert 0.8 < std_ratio < 1.05
+    assert len(models["svi"].history_["elbo_loss"]) == 1500
+    losses = np.asarray(models["svi"].history_["elbo_loss"])
+    assert losses[-100:].mean() < losses[:100].mean()
+
+
+@pytest.mark.slow
+def test_map_is_a_point_estimate_with_no_draws(fits):
+    models, test = fits
+    pmf = models["map"]
+    assert not pmf.has_draws
+    with pytest.raises(Exception, match="no posterior draws"):
+        pmf.to_arviz()
+    dist = pmf.predict_dist(test.users, test.items)
+    expected = pmf.global_mean_ + np.einsum("nk,nk->n", pmf.user_factors_[test.users], pmf.item_factors_[test.items])
+    np.testing.assert_allclose(dist.mean, expected, rtol=1e-5)
+    np.testing.assert_allclose(dist.std, np.sqrt(1 / 2.0))  # noise only: a point estimate has no epistemic part
