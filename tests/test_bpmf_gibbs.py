@@ -229,3 +229,29 @@ def test_unknown_users_get_prior_predictive_uncertainty(small):
     epistemic = dist.std**2 - noise_var
     assert epistemic[0] > 0 and epistemic[1] > 5 * epistemic[0]
     assert dist.mean[1] == pytest.approx(model.global_mean_)
+
+
+def test_fold_in_uses_the_conditional_posterior_per_draw(small):
+    import pandas as pd
+
+    r = small.ratings
+    model = BPMF(rank=2, n_samples=60, n_warmup=20, noise_prior=(1.0, 1.0), seed=0).fit(r)
+    u = int(np.argmax(r.user_counts))
+    rows = r.users == u
+    copy = pd.DataFrame({"user": 10_001, "item": r.item_map.ids(r.items[rows]), "rating": r.values[rows]})
+    model.fold_in(copy)
+    model.fold_in(copy.iloc[:2].assign(user=10_002))
+    assert model.user_samples_.shape == (1, 60, r.n_users + 2, 2)
+    items = np.arange(r.n_items)
+    trained = model.predict_dist(np.full(r.n_items, u), items)
+    folded = model.predict_dist(np.full(r.n_items, r.n_users), items)
+    few = model.predict_dist(np.full(r.n_items, r.n_users + 1), items)
+    # a user folded in with the same ratings as a training user predicts like that user
+    # (the posterior of one row given the others differs only by the row's own feedback on V)
+    assert np.median(np.abs(folded.mean - trained.mean)) < 0.05
+    assert np.median(np.abs(folded.std / trained.std - 1)) < 0.05
+    # two ratings leave the new user's uncertainty far wider
+    assert np.median(few.std) > 1.2 * np.median(folded.std)
+    recs = model.recommend([10_001], k=5)
+    assert len(recs) == 5 and "std" in recs.columns
+    assert not set(recs["item"]) & set(copy["item"])  # rated items are excluded

@@ -71,6 +71,23 @@ def _user_score_moments(U, V, users, global_mean):
     return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("n_users",))
+def _fold_in_draws(key, V, lam, mu, alpha, blocks, n_users):
+    """One conditional draw per posterior draw for each new user: (S, n_users, D)."""
+    keys = jax.random.split(key, V.shape[0])
+
+    def one(k, v, lam_s, mu_s, alpha_s):
+        return gibbs.conditional_rows(k, v, blocks, n_users, mu_s, lam_s, alpha_s)[0]
+
+    return jax.vmap(one)(keys, V, lam, mu, alpha)
+
+
+def _fold_in_modes(state, blocks, alpha, lam):
+    from bayesmf.posterior.map import ridge_rows_map
+
+    return ridge_rows_map(state.V, blocks, state.U.shape[0], alpha, lam)
+
+
 class BPMF(FactorModel):
     """Bayesian PMF (Salakhutdinov & Mnih 2008). See the module docstring and
     :mod:`bayesmf.posterior.model` for the model and its defaults (the authors' settings).
@@ -95,6 +112,7 @@ class BPMF(FactorModel):
     """
 
     is_bayesian = True
+    _per_user_arrays = {"user_factors_": 0, "user_bias_": 0, "user_samples_": -2}
     _state_arrays = FactorModel._state_arrays + (
         "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES),
     )
@@ -326,7 +344,8 @@ class BPMF(FactorModel):
 
         Returns a :class:`bayesmf.predictive.PredictiveDistribution` with ``mean`` (n,), ``std``
         (n,) — epistemic variance of ``u.v`` over draws plus the noise variance ``E[1/alpha]`` —
-        and ``samples`` (S, n) of noisy predictive draws when ``n_draws`` is given. Unknown
+        and, when ``n_draws`` is given, ``samples`` (S, n): noise-free posterior draws of
+        ``m + u.v`` with ``noise_std`` (S, 1) = ``1/sqrt(alpha_s)`` (a Gaussian mixture). Unknown
         users/items (``unknown="fallback"``) get the global mean and the prior-predictive
         variance. Not clipped.
         """
@@ -341,24 +360,27 @@ class BPMF(FactorModel):
         if bad.any():
             mean = np.where(bad, self.global_mean_, mean)
             var = np.where(bad, self._prior_predictive_variance(), var)
-        samples = None
-        if n_draws is not None:
-            samples = self._predictive_draws(safe_u, safe_i, int(n_draws))
-            if bad.any():
-                rng = np.random.default_rng(self.seed)
-                samples[:, bad] = mean[bad] + np.sqrt(var[bad]) * rng.standard_normal((samples.shape[0], bad.sum()))
-        return PredictiveDistribution(mean=mean, std=np.sqrt(var), samples=samples)
+        if n_draws is None:
+            return PredictiveDistribution(mean=mean, std=np.sqrt(var))
+        # noise-free draws f_s plus the per-draw noise std 1/sqrt(alpha_s): a Gaussian mixture,
+        # so metrics can report the RMSE of each posterior draw as well as the mixture's intervals
+        draws, noise_std = self._predictive_draws(safe_u, safe_i, int(n_draws))
+        if bad.any():
+            draws[:, bad] = mean[bad]  # unknown rows: all spread in noise_std below
+            noise_std = np.broadcast_to(noise_std, draws.shape).copy()
+            noise_std[:, bad] = np.sqrt(var[bad])
+        return PredictiveDistribution(mean=mean, std=np.sqrt(var), samples=draws, noise_std=noise_std)
 
-    def _predictive_draws(self, users, items, n_draws: int) -> np.ndarray:
-        """(S, n) draws ``m + u_s.v_s + eps_s`` using ``n_draws`` evenly spaced posterior draws."""
+    def _predictive_draws(self, users, items, n_draws: int):
+        """``n_draws`` evenly spaced posterior draws of ``m + u_s.v_s`` (S, n) and the noise std
+        ``1/sqrt(alpha_s)`` of each, (S, 1)."""
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws; use inference='gibbs', 'nuts' or 'svi'")
         U, V = self._flat_draws()
         alpha = self.alpha_samples_.reshape(-1)
         pick = np.linspace(0, U.shape[0] - 1, min(n_draws, U.shape[0])).round().astype(int)
         f = self.global_mean_ + np.einsum("snk,snk->sn", U[pick][:, users], V[pick][:, items])
-        rng = np.random.default_rng(self.seed)
-        return f + rng.standard_normal(f.shape) / np.sqrt(alpha[pick])[:, None]
+        return f, (1.0 / np.sqrt(alpha[pick]))[:, None]
 
     def score_users(self, user_indices, items=None, how: str = "mean", q: float = 0.9, seed: int = 0) -> np.ndarray:
         """Scores of every item (or ``items``) for a batch of users, shape (B, n_items):
@@ -377,8 +399,14 @@ class BPMF(FactorModel):
         if items is not None:
             V = V[:, np.asarray(items, dtype=np.int64)]
         if how == "thompson":
-            s = np.random.default_rng(seed).integers(U.shape[0])
-            return (self.global_mean_ + U[s, users] @ V[s].T).astype(np.float32)
+            # an independent posterior draw for each user (keyed by seed and user index, so
+            # batching does not change it); the loop runs over distinct draws, not users
+            draw = np.random.default_rng([seed, 0]).integers(U.shape[0], size=self.n_users_)[users]
+            out = np.empty((users.size, V.shape[1]), np.float32)
+            for s_ in np.unique(draw):
+                rows = np.flatnonzero(draw == s_)
+                out[rows] = self.global_mean_ + U[s_, users[rows]] @ V[s_].T
+            return out
         mean, var = _user_score_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(users), self.global_mean_)
         if how == "mean":
             return np.asarray(mean)
@@ -397,6 +425,38 @@ class BPMF(FactorModel):
         _, var = _user_score_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(np.asarray(user_indices)),
                                      self.global_mean_)
         return np.sqrt(np.asarray(var))
+
+    # -- fold-in ------------------------------------------------------------------------------
+    def _fold_in_solve(self, new: Ratings) -> dict:
+        """Factors of new users given the item side, under the same model.
+
+        With posterior draws: for each draw ``s`` the exact conditional posterior of the new
+        user's vector, ``N(P^-1 h, P^-1)`` with ``P = Lambda_U^s + alpha^s sum_j v_j^s v_j^s'``
+        and ``h = Lambda_U^s mu_U^s + alpha^s sum_j (r_j - m) v_j^s`` — the Gibbs conditional —
+        one draw per posterior draw, so a new user's predictions carry the (wider) uncertainty
+        of a few ratings. For a MAP fit: the conditional mode with the fixed hyperparameters.
+        """
+        from bayesmf.engines.blocks import build_blocks
+
+        rated, column = np.unique(new.items, return_inverse=True)
+        residual = (new.values - self.global_mean_).astype(np.float32)
+        blocks = build_blocks(new.users, column, residual, new.n_users)
+        if not self.has_draws:
+            prior = self.prior
+            V = jnp.asarray(self.item_factors_[rated])
+            state = MapState(jnp.zeros((new.n_users, self.rank)), V)
+            lam = prior.nu * prior.w0
+            U = _fold_in_modes(state, blocks, prior.alpha, lam)
+            return {"user_factors_": np.asarray(U)}
+        C, S = self.user_samples_.shape[:2]
+        V = jnp.asarray(self.item_samples_.reshape(C * S, self.n_items_, self.rank)[:, rated])
+        lam = jnp.asarray(self.Lambda_U_samples_.reshape(C * S, self.rank, self.rank))
+        mu = jnp.asarray(self.mu_U_samples_.reshape(C * S, self.rank))
+        alpha = jnp.asarray(self.alpha_samples_.reshape(C * S))
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n_users_)
+        draws = np.asarray(_fold_in_draws(key, V, lam, mu, alpha, blocks, new.n_users))
+        draws = draws.reshape(C, S, new.n_users, self.rank)
+        return {"user_samples_": draws, "user_factors_": draws.mean(axis=(0, 1))}
 
     # -- diagnostics --------------------------------------------------------------------------
     def to_arviz(self, factors: bool = True):

@@ -39,7 +39,8 @@ def objective(U, V, data: GibbsData, alpha: float, lam: float):
     return 0.5 * alpha * residual_sse(U, V, data) + 0.5 * lam * (jnp.sum(U**2) + jnp.sum(V**2))
 
 
-def _ridge_rows(other, blocks, n_rows, alpha, lam):
+def ridge_rows_map(other, blocks, n_rows, alpha, lam):
+    """Conditional modes ``(lam I + alpha G_i)^-1 alpha b_i`` of every row given the other side."""
     gram, rhs = gram_rhs(blocks, other, n_rows)
     eye = jnp.eye(other.shape[-1], dtype=other.dtype)
     return solve_spd(lam * eye[None] + alpha * gram, alpha * rhs)
@@ -48,8 +49,8 @@ def _ridge_rows(other, blocks, n_rows, alpha, lam):
 @jax.jit
 def als_step(_key, state: MapState, data: GibbsData, alpha: float, lam: float):
     """One exact coordinate-ascent sweep (users, then items). Info: objective and train RMSE."""
-    U = _ridge_rows(state.V, data.user_blocks, state.U.shape[0], alpha, lam)
-    V = _ridge_rows(U, data.item_blocks, state.V.shape[0], alpha, lam)
+    U = ridge_rows_map(state.V, data.user_blocks, state.U.shape[0], alpha, lam)
+    V = ridge_rows_map(U, data.item_blocks, state.V.shape[0], alpha, lam)
     sse = residual_sse(U, V, data)
     loss = 0.5 * alpha * sse + 0.5 * lam * (jnp.sum(U**2) + jnp.sum(V**2))
     return MapState(U, V), {"objective": loss, "train_rmse": jnp.sqrt(sse / data.residual.shape[0])}

@@ -5,8 +5,9 @@ online predictive moments, progress, checkpoints and resumption.
 (e.g. :func:`bayesmf.posterior.gibbs.chain_step` with its data and prior bound by
 ``functools.partial``); it should be a jitted module-level function so that fitting again on data
 of the same shapes reuses the compiled sweep instead of recompiling it. Sweep ``t`` of the run
-uses ``fold_in(key, t)`` split over chains, so the chain is a deterministic function of ``(key, t)``: a run interrupted after sweep ``t`` and
-resumed from its checkpoint continues bit-identically.
+uses ``fold_in(key, t)`` split over chains, so the chain is a deterministic function of
+``(key, t)``: a run interrupted after sweep ``t`` and resumed from its checkpoint continues
+bit-identically.
 
 Memory does not grow with the number of samples unless samples are kept: the posterior
 predictive at tracked pairs is accumulated online (Welford), and kept samples can be thinned
