@@ -34,52 +34,59 @@ from bayesmf.posterior.sampler import run_sampler
 
 INFERENCES = ("gibbs", "nuts", "svi", "map")
 HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha")
+BIAS_SITES = ("b_U", "b_V", "bias_precision_U", "bias_precision_V")
 
 
-@functools.partial(jax.jit, static_argnames=("how",))
-def _pair_moments(U, V, users, items, global_mean, how="mean"):
-    """Mean and variance over draws of ``m + u_s . v_s`` at pairs; U (S, n_users, D).
-
-    A scan over draws keeps memory O(pairs), whatever the number of draws.
+@jax.jit
+def _pair_moments(U, V, BU, BV, users, items, global_mean):
+    """Mean and variance over draws of ``m + b_s + c_s + u_s . v_s`` at pairs; U (S, n_users, D),
+    BU (S, n_users). A scan over draws keeps memory O(pairs), whatever the number of draws.
     """
 
-    def body(carry, uv):
-        u, v = uv
-        f = global_mean + jnp.sum(u[users] * v[items], axis=-1)
+    def body(carry, draw):
+        u, v, bu, bv = draw
+        f = global_mean + bu[users] + bv[items] + jnp.sum(u[users] * v[items], axis=-1)
         return (carry[0] + f, carry[1] + f * f), None
 
     zeros = jnp.zeros(users.shape, U.dtype)
-    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V))
+    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V, BU, BV))
     n = U.shape[0]
     mean = s1 / n
     return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
 
 
 @jax.jit
-def _user_score_moments(U, V, users, global_mean):
+def _user_score_moments(U, V, BU, BV, users, global_mean):
     """Mean and variance over draws of the scores of ``users`` against every item: (B, n_items)."""
 
-    def body(carry, uv):
-        u, v = uv
-        f = global_mean + u[users] @ v.T
+    def body(carry, draw):
+        u, v, bu, bv = draw
+        f = global_mean + bu[users][:, None] + bv[None, :] + u[users] @ v.T
         return (carry[0] + f, carry[1] + f * f), None
 
     zeros = jnp.zeros((users.shape[0], V.shape[1]), U.dtype)
-    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V))
+    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V, BU, BV))
     n = U.shape[0]
     mean = s1 / n
     return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("n_users",))
-def _fold_in_draws(key, V, lam, mu, alpha, blocks, n_users):
-    """One conditional draw per posterior draw for each new user: (S, n_users, D)."""
+def _fold_in_draws(key, V, BV, lam, mu, alpha, bias_precision, blocks, n_users):
+    """One conditional draw per posterior draw for each new user: factors (S, n_users, D) and
+    biases (S, n_users) — drawn jointly when the model has biases (``bias_precision`` (S,))."""
     keys = jax.random.split(key, V.shape[0])
+    if bias_precision is None:
+        def one(k, v, lam_s, mu_s, alpha_s):
+            return gibbs.conditional_rows(k, v, blocks, n_users, mu_s, lam_s, alpha_s)[0]
 
-    def one(k, v, lam_s, mu_s, alpha_s):
-        return gibbs.conditional_rows(k, v, blocks, n_users, mu_s, lam_s, alpha_s)[0]
+        x = jax.vmap(one)(keys, V, lam, mu, alpha)
+        return x, jnp.zeros(x.shape[:2], x.dtype)
 
-    return jax.vmap(one)(keys, V, lam, mu, alpha)
+    def joint(k, v, bv, lam_s, mu_s, prec_s, alpha_s):
+        return gibbs.rows_with_biases(k, v, bv, blocks, n_users, mu_s, lam_s, prec_s, alpha_s, 0.0)
+
+    return jax.vmap(joint)(keys, V, BV, lam, mu, bias_precision, alpha)
 
 
 def _fold_in_modes(state, blocks, alpha, lam):
@@ -100,6 +107,8 @@ class BPMF(FactorModel):
     alpha : noise precision (fixed) — or its prior mean's starting value when ``noise_prior``
         ``(a0, b0)`` makes it unknown with a Gamma(a0, b0) prior.
     beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
+    biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
+        ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
     init : "map" (PMF MAP, the authors' choice) or "random".
     map_iter : coordinate-ascent sweeps for the MAP fit / initialisation.
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
@@ -112,9 +121,9 @@ class BPMF(FactorModel):
     """
 
     is_bayesian = True
-    _per_user_arrays = {"user_factors_": 0, "user_bias_": 0, "user_samples_": -2}
+    _per_user_arrays = {"user_factors_": 0, "user_bias_": 0, "user_samples_": -2, "b_U_samples_": -1}
     _state_arrays = FactorModel._state_arrays + (
-        "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES),
+        "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES),
     )
 
     def __init__(
@@ -131,6 +140,8 @@ class BPMF(FactorModel):
         nu0: float | None = None,
         w0: float = 1.0,
         mu0: float = 0.0,
+        biases: bool = False,
+        bias_prior: tuple = (1.0, 1.0),
         init: str = "map",
         map_iter: int = 10,
         map_method: str = "als",
@@ -160,6 +171,8 @@ class BPMF(FactorModel):
         self.nu0 = nu0
         self.w0 = w0
         self.mu0 = mu0
+        self.biases = biases
+        self.bias_prior = bias_prior
         self.init = init
         self.map_iter = map_iter
         self.map_method = map_method
@@ -181,14 +194,18 @@ class BPMF(FactorModel):
     @property
     def prior(self) -> Prior:
         noise = None if self.noise_prior is None else tuple(float(x) for x in self.noise_prior)
+        bias = tuple(float(x) for x in self.bias_prior) if self.biases else None
         return Prior(self.rank, float(self.alpha), float(self.mu0), float(self.beta0),
-                     None if self.nu0 is None else float(self.nu0), float(self.w0), noise).validate()
+                     None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias).validate()
 
     def _validate(self):
         if self.inference not in INFERENCES:
             raise ConfigError(f"inference must be one of {INFERENCES}, got {self.inference!r}")
         if self.init not in ("map", "random"):
             raise ConfigError(f"init must be 'map' or 'random', got {self.init!r}")
+        if self.biases and self.inference == "map":
+            raise ConfigError("biases=True needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
+                              "for a biased point estimate use bayesmf.ALS or FunkSVD")
         if self.map_method not in ("als", "adam"):
             raise ConfigError(f"map_method must be 'als' or 'adam', got {self.map_method!r}")
         for name in ("n_samples", "thin", "chains", "keep_every", "map_iter", "svi_steps", "checkpoint_every"):
@@ -214,7 +231,7 @@ class BPMF(FactorModel):
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
         U0, V0 = self._initial_factors(k_init, data, prior, train, dtype)
-        for name in ("user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES)):
+        for name in ("user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES)):
             setattr(self, name, None)
         if self.inference == "map":
             self.user_factors_, self.item_factors_ = np.asarray(U0), np.asarray(V0)
@@ -263,9 +280,10 @@ class BPMF(FactorModel):
         chains = int(self.chains)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
 
+        sites = ("U", "V") + HYPER_SITES + (BIAS_SITES if prior.has_biases else ())
+
         def collect(state):
-            return {"U": state.U, "V": state.V, "mu_U": state.mu_U, "Lambda_U": state.Lambda_U,
-                    "mu_V": state.mu_V, "Lambda_V": state.Lambda_V, "alpha": state.alpha}
+            return {site: getattr(state, site) for site in sites}
 
         track = None
         if self._track is not None:
@@ -292,11 +310,14 @@ class BPMF(FactorModel):
     def _store_draws(self, draws: dict) -> None:
         self.user_samples_ = np.asarray(draws["U"], np.float32)
         self.item_samples_ = np.asarray(draws["V"], np.float32)
-        for site in HYPER_SITES:
-            setattr(self, f"{site}_samples_", np.asarray(draws[site], np.float32))
-        # posterior-mean factors: for similarity and export (predictions use the draws)
+        for site in HYPER_SITES + BIAS_SITES:
+            setattr(self, f"{site}_samples_", np.asarray(draws[site], np.float32) if site in draws else None)
+        # posterior means: for similarity, export and cold-start scores (predictions use the draws)
         self.user_factors_ = self.user_samples_.mean(axis=(0, 1))
         self.item_factors_ = self.item_samples_.mean(axis=(0, 1))
+        if self.b_U_samples_ is not None:
+            self.user_bias_ = self.b_U_samples_.mean(axis=(0, 1))
+            self.item_bias_ = self.b_V_samples_.mean(axis=(0, 1))
 
     # -- prediction ---------------------------------------------------------------------------
     @property
@@ -304,8 +325,13 @@ class BPMF(FactorModel):
         return getattr(self, "user_samples_", None) is not None
 
     def _flat_draws(self):
+        """Draws with chains merged: U (S, n_users, D), V (S, n_items, D), biases (S, n) (zeros
+        for a model without biases)."""
         U, V = self.user_samples_, self.item_samples_
-        return U.reshape(-1, *U.shape[2:]), V.reshape(-1, *V.shape[2:])
+        U, V = U.reshape(-1, *U.shape[2:]), V.reshape(-1, *V.shape[2:])
+        if self.b_U_samples_ is None:
+            return U, V, np.zeros(U.shape[:2], U.dtype), np.zeros(V.shape[:2], V.dtype)
+        return U, V, self.b_U_samples_.reshape(U.shape[:2]), self.b_V_samples_.reshape(V.shape[:2])
 
     def _noise_variance(self) -> float:
         if self.has_draws:
@@ -323,16 +349,18 @@ class BPMF(FactorModel):
         S_V = np.linalg.inv(self.Lambda_V_samples_.reshape(-1, self.rank, self.rank)).mean(0)
         mu_u = self.mu_U_samples_.reshape(-1, self.rank).mean(0)
         mu_v = self.mu_V_samples_.reshape(-1, self.rank).mean(0)
-        return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + self._noise_variance())
+        bias_var = 0.0
+        if self.b_U_samples_ is not None:  # an unseen user's bias is a fresh draw from its prior
+            bias_var = float(np.mean(1 / self.bias_precision_U_samples_) + np.mean(1 / self.bias_precision_V_samples_))
+        return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + bias_var + self._noise_variance())
 
     def _moments(self, users, items, bad):
         """Posterior mean and variance of the noise-free prediction at known pairs."""
         if not self.has_draws:
             mean = FactorModel._predict_indices(self, users, items, bad, bad)
             return mean.astype(np.float64), np.zeros(users.shape)
-        U, V = self._flat_draws()
-        mean, var = _pair_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(users), jnp.asarray(items),
-                                  self.global_mean_)
+        U, V, BU, BV = (jnp.asarray(a) for a in self._flat_draws())
+        mean, var = _pair_moments(U, V, BU, BV, jnp.asarray(users), jnp.asarray(items), self.global_mean_)
         return np.asarray(mean, np.float64), np.asarray(var, np.float64)
 
     def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
@@ -376,10 +404,11 @@ class BPMF(FactorModel):
         ``1/sqrt(alpha_s)`` of each, (S, 1)."""
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws; use inference='gibbs', 'nuts' or 'svi'")
-        U, V = self._flat_draws()
+        U, V, BU, BV = self._flat_draws()
         alpha = self.alpha_samples_.reshape(-1)
         pick = np.linspace(0, U.shape[0] - 1, min(n_draws, U.shape[0])).round().astype(int)
-        f = self.global_mean_ + np.einsum("snk,snk->sn", U[pick][:, users], V[pick][:, items])
+        f = self.global_mean_ + BU[pick][:, users] + BV[pick][:, items]
+        f = f + np.einsum("snk,snk->sn", U[pick][:, users], V[pick][:, items])
         return f, (1.0 / np.sqrt(alpha[pick]))[:, None]
 
     def score_users(self, user_indices, items=None, how: str = "mean", q: float = 0.9, seed: int = 0) -> np.ndarray:
@@ -395,9 +424,10 @@ class BPMF(FactorModel):
                 raise ConfigError(f"how={how!r} needs posterior draws; this is a MAP fit")
             return super().score_users(user_indices, items)
         users = np.asarray(user_indices, dtype=np.int64)
-        U, V = self._flat_draws()
+        U, V, BU, BV = self._flat_draws()
         if items is not None:
-            V = V[:, np.asarray(items, dtype=np.int64)]
+            cols = np.asarray(items, dtype=np.int64)
+            V, BV = V[:, cols], BV[:, cols]
         if how == "thompson":
             # an independent posterior draw for each user (keyed by seed and user index, so
             # batching does not change it); the loop runs over distinct draws, not users
@@ -405,9 +435,11 @@ class BPMF(FactorModel):
             out = np.empty((users.size, V.shape[1]), np.float32)
             for s_ in np.unique(draw):
                 rows = np.flatnonzero(draw == s_)
-                out[rows] = self.global_mean_ + U[s_, users[rows]] @ V[s_].T
+                u = users[rows]
+                out[rows] = self.global_mean_ + BU[s_, u][:, None] + BV[s_][None] + U[s_, u] @ V[s_].T
             return out
-        mean, var = _user_score_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(users), self.global_mean_)
+        mean, var = _user_score_moments(*(jnp.asarray(a) for a in (U, V, BU, BV)), jnp.asarray(users),
+                                        self.global_mean_)
         if how == "mean":
             return np.asarray(mean)
         from scipy.stats import norm
@@ -419,11 +451,12 @@ class BPMF(FactorModel):
         self._require_fitted()
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws")
-        U, V = self._flat_draws()
+        U, V, BU, BV = self._flat_draws()
         if items is not None:
-            V = V[:, np.asarray(items, dtype=np.int64)]
-        _, var = _user_score_moments(jnp.asarray(U), jnp.asarray(V), jnp.asarray(np.asarray(user_indices)),
-                                     self.global_mean_)
+            cols = np.asarray(items, dtype=np.int64)
+            V, BV = V[:, cols], BV[:, cols]
+        _, var = _user_score_moments(*(jnp.asarray(a) for a in (U, V, BU, BV)),
+                                     jnp.asarray(np.asarray(user_indices)), self.global_mean_)
         return np.sqrt(np.asarray(var))
 
     # -- fold-in ------------------------------------------------------------------------------
@@ -449,14 +482,21 @@ class BPMF(FactorModel):
             U = _fold_in_modes(state, blocks, prior.alpha, lam)
             return {"user_factors_": np.asarray(U)}
         C, S = self.user_samples_.shape[:2]
-        V = jnp.asarray(self.item_samples_.reshape(C * S, self.n_items_, self.rank)[:, rated])
+        _, V, _, BV = self._flat_draws()
         lam = jnp.asarray(self.Lambda_U_samples_.reshape(C * S, self.rank, self.rank))
         mu = jnp.asarray(self.mu_U_samples_.reshape(C * S, self.rank))
         alpha = jnp.asarray(self.alpha_samples_.reshape(C * S))
+        precision = (jnp.asarray(self.bias_precision_U_samples_.reshape(C * S)) if self.b_U_samples_ is not None
+                     else None)
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n_users_)
-        draws = np.asarray(_fold_in_draws(key, V, lam, mu, alpha, blocks, new.n_users))
-        draws = draws.reshape(C, S, new.n_users, self.rank)
-        return {"user_samples_": draws, "user_factors_": draws.mean(axis=(0, 1))}
+        x, b = _fold_in_draws(key, jnp.asarray(V[:, rated]), jnp.asarray(BV[:, rated]), lam, mu, alpha, precision,
+                              blocks, new.n_users)
+        draws = np.asarray(x).reshape(C, S, new.n_users, self.rank)
+        out = {"user_samples_": draws, "user_factors_": draws.mean(axis=(0, 1))}
+        if precision is not None:
+            out["b_U_samples_"] = np.asarray(b).reshape(C, S, new.n_users)
+            out["user_bias_"] = out["b_U_samples_"].mean(axis=(0, 1))
+        return out
 
     # -- diagnostics --------------------------------------------------------------------------
     def to_arviz(self, factors: bool = True):
@@ -467,12 +507,15 @@ class BPMF(FactorModel):
 
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws to convert")
-        posterior = {site: getattr(self, f"{site}_samples_") for site in HYPER_SITES}
+        posterior = {site: getattr(self, f"{site}_samples_") for site in HYPER_SITES + BIAS_SITES
+                     if getattr(self, f"{site}_samples_") is not None}
         dims = {"mu_U": ["factor"], "mu_V": ["factor"], "Lambda_U": ["factor", "factor_bis"],
                 "Lambda_V": ["factor", "factor_bis"]}
         if factors:
             posterior["U"], posterior["V"] = self.user_samples_, self.item_samples_
             dims.update({"U": ["user", "factor"], "V": ["item", "factor"]})
+        if "b_U" in posterior:
+            dims.update({"b_U": ["user"], "b_V": ["item"]})
         stats = {k: v for k, v in self.sample_stats_.items()} if self.sample_stats_ else None
         return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
 

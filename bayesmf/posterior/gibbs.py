@@ -22,6 +22,12 @@ One sweep draws, in order (each from its exact full conditional under
    without ratings is drawn from the prior), then every item row the same way given the new U;
 3. ``alpha | U, V ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)`` when alpha has a Gamma prior.
 
+With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
+the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
+``r_ij - m - c_j`` and prior precision ``blockdiag(Lambda_U, lambda_b)`` (``u_i`` and ``b_i``
+are independent a priori, and the likelihood is linear in ``x_i``); items likewise. The bias
+precisions are conjugate: ``lambda_b | b ~ Gamma(a_b + n/2, b_b + |b|^2 / 2)``.
+
 Wishart draws use the Bartlett decomposition: with ``W = L L^T`` and lower-triangular ``A``,
 ``A_kk = sqrt(chi2(nu - k))`` (k = 0..D-1), ``A_kl ~ N(0, 1)`` below the diagonal,
 ``L A A^T L^T ~ W(W, nu)``.
@@ -62,6 +68,10 @@ class GibbsState(NamedTuple):
     mu_V: jnp.ndarray
     Lambda_V: jnp.ndarray
     alpha: jnp.ndarray  # scalar noise precision
+    b_U: jnp.ndarray  # (n_users,) user biases (zeros and never sampled without biases)
+    b_V: jnp.ndarray  # (n_items,)
+    bias_precision_U: jnp.ndarray  # scalar
+    bias_precision_V: jnp.ndarray
 
 
 class GibbsInfo(NamedTuple):
@@ -93,7 +103,9 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
         V = 0.1 * jax.random.normal(kv, (n_items, D), dtype)
     lam = prior.nu * prior.w0_matrix(dtype)
     mu = jnp.full((D,), prior.mu0, dtype)
-    return GibbsState(jnp.asarray(U, dtype), jnp.asarray(V, dtype), mu, lam, mu, lam, jnp.asarray(prior.alpha, dtype))
+    one = jnp.asarray(1.0, dtype)
+    return GibbsState(jnp.asarray(U, dtype), jnp.asarray(V, dtype), mu, lam, mu, lam, jnp.asarray(prior.alpha, dtype),
+                      jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one)
 
 
 def sample_wishart(key, scale, df):
@@ -128,33 +140,64 @@ def sample_normal_wishart(key, X, prior: Prior):
     return mu[0], lam
 
 
-def conditional_rows(key, other, blocks: Blocks, n_rows: int, mu, lam, alpha, jitter=0.0):
-    """Draw every row of one side from ``N(P_i^{-1} h_i, P_i^{-1})`` (see module docstring).
+def conditional_rows(key, other, blocks: Blocks, n_rows: int, mu, lam, alpha, jitter=0.0, targets=None,
+                     prior_precision=None, prior_shift=None):
+    """Draw every row of one side from ``N(P_i^{-1} h_i, P_i^{-1})`` (see module docstring):
+    ``P_i = P0 + alpha G_i``, ``h_i = h0 + alpha b_i`` with the prior ``P0 = Lambda``,
+    ``h0 = Lambda mu`` unless ``prior_precision``/``prior_shift`` are given (the augmented
+    bias case). ``targets`` (laid out like ``blocks.vals``) replace the stored residuals.
 
     Returns (draws, conditional means), both (n_rows, D).
     """
-    gram, rhs = gram_rhs(blocks, other, n_rows)
-    precision = lam[None] + alpha * gram
-    shift = (lam @ mu)[None] + alpha * rhs
-    return sample_gaussian(key, precision, shift, jitter)
+    gram, rhs = gram_rhs(blocks, other, n_rows, targets=targets)
+    p0 = lam if prior_precision is None else prior_precision
+    h0 = lam @ mu if prior_shift is None else prior_shift
+    return sample_gaussian(key, p0[None] + alpha * gram, h0[None] + alpha * rhs, jitter)
 
 
-def residual_sse(U, V, data: GibbsData):
-    """Sum of squared training residuals ``sum (r - m - u.v)^2`` (one gather, no loop)."""
+def rows_with_biases(key, other, other_bias, blocks, n_rows, mu, lam, bias_precision, alpha, jitter):
+    """Joint draw of ``(x_i, bias_i)`` for every row given the other side's factors and biases."""
+    D = other.shape[-1]
+    features = jnp.concatenate([other, jnp.ones((other.shape[0], 1), other.dtype)], axis=1)
+    targets = tuple(v - other_bias[c] for v, c in zip(blocks.vals, blocks.cols))
+    p0 = jnp.zeros((D + 1, D + 1), other.dtype).at[:D, :D].set(lam).at[D, D].set(bias_precision)
+    h0 = jnp.concatenate([lam @ mu, jnp.zeros((1,), other.dtype)])
+    x, _ = conditional_rows(key, features, blocks, n_rows, mu, lam, alpha, jitter, targets, p0, h0)
+    return x[:, :D], x[:, D]
+
+
+def _sample_bias_precision(key, bias, prior: Prior):
+    a, b = prior.bias_prior
+    return (jax.random.gamma(key, a + bias.shape[0] / 2.0) / (b + 0.5 * jnp.sum(bias**2))).astype(bias.dtype)
+
+
+def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None):
+    """Sum of squared training residuals ``sum (r - m - b_i - c_j - u.v)^2`` (gathers, no loop)."""
     pred = jnp.sum(U[data.users] * V[data.items], axis=-1)
+    if b_U is not None:
+        pred = pred + b_U[data.users] + b_V[data.items]
     return jnp.sum((data.residual - pred) ** 2)
 
 
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> tuple[GibbsState, GibbsInfo]:
     """One full Gibbs sweep (hyperparameters, users, items, noise). ``prior`` must be static
     (close over it with ``functools.partial`` before jitting)."""
-    k_hu, k_hv, k_u, k_v, k_a = jax.random.split(key, 5)
+    k_hu, k_hv, k_u, k_v, k_a, k_bu, k_bv = jax.random.split(key, 7)
     n_users, n_items = state.U.shape[0], state.V.shape[0]
     mu_u, lam_u = sample_normal_wishart(k_hu, state.U, prior)
     mu_v, lam_v = sample_normal_wishart(k_hv, state.V, prior)
-    U, _ = conditional_rows(k_u, state.V, data.user_blocks, n_users, mu_u, lam_u, state.alpha, jitter)
-    V, _ = conditional_rows(k_v, U, data.item_blocks, n_items, mu_v, lam_v, state.alpha, jitter)
-    sse = residual_sse(U, V, data)
+    b_u, b_v, prec_u, prec_v = state.b_U, state.b_V, state.bias_precision_U, state.bias_precision_V
+    if prior.has_biases:
+        prec_u = _sample_bias_precision(k_bu, b_u, prior)
+        prec_v = _sample_bias_precision(k_bv, b_v, prior)
+        U, b_u = rows_with_biases(k_u, state.V, b_v, data.user_blocks, n_users, mu_u, lam_u, prec_u,
+                                   state.alpha, jitter)
+        V, b_v = rows_with_biases(k_v, U, b_u, data.item_blocks, n_items, mu_v, lam_v, prec_v, state.alpha, jitter)
+        sse = residual_sse(U, V, data, b_u, b_v)
+    else:
+        U, _ = conditional_rows(k_u, state.V, data.user_blocks, n_users, mu_u, lam_u, state.alpha, jitter)
+        V, _ = conditional_rows(k_v, U, data.item_blocks, n_items, mu_v, lam_v, state.alpha, jitter)
+        sse = residual_sse(U, V, data)
     nnz = data.residual.shape[0]
     if prior.noise_prior is None:
         alpha = state.alpha
@@ -162,8 +205,8 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> t
         a0, b0 = prior.noise_prior
         alpha = jax.random.gamma(k_a, a0 + nnz / 2.0) / (b0 + sse / 2.0)
         alpha = alpha.astype(state.alpha.dtype)
-    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha)
-    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(U, V, lam_u, lam_v))
+    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v)
+    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(U, V, lam_u, lam_v, b_u, b_v))
     return new, info
 
 
@@ -176,5 +219,6 @@ def chain_step(keys, states: GibbsState, jitter, data: GibbsData, prior: Prior):
 
 @jax.jit
 def pair_predictions(states: GibbsState, users, items, global_mean):
-    """Noise-free predictions ``m + u_i . v_j`` at index pairs for every chain: (chains, n)."""
-    return global_mean + jnp.sum(states.U[:, users] * states.V[:, items], axis=-1)
+    """Noise-free predictions ``m + b_i + c_j + u_i . v_j`` at index pairs per chain: (chains, n)."""
+    dot = jnp.sum(states.U[:, users] * states.V[:, items], axis=-1)
+    return global_mean + states.b_U[:, users] + states.b_V[:, items] + dot

@@ -11,7 +11,9 @@ The model, for rank ``D``, ratings ``r_ij`` centred at the training mean ``m``:
 
 and the same Normal-Wishart for ``(mu_V, Lambda_V)``. Defaults are those of the authors' released
 Matlab code (``bayespmf.m``): ``alpha = 2``, ``mu0 = 0``, ``beta0 = 2``, ``nu0 = D``, ``W0 = I``.
-Option: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate).
+Options: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate); user and item biases,
+``r_ij ~ N(m + b_i + c_j + u_i' v_j, 1/alpha)`` with ``b_i ~ N(0, 1/lambda_b)``,
+``c_j ~ N(0, 1/lambda_c)`` and ``lambda_b, lambda_c ~ Gamma(a_b, b_b)`` (``bias_prior``).
 
 :func:`bpmf_model` is the NumPyro version of this model and the single source of truth for NUTS
 and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its full conditionals.
@@ -42,6 +44,11 @@ class Prior(NamedTuple):
     nu0: float | None = None  # None -> rank
     w0: float = 1.0  # W0 = w0 * I
     noise_prior: tuple[float, float] | None = None
+    bias_prior: tuple[float, float] | None = None  # None: no biases
+
+    @property
+    def has_biases(self) -> bool:
+        return self.bias_prior is not None
 
     @property
     def nu(self) -> float:
@@ -56,10 +63,10 @@ class Prior(NamedTuple):
                 raise ConfigError(f"{name} must be a positive precision/scale, got {value!r}")
         if self.nu <= self.rank - 1:
             raise ConfigError(f"nu0 must exceed rank - 1 = {self.rank - 1} for a proper Wishart, got {self.nu}")
-        if self.noise_prior is not None:
-            a0, b0 = self.noise_prior
-            if a0 <= 0 or b0 <= 0:
-                raise ConfigError(f"noise_prior (a0, b0) must be positive, got {self.noise_prior}")
+        for name in ("noise_prior", "bias_prior"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or min(value) <= 0):
+                raise ConfigError(f"{name} must be a positive (shape, rate) pair, got {value!r}")
         return self
 
     def w0_matrix(self, dtype=jnp.float32):
@@ -81,9 +88,10 @@ def bpmf_model(
     raw ``ratings``, all shape (nnz,)). ``ratings=None`` samples the prior predictive.
 
     Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V``; ``alpha`` when it
-    has a prior; ``r`` the likelihood, with a ``subsample_size`` plate for minibatch SVI
-    (the log-likelihood is rescaled by nnz / subsample_size by NumPyro). The likelihood is one
-    vectorised expression over ratings: a gather of factor rows and a row-wise dot product.
+    has a prior; ``b_U``, ``b_V``, ``bias_precision_U``, ``bias_precision_V`` with biases; ``r``
+    the likelihood, with a ``subsample_size`` plate for minibatch SVI (NumPyro rescales the
+    log-likelihood by nnz / subsample_size). The likelihood is one vectorised expression over
+    ratings: a gather of factor rows and a row-wise dot product.
     """
     import numpyro
     import numpyro.distributions as dist
@@ -106,6 +114,14 @@ def bpmf_model(
         else:
             with numpyro.plate(f"{side}_rows", n):
                 factors[side] = numpyro.sample(side, dist.MultivariateNormal(mu, precision_matrix=lam))
+    bias = {}
+    for side, n in (("U", n_users), ("V", n_items)):
+        if prior.has_biases:
+            lam_b = numpyro.sample(f"bias_precision_{side}", dist.Gamma(*prior.bias_prior))
+            scale = 1.0 / jnp.sqrt(lam_b)
+            bias[side] = numpyro.sample(f"b_{side}", dist.Normal(0.0, scale).expand([n]).to_event(1))
+        else:
+            bias[side] = jnp.zeros(n)
     if prior.noise_prior is None:
         alpha = prior.alpha
     else:
@@ -114,6 +130,6 @@ def bpmf_model(
     with numpyro.plate("ratings", nnz, subsample_size=subsample_size) as idx:
         u = factors["U"][users[idx]]
         v = factors["V"][items[idx]]
-        mean = global_mean + jnp.sum(u * v, axis=-1)
+        mean = global_mean + bias["U"][users[idx]] + bias["V"][items[idx]] + jnp.sum(u * v, axis=-1)
         obs = None if ratings is None else ratings[idx]
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=obs)

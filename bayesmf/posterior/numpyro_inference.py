@@ -13,7 +13,7 @@ import numpy as np
 
 from bayesmf.posterior.model import Prior, bpmf_model
 
-SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V")
+SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V", "b_U", "b_V", "bias_precision_U", "bias_precision_V")
 
 
 def _model_args(ratings, global_mean):
