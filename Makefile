@@ -16,7 +16,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/bayesmf demo
+	$(VENV)/bin/bayesmf demo --out runs/quickstart
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

@@ -1,10 +1,21 @@
-"""Command line: ``bayesmf demo`` and ``bayesmf datasets`` (also ``python -m bayesmf``)."""
+"""Command line (also ``python -m bayesmf``)::
+
+    bayesmf run FILE.toml --out DIR [--force] [--quiet] [--data-dir PATH]
+    bayesmf report DIR
+    bayesmf datasets [--data-dir PATH]
+    bayesmf demo [--out DIR]          # runs experiments/quickstart.toml (synthetic data, no download)
+
+Exit status: 0 on success, 1 when some runs failed, 2 on a configuration or data error (the
+message names the file and key), 130 when interrupted with Ctrl-C (finished runs are kept).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml"
 
 
 def _cmd_datasets(args) -> int:
@@ -19,29 +30,70 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    from bayesmf.data import summary, synthetic
-    from bayesmf.data.splits import random
+def _run(file, out, force: bool, quiet: bool, data_dir) -> int:
+    from bayesmf.errors import BayesmfError
+    from bayesmf.experiments import load_experiment, run_experiment
 
-    data = synthetic(n_users=args.users, n_items=args.items, n_ratings=args.ratings, rank=5, noise=0.5, seed=0)
-    split = random(data.ratings, 0.1, seed=0)
-    print(f"synthetic data from the BPMF generative model: {data.ratings}")
-    print(json.dumps(summary(data.ratings), indent=2))
-    print("random 90/10 split:", json.dumps(split.report()))
+    try:
+        experiment = load_experiment(file)
+        outcome = run_experiment(experiment, out, force=force, progress=not quiet, data_dir=data_dir)
+    except BayesmfError as exc:
+        print(f"bayesmf: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(outcome.records)} runs: {outcome.computed} computed, {outcome.cached} from the cache, "
+          f"{outcome.failed} failed. Results: {Path(out) / 'results.csv'}, report: {Path(out) / 'report.md'}")
+    if outcome.interrupted:
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if outcome.failed else 0
+
+
+def _cmd_run(args) -> int:
+    return _run(args.file, args.out, args.force, args.quiet, args.data_dir)
+
+
+def _cmd_report(args) -> int:
+    from bayesmf.errors import BayesmfError
+    from bayesmf.experiments import write_report
+
+    try:
+        path = write_report(args.dir)
+    except BayesmfError as exc:
+        print(f"bayesmf: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
     return 0
 
 
+def _cmd_demo(args) -> int:
+    if not QUICKSTART.is_file():
+        print(f"bayesmf: error: {QUICKSTART} not found (the demo runs from a source checkout)", file=sys.stderr)
+        return 2
+    return _run(QUICKSTART, args.out, args.force, args.quiet, None)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="bayesmf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="bayesmf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="summarise an embedded synthetic data set (no download)")
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--items", type=int, default=500)
-    p.add_argument("--ratings", type=int, default=50_000)
-    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("run", help="run an experiment file into an output directory")
+    p.add_argument("file", help="experiment file (TOML)")
+    p.add_argument("--out", required=True, help="output directory (created; finished runs there are reused)")
+    p.add_argument("--force", action="store_true", help="recompute runs found in the cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--data-dir", default=None, help="data directory (default: [data].data_dir, $BAYESMF_DATA)")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("report", help="rewrite report.md and figures of an output directory")
+    p.add_argument("dir")
+    p.set_defaults(func=_cmd_report)
     p = sub.add_parser("datasets", help="list the named data sets and where they are expected")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_datasets)
+    p = sub.add_parser("demo", help="run experiments/quickstart.toml (synthetic data, no download)")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
     return args.func(args)
 

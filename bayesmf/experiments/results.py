@@ -1,0 +1,122 @@
+"""results.csv and results.json: what a run of an experiment produced, and where.
+
+``results.csv`` is tidy: one row per (run, metric) with the columns :data:`CSV_COLUMNS`:
+``model`` (the label), ``params`` (JSON of the file's hyperparameters at this grid point),
+``dataset``, ``split`` (split instance: ``fold3``, ``u1``, ``random``...), ``seed`` (repetition
+seed), ``metric``, ``value``, then per run ``fit_seconds``, ``predict_seconds``,
+``peak_memory_mb``, ``status`` (``ok``/``error``), ``error`` and ``run_key``. A failed run has
+one row with ``metric = "error"`` and an empty value. Floats are written with ``repr``, which
+round-trips exactly, so identical runs give identical files.
+
+``results.json`` holds the same rows plus every run record (without curves), the resolved
+configuration, the data notes, the status (``complete``/``interrupted``) and the environment:
+Python, package and dependency versions, JAX backend, device count and devices, x64 mode,
+platform, CPU count and the git commit (with a dirty flag) of the source tree when available.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+CSV_COLUMNS = ("model", "params", "dataset", "split", "seed", "metric", "value", "fit_seconds", "predict_seconds",
+               "peak_memory_mb", "status", "error", "run_key")
+PACKAGES = ("bayesmf", "jax", "jaxlib", "numpyro", "numpy", "scipy", "arviz", "pandas", "optax", "matplotlib",
+            "tqdm")
+
+
+def tidy_rows(records: list) -> list[dict]:
+    """The rows of results.csv for run records in grid order."""
+    rows = []
+    for r in records:
+        base = {"model": r["model"], "params": json.dumps(r["params"]), "dataset": r["dataset"],
+                "split": r["split"], "seed": r["seed"], "fit_seconds": r.get("fit_seconds"),
+                "predict_seconds": r.get("predict_seconds"), "peak_memory_mb": r.get("peak_memory_mb"),
+                "status": r["status"], "error": r.get("error", ""), "run_key": r["key"]}
+        if r["status"] != "ok":
+            rows.append({**base, "metric": "error", "value": None})
+            continue
+        rows.extend({**base, "metric": name, "value": value} for name, value in r["metrics"].items())
+    return rows
+
+
+def git_commit(folder: Path | None = None) -> dict | None:
+    """``{"commit", "dirty"}`` of the git work tree holding the bayesmf sources, or None."""
+    folder = folder or Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def environment() -> dict:
+    """Versions, JAX backend and devices, platform and git commit (see the module docstring)."""
+    import jax
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "jax_backend": jax.default_backend(),
+        "jax_device_count": jax.device_count(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "jax_x64": bool(jax.config.jax_enable_x64),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "git": git_commit(),
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(out_dir, experiment, specs, records: list, status: str, notes: dict | None = None) -> None:
+    """Write results.csv and results.json into ``out_dir`` (atomically, each)."""
+    out_dir = Path(out_dir)
+    rows = tidy_rows(records)
+    tmp = out_dir / ".results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    os.replace(tmp, out_dir / "results.csv")
+    lean = [{k: v for k, v in r.items() if k not in ("curves", "traceback")} for r in records]
+    payload = {
+        "status": status,
+        "n_runs": len(specs),
+        "n_finished": sum(r["status"] == "ok" for r in records),
+        "n_failed": sum(r["status"] != "ok" for r in records),
+        "config": experiment.resolved(),
+        "metrics": [m.name for m in experiment.metrics],
+        "data_notes": notes or {},
+        "environment": environment(),
+        "runs": lean,
+        "rows": rows,
+    }
+    tmp = out_dir / ".results.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, out_dir / "results.json")
+
+
+def read_results(out_dir) -> dict:
+    """results.json of an output directory (a clear error when there is none)."""
+    from bayesmf.errors import ConfigError
+
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run `bayesmf run FILE.toml --out {out_dir}` first")
+    return json.loads(path.read_text())

@@ -1,0 +1,246 @@
+"""Run an experiment's grid: cache, progress, failures, interruption, timing and memory.
+
+Output directory layout (``bayesmf run FILE --out DIR``)::
+
+    DIR/runs/<key>.json    one finished run: metrics, timings, curves (the cache)
+    DIR/runs/<key>.npz     hyperparameter draws of a sampler run (trace and rank plots)
+    DIR/results.csv        tidy rows, see bayesmf.experiments.results
+    DIR/results.json       the same, the resolved configuration and the environment
+    DIR/report.md, DIR/figures/*.png
+
+**Cache.** A run is skipped when ``runs/<key>.json`` exists with status ``ok``; the key hashes
+the run's resolved configuration (:mod:`bayesmf.experiments.grid`), so a rerun of the same file
+(or of an edited one: only the changed runs) or a resumed interrupted run computes only what is
+missing. Each file is written to a temporary name and renamed, so an interruption never leaves a
+half-written result. ``force=True`` recomputes every run and overwrites its entry.
+
+**Failures.** An exception inside one run (fit, prediction or evaluation) is recorded with its
+message and traceback as a run with status ``error`` (not cached: the next invocation tries it
+again) and the other runs continue. Data loading and splitting errors stop the experiment: they
+are configuration problems shared by every run.
+
+**Ctrl-C** stops after the current step: finished runs are already cached, and results.csv,
+results.json and the report are written for them (status ``interrupted``).
+
+**Measurements.** ``fit_seconds`` is the wall time of ``fit`` (including JIT compilation the
+first time a model meets a data shape in the process), ``predict_seconds`` the time to predict
+the test pairs (``predict_dist`` when available), ``eval_seconds`` the metrics. ``peak_memory_mb``
+is the process's peak resident set size during the run: on Linux the peak (``VmHWM``) is reset
+before each run through ``/proc/self/clear_refs``; elsewhere it is the process peak so far
+(``peak_memory_scope`` in the record says which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bayesmf.experiments import catalogue
+from bayesmf.experiments.data import check_available, make_splits, prepare
+from bayesmf.experiments.grid import RunSpec, expand
+from bayesmf.experiments.measure import evaluate, hyper_draws
+
+
+@dataclass
+class Outcome:
+    """What :func:`run_experiment` did: every record (grid order), and the counts."""
+
+    records: list
+    computed: int
+    cached: int
+    failed: int
+    interrupted: bool
+
+
+class RunCache:
+    """Finished runs in ``DIR/runs``: ``<key>.json`` (+ ``<key>.npz`` with sampler draws)."""
+
+    def __init__(self, out_dir: Path):
+        self.folder = Path(out_dir) / "runs"
+
+    def json_path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def draws_path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def load(self, key: str) -> dict | None:
+        """The cached record of ``key`` when it finished successfully, else None."""
+        path = self.json_path(key)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # unreadable: computed again
+        return record if record.get("status") == "ok" else None
+
+    def load_draws(self, key: str) -> dict | None:
+        path = self.draws_path(key)
+        if not path.is_file():
+            return None
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def save(self, record: dict, draws: dict | None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key = record["key"]
+        if draws:
+            _atomic(self.draws_path(key), lambda f: np.savez(f, **draws), suffix=".npz")
+        _atomic(self.json_path(key), lambda f: f.write(json.dumps(record, indent=1).encode()))
+
+
+def _atomic(path: Path, write, suffix: str = "") -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# -- memory -----------------------------------------------------------------------------------
+def reset_peak_memory() -> bool:
+    """Reset the process's peak RSS (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size in MiB: ``VmHWM`` on Linux, else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+# -- one run ----------------------------------------------------------------------------------
+def build_estimator(spec: RunSpec, progress: bool):
+    """The estimator of a run (a :class:`~bayesmf.metrics.BootstrapEnsemble` when ``bootstrap``)."""
+    params = spec.estimator_params()
+    if "progress" in catalogue.model_parameters(spec.model):
+        params["progress"] = progress and not spec.bootstrap
+    estimator = catalogue.model_class(spec.model)(**params)
+    if spec.bootstrap:
+        from bayesmf.metrics import BootstrapEnsemble
+
+        return BootstrapEnsemble(estimator, n_models=spec.bootstrap, seed=spec.derived_seed)
+    return estimator
+
+
+def base_record(spec: RunSpec) -> dict:
+    return {"key": spec.key, "index": spec.index, "model": spec.label, "model_class": spec.model,
+            "params": spec.params, "bootstrap": spec.bootstrap, "dataset": spec.dataset, "split": spec.split,
+            "seed": spec.seed, "derived_seed": spec.derived_seed, "position": list(spec.position),
+            "config": spec.config}
+
+
+def execute(spec: RunSpec, split, prepared, experiment, progress: bool = False) -> tuple[dict, dict | None]:
+    """Fit and evaluate one run; returns ``(record, sampler draws or None)``. Exceptions other
+    than KeyboardInterrupt become a record with status ``error``."""
+    record = base_record(spec)
+    scoped = reset_peak_memory()
+    try:
+        model = build_estimator(spec, progress)
+        start = time.perf_counter()
+        model.fit(split.train)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        metrics, curves, predict_seconds = evaluate(model, split.train, split.test, experiment, prepared)
+        eval_seconds = time.perf_counter() - start - predict_seconds
+        draws = hyper_draws(model)
+    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
+        record.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        return record, None
+    record.update(status="ok", error="", metrics=metrics, fit_seconds=fit_seconds, predict_seconds=predict_seconds,
+                  eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb(),
+                  peak_memory_scope="run" if scoped else "process", curves=curves,
+                  split_report=split.report(), has_draws=draws is not None)
+    return record, draws
+
+
+# -- the grid ---------------------------------------------------------------------------------
+def run_experiment(experiment, out_dir, *, force: bool = False, progress: bool = True, data_dir=None,
+                   log=print) -> Outcome:
+    """Run every run of ``experiment`` not already cached in ``out_dir``, then write
+    results.csv, results.json and the report. See the module docstring."""
+    from bayesmf.experiments.report import write_report
+    from bayesmf.experiments.results import write_results
+
+    check_available(experiment, data_dir)  # before any computation
+    specs = expand(experiment)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = RunCache(out_dir)
+    records, prepared, splits = {}, {}, {}
+    computed = cached = failed = 0
+    interrupted = False
+    bar = _grid_bar(len(specs), experiment.name, progress)
+    say = bar.write if progress else log
+    try:
+        for spec in specs:
+            hit = None if force else cache.load(spec.key)
+            if hit is not None:
+                hit.update(model=spec.label, index=spec.index)  # labels are not part of the key
+                records[spec.key] = hit
+                cached += 1
+                bar.update(1)
+                continue
+            if spec.dataset not in prepared:
+                prepared[spec.dataset] = prepare(experiment, spec.dataset, data_dir)
+                splits[spec.dataset] = make_splits(experiment, prepared[spec.dataset], data_dir)
+            bar.set_description(f"{experiment.name}: {spec.label} {spec.split} seed {spec.seed}")
+            record, draws = execute(spec, splits[spec.dataset][spec.split], prepared[spec.dataset], experiment,
+                                    progress)
+            records[spec.key] = record
+            if record["status"] == "ok":
+                cache.save(record, draws)
+                computed += 1
+            else:
+                failed += 1
+            say(_summary_line(spec, record, len(specs)))
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    ordered = [records[s.key] for s in specs if s.key in records]
+    status = "interrupted" if interrupted else "complete"
+    write_results(out_dir, experiment, specs, ordered, status,
+                  notes={name: p.notes for name, p in prepared.items()})
+    write_report(out_dir)
+    return Outcome(ordered, computed, cached, failed, interrupted)
+
+
+def _grid_bar(total: int, name: str, enabled: bool):
+    """The progress bar of the whole grid (tqdm; a disabled bar still counts)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="run", disable=not enabled)
+
+
+def _summary_line(spec: RunSpec, record: dict, total: int) -> str:
+    head = f"[{spec.index + 1}/{total}] {spec.label} ({spec.params_text or 'defaults'}) | {spec.dataset} " \
+           f"{spec.split} | seed {spec.seed}"
+    if record["status"] != "ok":
+        return f"{head}: FAILED {record['error']}"
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in list(record["metrics"].items())[:4])
+    return f"{head}: {shown} (fit {record['fit_seconds']:.1f} s)"
