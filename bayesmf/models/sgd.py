@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines import sgd as engine
@@ -29,7 +27,7 @@ class FunkSVD(ClassicalModel):
 
     def __init__(self, rank: int = 100, n_epochs: int = 20, learning_rate: float = 0.005,
                  regularization: float = 0.02, learning_rates: dict | None = None,
-                 regularizations: dict | None = None, init_std: float = 0.1, batch_size: int = 256,
+                 regularizations: dict | None = None, init_std: float = 0.1, batch_size: int = 1024,
                  seed: int = 0, progress: bool = False, dtype: str = "float32"):
         self.rank = rank
         self.n_epochs = n_epochs
@@ -70,18 +68,19 @@ class FunkSVD(ClassicalModel):
 
     def _fit(self, train) -> None:
         dtype = check_dtype(self.dtype)
-        ratings = rating_arrays(train, dtype)
-        counts = train.user_counts
-        data = engine.SGDData(ratings, jnp.asarray(train.by_user.order, jnp.int32),
-                              jnp.asarray(np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0), dtype),
-                              jnp.mean(ratings.values))
         config = self._config()
-        key_init, key_fit = jax.random.split(seed_key(self.seed))
-        state = engine.init(key_init, train.n_users, train.n_items, self.rank, self.init_std, dtype)
+        n_chunks = config.chunks if config.implicit else 1
+        seed_shuffle, seed_init, seed_orders = np.random.SeedSequence(self.seed).spawn(3)
+        batches = engine.shuffled_batches(train.users, train.items, train.values, config.batch_size, n_chunks,
+                                          seed_shuffle, dtype)
+        data = engine.sgd_data(rating_arrays(train, dtype), train.users, train.items, train.user_counts,
+                               train.item_counts, batches, dtype)
+        state = engine.init(seed_init, train.n_users, train.n_items, self.rank, self.init_std, dtype)
+        orders = iter(engine.epoch_orders(seed_orders, self.n_epochs, batches.mask.shape[0]))
         rates = dict(zip(engine.GROUPS, config.lr, strict=True))
         hint = (f"SGD diverged: learning rate(s) {rates} too large for these data; lower learning_rate "
                 f"(now {self.learning_rate}) or learning_rates.")
-        state = run(self, lambda k, s: engine.epoch(k, s, data, config), state, self.n_epochs, key_fit, hint=hint)
+        state = run(self, lambda _, s: engine.epoch(next(orders), s, data, config), state, self.n_epochs, hint=hint)
         self.global_mean_ = float(data.mu)
         self.user_bias_ = to_numpy(state.user_params[:, 0])
         self.item_bias_ = to_numpy(state.item_params[:, 1])
@@ -106,7 +105,7 @@ class SVDpp(FunkSVD):
 
     def __init__(self, rank: int = 20, n_epochs: int = 20, learning_rate: float = 0.007,
                  regularization: float = 0.02, learning_rates: dict | None = None,
-                 regularizations: dict | None = None, init_std: float = 0.1, batch_size: int = 256,
+                 regularizations: dict | None = None, init_std: float = 0.1, batch_size: int = 1024,
                  seed: int = 0, progress: bool = False, dtype: str = "float32"):
         super().__init__(rank, n_epochs, learning_rate, regularization, learning_rates, regularizations,
                          init_std, batch_size, seed, progress, dtype)
