@@ -116,7 +116,8 @@ class BPMF(FactorModel):
     checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted
         fit called again with the same settings resumes bit-identically.
     svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate.
-    nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass.
+    nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass (False | True | "hyper": dense
+        blocks over the hyperparameters only).
     seed, progress, dtype ("float32" | "float64").
     """
 

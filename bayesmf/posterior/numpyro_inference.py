@@ -29,14 +29,23 @@ def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
 
 def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n_samples: int, chains: int,
              init_U=None, init_V=None, target_accept: float = 0.8, max_tree_depth: int = 8,
-             dense_mass: bool = False, progress: bool = False):
+             dense_mass: bool | str = False, progress: bool = False):
     """NumPyro NUTS on the non-centred model. Returns (draws, stats) where ``stats`` holds
     ``diverging`` and ``num_steps`` (leapfrog steps per draw, 2^depth - 1 at most) per chain/draw.
+    ``dense_mass``: False (diagonal), True (dense over everything: small models only) or
+    ``"hyper"`` (dense blocks over each side's ``(mu, Lambda)``, diagonal elsewhere).
 
     Initialised at the given factors (e.g. PMF MAP) with hyperparameters at their prior means:
     ``Lambda = nu0 W0`` so ``z = sqrt(nu0 w0) (U - 0)``.
     """
     from numpyro.infer import MCMC, NUTS, init_to_value
+
+    if dense_mass == "hyper":
+        # a dense block only over each side's hyperparameters (D + D(D+1)/2 coordinates),
+        # where correlations are strong and the block is small; the factors stay diagonal —
+        # a dense matrix over all (n_users + n_items) D factors would cost O(P^2) memory for
+        # little gain, as they are nearly independent given the hyperparameters
+        dense_mass = [("mu_U", "Lambda_U"), ("mu_V", "Lambda_V")]
 
     values = {}
     if init_U is not None:
