@@ -36,7 +36,7 @@ def test_user_half_step_equals_numpy_closed_form(biases):
     reg, mu = 0.3, 3.0
     config = als.ALSConfig(reg, reg, biases)
     update_side = jax.jit(als.update_side, static_argnames="config")
-    p, b, _ = update_side(blocks_for(r, "user"), jnp.asarray(r.user_counts, jnp.float32), jnp.zeros((7, 2)),
+    p, b, _, _ = update_side(blocks_for(r, "user"), jnp.asarray(r.user_counts, jnp.float32), jnp.zeros((7, 2)),
                               jnp.asarray(Q), jnp.asarray(c), mu, config)
     for u in range(6):
         m = r.users == u
@@ -57,7 +57,7 @@ def test_nonnegative_half_step_satisfies_kkt_with_free_bias():
     Q = np.abs(rng.normal(size=(8, 3))).astype(np.float32)
     config = als.ALSConfig(0.1, 0.1, True, nonnegative=True, nnls_steps=300)
     update_side = jax.jit(als.update_side, static_argnames="config")
-    p, b, _ = update_side(blocks_for(r, "user"), jnp.asarray(r.user_counts, jnp.float32),
+    p, b, _, _ = update_side(blocks_for(r, "user"), jnp.asarray(r.user_counts, jnp.float32),
                               jnp.full((7, 3), 0.5), jnp.asarray(Q), jnp.zeros(8), 3.0, config)
     p, b = np.asarray(p), np.asarray(b)
     assert np.all(p >= 0)
@@ -80,6 +80,20 @@ def test_explicit_als_fits_rank_k_truth_and_loss_never_increases(signed):
     assert len(model.history_["rmse"]) == 10
 
 
+@pytest.mark.parametrize("options", [{"biases": True}, {"biases": True, "nonnegative": True}])
+def test_als_step_loss_from_row_systems_equals_objective_from_ratings(signed, options):
+    _, train, _ = signed
+    data = als.ALSData(blocks_for(train, "user"), blocks_for(train, "item"), jnp.asarray(train.user_counts, jnp.float32),
+                       jnp.asarray(train.item_counts, jnp.float32), rating_arrays(train), jnp.mean(train.values))
+    config = als.ALSConfig(0.05, 0.02, **options)
+    state = als.init_factors(1, train.n_users, train.n_items, RANK, 0.3, nonnegative=options.get("nonnegative", False))
+    for _ in range(2):
+        state, info = als.step(state, data, config)
+    loss, train_rmse = als.objective(state, data, config)
+    np.testing.assert_allclose(float(info["loss"]), float(loss), rtol=1e-4)
+    np.testing.assert_allclose(float(info["rmse"]), float(train_rmse), rtol=1e-4)
+
+
 def test_nonnegative_als_fits_nonnegative_truth():
     _, train, test = nonnegative_split()
     model = bayesmf.ALS(rank=RANK, nonnegative=True, biases=False, regularization=0.001, n_iter=10).fit(train)
@@ -98,7 +112,7 @@ def test_failed_cholesky_retries_with_jitter_and_warns():
 
 def _implicit_data(r, rank):
     data = implicit_als.ImplicitData(blocks_for(r, "user"), blocks_for(r, "item"), rating_arrays(r))
-    state = als.init_factors(jax.random.PRNGKey(0), r.n_users, r.n_items, rank, 0.3)
+    state = als.init_factors(0, r.n_users, r.n_items, rank, 0.3)
     return data, state
 
 

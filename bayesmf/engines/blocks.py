@@ -31,7 +31,10 @@ class Blocks(NamedTuple):
     (padding points at column 0); ``vals[b]`` (n_b, w_b) rating values; ``mask[b]`` (n_b, w_b)
     1 for real entries and 0 for padding; ``pos[b]`` (n_b, w_b) the position of each entry in the
     original rating arrays (-1 for padding), for per-rating quantities computed elsewhere.
-    Rows without ratings are in no bucket.
+    Rows without ratings are in no bucket. ``slot`` (n_rows,) is each row's position in the
+    concatenation of the buckets (``concatenate(rows)``), or the number of rows with ratings
+    for a row without any: :func:`in_row_order` uses it to put per-bucket results back in row
+    order with one gather instead of one scatter per bucket.
     """
 
     rows: tuple
@@ -39,6 +42,7 @@ class Blocks(NamedTuple):
     vals: tuple
     mask: tuple
     pos: tuple
+    slot: jnp.ndarray
 
     @property
     def n_slots(self) -> int:
@@ -58,6 +62,8 @@ def build_blocks(row_idx, col_idx, values, n_rows: int, dtype=np.float32, min_wi
     sorted_rows = row_idx[order]
     slot = np.arange(order.size) - indptr[sorted_rows]
     buckets = ([], [], [], [], [])
+    row_slot = np.full(n_rows, np.count_nonzero(counts), dtype=np.int32)
+    filled = 0
     for w in np.unique(width[counts > 0]):
         members = np.flatnonzero((width == w) & (counts > 0))
         local = np.full(n_rows, -1, dtype=np.int64)
@@ -75,7 +81,9 @@ def build_blocks(row_idx, col_idx, values, n_rows: int, dtype=np.float32, min_wi
         pos[r_local, s] = src
         for store, arr in zip(buckets, (members.astype(np.int32), cols, vals, mask, pos)):
             store.append(jnp.asarray(arr))
-    return Blocks(*(tuple(b) for b in buckets))
+        row_slot[members] = filled + np.arange(members.size)
+        filled += members.size
+    return Blocks(*(tuple(b) for b in buckets), jnp.asarray(row_slot))
 
 
 def blocks_for(ratings, side: str, values=None, dtype=np.float32) -> Blocks:
@@ -88,32 +96,38 @@ def blocks_for(ratings, side: str, values=None, dtype=np.float32) -> Blocks:
     raise ValueError(f"side must be 'user' or 'item', got {side!r}")
 
 
+def in_row_order(blocks: Blocks, per_bucket):
+    """Per-bucket results ``per_bucket[b]`` (n_b, ...) as one array in row order (n_rows, ...),
+    zeros for rows without ratings: a concatenation and one gather (no scatter)."""
+    tail = per_bucket[0].shape[1:]
+    return jnp.concatenate([*per_bucket, jnp.zeros((1, *tail), per_bucket[0].dtype)])[blocks.slot]
+
+
 def gram_rhs(blocks: Blocks, other, n_rows: int, weights=None, targets=None):
     """Per-row ``G_r = sum_j w_rj f_j f_j^T`` and ``b_r = sum_j w_rj y_rj f_j``.
 
     ``other`` (n_other, k) are the other side's factors. ``weights`` and ``targets`` are optional
     tuples laid out like ``blocks.vals`` (default: weight 1, target = the rating value). Returns
-    ``G`` (n_rows, k, k) and ``b`` (n_rows, k); rows without ratings get zeros.
+    ``G`` (n_rows, k, k) and ``b`` (n_rows, k); rows without ratings get zeros. ``n_rows`` must
+    be the row count the blocks were built with (it is ``blocks.slot.shape[0]``).
     """
-    k = other.shape[-1]
-    gram = jnp.zeros((n_rows, k, k), other.dtype)
-    rhs = jnp.zeros((n_rows, k), other.dtype)
-    for b, rows in enumerate(blocks.rows):
+    if n_rows != blocks.slot.shape[0]:
+        raise ValueError(f"n_rows={n_rows} but the blocks were built for {blocks.slot.shape[0]} rows")
+    grams, rhss = [], []
+    for b in range(len(blocks.rows)):
         w = blocks.mask[b] if weights is None else weights[b] * blocks.mask[b]
         y = blocks.vals[b] if targets is None else targets[b]
         f = other[blocks.cols[b]]  # (n_b, w, k)
         fw = f * w[..., None]
-        gram = gram.at[rows].set(jnp.einsum("nwk,nwl->nkl", fw, f))
-        rhs = rhs.at[rows].set(jnp.einsum("nwk,nw->nk", fw, y))
-    return gram, rhs
+        grams.append(jnp.einsum("nwk,nwl->nkl", fw, f))
+        rhss.append(jnp.einsum("nwk,nw->nk", fw, y))
+    return in_row_order(blocks, grams), in_row_order(blocks, rhss)
 
 
 def row_sums(blocks: Blocks, per_entry, n_rows: int):
     """``sum_j x_rj`` per row of a quantity laid out like ``blocks.vals`` -> (n_rows,)."""
-    out = jnp.zeros((n_rows,), per_entry[0].dtype)
-    for b, rows in enumerate(blocks.rows):
-        out = out.at[rows].set(jnp.sum(per_entry[b] * blocks.mask[b], axis=1))
-    return out
+    del n_rows  # implied by the blocks; kept for symmetry with gram_rhs
+    return in_row_order(blocks, [jnp.sum(x * m, axis=1) for x, m in zip(per_entry, blocks.mask, strict=True)])
 
 
 def per_entry(blocks: Blocks, values_by_position):

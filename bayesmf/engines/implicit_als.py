@@ -31,7 +31,8 @@ import jax.numpy as jnp
 
 from bayesmf.engines import linalg
 from bayesmf.engines.als import FactorState, solve_spd_with_retry
-from bayesmf.engines.blocks import Blocks, gram_rhs
+from bayesmf.engines.blocks import Blocks, gram_rhs, in_row_order
+from bayesmf.engines.config import engine_config
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
 
@@ -41,7 +42,8 @@ class ImplicitData(NamedTuple):
     ratings: RatingArrays
 
 
-class ImplicitConfig(NamedTuple):
+@engine_config("cg_steps", "exact")
+class ImplicitConfig:
     reg: float
     alpha: float
     cg_steps: int = 3
@@ -54,27 +56,26 @@ def _confidence_matvec(blocks, other, alpha: float, shared, x):
     ``shared`` (k, k) is ``Y^T Y + reg I``; rows without ratings get ``shared x_r`` only.
     Written as broadcast-multiply-reduce so XLA fuses the gather of ``f_j`` into the reduction.
     """
-    out = x @ shared
+    parts = []
     for rows, cols, vals, mask in zip(blocks.rows, blocks.cols, blocks.vals, blocks.mask, strict=True):
         f = other[cols]  # (n_b, w, k)
         proj = jnp.sum(f * x[rows][:, None, :], axis=-1) * (alpha * vals * mask)  # (n_b, w)
-        out = out.at[rows].add(jnp.sum(f * proj[..., None], axis=1))
-    return out
+        parts.append(jnp.sum(f * proj[..., None], axis=1))
+    return x @ shared + in_row_order(blocks, parts)
 
 
-def _confidence_rhs(blocks, other, alpha: float, n_rows: int):
+def _confidence_rhs(blocks, other, alpha: float):
     """``sum_{j in N(r)} (1 + alpha r_j) f_j`` per row -> (n_rows, k)."""
-    out = jnp.zeros((n_rows, other.shape[-1]), other.dtype)
-    for rows, cols, vals, mask in zip(blocks.rows, blocks.cols, blocks.vals, blocks.mask, strict=True):
-        out = out.at[rows].set(jnp.sum(other[cols] * ((1 + alpha * vals) * mask)[..., None], axis=1))
-    return out
+    parts = [jnp.sum(other[cols] * ((1 + alpha * vals) * mask)[..., None], axis=1)
+             for cols, vals, mask in zip(blocks.cols, blocks.vals, blocks.mask, strict=True)]
+    return in_row_order(blocks, parts)
 
 
 def update_side(blocks, own, other, config: ImplicitConfig):
     """Minimise ``L`` over one side; returns ``(factors, retried)``."""
     n_rows, k = own.shape
     shared = other.T @ other + config.reg * jnp.eye(k, dtype=own.dtype)
-    rhs = _confidence_rhs(blocks, other, config.alpha, n_rows)
+    rhs = _confidence_rhs(blocks, other, config.alpha)
     if config.exact:
         weights = tuple(config.alpha * v for v in blocks.vals)
         gram, _ = gram_rhs(blocks, other, n_rows, weights=weights)
@@ -94,7 +95,7 @@ def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
     return all_pairs + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
 
 
-@partial(jax.jit, static_argnames="config")
+@partial(jax.jit, donate_argnums=0)
 def step(state: FactorState, data: ImplicitData, config: ImplicitConfig):
     """One sweep (users, then items); ``info`` holds ``loss`` and ``cholesky_retries``."""
     x, retried_u = update_side(data.user_blocks, state.user_factors, state.item_factors, config)

@@ -31,10 +31,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bayesmf.engines.als import FactorState
 from bayesmf.engines.baseline import damped_mean
 from bayesmf.engines.blocks import Blocks
+from bayesmf.engines.config import engine_config
 from bayesmf.engines.sparse import RatingArrays, entry_dot, gather_other, slot_dot, weighted_row_sum
 
 TINY = 1e-12  # floor on denominators and on predictions inside the KL logarithm
@@ -49,23 +51,21 @@ class NMFData(NamedTuple):
     mu: jnp.ndarray  # scalar; 0 without biases
 
 
-class NMFConfig(NamedTuple):
+@engine_config("biases", "loss")
+class NMFConfig:
     reg: float
     bias_reg: float = 0.0
     biases: bool = False
     loss: str = "frobenius"  # or "kl"
 
 
-def init_factors(key, n_users: int, n_items: int, rank: int, target: float, dtype=jnp.float32) -> FactorState:
-    """Uniform(0, a) factors with ``a`` chosen so that ``E[p . q] = rank a^2 / 4 = target``."""
-    a = jnp.sqrt(4.0 * jnp.maximum(target, TINY) / rank).astype(dtype)
-    ku, ki = jax.random.split(key)
-    return FactorState(
-        a * jax.random.uniform(ku, (n_users, rank), dtype),
-        a * jax.random.uniform(ki, (n_items, rank), dtype),
-        jnp.zeros((n_users,), dtype),
-        jnp.zeros((n_items,), dtype),
-    )
+def init_factors(seed, n_users: int, n_items: int, rank: int, target: float, dtype=jnp.float32) -> FactorState:
+    """Uniform(0, a) factors with ``a`` chosen so that ``E[p . q] = rank a^2 / 4 = target``; drawn
+    on the host (NumPy, ``seed``), which avoids compiling JAX's sampler for each shape."""
+    a = np.sqrt(4.0 * max(float(target), TINY) / rank)
+    rng = np.random.default_rng(seed)
+    u, v = (a * rng.uniform(size=(n, rank)) for n in (n_users, n_items))
+    return FactorState(*(jnp.asarray(x, dtype) for x in (u, v, np.zeros(n_users), np.zeros(n_items))))
 
 
 def update_side(blocks, counts, own, own_bias, other, other_bias, mu, config: NMFConfig):
@@ -119,7 +119,7 @@ def update_biases(state: FactorState, data: NMFData, config: NMFConfig) -> Facto
     return state._replace(user_bias=user_bias, item_bias=item_bias)
 
 
-@partial(jax.jit, static_argnames="config")
+@partial(jax.jit, donate_argnums=0)
 def step(state: FactorState, data: NMFData, config: NMFConfig):
     """One sweep: biases (if any), then users, then items. ``info``: ``loss`` and ``rmse``."""
     if config.biases:

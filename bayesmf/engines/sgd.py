@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmf.engines.config import engine_config
 from bayesmf.engines.sparse import RatingArrays
 
 GROUPS = ("user_bias", "item_bias", "user_factors", "item_factors", "implicit_factors")
@@ -90,7 +91,8 @@ class SGDData(NamedTuple):
     mu: jnp.ndarray
 
 
-class SGDConfig(NamedTuple):
+@engine_config("batch_size", "implicit", "chunks")
+class SGDConfig:
     lr: tuple  # per group in GROUPS order
     reg: tuple
     batch_size: int = 1024
@@ -172,7 +174,7 @@ def deal(batches: Batches, row):
     return tuple(jax.lax.dynamic_index_in_dim(a, row, keepdims=False) for a in batches)
 
 
-@partial(jax.jit, static_argnames="config", donate_argnums=1)
+@partial(jax.jit, donate_argnums=1)
 def epoch(order, state: SGDState, data: SGDData, config: SGDConfig):
     """One pass over the ratings, visiting the grid's rows in ``order`` (n_batches,) (a
     permutation, from :func:`epoch_orders`). ``info``: ``loss``, the regularised objective with the

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmf.engines.blocks import in_row_order
 from bayesmf.errors import DataError
 
 
@@ -68,9 +69,6 @@ def weighted_row_sum(blocks, gathered, weights, n_rows: int):
 
     ``gathered`` comes from :func:`gather_other`; ``weights`` is laid out like ``blocks.vals``.
     """
-    k = gathered[0].shape[-1]
-    out = jnp.zeros((n_rows, k), gathered[0].dtype)
-    for rows, f, w, m in zip(blocks.rows, gathered, weights, blocks.mask, strict=True):
-        out = out.at[rows].set(jnp.einsum("nwk,nw->nk", f, w * m))
-    return out
-
+    del n_rows  # implied by the blocks (blocks.slot)
+    parts = [jnp.einsum("nwk,nw->nk", f, w * m) for f, w, m in zip(gathered, weights, blocks.mask, strict=True)]
+    return in_row_order(blocks, parts)

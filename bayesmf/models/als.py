@@ -67,7 +67,7 @@ class ALS(ClassicalModel):
         scale = self.init_scale
         if not centred:  # nonnegative p.q alone: start where E[p.q] equals the mean rating
             scale = float(np.sqrt(max(float(np.mean(train.values)), 1e-3) / self.rank * np.pi / 2))
-        state = engine.init_factors(seed_key(self.seed), train.n_users, train.n_items, self.rank, scale, dtype,
+        state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank, scale, dtype,
                                     nonnegative=self.nonnegative)
         state = run(self, lambda _, s: engine.step(s, data, config), state, self.n_iter)
         store_state(self, state, mu, self.biases)
@@ -113,7 +113,7 @@ class ImplicitALS(ClassicalModel):
                                             blocks_for(train, "item", dtype=dtype), rating_arrays(train, dtype))
         config = implicit_engine.ImplicitConfig(float(self.regularization), float(self.alpha),
                                                 int(self.cg_steps), self.solver == "cholesky")
-        state = engine.init_factors(seed_key(self.seed), train.n_users, train.n_items, self.rank,
+        state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank,
                                     self.init_scale, dtype)
         state = run(self, lambda _, s: implicit_engine.step(s, data, config), state, self.n_iter)
         self.rating_scale_ = None
