@@ -83,8 +83,9 @@ def test_explicit_als_fits_rank_k_truth_and_loss_never_increases(signed):
 @pytest.mark.parametrize("options", [{"biases": True}, {"biases": True, "nonnegative": True}])
 def test_als_step_loss_from_row_systems_equals_objective_from_ratings(signed, options):
     _, train, _ = signed
-    data = als.ALSData(blocks_for(train, "user"), blocks_for(train, "item"), jnp.asarray(train.user_counts, jnp.float32),
-                       jnp.asarray(train.item_counts, jnp.float32), rating_arrays(train), jnp.mean(train.values))
+    counts = (jnp.asarray(train.user_counts, jnp.float32), jnp.asarray(train.item_counts, jnp.float32))
+    data = als.ALSData(blocks_for(train, "user"), blocks_for(train, "item"), *counts, rating_arrays(train),
+                       jnp.mean(train.values))
     config = als.ALSConfig(0.05, 0.02, **options)
     state = als.init_factors(1, train.n_users, train.n_items, RANK, 0.3, nonnegative=options.get("nonnegative", False))
     for _ in range(2):
@@ -142,6 +143,9 @@ def test_implicit_objective_equals_dense_computation():
     C[r.users, r.items] = 1 + 1.5 * r.values
     dense = np.sum(C * (P - X @ Y.T) ** 2) + 0.2 * (np.sum(X**2) + np.sum(Y**2))
     np.testing.assert_allclose(float(implicit_als.objective(state, data, config)), dense, rtol=1e-4)
+    # the loss a step reports (observed pairs from the item half step) is the objective after it
+    after, info = implicit_als.step(state, data, config)
+    np.testing.assert_allclose(float(info["loss"]), float(implicit_als.objective(after, data, config)), rtol=1e-4)
 
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])

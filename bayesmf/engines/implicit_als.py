@@ -33,7 +33,7 @@ from bayesmf.engines import linalg
 from bayesmf.engines.als import FactorState, solve_spd_with_retry
 from bayesmf.engines.blocks import Blocks, gram_rhs, in_row_order
 from bayesmf.engines.config import engine_config
-from bayesmf.engines.sparse import RatingArrays, entry_dot
+from bayesmf.engines.sparse import RatingArrays, entry_dot, gather_other, slot_dot, weighted_row_sum
 
 
 class ImplicitData(NamedTuple):
@@ -50,38 +50,43 @@ class ImplicitConfig:
     exact: bool = False
 
 
-def _confidence_matvec(blocks, other, alpha: float, shared, x):
-    """``(shared + sum_j alpha r_j f_j f_j^T) x_r`` for every row, without forming the sums.
+def _confidence_matvec(blocks, gathered, weights, shared, x):
+    """``(shared + sum_j w_rj f_j f_j^T) x_r`` for every row, without forming the sums.
 
-    ``shared`` (k, k) is ``Y^T Y + reg I``; rows without ratings get ``shared x_r`` only.
-    Written as broadcast-multiply-reduce so XLA fuses the gather of ``f_j`` into the reduction.
+    ``shared`` (k, k) is ``Y^T Y + reg I``; ``gathered`` the other side's factors per slot
+    (:func:`~bayesmf.engines.sparse.gather_other`), ``weights`` ``alpha r_rj`` per slot (0 on
+    padding). Rows without ratings get ``shared x_r`` only. Two batched matrix-vector products
+    per bucket over the pre-gathered factors: gathering inside every CG step would repeat the
+    most expensive part of the step ``cg_steps + 1`` times.
     """
-    parts = []
-    for rows, cols, vals, mask in zip(blocks.rows, blocks.cols, blocks.vals, blocks.mask, strict=True):
-        f = other[cols]  # (n_b, w, k)
-        proj = jnp.sum(f * x[rows][:, None, :], axis=-1) * (alpha * vals * mask)  # (n_b, w)
-        parts.append(jnp.sum(f * proj[..., None], axis=1))
+    proj = slot_dot(blocks, x, gathered)
+    parts = [jnp.einsum("nwk,nw->nk", f, p * w) for f, p, w in zip(gathered, proj, weights, strict=True)]
     return x @ shared + in_row_order(blocks, parts)
 
 
-def _confidence_rhs(blocks, other, alpha: float):
-    """``sum_{j in N(r)} (1 + alpha r_j) f_j`` per row -> (n_rows, k)."""
-    parts = [jnp.sum(other[cols] * ((1 + alpha * vals) * mask)[..., None], axis=1)
-             for cols, vals, mask in zip(blocks.cols, blocks.vals, blocks.mask, strict=True)]
-    return in_row_order(blocks, parts)
-
-
 def update_side(blocks, own, other, config: ImplicitConfig):
-    """Minimise ``L`` over one side; returns ``(factors, retried)``."""
+    """Minimise ``L`` over one side. Returns ``(factors, retried, observed)``: ``observed`` is the
+    sum over this side's observed pairs of ``c (1 - s)^2 - s^2``, ``s`` = the new ``x_r . f_j``
+    (the observed-pair part of :func:`objective`, from the factors already gathered).
+
+    Memory: the CG solver keeps the other side's factors gathered per slot, O(nnz k) floats.
+    """
     n_rows, k = own.shape
     shared = other.T @ other + config.reg * jnp.eye(k, dtype=own.dtype)
-    rhs = _confidence_rhs(blocks, other, config.alpha)
+    gathered = gather_other(blocks, other)
+    weights = tuple(config.alpha * v * m for v, m in zip(blocks.vals, blocks.mask, strict=True))
+    rhs = weighted_row_sum(blocks, gathered, tuple(1 + w for w in weights), n_rows)
+    retried = jnp.asarray(False)
     if config.exact:
-        weights = tuple(config.alpha * v for v in blocks.vals)
         gram, _ = gram_rhs(blocks, other, n_rows, weights=weights)
-        return solve_spd_with_retry(gram + shared, rhs)
-    matvec = partial(_confidence_matvec, blocks, other, config.alpha, shared)
-    return linalg.conjugate_gradient(matvec, rhs, own, config.cg_steps), jnp.asarray(False)
+        x, retried = solve_spd_with_retry(gram + shared, rhs)
+    else:
+        matvec = partial(_confidence_matvec, blocks, gathered, weights, shared)
+        x = linalg.conjugate_gradient(matvec, rhs, own, config.cg_steps)
+    scores = slot_dot(blocks, x, gathered)
+    observed = sum(jnp.sum(m * ((1 + w) * (1 - s) ** 2 - s**2))
+                   for s, w, m in zip(scores, weights, blocks.mask, strict=True))
+    return x, retried, observed
 
 
 def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
@@ -97,9 +102,11 @@ def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
 
 @partial(jax.jit, donate_argnums=0)
 def step(state: FactorState, data: ImplicitData, config: ImplicitConfig):
-    """One sweep (users, then items); ``info`` holds ``loss`` and ``cholesky_retries``."""
-    x, retried_u = update_side(data.user_blocks, state.user_factors, state.item_factors, config)
-    y, retried_i = update_side(data.item_blocks, state.item_factors, x, config)
+    """One sweep (users, then items); ``info`` holds ``loss`` (``L`` after the sweep, its
+    observed-pair part from the item half step) and ``cholesky_retries``."""
+    x, retried_u, _ = update_side(data.user_blocks, state.user_factors, state.item_factors, config)
+    y, retried_i, observed = update_side(data.item_blocks, state.item_factors, x, config)
     state = state._replace(user_factors=x, item_factors=y)
     retries = retried_u.astype(jnp.int32) + retried_i.astype(jnp.int32)
-    return state, {"loss": objective(state, data, config), "cholesky_retries": retries}
+    loss = jnp.sum((x.T @ x) * (y.T @ y)) + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
+    return state, {"loss": loss, "cholesky_retries": retries}
