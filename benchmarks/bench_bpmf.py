@@ -75,6 +75,8 @@ def main():
     parser.add_argument("--biases", action="store_true", help="user/item biases with Gamma(1, 1) precisions")
     parser.add_argument("--svi-steps", type=int, default=3000)
     parser.add_argument("--guide", default="meanfield")
+    parser.add_argument("--svi-batch", type=int, default=100_000)
+    parser.add_argument("--svi-lr", type=float, default=0.01)
     args = parser.parse_args()
     atexit.register(lambda: print(f"whole-process wall time {time.perf_counter() - START:.1f} s"))
 
@@ -92,7 +94,8 @@ def main():
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)
     if args.inference == "svi":
-        kw.update(svi_steps=args.svi_steps, svi_guide=args.guide)
+        kw.update(svi_steps=args.svi_steps, svi_guide=args.guide, svi_batch_size=args.svi_batch,
+                  svi_learning_rate=args.svi_lr)
     t0 = time.perf_counter()
     model = BPMF(**kw).fit(train)
     out["fit_seconds"] = time.perf_counter() - t0

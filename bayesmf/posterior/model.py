@@ -81,16 +81,20 @@ def bpmf_model(
     n_items: int,
     prior: Prior,
     global_mean: float = 0.0,
-    subsample_size: int | None = None,
+    likelihood_scale: float = 1.0,
     noncentered: bool = True,
 ):
     """NumPyro model of BPMF over the observed triples (index arrays ``users``, ``items`` and the
     raw ``ratings``, all shape (nnz,)). ``ratings=None`` samples the prior predictive.
 
+    ``likelihood_scale`` multiplies the log-likelihood: SVI passes a minibatch of ratings with
+    ``nnz / batch`` here, which makes the minibatch ELBO an unbiased estimate of the full one
+    (drawing the minibatch indices itself with one cheap ``randint``, where NumPyro's
+    subsampled plate would permute all nnz indices at every step).
+
     Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V``; ``alpha`` when it
     has a prior; ``b_U``, ``b_V``, ``bias_precision_U``, ``bias_precision_V`` with biases; ``r``
-    the likelihood, with a ``subsample_size`` plate for minibatch SVI (NumPyro rescales the
-    log-likelihood by nnz / subsample_size). The likelihood is one vectorised expression over
+    the likelihood. The likelihood is one vectorised expression over
     ratings: a gather of factor rows and a row-wise dot product.
     """
     import numpyro
@@ -126,10 +130,7 @@ def bpmf_model(
         alpha = prior.alpha
     else:
         alpha = numpyro.sample("alpha", dist.Gamma(*prior.noise_prior))
-    nnz = users.shape[0]
-    with numpyro.plate("ratings", nnz, subsample_size=subsample_size) as idx:
-        u = factors["U"][users[idx]]
-        v = factors["V"][items[idx]]
-        mean = global_mean + bias["U"][users[idx]] + bias["V"][items[idx]] + jnp.sum(u * v, axis=-1)
-        obs = None if ratings is None else ratings[idx]
-        numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=obs)
+    with numpyro.plate("ratings", users.shape[0]), numpyro.handlers.scale(scale=likelihood_scale):
+        mean = global_mean + bias["U"][users] + bias["V"][items]
+        mean = mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
+        numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)

@@ -68,13 +68,18 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
 
 def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_samples: int, guide: str = "meanfield",
             guide_rank: int = 10, batch_size: int | None = 100_000, learning_rate: float = 0.01,
-            init_U=None, init_V=None, progress: bool = False):
+            init_U=None, init_V=None, progress: bool = False, chunk: int = 100):
     """NumPyro SVI (Adam) with a mean-field (``AutoNormal``) or low-rank
-    (``AutoLowRankMultivariateNormal``) guide on the centred model, minibatched over ratings
-    with a subsampled plate. Returns (draws from the guide, ELBO loss trace)."""
+    (``AutoLowRankMultivariateNormal``) guide on the centred model, minibatched over ratings:
+    each step draws ``batch_size`` rating indices with replacement and scales the likelihood by
+    ``nnz / batch_size``. Steps run ``chunk`` at a time inside one jitted ``lax.scan``.
+    Returns (draws from the guide, ELBO loss trace)."""
     import numpyro.optim as optim
     from numpyro.infer import SVI, Trace_ELBO, init_to_value
     from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
+
+    from bayesmf.engines.driver import progress_bar
+    from bayesmf.errors import ConfigError
 
     values = {}
     if init_U is not None:
@@ -85,16 +90,35 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     elif guide == "lowrank":
         auto = AutoLowRankMultivariateNormal(bpmf_model, init_loc_fn=init, rank=guide_rank, init_scale=0.01)
     else:
-        from bayesmf.errors import ConfigError
-
         raise ConfigError(f"svi guide must be 'meanfield' or 'lowrank', got {guide!r}")
+    users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
     nnz = ratings.nnz
-    subsample = None if batch_size is None or batch_size >= nnz else int(batch_size)
+    batch = nnz if batch_size is None or batch_size >= nnz else int(batch_size)
     svi = SVI(bpmf_model, auto, optim.Adam(learning_rate), Trace_ELBO())
-    args = _model_args(ratings, global_mean)
-    k_fit, k_draw = jax.random.split(key)
-    result = svi.run(k_fit, steps, *args, prior=prior, global_mean=global_mean, subsample_size=subsample,
-                     noncentered=False, progress_bar=progress)
-    raw = auto.sample_posterior(k_draw, result.params, sample_shape=(n_samples,))
+    kwargs = dict(prior=prior, global_mean=global_mean, likelihood_scale=nnz / batch, noncentered=False)
+    k_init, k_fit, k_draw = jax.random.split(key, 3)
+    state = svi.init(k_init, users[:batch], items[:batch], values_[:batch], n_users, n_items, **kwargs)
+
+    @jax.jit
+    def run_chunk(state, keys):
+        def body(st, k):
+            idx = jnp.arange(nnz) if batch == nnz else jax.random.randint(k, (batch,), 0, nnz)
+            return svi.update(st, users[idx], items[idx], values_[idx], n_users, n_items, **kwargs)
+
+        return jax.lax.scan(body, state, keys)
+
+    losses = []
+    bar = progress_bar(steps, "BPMF SVI", progress)
+    try:
+        for start in range(0, steps, chunk):
+            keys = jax.random.split(jax.random.fold_in(k_fit, start), min(chunk, steps - start))
+            state, loss = run_chunk(state, keys)
+            losses.append(np.asarray(loss))
+            bar.update(len(keys))
+    finally:
+        bar.close()
+    params = svi.get_params(state)
+    raw = auto.sample_posterior(k_draw, params, users[:batch], items[:batch], values_[:batch], n_users, n_items,
+                                sample_shape=(n_samples,), **kwargs)
     draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
-    return _with_alpha(draws, prior, (1, n_samples)), np.asarray(result.losses)
+    return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
