@@ -1,12 +1,17 @@
 """NMF (monotone objective, nonnegative factors), Funk SGD / SVD++ and the baselines."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from engine_data import NOISE, RANK, nonnegative_split, rmse, signed_split
 
 import bayesmf
 from bayesmf.data import Ratings
+from bayesmf.engines import nmf
+from bayesmf.engines.als import FactorState
+from bayesmf.engines.blocks import blocks_for
 from bayesmf.engines.driver import DivergenceError
+from bayesmf.engines.sparse import rating_arrays
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +36,23 @@ def test_nmf_objective_never_increases_and_factors_stay_nonnegative(nonneg, opti
     assert _monotone(model.history_["loss"])
     assert (model.user_factors_ >= 0).all() and (model.item_factors_ >= 0).all()
     assert rmse(model, test) < 1.1 * NOISE
+
+
+@pytest.mark.parametrize("options", [{}, {"loss": "kl"}, {"biases": True}])
+def test_nmf_step_loss_equals_objective_from_ratings(nonneg, options):
+    _, train, _ = nonneg
+    model = bayesmf.NMF(rank=RANK, n_iter=3, regularization=0.01, **options).fit(train)
+    counts = (jnp.asarray(train.user_counts, jnp.float32), jnp.asarray(train.item_counts, jnp.float32))
+    data = nmf.NMFData(blocks_for(train, "user"), blocks_for(train, "item"), *counts, rating_arrays(train),
+                       jnp.asarray(model.global_mean_, jnp.float32))
+    config = nmf.NMFConfig(0.01, 0.02, options.get("biases", False), options.get("loss", "frobenius"))
+    zeros = (np.zeros(train.n_users), np.zeros(train.n_items))
+    state = FactorState(*(jnp.asarray(a, jnp.float32) for a in (
+        model.user_factors_, model.item_factors_, *((model.user_bias_, model.item_bias_) if model.user_bias_ is not None
+                                                     else zeros))))
+    loss, train_rmse = nmf.objective(state, data, config)
+    np.testing.assert_allclose(model.history_["loss"][-1], float(loss), rtol=1e-4)
+    np.testing.assert_allclose(model.history_["rmse"][-1], float(train_rmse), rtol=1e-4)
 
 
 def test_nmf_rejects_negative_ratings_without_biases(signed):

@@ -68,23 +68,46 @@ def init_factors(seed, n_users: int, n_items: int, rank: int, target: float, dty
     return FactorState(*(jnp.asarray(x, dtype) for x in (u, v, np.zeros(n_users), np.zeros(n_items))))
 
 
-def update_side(blocks, counts, own, own_bias, other, other_bias, mu, config: NMFConfig):
-    """One multiplicative update of one side's factors (the other side and the biases fixed)."""
+def update_side(blocks, counts, own, own_bias, other, other_bias, mu, config: NMFConfig, with_loss: bool = False):
+    """One multiplicative update of one side's factors (the other side and the biases fixed).
+
+    Returns ``(factors, fit)``: ``fit`` is None, or with ``with_loss`` the pair ``(sse, kl)`` of
+    the updated factors over this side's ratings — the squared error and the KL data term
+    (:func:`objective`'s, 0 for the Frobenius loss) — from the factors already gathered.
+    Numerator and denominator share one pass over the gathered factors.
+    """
     gathered = gather_other(blocks, other)
     est = slot_dot(blocks, own, gathered)
     if config.loss == "kl":
-        ratio = tuple(v / jnp.maximum(s, TINY) for v, s in zip(blocks.vals, est, strict=True))
-        num = weighted_row_sum(blocks, gathered, ratio, own.shape[0])
-        den = weighted_row_sum(blocks, gathered, blocks.mask, own.shape[0]) + config.reg * counts[:, None]
+        targets = blocks.vals
+        num_w = tuple(v / jnp.maximum(s, TINY) for v, s in zip(targets, est, strict=True))
+        den_w = blocks.mask
     else:
         targets = tuple(
             v - mu - (own_bias[rows][:, None] + other_bias[c] if config.biases else 0.0)
             for rows, v, c in zip(blocks.rows, blocks.vals, blocks.cols, strict=True)
         )
-        num = weighted_row_sum(blocks, gathered, tuple(jnp.maximum(y, 0) for y in targets), own.shape[0])
+        num_w = tuple(jnp.maximum(y, 0) for y in targets)
         den_w = tuple(s + jnp.maximum(-y, 0) for s, y in zip(est, targets, strict=True))
-        den = weighted_row_sum(blocks, gathered, den_w, own.shape[0]) + config.reg * counts[:, None] * own
-    return own * num / jnp.maximum(den, TINY)
+    both = weighted_row_sum(blocks, gathered, tuple(jnp.stack(w, -1) for w in zip(num_w, den_w, strict=True)),
+                            own.shape[0])  # (n_rows, k, 2)
+    num, den = both[..., 0], both[..., 1]
+    den = den + config.reg * counts[:, None] * (1.0 if config.loss == "kl" else own)
+    new = own * num / jnp.maximum(den, TINY)
+    if not with_loss:
+        return new, None
+    sse = kl = 0.0
+    for s, y, m in zip(slot_dot(blocks, new, gathered), targets, blocks.mask, strict=True):
+        sse += jnp.sum(m * (y - s) ** 2)
+        if config.loss == "kl":
+            kl += jnp.sum(m * _kl_terms(y, s))
+    return new, (sse, kl)
+
+
+def _kl_terms(r, s):
+    """``r log(r / s) - r + s`` elementwise, with ``s`` floored at TINY and ``0 log 0 = 0``."""
+    s = jnp.maximum(s, TINY)
+    return jnp.where(r > 0, r * jnp.log(jnp.maximum(r, TINY) / s), 0.0) - r + s
 
 
 def _offset(state: FactorState, data: NMFData, config: NMFConfig):
@@ -94,20 +117,24 @@ def _offset(state: FactorState, data: NMFData, config: NMFConfig):
     return data.mu + state.user_bias[users] + state.item_bias[items]
 
 
-def objective(state: FactorState, data: NMFData, config: NMFConfig):
-    """``(F or D, train RMSE)`` as in the module docstring."""
-    users, items, r = data.ratings
-    s = entry_dot(state.user_factors, state.item_factors, users, items)
-    pred = _offset(state, data, config) + s
-    rmse = jnp.sqrt(jnp.mean((r - pred) ** 2))
+def _loss(state: FactorState, data: NMFData, config: NMFConfig, sse, kl):
+    """``(F or D, train RMSE)`` from the data terms ``sse`` and ``kl`` plus the penalties."""
     p, q = state.user_factors, state.item_factors
+    rmse = jnp.sqrt(sse / data.ratings.values.shape[0])
     if config.loss == "kl":
-        s = jnp.maximum(s, TINY)
-        data_term = jnp.sum(jnp.where(r > 0, r * jnp.log(jnp.maximum(r, TINY) / s), 0.0) - r + s)
-        return data_term + config.reg * (data.user_counts @ p.sum(1) + data.item_counts @ q.sum(1)), rmse
+        return kl + config.reg * (data.user_counts @ p.sum(1) + data.item_counts @ q.sum(1)), rmse
     penalty = config.reg * (data.user_counts @ jnp.sum(p**2, 1) + data.item_counts @ jnp.sum(q**2, 1))
     penalty += config.bias_reg * (jnp.sum(state.user_bias**2) + jnp.sum(state.item_bias**2))
-    return 0.5 * (jnp.sum((r - pred) ** 2) + penalty), rmse
+    return 0.5 * (sse + penalty), rmse
+
+
+def objective(state: FactorState, data: NMFData, config: NMFConfig):
+    """``(F or D, train RMSE)`` as in the module docstring, from the ratings."""
+    users, items, r = data.ratings
+    s = entry_dot(state.user_factors, state.item_factors, users, items)
+    sse = jnp.sum((r - _offset(state, data, config) - s) ** 2)
+    kl = jnp.sum(_kl_terms(r, s)) if config.loss == "kl" else 0.0
+    return _loss(state, data, config, sse, kl)
 
 
 def update_biases(state: FactorState, data: NMFData, config: NMFConfig) -> FactorState:
@@ -121,13 +148,14 @@ def update_biases(state: FactorState, data: NMFData, config: NMFConfig) -> Facto
 
 @partial(jax.jit, donate_argnums=0)
 def step(state: FactorState, data: NMFData, config: NMFConfig):
-    """One sweep: biases (if any), then users, then items. ``info``: ``loss`` and ``rmse``."""
+    """One sweep: biases (if any), then users, then items. ``info``: ``loss`` and ``rmse`` after
+    the sweep (the data terms from the item half step, no extra pass over the ratings)."""
     if config.biases:
         state = update_biases(state, data, config)
-    p = update_side(data.user_blocks, data.user_counts, state.user_factors, state.user_bias,
-                    state.item_factors, state.item_bias, data.mu, config)
-    q = update_side(data.item_blocks, data.item_counts, state.item_factors, state.item_bias,
-                    p, state.user_bias, data.mu, config)
+    p, _ = update_side(data.user_blocks, data.user_counts, state.user_factors, state.user_bias,
+                       state.item_factors, state.item_bias, data.mu, config)
+    q, (sse, kl) = update_side(data.item_blocks, data.item_counts, state.item_factors, state.item_bias,
+                               p, state.user_bias, data.mu, config, with_loss=True)
     state = state._replace(user_factors=p, item_factors=q)
-    loss, rmse = objective(state, data, config)
+    loss, rmse = _loss(state, data, config, sse, kl)
     return state, {"loss": loss, "rmse": rmse}

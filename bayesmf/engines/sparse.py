@@ -67,8 +67,13 @@ def slot_dot(blocks, own, gathered):
 def weighted_row_sum(blocks, gathered, weights, n_rows: int):
     """``s_r = sum_{j in N(r)} w_rj f_j`` -> (n_rows, k); padding is masked, empty rows get 0.
 
-    ``gathered`` comes from :func:`gather_other`; ``weights`` is laid out like ``blocks.vals``.
+    ``gathered`` comes from :func:`gather_other`; ``weights`` is laid out like ``blocks.vals``,
+    optionally with a trailing axis of ``c`` weight sets (one pass over ``gathered`` for all of
+    them) -> (n_rows, k, c).
     """
     del n_rows  # implied by the blocks (blocks.slot)
-    parts = [jnp.einsum("nwk,nw->nk", f, w * m) for f, w, m in zip(gathered, weights, blocks.mask, strict=True)]
+    parts = []
+    for f, w, m in zip(gathered, weights, blocks.mask, strict=True):
+        m = m.reshape(m.shape + (1,) * (w.ndim - m.ndim))
+        parts.append(jnp.einsum("nwk,nw...->nk...", f, w * m))
     return in_row_order(blocks, parts)
