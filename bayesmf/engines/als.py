@@ -102,6 +102,20 @@ def solve_spd_with_retry(precision, rhs):
     return x, ~ok
 
 
+def solve_nonnegative(precision, rhs, x0, steps: int, free_last: bool):
+    """``argmin 1/2 x^T P x - rhs^T x`` per row over ``x >= 0``, or with ``free_last`` over
+    ``x = [p >= 0, b]`` with ``b`` free, eliminated through the Schur complement of its 1x1 block
+    (module docstring). ``x0`` (n, k) warm-starts the nonnegative part. Returns (n, d)."""
+    if not free_last:
+        return linalg.nnls(precision, rhs, x0, steps)
+    k = precision.shape[-1] - 1
+    a, s, c = precision[:, :k, :k], precision[:, :k, k], precision[:, k, k]
+    f, g = rhs[:, :k], rhs[:, k]
+    schur = a - s[:, :, None] * s[:, None, :] / c[:, None, None]
+    p = linalg.nnls(schur, f - s * (g / c)[:, None], x0, steps)
+    return jnp.concatenate([p, ((g - jnp.einsum("nk,nk->n", s, p)) / c)[:, None]], axis=1)
+
+
 def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, config: ALSConfig):
     """Exact minimisation of the objective over one side's factors (and biases).
 
@@ -125,16 +139,10 @@ def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, conf
     diag = counts[:, None] * reg[None, :] + (counts == 0)[:, None].astype(dtype)
     precision = gram + diag[:, :, None] * jnp.eye(d, dtype=dtype)
     retried = jnp.asarray(False)
-    if not config.nonnegative:
+    if config.nonnegative:
+        x = solve_nonnegative(precision, rhs, own_factors, config.nnls_steps, config.biases)
+    else:
         x, retried = solve_spd_with_retry(precision, rhs)
-    elif not config.biases:
-        x = linalg.nnls(precision, rhs, own_factors, config.nnls_steps)
-    else:  # eliminate the free bias through the Schur complement of its 1x1 block (module docstring)
-        a, s, c = precision[:, :k, :k], precision[:, :k, k], precision[:, k, k]
-        f, g = rhs[:, :k], rhs[:, k]
-        schur = a - s[:, :, None] * s[:, None, :] / c[:, None, None]
-        p = linalg.nnls(schur, f - s * (g / c)[:, None], own_factors, config.nnls_steps)
-        x = jnp.concatenate([p, ((g - jnp.einsum("nk,nk->n", s, p)) / c)[:, None]], axis=1)
     yy = sum(jnp.sum(t * t * m) for t, m in zip(targets, blocks.mask, strict=True))
     sse = yy - 2 * jnp.sum(x * rhs) + jnp.einsum("nk,nkl,nl->", x, gram, x)
     bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)

@@ -3,16 +3,25 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines import als as engine
 from bayesmf.engines import implicit_als as implicit_engine
-from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.blocks import blocks_for, build_blocks
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
-from bayesmf.models.fitting import ClassicalModel, check_common, check_nonnegative_values, run, seed_key, store_state
+from bayesmf.models.fitting import (
+    ClassicalModel,
+    check_common,
+    check_nonnegative_values,
+    nonnegative_fold_in,
+    run,
+    seed_key,
+    store_state,
+)
 
 
 class ALS(ClassicalModel):
@@ -72,6 +81,22 @@ class ALS(ClassicalModel):
         state = run(self, lambda _, s: engine.step(s, data, config), state, self.n_iter)
         store_state(self, state, mu, self.biases)
 
+    def fold_in_penalty(self, counts: np.ndarray):
+        """Weighted lambda, as in the fit: a user with ``n`` ratings is penalised by
+        ``regularization * n |p|^2 + bias_regularization * n b^2``."""
+        counts = np.asarray(counts, np.float64)
+        return float(self.regularization) * counts, float(self._bias_reg()) * counts
+
+    def _fold_in_solve(self, new) -> dict:
+        """The user half step of the fit given the item side: the ridge solution (default path with
+        :meth:`fold_in_penalty`), or for ``nonnegative=True`` the NNLS solution with the bias free,
+        by ``10 * nnls_steps`` coordinate-descent passes (the fit warm-starts every sweep from the
+        previous factors; a new user starts from zero)."""
+        if not self.nonnegative:
+            return super()._fold_in_solve(new)
+        lam_f, lam_b = self.fold_in_penalty(new.user_counts)
+        return nonnegative_fold_in(self, new, lam_f, lam_b, steps=10 * int(self.nnls_steps))
+
 
 class ImplicitALS(ClassicalModel):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): confidence ``1 + alpha r``, preference 1
@@ -118,3 +143,18 @@ class ImplicitALS(ClassicalModel):
         state = run(self, lambda _, s: implicit_engine.step(s, data, config), state, self.n_iter)
         self.rating_scale_ = None
         store_state(self, state, 0.0, biases=False)
+
+    def _fold_in_solve(self, new) -> dict:
+        """New users' factors from the fit's exact user half step given the item factors ``Y``:
+        ``x_u = (Y^T Y + reg I + sum_{i in N(u)} alpha r_ui y_i y_i^T)^-1 sum_{i in N(u)} (1 + alpha r_ui) y_i``
+        (confidence-weighted, every unrated item a zero preference with confidence 1)."""
+        check_nonnegative_values(new, "ImplicitALS fold-in (values are confidences)")
+        dtype = np.asarray(self.item_factors_).dtype
+        config = implicit_engine.ImplicitConfig(float(self.regularization), float(self.alpha), exact=True)
+        blocks = build_blocks(new.users, new.items, new.values, new.n_users, dtype=dtype)
+        own = jnp.zeros((new.n_users, self.item_factors_.shape[1]), dtype)
+        x, _, _ = _implicit_half_step(blocks, own, jnp.asarray(self.item_factors_), config)
+        return {"user_factors_": np.asarray(x)}
+
+
+_implicit_half_step = jax.jit(implicit_engine.update_side)

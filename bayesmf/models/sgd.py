@@ -91,6 +91,15 @@ class FunkSVD(ClassicalModel):
             self.own_user_factors_ = to_numpy(state.user_params[:, 2:])
 
 
+    def fold_in_penalty(self, counts: np.ndarray):
+        """The SGD objective penalises a user once per rating: ``reg_user_factors * n |p|^2`` and
+        ``reg_user_bias * n b^2`` (:func:`bayesmf.engines.sgd.penalty`)."""
+        reg = dict(zip(engine.GROUPS, self._groups(self.regularization, self.regularizations, "regularizations"),
+                       strict=True))
+        counts = np.asarray(counts, np.float64)
+        return reg["user_factors"] * counts, reg["user_bias"] * counts
+
+
 class SVDpp(FunkSVD):
     """SVD++ (Koren 2008): ``r_hat = mu + b_u + c_i + q_i . (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j)``.
 
@@ -109,3 +118,19 @@ class SVDpp(FunkSVD):
                  seed: int = 0, progress: bool = False, dtype: str = "float32"):
         super().__init__(rank, n_epochs, learning_rate, regularization, learning_rates, regularizations,
                          init_std, batch_size, seed, progress, dtype)
+
+    _per_user_arrays = {**FunkSVD._per_user_arrays, "own_user_factors_": 0}
+
+    def _fold_in_solve(self, new) -> dict:
+        """A new user's implicit term ``z_u = |N(u)|^-1/2 sum_{j in N(u)} y_j`` comes from the items it
+        rated; ``(p_u, b_u)`` then minimise the fit's objective with the item side fixed, i.e. the
+        ridge problem of the default fold-in on the targets ``r_ui - q_i . z_u``
+        (:meth:`fold_in_penalty` weights). ``user_factors_`` gets ``p_u + z_u``."""
+        counts = new.user_counts
+        z = np.zeros((new.n_users, self.rank), np.float64)
+        np.add.at(z, new.users, self.implicit_factors_[new.items])
+        z /= np.sqrt(np.maximum(counts, 1))[:, None]
+        shift = np.einsum("nk,nk->n", self.item_factors_[new.items], z[new.users])
+        solved = super()._fold_in_solve(new.with_values(new.values - shift))
+        own = solved["user_factors_"]
+        return {**solved, "user_factors_": own + z.astype(own.dtype), "own_user_factors_": own}
