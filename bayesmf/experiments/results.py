@@ -8,7 +8,8 @@ seed), ``metric``, ``value``, then per run ``fit_seconds``, ``predict_seconds``,
 one row with ``metric = "error"`` and an empty value. Floats are written with ``repr``, which
 round-trips exactly, so identical runs give identical files.
 
-``results.json`` holds the same rows plus every run record (without curves), the resolved
+``results.json`` holds the same rows plus every run record (without curves; a failed run with
+its traceback), the resolved
 configuration, the data notes, the status (``complete``/``interrupted``) and the environment:
 Python, package and dependency versions, JAX backend, device count and devices, x64 mode,
 platform, CPU count and the git commit (with a dirty flag) of the source tree when available.
@@ -94,7 +95,8 @@ def write_results(out_dir, experiment, specs, records: list, status: str, notes:
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     os.replace(tmp, out_dir / "results.csv")
-    lean = [{k: v for k, v in r.items() if k not in ("curves", "traceback")} for r in records]
+    lean = [{k: v for k, v in r.items() if k != "curves"} for r in records]  # failures keep their traceback
+    notes = {**_previous_notes(out_dir), **(notes or {})}  # data sets not loaded this time (all runs cached)
     payload = {
         "status": status,
         "n_runs": len(specs),
@@ -102,7 +104,7 @@ def write_results(out_dir, experiment, specs, records: list, status: str, notes:
         "n_failed": sum(r["status"] != "ok" for r in records),
         "config": experiment.resolved(),
         "metrics": [m.name for m in experiment.metrics],
-        "data_notes": notes or {},
+        "data_notes": notes,
         "environment": environment(),
         "runs": lean,
         "rows": rows,
@@ -110,6 +112,13 @@ def write_results(out_dir, experiment, specs, records: list, status: str, notes:
     tmp = out_dir / ".results.json.tmp"
     tmp.write_text(json.dumps(payload, indent=1, default=str))
     os.replace(tmp, out_dir / "results.json")
+
+
+def _previous_notes(out_dir: Path) -> dict:
+    try:
+        return json.loads((out_dir / "results.json").read_text()).get("data_notes", {})
+    except (OSError, ValueError):
+        return {}
 
 
 def read_results(out_dir) -> dict:

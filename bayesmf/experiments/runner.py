@@ -20,7 +20,10 @@ again) and the other runs continue. Data loading and splitting errors stop the e
 are configuration problems shared by every run.
 
 **Ctrl-C** stops after the current step: finished runs are already cached, and results.csv,
-results.json and the report are written for them (status ``interrupted``).
+results.json and the report are written for them (status ``interrupted``). Python sees the
+interrupt only between JAX calls: the Gibbs sampler and the classical engines return to Python
+every sweep, but NumPyro's NUTS and SVI without progress bars run as one compiled call, so an
+interrupt during them takes effect when that call returns.
 
 **Measurements.** ``fit_seconds`` is the wall time of ``fit`` (including JIT compilation the
 first time a model meets a data shape in the process), ``predict_seconds`` the time to predict
