@@ -27,6 +27,28 @@ def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
     return draws
 
 
+def initial_values(prior: Prior, U, V, noncentered: bool) -> dict:
+    """Starting point for NumPyro: the given factors (e.g. PMF MAP) and every other site at a
+    sensible value — hyperparameters at their prior means, biases at 0 — rather than NumPyro's
+    default of uniform draws in (-2, 2) on the unconstrained scale, which can start the biases
+    and precisions far out in the tails."""
+    D = prior.rank
+    lam = prior.nu * prior.w0_matrix()
+    values = {"Lambda_U": lam, "Lambda_V": lam, "mu_U": jnp.zeros(D), "mu_V": jnp.zeros(D)}
+    if noncentered:
+        scale = float(np.sqrt(prior.nu * prior.w0))  # z = L^T (u - mu) with L = sqrt(nu0 w0) I
+        values.update(z_U=jnp.asarray(U) * scale, z_V=jnp.asarray(V) * scale)
+    else:
+        values.update(U=jnp.asarray(U), V=jnp.asarray(V))
+    if prior.noise_prior is not None:
+        values["alpha"] = jnp.asarray(prior.noise_prior[0] / prior.noise_prior[1])
+    if prior.has_biases:
+        a, b = prior.bias_prior
+        values.update(b_U=jnp.zeros(U.shape[0]), b_V=jnp.zeros(V.shape[0]),
+                      bias_precision_U=jnp.asarray(a / b), bias_precision_V=jnp.asarray(a / b))
+    return values
+
+
 def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n_samples: int, chains: int,
              init_U=None, init_V=None, target_accept: float = 0.8, max_tree_depth: int = 8,
              dense_mass: bool | str = False, progress: bool = False):
@@ -47,12 +69,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         # little gain, as they are nearly independent given the hyperparameters
         dense_mass = [("mu_U", "Lambda_U"), ("mu_V", "Lambda_V")]
 
-    values = {}
-    if init_U is not None:
-        scale = float(np.sqrt(prior.nu * prior.w0))
-        values = {"z_U": jnp.asarray(init_U) * scale, "z_V": jnp.asarray(init_V) * scale,
-                  "Lambda_U": prior.nu * prior.w0_matrix(), "Lambda_V": prior.nu * prior.w0_matrix(),
-                  "mu_U": jnp.zeros(prior.rank), "mu_V": jnp.zeros(prior.rank)}
+    values = {} if init_U is None else initial_values(prior, init_U, init_V, noncentered=True)
     kernel = NUTS(bpmf_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass, init_strategy=init_to_value(values=values))
     mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=chains,
@@ -81,9 +98,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     from bayesmf.engines.driver import progress_bar
     from bayesmf.errors import ConfigError
 
-    values = {}
-    if init_U is not None:
-        values = {"U": jnp.asarray(init_U), "V": jnp.asarray(init_V)}
+    values = {} if init_U is None else initial_values(prior, init_U, init_V, noncentered=False)
     init = init_to_value(values=values)
     if guide == "meanfield":
         auto = AutoNormal(bpmf_model, init_loc_fn=init, init_scale=0.01)
@@ -114,6 +129,12 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
             keys = jax.random.split(jax.random.fold_in(k_fit, start), min(chunk, steps - start))
             state, loss = run_chunk(state, keys)
             losses.append(np.asarray(loss))
+            if not np.all(np.isfinite(losses[-1])):
+                from bayesmf.engines.driver import DivergenceError
+
+                step = start + int(np.flatnonzero(~np.isfinite(losses[-1]))[0])
+                raise DivergenceError(f"SVI diverged: the ELBO became non-finite at step {step}; "
+                                      f"lower svi_learning_rate (now {learning_rate})")
             bar.update(len(keys))
     finally:
         bar.close()
