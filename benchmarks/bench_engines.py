@@ -26,7 +26,7 @@ CONFIGS = {
     "ALS nonnegative rank 10, 10 it": lambda: bayesmf.ALS(rank=10, regularization=0.05, n_iter=10, nonnegative=True),
     "NMF (Surprise defaults: k=15, 50 it)": lambda: bayesmf.NMF(),
     "NMF biased k=15, 50 it": lambda: bayesmf.NMF(biases=True),
-    "FunkSVD k=10, 20 ep, lr .01 (Cornac MF cfg)": lambda: bayesmf.FunkSVD(rank=10, learning_rate=0.01),
+    "FunkSVD k=10, 20 ep, lr .01 (Cornac MF cfg)": lambda: bayesmf.FunkSVD(rank=10, learning_rate=0.01, init_std=0.01),
     "FunkSVD (Surprise SVD defaults: k=100, 20 ep)": lambda: bayesmf.FunkSVD(),
     "SVDpp (Surprise defaults: k=20, 20 ep)": lambda: bayesmf.SVDpp(),
     "ImplicitALS k=64, 15 it (CG)": lambda: bayesmf.ImplicitALS(rank=64),

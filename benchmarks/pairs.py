@@ -54,7 +54,7 @@ PAIRS: tuple[Pair, ...] = (
         ),
         quick_params={"rank": 4, "n_iter": 3},
         note="Surprise's SVD defaults. Surprise and Cornac update per rating; bayesmf's FunkSVD uses "
-        "minibatches (batch_size 256).",
+        "minibatches (batch_size 1024, its default).",
     ),
     Pair(
         "als-explicit",

@@ -75,9 +75,10 @@ def to_numpy(x):
 
 
 def seed_key(seed):
-    """The PRNG key of an estimator's ``seed`` (an int)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    """The PRNG key of an estimator's ``seed``, a non-negative int (it also seeds NumPy's
+    generators, which refuse negative seeds)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     return jax.random.PRNGKey(int(seed))
 
 
