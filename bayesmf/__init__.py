@@ -12,7 +12,8 @@ from bayesmf.errors import BayesmfError, ConfigError, DataError, DataNotFoundErr
 
 __version__ = "0.1.0"
 
-_LAZY = {
+# estimator name -> module; the experiment runner's catalogue and bayesmf.load use this table too
+ESTIMATOR_MODULES = {
     "Baseline": "bayesmf.models.baseline",
     "Popularity": "bayesmf.models.baseline",
     "ALS": "bayesmf.models.als",
@@ -22,6 +23,9 @@ _LAZY = {
     "SVDpp": "bayesmf.models.sgd",
     "BPMF": "bayesmf.models.bpmf",
     "PMF": "bayesmf.models.bpmf",
+}
+_LAZY = {
+    **ESTIMATOR_MODULES,
     "load": "bayesmf.models.base",
     "metrics": "bayesmf.metrics",
 }
@@ -37,6 +41,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "BayesmfError", "ConfigError", "DataError", "DataNotFoundError", "IdMap", "ParseError", "Ratings",
+    "ESTIMATOR_MODULES", "BayesmfError", "ConfigError", "DataError", "DataNotFoundError", "IdMap", "ParseError",
+    "Ratings",
     "__version__", "datasets", "kcore", "sample_negatives", "splits", "summary", "to_implicit", *_LAZY,
 ]

@@ -27,6 +27,8 @@ import importlib
 import inspect
 import re
 
+from bayesmf import ESTIMATOR_MODULES
+
 RATING_METRICS = ("rmse", "mae", "rmse_unclipped", "mae_unclipped", "user_rmse_p10", "user_rmse_p50",
                   "user_rmse_p90", "rmse_truth")
 UNCERTAINTY_METRICS = ("nll", "nll_mixture", "crps", "calibration_area", "aurc", "spearman_abs_error_std",
@@ -37,17 +39,7 @@ RANKING_PLAIN = ("mrr", "auc")
 SAMPLED_AT_K = ("hr", "ndcg")
 SAMPLED_PLAIN = ("mrr", "auc")
 
-MODEL_MODULES = {
-    "Baseline": "bayesmf.models.baseline",
-    "Popularity": "bayesmf.models.baseline",
-    "ALS": "bayesmf.models.als",
-    "ImplicitALS": "bayesmf.models.als",
-    "NMF": "bayesmf.models.nmf",
-    "FunkSVD": "bayesmf.models.sgd",
-    "SVDpp": "bayesmf.models.sgd",
-    "BPMF": "bayesmf.models.bpmf",
-    "PMF": "bayesmf.models.bpmf",
-}
+MODEL_MODULES = ESTIMATOR_MODULES
 # set by the runner, never by the experiment file
 RUNNER_PARAMS = ("seed", "progress", "checkpoint")
 
