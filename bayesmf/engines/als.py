@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines import linalg
-from bayesmf.engines.blocks import Blocks, gram_rhs
+from bayesmf.engines.blocks import EXACT, Blocks, gram_rhs
 from bayesmf.engines.config import engine_config
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
@@ -144,7 +144,7 @@ def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, conf
     else:
         x, retried = solve_spd_with_retry(precision, rhs)
     yy = sum(jnp.sum(t * t * m) for t, m in zip(targets, blocks.mask, strict=True))
-    sse = yy - 2 * jnp.sum(x * rhs) + jnp.einsum("nk,nkl,nl->", x, gram, x)
+    sse = yy - 2 * jnp.sum(x * rhs) + jnp.einsum("nk,nkl,nl->", x, gram, x, precision=EXACT)
     bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)
     return x[:, :k], bias, retried, sse
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from bayesmf.engines import linalg
 from bayesmf.engines.als import FactorState, solve_spd_with_retry
-from bayesmf.engines.blocks import Blocks, gram_rhs, in_row_order
+from bayesmf.engines.blocks import EXACT, Blocks, gram_rhs, in_row_order
 from bayesmf.engines.config import engine_config
 from bayesmf.engines.sparse import RatingArrays, entry_dot, gather_other, slot_dot, weighted_row_sum
 
@@ -60,8 +60,9 @@ def _confidence_matvec(blocks, gathered, weights, shared, x):
     most expensive part of the step ``cg_steps + 1`` times.
     """
     proj = slot_dot(blocks, x, gathered)
-    parts = [jnp.einsum("nwk,nw->nk", f, p * w) for f, p, w in zip(gathered, proj, weights, strict=True)]
-    return x @ shared + in_row_order(blocks, parts)
+    parts = [jnp.einsum("nwk,nw->nk", f, p * w, precision=EXACT)
+             for f, p, w in zip(gathered, proj, weights, strict=True)]
+    return jnp.matmul(x, shared, precision=EXACT) + in_row_order(blocks, parts)
 
 
 def update_side(blocks, own, other, config: ImplicitConfig):
@@ -72,7 +73,7 @@ def update_side(blocks, own, other, config: ImplicitConfig):
     Memory: the CG solver keeps the other side's factors gathered per slot, O(nnz k) floats.
     """
     n_rows, k = own.shape
-    shared = other.T @ other + config.reg * jnp.eye(k, dtype=own.dtype)
+    shared = jnp.matmul(other.T, other, precision=EXACT) + config.reg * jnp.eye(k, dtype=own.dtype)
     gathered = gather_other(blocks, other)
     weights = tuple(config.alpha * v * m for v, m in zip(blocks.vals, blocks.mask, strict=True))
     rhs = weighted_row_sum(blocks, gathered, tuple(1 + w for w in weights), n_rows)
@@ -95,7 +96,8 @@ def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
     users, items, r = data.ratings
     s = entry_dot(x, y, users, items)
     c = 1 + config.alpha * r
-    all_pairs = jnp.sum((x.T @ x) * (y.T @ y))  # sum over every pair of (x_u . y_i)^2
+    # sum over every pair of (x_u . y_i)^2
+    all_pairs = jnp.sum(jnp.matmul(x.T, x, precision=EXACT) * jnp.matmul(y.T, y, precision=EXACT))
     observed = jnp.sum(c * (1 - s) ** 2 - s**2)
     return all_pairs + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
 
@@ -108,5 +110,6 @@ def step(state: FactorState, data: ImplicitData, config: ImplicitConfig):
     y, retried_i, observed = update_side(data.item_blocks, state.item_factors, x, config)
     state = state._replace(user_factors=x, item_factors=y)
     retries = retried_u.astype(jnp.int32) + retried_i.astype(jnp.int32)
-    loss = jnp.sum((x.T @ x) * (y.T @ y)) + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
+    all_pairs = jnp.sum(jnp.matmul(x.T, x, precision=EXACT) * jnp.matmul(y.T, y, precision=EXACT))
+    loss = all_pairs + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
     return state, {"loss": loss, "cholesky_retries": retries}

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.engines.blocks import in_row_order
+from bayesmf.engines.blocks import EXACT, in_row_order
 from bayesmf.errors import DataError
 
 
@@ -51,7 +51,7 @@ def rating_arrays(ratings, dtype=np.float32) -> RatingArrays:
 
 def entry_dot(user_factors, item_factors, users, items):
     """``p_u . q_i`` for every rating: (nnz,)."""
-    return jnp.einsum("nk,nk->n", user_factors[users], item_factors[items])
+    return jnp.einsum("nk,nk->n", user_factors[users], item_factors[items], precision=EXACT)
 
 
 def gather_other(blocks, other):
@@ -61,7 +61,8 @@ def gather_other(blocks, other):
 
 def slot_dot(blocks, own, gathered):
     """``x_r . f_j`` for every padded slot of row ``r``: a tuple of (n_b, w_b) arrays."""
-    return tuple(jnp.einsum("nwk,nk->nw", f, own[rows]) for rows, f in zip(blocks.rows, gathered, strict=True))
+    return tuple(jnp.einsum("nwk,nk->nw", f, own[rows], precision=EXACT)
+                 for rows, f in zip(blocks.rows, gathered, strict=True))
 
 
 def weighted_row_sum(blocks, gathered, weights, n_rows: int):
@@ -75,5 +76,5 @@ def weighted_row_sum(blocks, gathered, weights, n_rows: int):
     parts = []
     for f, w, m in zip(gathered, weights, blocks.mask, strict=True):
         m = m.reshape(m.shape + (1,) * (w.ndim - m.ndim))
-        parts.append(jnp.einsum("nwk,nw...->nk...", f, w * m))
+        parts.append(jnp.einsum("nwk,nw...->nk...", f, w * m, precision=EXACT))
     return in_row_order(blocks, parts)
