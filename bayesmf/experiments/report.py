@@ -149,6 +149,13 @@ def _legend_name(key) -> str:
     return label if text == "defaults" else f"{label} ({text})"
 
 
+def _plot_label(key) -> str:
+    """Legend text: the full name, wrapped so that long parameter lists stay inside the figure."""
+    import textwrap
+
+    return textwrap.fill(_legend_name(key), 40)
+
+
 def _figure(ncols: int = 1):
     import matplotlib.pyplot as plt
 
@@ -160,7 +167,7 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -177,7 +184,7 @@ def _plot_calibration(curves: dict, path: Path) -> bool:
     for key, runs in curves.items():
         curve = _mean_curve(runs, "calibration", "nominal", "observed")
         if curve is not None:
-            ax.plot(*curve, label=_legend_name(key))
+            ax.plot(*curve, label=_plot_label(key))
             drawn = True
     if not drawn:
         import matplotlib.pyplot as plt
@@ -198,7 +205,7 @@ def _plot_risk_coverage(curves: dict, path: Path) -> bool:
     for key, runs in curves.items():
         curve = _mean_curve(runs, "risk_coverage", "coverage", "risk")
         if curve is not None:
-            ax.plot(*curve, label=_legend_name(key))
+            ax.plot(*curve, label=_plot_label(key))
             drawn = True
     if not drawn:
         import matplotlib.pyplot as plt
@@ -228,7 +235,7 @@ def _plot_rmse(curves: dict, path: Path) -> bool:
     fig, axes = _figure(len(panels))
     for ax, panel in zip(axes, panels):
         for key, values in panel.items():
-            ax.plot(np.arange(1, len(values) + 1), values, label=_legend_name(key))
+            ax.plot(np.arange(1, len(values) + 1), values, label=_plot_label(key))
         if panel is history:
             ax.set(xlabel="iteration (sweep / epoch)", ylabel="training RMSE", title="Training RMSE per iteration")
         else:
