@@ -178,11 +178,14 @@ def _mean_curve(runs: list, name: str, x: str, y: str):
     return np.asarray(found[0][x]), np.mean([np.asarray(c[y]) for c in found], axis=0)
 
 
-def _plot_calibration(curves: dict, path: Path) -> bool:
+def _plot_mean_curves(curves: dict, path: Path, name: str, x: str, y: str, **axes) -> bool:
+    """One line per model: the ``(x, y)`` curve ``name`` averaged over the model's runs.
+    ``axes`` go to ``Axes.set``; ``diagonal=True`` adds the y = x reference. False if no curve."""
+    diagonal = axes.pop("diagonal", False)
     fig, (ax,) = _figure()
     drawn = False
     for key, runs in curves.items():
-        curve = _mean_curve(runs, "calibration", "nominal", "observed")
+        curve = _mean_curve(runs, name, x, y)
         if curve is not None:
             ax.plot(*curve, label=_plot_label(key))
             drawn = True
@@ -191,32 +194,24 @@ def _plot_calibration(curves: dict, path: Path) -> bool:
 
         plt.close(fig)
         return False
-    ax.plot([0, 1], [0, 1], "k:", label="calibrated")
-    ax.set(xlabel="nominal central-interval level", ylabel="observed coverage", title="Calibration", xlim=(0, 1),
-           ylim=(0, 1))
+    if diagonal:
+        ax.plot([0, 1], [0, 1], "k:", label="calibrated")
+    ax.set(**axes)
     ax.legend(fontsize=8)
     _save(fig, path)
     return True
+
+
+def _plot_calibration(curves: dict, path: Path) -> bool:
+    return _plot_mean_curves(curves, path, "calibration", "nominal", "observed", diagonal=True,
+                             xlabel="nominal central-interval level", ylabel="observed coverage",
+                             title="Calibration", xlim=(0, 1), ylim=(0, 1))
 
 
 def _plot_risk_coverage(curves: dict, path: Path) -> bool:
-    fig, (ax,) = _figure()
-    drawn = False
-    for key, runs in curves.items():
-        curve = _mean_curve(runs, "risk_coverage", "coverage", "risk")
-        if curve is not None:
-            ax.plot(*curve, label=_plot_label(key))
-            drawn = True
-    if not drawn:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        return False
-    ax.set(xlabel="coverage (most confident fraction kept)", ylabel="RMSE of kept predictions",
-           title="Risk-coverage (lower is better)")
-    ax.legend(fontsize=8)
-    _save(fig, path)
-    return True
+    return _plot_mean_curves(curves, path, "risk_coverage", "coverage", "risk",
+                             xlabel="coverage (most confident fraction kept)", ylabel="RMSE of kept predictions",
+                             title="Risk-coverage (lower is better)")
 
 
 def _plot_rmse(curves: dict, path: Path) -> bool:
