@@ -118,12 +118,16 @@ def gram_rhs(blocks: Blocks, other, n_rows: int, weights=None, targets=None):
     """
     if n_rows != blocks.slot.shape[0]:
         raise ValueError(f"n_rows={n_rows} but the blocks were built for {blocks.slot.shape[0]} rows")
+    n_other = other.shape[0]
+    # Padding slots read an appended zero row instead of being multiplied by the mask: the
+    # gathered block is then exactly zero there, which saves one pass over every (n_b, w, k)
+    # block (about a third of the time of this function on CPU).
+    padded = jnp.concatenate([other, jnp.zeros((1, other.shape[1]), other.dtype)])
     grams, rhss = [], []
     for b in range(len(blocks.rows)):
-        w = blocks.mask[b] if weights is None else weights[b] * blocks.mask[b]
         y = blocks.vals[b] if targets is None else targets[b]
-        f = other[blocks.cols[b]]  # (n_b, w, k)
-        fw = f * w[..., None]
+        f = padded[jnp.where(blocks.mask[b] > 0, blocks.cols[b], n_other)]  # (n_b, w, k)
+        fw = f if weights is None else f * weights[b][..., None]
         grams.append(jnp.einsum("nwk,nwl->nkl", fw, f, precision=EXACT))
         rhss.append(jnp.einsum("nwk,nw->nk", fw, y, precision=EXACT))
     return in_row_order(blocks, grams), in_row_order(blocks, rhss)

@@ -32,13 +32,15 @@ def sample_gaussian(key, precision, shift, jitter: float = 0.0):
     """Draw ``x ~ N(P^-1 h, P^-1)`` for each row, with ``P`` = ``precision`` (n, k, k), ``h`` = ``shift``.
 
     With ``P = L L^T``: mean ``m = L^-T L^-1 h`` and ``x = m + L^-T z``, ``z ~ N(0, I)``, because
-    ``Cov(L^-T z) = L^-T L^-1 = P^-1``. Returns (x, mean), both (n, k).
+    ``Cov(L^-T z) = L^-T L^-1 = P^-1``; computed as ``x = L^-T (L^-1 h + z)`` (two triangular
+    solves). Returns (x, mean), both (n, k); under ``jit`` an unused ``mean`` costs nothing.
     """
     chol = cholesky(precision, jitter)
-    mean = cho_solve((chol, True), shift[..., None])[..., 0]
-    z = jax.random.normal(key, mean.shape, mean.dtype)
-    noise = solve_triangular(chol, z[..., None], lower=True, trans=1)[..., 0]
-    return mean + noise, mean
+    half = solve_triangular(chol, shift[..., None], lower=True)
+    z = jax.random.normal(key, shift.shape, shift.dtype)[..., None]
+    x = solve_triangular(chol, half + z, lower=True, trans=1)[..., 0]
+    mean = solve_triangular(chol, half, lower=True, trans=1)[..., 0]
+    return x, mean
 
 
 def conjugate_gradient(matvec, rhs, x0, steps: int):
