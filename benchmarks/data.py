@@ -14,7 +14,10 @@ Array layout of a split file::
     dropped_unseen (int), name (str)
 
 For ``kind == "implicit"`` the train values are all 1 (a positive interaction) and the test pairs
-are the held-out positives; the confidence weighting is a hyperparameter of each job.
+are the held-out positives; the confidence weighting is a hyperparameter of each job. Implicit
+splits also store ``candidates`` (int32, nnz_test x 100): column 0 the held-out item, then 99
+items the user rated in neither train nor test (bayesmf.candidate_sets, seed 0), for the sampled
+ranking protocol next to the full-catalogue one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ PROTOCOLS = {
     "ml100k-u1": "MovieLens-100K predefined u1.base / u1.test",
     "ml1m-90-10": "MovieLens-1M random 90/10 (rng(42) permutation, first 90% train)",
     "ml1m-implicit": "MovieLens-1M 90/10 as above, ratings >= 4 kept as positives (train and test)",
+    "ml1m-loo": "MovieLens-1M as implicit feedback (every rating a positive), one random positive per user "
+    "held out (leave_one_out by='random', seed 0; NCF protocol): full-catalogue ranking and the sampled "
+    "1 + 99 negatives protocol",
     "synthetic": "BPMF synthetic, 300 users x 200 items, 6000 ratings, rank 5, clipped to 1..5, random 80/20 "
     "(smoke test only)",
     "synthetic-implicit": "the synthetic split above, ratings >= the training median kept as positives "
@@ -34,6 +40,7 @@ PROTOCOLS = {
 }
 
 IMPLICIT_THRESHOLD = 4.0
+N_NEGATIVES = 99
 
 
 def _split(protocol: str, data_dir=None):
@@ -51,6 +58,10 @@ def _split(protocol: str, data_dir=None):
         train, _ = bayesmf.to_implicit(split.train, threshold=IMPLICIT_THRESHOLD)
         test, _ = bayesmf.to_implicit(split.test, threshold=IMPLICIT_THRESHOLD)
         return train, test, "implicit", split.dropped
+    if protocol == "ml1m-loo":
+        positives, _ = bayesmf.to_implicit(datasets.load("movielens-1m", data_dir))
+        split = splits.leave_one_out(positives, seed=0, by="random", drop_unseen=True)
+        return split.train, split.test, "implicit", split.dropped
     if protocol in ("synthetic", "synthetic-implicit"):
         toy = datasets.synthetic(n_users=300, n_items=200, n_ratings=6000, rank=5, noise=0.5, seed=0)
         # clipped to a 1..5 scale like MovieLens (NMF needs values >= 0)
@@ -70,6 +81,12 @@ def write_split(protocol: str, directory, data_dir=None) -> Path:
     train, test, kind, dropped = _split(protocol, data_dir)
     scale = train.rating_scale or (float(train.values.min()), float(train.values.max()))
     path = Path(directory) / f"{protocol}.npz"
+    extra = {}
+    if kind == "implicit":  # the sampled protocol's candidates (shown in the leave-one-out tables)
+        from bayesmf.data import candidate_sets
+
+        _, extra["candidates"] = candidate_sets(train, test, N_NEGATIVES, seed=0)
+        extra["candidates"] = extra["candidates"].astype(np.int32)
     np.savez(
         path,
         train_users=train.users.astype(np.int32), train_items=train.items.astype(np.int32),
@@ -77,6 +94,6 @@ def write_split(protocol: str, directory, data_dir=None) -> Path:
         test_users=test.users.astype(np.int32), test_items=test.items.astype(np.int32),
         test_values=test.values.astype(np.float32),
         n_users=train.n_users, n_items=train.n_items, rating_min=scale[0], rating_max=scale[1],
-        kind=kind, dropped_unseen=int(dropped), name=protocol,
+        kind=kind, dropped_unseen=int(dropped), name=protocol, **extra,
     )
     return path

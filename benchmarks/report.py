@@ -89,18 +89,31 @@ def _fmt(value, digits=3) -> str:
     return f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
 
 
+QUALITY = {  # protocol kind -> (column title, result key); the first column gets the ratio
+    "explicit": (("RMSE", "rmse"), ("MAE", "mae")),
+    "implicit": (("recall@10", "recall_at_10"), ("NDCG@10", "ndcg_at_10")),
+    "loo": (("HR@10 full", "recall_at_10"), ("NDCG@10 full", "ndcg_at_10"),
+            ("HR@10 sampled", "sampled_hr_at_10"), ("NDCG@10 sampled", "sampled_ndcg_at_10")),
+}
+
+
+def quality_columns(protocol: str):
+    kind = "loo" if protocol.endswith("loo") else "implicit" if protocol.endswith("implicit") else "explicit"
+    return QUALITY[kind]
+
+
 def results_table(records: list[dict], protocol: str) -> list[str]:
-    implicit = protocol.endswith("implicit")
-    q1, q2 = ("recall@10", "NDCG@10") if implicit else ("RMSE", "MAE")
-    k1, k2 = ("recall_at_10", "ndcg_at_10") if implicit else ("rmse", "mae")
-    lines = [f"| pair | side | {q1} | {q2} | fit s | warm refit s | s / iter | predict s | process wall s | "
-             f"peak RSS MiB | bayesmf/peer fit | bayesmf/peer {q1} | runs |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    columns = quality_columns(protocol)
+    (q1, k1) = columns[0]
+    lines = [f"| pair | side | {' | '.join(t for t, _ in columns)} | fit s | warm refit s | s / iter | predict s | "
+             f"process wall s | peak RSS MiB | bayesmf/peer fit | bayesmf/peer {q1} | runs |",
+             "|---|---|" + "---:|" * (len(columns) + 9)]
     for rec in (r for r in records if r["protocol"] == protocol):
         ours = next((row for row in rec["jobs"].values() if row["side"] == "bayesmf"), {"error": "not run"})
         for name, row in rec["jobs"].items():
             if "error" in row:
-                lines.append(f"| {rec['pair']} | {name} | {row['error']} |||||||||| 0/{row['of']} |")
+                lines.append(f"| {rec['pair']} | {name} | {row['error']} |" + "|" * (len(columns) + 7)
+                             + f" 0/{row['of']} |")
                 continue
             fit_ratio = q_ratio = ""
             if row["side"] != "bayesmf" and "error" not in ours:
@@ -108,7 +121,7 @@ def results_table(records: list[dict], protocol: str) -> list[str]:
                 if ours.get(k1) and row.get(k1):
                     q_ratio = f"{ours[k1] / row[k1]:.3f}"
             lines.append(
-                f"| {rec['pair']} | {name} | {_fmt(row.get(k1), 4)} | {_fmt(row.get(k2), 4)} | "
+                f"| {rec['pair']} | {name} | " + "".join(f"{_fmt(row.get(k), 4)} | " for _, k in columns) +
                 f"{_fmt(row.get('fit_seconds'))} | {_fmt(row.get('fit_seconds_warm'))} | "
                 f"{_fmt(row.get('seconds_per_iteration'))} | {_fmt(row.get('predict_seconds'))} | "
                 f"{_fmt(row.get('wall_seconds'))} | {_fmt(row.get('peak_rss_mb'), 0)} | {fit_ratio} | {q_ratio} | "

@@ -29,7 +29,8 @@ from benchmarks.pairs import Job, Pair
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 REPO = PEERS_DIR.parent.parent
 TIMEOUT_S = 1800
-MEDIAN_FIELDS = ("rmse", "mae", "recall_at_10", "ndcg_at_10", "fit_seconds", "fit_seconds_warm", "predict_seconds",
+MEDIAN_FIELDS = ("rmse", "mae", "recall_at_10", "ndcg_at_10", "sampled_hr_at_10", "sampled_ndcg_at_10",
+                 "fit_seconds", "fit_seconds_warm", "predict_seconds",
                  "seconds_per_iteration", "wall_seconds", "peak_rss_mb")
 
 

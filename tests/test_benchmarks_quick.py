@@ -61,6 +61,29 @@ def test_ranking_metrics_exclude_training_positives():
     assert m["ndcg_at_10"] == pytest.approx((disc[1] / disc[0] + 1.0) / 2)
 
 
+def test_sampled_metrics_rank_among_candidates_with_expected_ties():
+    # two test rows; candidates: column 0 the held-out item, then 99 negatives
+    n_items = 200
+    data = _split([(0, 199, 1.0)], [(0, 0, 1.0), (1, 1, 1.0)], 2, n_items, "implicit")
+    data["candidates"] = np.array([[0, *range(100, 199)], [1, *range(100, 199)]], dtype=np.int32)
+
+    def score_users(batch):
+        s = np.zeros((len(batch), n_items))
+        s[batch == 0, 100:104] = 1.0  # user 0: 4 negatives above the held-out item (score 0.5)
+        s[batch == 0, 0] = 0.5
+        s[batch == 1, 100:108] = 1.0  # user 1: 8 negatives above it, 4 tied with it at 0.5
+        s[batch == 1, 108:112] = 0.5
+        s[batch == 1, 1] = 0.5
+        return s
+
+    m = _common.sampled_metrics(score_users, data)
+    disc = 1 / np.log2(np.arange(2, 102))
+    # user 0: rank 4 exactly -> hit, ndcg disc[4]
+    # user 1: 8 above, 4 tied: rank uniform on 8..12 -> P(rank < 10) = 2/5, E[ndcg] = (disc[8] + disc[9]) / 5
+    assert m["sampled_hr_at_10"] == pytest.approx((1.0 + 2 / 5) / 2)
+    assert m["sampled_ndcg_at_10"] == pytest.approx((disc[4] + (disc[8] + disc[9]) / 5) / 2)
+
+
 def test_canonical_params_map_onto_constructor_names():
     class Toy:
         def __init__(self, rank=1, n_epochs=1, learning_rate=0.1, regularization=0.0, n_warmup=0):

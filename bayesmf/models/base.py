@@ -141,7 +141,10 @@ class FactorModel(RecommendMixin, Estimator):
         bad_u = (users < 0) | (users >= self.n_users_)
         bad_i = (items < 0) | (items >= self.n_items_)
         if unknown == "error" and (bad_u.any() or bad_i.any()):
-            which, idx, n = ("user", users[bad_u], self.n_users_) if bad_u.any() else ("item", items[bad_i], self.n_items_)
+            if bad_u.any():
+                which, idx, n = "user", users[bad_u], self.n_users_
+            else:
+                which, idx, n = "item", items[bad_i], self.n_items_
             raise DataError(f"{which} index {int(idx[0])} was not in training (0..{n - 1}); pass unknown='fallback'")
         return users, items, bad_u, bad_i
 

@@ -12,7 +12,8 @@ line ``BENCH_RESULT {json}`` on stdout; anything else it prints is log.
 Every side is scored by the same code here: predictions are clipped to the training rating
 scale and then RMSE = sqrt(mean((clip(r_hat) - r)^2)), MAE = mean(|clip(r_hat) - r|) over the
 test pairs; for implicit feedback, recall@10 and NDCG@10 over users with a held-out positive,
-after excluding each user's training positives from the ranking.
+after excluding each user's training positives from the ranking (full catalogue), and, where the
+split has sampled candidates, HR@10 and NDCG@10 of the sampled protocol.
 """
 
 from __future__ import annotations
@@ -123,7 +124,35 @@ def ranking_metrics(score_users, data, batch_size: int = 512) -> dict:
         recall.append(hits.sum(1) / np.minimum(n_pos, TOP_K))
         ideal = np.cumsum(discount)[np.minimum(n_pos, TOP_K) - 1]
         ndcg.append((hits * discount).sum(1) / ideal)
-    return {"recall_at_10": float(np.concatenate(recall).mean()), "ndcg_at_10": float(np.concatenate(ndcg).mean())}
+    out = {"recall_at_10": float(np.concatenate(recall).mean()), "ndcg_at_10": float(np.concatenate(ndcg).mean())}
+    if "candidates" in data:
+        out.update(sampled_metrics(score_users, data, batch_size))
+    return out
+
+
+def sampled_metrics(score_users, data, batch_size: int = 512) -> dict:
+    """HR@10 and NDCG@10 of the sampled protocol: each held-out item (``candidates[:, 0]``) ranked
+    among its row's 99 sampled negatives (``candidates[:, 1:]``).
+
+    Ties are broken uniformly at random in expectation: with ``g`` negatives scoring above the
+    held-out item and ``e`` scoring equal, its 0-based rank is uniform on ``g..g+e``, so
+    HR@10 = P(rank < 10) and NDCG@10 = E[1/log2(rank + 2); rank < 10]. Without this, a model that
+    scores many items equally (popularity, a constant) would be scored by the order of the list.
+    """
+    users, cand = data["test_users"], data["candidates"]
+    discount = np.where(np.arange(cand.shape[1]) < TOP_K, 1.0 / np.log2(np.arange(cand.shape[1]) + 2.0), 0.0)
+    prefix = np.concatenate([[0.0], np.cumsum(discount)])
+    hr, ndcg = [], []
+    for start in range(0, users.size, batch_size):
+        rows = slice(start, start + batch_size)
+        scores = np.asarray(score_users(users[rows]), dtype=np.float64)
+        s = np.take_along_axis(scores, cand[rows].astype(np.int64), axis=1)
+        greater = (s[:, 1:] > s[:, :1]).sum(1)
+        equal = (s[:, 1:] == s[:, :1]).sum(1)
+        hr.append(np.clip(TOP_K - greater, 0, equal + 1) / (equal + 1))
+        ndcg.append((prefix[greater + equal + 1] - prefix[greater]) / (equal + 1))
+    return {"sampled_hr_at_10": float(np.concatenate(hr).mean()),
+            "sampled_ndcg_at_10": float(np.concatenate(ndcg).mean())}
 
 
 def peak_rss_mb() -> float:
