@@ -7,10 +7,10 @@ ratings matrix (a user, or an item for the other side),
 
 where ``f_j`` are the other side's factors. A ``segment_sum`` of per-rating outer products does
 this in O(nnz k^2) memory traffic and is ~5x slower than a matmul on CPU. Instead rows are put
-into buckets by degree rounded up to a power of two; inside a bucket each row's ratings are padded
-to the bucket width ``w`` and the bucket's Gram matrices are one batched matmul
-``(n_b, k, w) @ (n_b, w, k)``. Padding wastes at most half of each bucket's slots (about 1.4 slots
-per rating on MovieLens-1M) and keeps memory O(nnz k), never a dense users x items array.
+into buckets by degree rounded up to the next width of the form 2^p or 3 * 2^p; inside a bucket each
+row's ratings are padded to the bucket width ``w`` and the bucket's Gram matrices are one batched
+matmul ``(n_b, k, w) @ (n_b, w, k)``. Padding wastes at most a third of each row's slots (about 1.2
+slots per rating on MovieLens-1M) and keeps memory O(nnz k), never a dense users x items array.
 
 :class:`Blocks` is a pytree (a NamedTuple of tuples of arrays); the number of buckets and their
 shapes are static, so a jitted function that takes one compiles once per data set.
@@ -63,7 +63,11 @@ def build_blocks(row_idx, col_idx, values, n_rows: int, dtype=np.float32, min_wi
     order = np.argsort(row_idx, kind="stable")
     counts = np.bincount(row_idx, minlength=n_rows)
     indptr = np.concatenate([[0], np.cumsum(counts)])
-    width = np.maximum(min_width, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
+    # Widths from {4, 6, 8, 12, 16, 24, ...} (powers of two and three times powers of two): a row
+    # wastes at most a third of its slots (about 1.2 slots per rating on MovieLens-1M, against 1.43
+    # with powers of two alone) for twice the number of buckets, each still one batched matmul.
+    grid = np.unique(np.concatenate([2 ** np.arange(1, 40), 3 * 2 ** np.arange(0, 39)]))
+    width = grid[np.searchsorted(grid, np.maximum(counts, min_width))].astype(np.int64)
     sorted_rows = row_idx[order]
     slot = np.arange(order.size) - indptr[sorted_rows]
     buckets = ([], [], [], [], [])
