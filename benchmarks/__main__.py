@@ -46,6 +46,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--results", default=None,
                         help="markdown file to update (default benchmarks/RESULTS.md in full mode)")
     parser.add_argument("--json", default=None, help="also write every run's raw results here")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --json: keep the records already in that file for the (pair, protocol) "
+                        "combinations not run now, and report them all (rerun one pair without losing the rest)")
     parser.add_argument("--timeout", type=float, default=runner.TIMEOUT_S, help="seconds per job")
     return parser.parse_args(argv)
 
@@ -76,10 +79,22 @@ def run(args: argparse.Namespace, progress=print, on_record=None) -> list[dict]:
                                          peers=not args.quick and args.only != "bayesmf", progress=progress)
                 with np.load(splits[protocol]) as f:
                     record["dropped_unseen"] = int(f["dropped_unseen"])
+                record["command"] = _command()
+                record["date"] = time.strftime("%Y-%m-%d %H:%M")
                 records.append(record)
                 if on_record is not None:
                     on_record(records)
     return records
+
+
+def merge_records(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``earlier`` records whose (pair, protocol) was not rerun, plus ``new``, in the order of
+    :data:`pairs.PAIRS` and of each pair's protocols."""
+    rerun = {(r["pair"], r["protocol"]) for r in new}
+    kept = [r for r in earlier if (r["pair"], r["protocol"]) not in rerun]
+    order = {p.name: i for i, p in enumerate(pairs.PAIRS)}
+    return sorted(kept + new, key=lambda r: (order.get(r["pair"], len(order)), list(PROTOCOLS).index(r["protocol"])
+                                              if r["protocol"] in PROTOCOLS else len(PROTOCOLS)))
 
 
 def _peers_used(selected) -> list[str]:
@@ -103,7 +118,15 @@ def main(argv=None) -> int:
                 envs.setup(peer)
     path = Path(args.results) if args.results else (None if args.quick else HERE / "RESULTS.md")
 
+    earlier = []
+    if args.merge:
+        if not args.json:
+            raise SystemExit("--merge needs --json FILE (the earlier run's raw results)")
+        if Path(args.json).exists():
+            earlier = json.loads(Path(args.json).read_text())
+
     def save(records):
+        records = merge_records(earlier, records)
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=1, default=str))
         if path is not None:
@@ -120,11 +143,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def _command() -> str:
+    return ("python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
+
+
 def _section(records, args, selected) -> str:
-    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return report.section(records, command=command.strip(), threads=args.threads,
+    commands = list(dict.fromkeys(r.get("command", _command()) for r in records))
+    peers_in_records = {job.side for r in records for job in pairs.select([r["pair"]])[0].peers}
+    return report.section(records, command="`; then `".join(commands), threads=args.threads,
                           repeats=_repeats_text(args), thread_env=runner.thread_env(args.threads),
-                          peer_names=_peers_used(selected))
+                          peer_names=sorted(peers_in_records | set(_peers_used(selected))))
 
 
 def _repeats_text(args) -> str:

@@ -91,7 +91,8 @@ PAIRS: tuple[Pair, ...] = (
     ),
     Pair(
         "bpmf-gibbs",
-        Job("bayesmf", "BPMF", {"rank": 10, "inference": "gibbs", "burn_in": 50, "n_samples": 150}),
+        Job("bayesmf", "BPMF", {"rank": 10, "inference": "gibbs", "burn_in": 50, "n_samples": 150, "biases": True,
+                                "noise_prior": [1.0, 1.0]}),
         (
             Job("myfm", "BPMF", {"rank": 10, "n_iter": 200, "n_kept_samples": 150}, label="myfm grouped FM"),
             Job("smurff", "BPMF", {"rank": 10, "burnin": 50, "nsamples": 150}),
@@ -99,7 +100,9 @@ PAIRS: tuple[Pair, ...] = (
         quick_params={"rank": 3, "burn_in": 3, "n_samples": 5, "map_iter": 2},
         note="200 sweeps, the last 150 averaged, everywhere. myFM: one-hot user+item features with "
         "separate priors (group_shapes), plus a global bias and per-user/item linear terms. SMURFF: "
-        "adaptive noise, training mean subtracted. bayesmf: its default MAP initialisation.",
+        "adaptive noise, training mean subtracted. bayesmf: user/item biases and the noise precision "
+        "learned (Gamma(1, 1) priors), matching myFM's linear terms and SMURFF's adaptive noise; its "
+        "default MAP initialisation.",
     ),
     Pair(
         "pmf-svi",

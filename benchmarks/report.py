@@ -135,7 +135,8 @@ def section(records: list[dict], *, command: str, threads: int, repeats: str, th
     out = [BEGIN, "## Peer comparison (harness of issue 8)", "",
            f"- Date: {datetime.date.today().isoformat()} (generated {datetime.datetime.now():%H:%M})",
            f"- Machine: {machine()}; {java_version()}",
-           f"- Command: `{command}`",
+           f"- Command(s), in order: `{command}` (each (pair, protocol) row comes from the last "
+           "command that ran it; `--merge` keeps the others)",
            f"- Threads: {threads} for every library, via " + ", ".join(f"`{k}={v}`" for k, v in thread_env.items()
                                                                  if k.endswith("THREADS") or k == "XLA_FLAGS")
            + f"; Spark `local[{threads}]`; torch.set_num_threads({threads}).",

@@ -122,6 +122,15 @@ def test_report_replaces_only_its_own_section(tmp_path):
     assert text.count(report.BEGIN) == 1
 
 
+
+def test_merge_keeps_earlier_rows_that_were_not_rerun_in_pair_order():
+    earlier = [{"pair": "nmf", "protocol": "ml100k-u1", "v": 1}, {"pair": "funk-sgd", "protocol": "ml1m-90-10", "v": 1},
+               {"pair": "bpmf-gibbs", "protocol": "ml100k-u1", "v": 1}]
+    new = [{"pair": "bpmf-gibbs", "protocol": "ml100k-u1", "v": 2}]
+    merged = bench_main.merge_records(earlier, new)
+    assert [(r["pair"], r["protocol"], r["v"]) for r in merged] == [
+        ("funk-sgd", "ml1m-90-10", 1), ("nmf", "ml100k-u1", 1), ("bpmf-gibbs", "ml100k-u1", 2)]
+
 def test_missing_estimator_is_reported_not_failed(tmp_path):
     from benchmarks.data import write_split
 
