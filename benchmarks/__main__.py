@@ -46,6 +46,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--results", default=None,
                         help="markdown file to update (default benchmarks/RESULTS.md in full mode)")
     parser.add_argument("--json", default=None, help="also write every run's raw results here")
+    parser.add_argument("--report-only", action="store_true",
+                        help="with --json: rewrite the RESULTS.md section from that file's records, run nothing")
     parser.add_argument("--merge", action="store_true",
                         help="with --json: keep the records already in that file for the (pair, protocol) "
                         "combinations not run now, and report them all (rerun one pair without losing the rest)")
@@ -111,6 +113,14 @@ def main(argv=None) -> int:
             failed += not st["ok"]
         return 1 if failed else 0
     selected = pairs.select(args.pairs)
+    if args.report_only:
+        if not args.json or not Path(args.json).exists():
+            raise SystemExit("--report-only needs --json FILE written by an earlier run")
+        records = json.loads(Path(args.json).read_text())
+        path = Path(args.results) if args.results else HERE / "RESULTS.md"
+        report.write(path, _section(records, args, ()))
+        print(f"wrote {path} from {len(records)} records")
+        return 0
     if not args.quick and args.only != "bayesmf":
         for peer in _peers_used(selected):  # first use: build missing envs (a failure becomes a row)
             if not envs.status_of(peer)["ok"] and not (envs.peers_root() / peer / "setup-failed.txt").exists():
@@ -151,13 +161,17 @@ def _section(records, args, selected) -> str:
     commands = list(dict.fromkeys(r.get("command", _command()) for r in records))
     peers_in_records = {job.side for r in records for job in pairs.select([r["pair"]])[0].peers}
     return report.section(records, command="`; then `".join(commands), threads=args.threads,
-                          repeats=_repeats_text(args), thread_env=runner.thread_env(args.threads),
+                          repeats=_repeats_text(records), thread_env=runner.thread_env(args.threads),
                           peer_names=sorted(peers_in_records | set(_peers_used(selected))))
 
 
-def _repeats_text(args) -> str:
-    base = args.repeats or (1 if args.quick else 3)
-    return f"{base}" + (f" ({args.repeats_1m} on MovieLens-1M)" if args.repeats_1m else "")
+def _repeats_text(records) -> str:
+    """Repeats per protocol, from the records themselves (they may come from several commands)."""
+    per_protocol = {}
+    for r in records:
+        for row in r["jobs"].values():
+            per_protocol.setdefault(r["protocol"], set()).add(row.get("of", row.get("repeats", 1)))
+    return "; ".join(f"{'/'.join(map(str, sorted(n)))} on {p}" for p, n in per_protocol.items()) or "0"
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ def main():
     parser.add_argument("--guide", default="meanfield")
     parser.add_argument("--svi-batch", type=int, default=100_000)
     parser.add_argument("--svi-lr", type=float, default=0.01)
+    parser.add_argument("--chains", type=int, default=1)
+    parser.add_argument("--max-depth", type=int, default=None, help="NUTS maximum tree depth (default NumPyro's 10)")
     args = parser.parse_args()
     atexit.register(lambda: print(f"whole-process wall time {time.perf_counter() - START:.1f} s"))
 
@@ -93,6 +95,10 @@ def main():
         print(json.dumps(out))
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)
+    if args.inference == "nuts":
+        kw["chains"] = args.chains
+        if args.max_depth is not None:
+            kw["nuts_max_tree_depth"] = args.max_depth
     if args.inference == "svi":
         kw.update(svi_steps=args.svi_steps, svi_guide=args.guide, svi_batch_size=args.svi_batch,
                   svi_learning_rate=args.svi_lr)
