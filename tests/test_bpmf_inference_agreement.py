@@ -12,8 +12,7 @@ from bayesmf.models.bpmf import BPMF
 
 @pytest.fixture(scope="module")
 def fits():
-    d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
-    train, test = splits.random(d.ratings, 0.2, seed=0)
+    train, test = _split()
     settings = {
         "gibbs": dict(n_samples=1000, n_warmup=200, thin=2),
         "nuts": dict(n_samples=300, n_warmup=300),
@@ -66,3 +65,27 @@ def test_map_is_a_point_estimate_with_no_draws(fits):
     expected = pmf.global_mean_ + np.einsum("nk,nk->n", pmf.user_factors_[test.users], pmf.item_factors_[test.items])
     np.testing.assert_allclose(dist.mean, expected, rtol=1e-5)
     np.testing.assert_allclose(dist.std, np.sqrt(1 / 2.0))  # noise only: a point estimate has no epistemic part
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_minibatch_svi_approaches_full_batch_svi(fits):
+    """Minibatches (a scaled likelihood over 100 random ratings per step) estimate the same ELBO
+    as the full batch, so both fits predict alike; the minibatch trace is noisier but decreases."""
+    models, test = fits
+    full = models["svi"].predict_dist(test.users, test.items)
+    mini = BPMF(rank=2, inference="svi", seed=0, n_samples=400, svi_steps=1500, svi_batch_size=100).fit(_train())
+    m = mini.predict_dist(test.users, test.items)
+    assert np.median(np.abs(m.mean - full.mean)) < 0.15
+    assert 0.7 < np.mean(m.std / full.std) < 1.3
+    losses = np.asarray(mini.history_["elbo_loss"])
+    assert losses[-100:].mean() < losses[:100].mean()
+
+
+def _split():
+    d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
+    return splits.random(d.ratings, 0.2, seed=0)
+
+
+def _train():
+    return _split()[0]

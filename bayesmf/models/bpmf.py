@@ -115,7 +115,12 @@ class BPMF(FactorModel):
         through the online moments of ``fit(..., track=...)``).
     checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted
         fit called again with the same settings resumes bit-identically.
-    svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate.
+    svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate: Adam
+        steps, guide, ratings per step (``None``: all of them) and step size. The defaults (1,000
+        full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8408 in 87 s
+        on one CPU thread, against 0.8376 for Gibbs; a step's fixed cost (guide draws and Adam
+        updates over every factor row) dominates there, so minibatches (an integer) pay off only
+        when the ratings do not fit in memory.
     nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass (False | True | "hyper": dense
         blocks over the hyperparameters only).
     seed, progress, dtype ("float32" | "float64").
@@ -149,9 +154,9 @@ class BPMF(FactorModel):
         keep_every: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 50,
-        svi_steps: int = 3000,
+        svi_steps: int = 1000,
         svi_guide: str = "meanfield",
-        svi_batch_size: int | None = 100_000,
+        svi_batch_size: int | None = None,
         svi_learning_rate: float = 0.01,
         nuts_target_accept: float = 0.8,
         nuts_max_tree_depth: int = 8,

@@ -84,7 +84,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
 
 
 def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_samples: int, guide: str = "meanfield",
-            guide_rank: int = 10, batch_size: int | None = 100_000, learning_rate: float = 0.01,
+            guide_rank: int = 10, batch_size: int | None = None, learning_rate: float = 0.01,
             init_U=None, init_V=None, progress: bool = False, chunk: int = 100):
     """NumPyro SVI (Adam) with a mean-field (``AutoNormal``) or low-rank
     (``AutoLowRankMultivariateNormal``) guide on the centred model, minibatched over ratings:
