@@ -108,36 +108,62 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
                       jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one)
 
 
-def sample_wishart(key, scale, df):
-    """One draw of ``Wishart(scale, df)`` (mean ``df * scale``) by the Bartlett decomposition."""
+def wishart_chi2_shapes(df, D: int, dtype=jnp.float32):
+    """Gamma shapes ``(df - k) / 2``, k = 0..D-1, of the Bartlett diagonal (``chi2(m) = 2 Gamma(m/2)``)."""
+    return (df - jnp.arange(D, dtype=dtype)) / 2.0
+
+
+def sample_wishart(key, scale, df, gamma_draws=None):
+    """One draw of ``Wishart(scale, df)`` (mean ``df * scale``) by the Bartlett decomposition.
+
+    ``gamma_draws`` (D,): standard Gamma variates with shapes :func:`wishart_chi2_shapes` drawn
+    by the caller (the sampler draws every Gamma variate of a sweep in one call: each separate
+    ``jax.random.gamma`` adds about a second of XLA compilation on CPU); drawn here when None.
+    """
     D = scale.shape[-1]
     k_diag, k_off = jax.random.split(key)
-    # chi2(df - k) = 2 Gamma((df - k) / 2)
-    chi2 = 2.0 * jax.random.gamma(k_diag, (df - jnp.arange(D, dtype=scale.dtype)) / 2.0)
+    if gamma_draws is None:
+        gamma_draws = jax.random.gamma(k_diag, wishart_chi2_shapes(df, D, scale.dtype))
+    chi2 = 2.0 * gamma_draws
     A = jnp.tril(jax.random.normal(k_off, (D, D), scale.dtype), -1) + jnp.diag(jnp.sqrt(chi2))
     LA = jnp.linalg.cholesky(scale) @ A
     return LA @ LA.T
 
 
-def sample_normal_wishart(key, X, prior: Prior):
-    """Draw ``(mu, Lambda)`` from the Normal-Wishart posterior given rows ``X`` (N, D)."""
+def normal_wishart_posterior(X, prior: Prior):
+    """``(mu_N, W_N, beta_N)`` of the Normal-Wishart posterior given rows ``X`` (N, D) (module
+    docstring); ``nu_N = nu_0 + N``."""
     N, D = X.shape
     dtype = X.dtype
     xbar = X.mean(axis=0)
     centred = X - xbar
     scatter = centred.T @ centred
     beta_n = prior.beta0 + N
-    nu_n = prior.nu + N
     mu0 = jnp.full((D,), prior.mu0, dtype)
     mu_n = (prior.beta0 * mu0 + N * xbar) / beta_n
     diff = mu0 - xbar
     w_inv = jnp.eye(D, dtype=dtype) / prior.w0 + scatter + (prior.beta0 * N / beta_n) * jnp.outer(diff, diff)
     w_n = jnp.linalg.inv(w_inv)
     w_n = 0.5 * (w_n + w_n.T)  # keep it exactly symmetric for the Cholesky
+    return mu_n, w_n, jnp.asarray(beta_n, dtype)
+
+
+def draw_normal_wishart(key, mu_n, w_n, beta_n, gamma_draws):
+    """``Lambda ~ W(W_N, nu_N)`` (Bartlett, with the caller's Gamma variates for ``nu_N``) and
+    ``mu | Lambda ~ N(mu_N, (beta_N Lambda)^-1)``. vmap-able over a leading axis of sides."""
     k_lam, k_mu = jax.random.split(key)
-    lam = sample_wishart(k_lam, w_n, nu_n)
+    lam = sample_wishart(k_lam, w_n, None, gamma_draws)
     mu, _ = sample_gaussian(k_mu, (beta_n * lam)[None], (beta_n * lam @ mu_n)[None])
     return mu[0], lam
+
+
+def sample_normal_wishart(key, X, prior: Prior, gamma_draws=None):
+    """Draw ``(mu, Lambda)`` from the Normal-Wishart posterior given rows ``X`` (N, D)."""
+    N, D = X.shape
+    k_gamma, k_draw = jax.random.split(key)
+    if gamma_draws is None:
+        gamma_draws = jax.random.gamma(k_gamma, wishart_chi2_shapes(prior.nu + N, D, X.dtype))
+    return draw_normal_wishart(k_draw, *normal_wishart_posterior(X, prior), gamma_draws)
 
 
 def conditional_rows(key, other, blocks: Blocks, n_rows: int, mu, lam, alpha, jitter=0.0, targets=None,
@@ -166,9 +192,21 @@ def rows_with_biases(key, other, other_bias, blocks, n_rows, mu, lam, bias_preci
     return x[:, :D], x[:, D]
 
 
-def _sample_bias_precision(key, bias, prior: Prior):
-    a, b = prior.bias_prior
-    return (jax.random.gamma(key, a + bias.shape[0] / 2.0) / (b + 0.5 * jnp.sum(bias**2))).astype(bias.dtype)
+def _bias_precision(gamma_draw, bias, prior: Prior):
+    """``lambda_b | b ~ Gamma(a_b + n/2, b_b + |b|^2/2)`` from a standard Gamma(a_b + n/2) variate."""
+    _, b = prior.bias_prior
+    return (gamma_draw / (b + 0.5 * jnp.sum(bias**2))).astype(bias.dtype)
+
+
+def _gamma_shapes(prior: Prior, n_users: int, n_items: int, nnz: int, dtype):
+    """Shapes of every Gamma variate one sweep needs, in one vector: the Bartlett diagonals of
+    both Wishart draws (D each), then the two bias precisions and the noise precision."""
+    D = prior.rank
+    a_b = prior.bias_prior[0] if prior.has_biases else 1.0
+    a_0 = prior.noise_prior[0] if prior.noise_prior is not None else 1.0
+    return jnp.concatenate([
+        wishart_chi2_shapes(prior.nu + n_users, D, dtype), wishart_chi2_shapes(prior.nu + n_items, D, dtype),
+        jnp.asarray([a_b + n_users / 2.0, a_b + n_items / 2.0, a_0 + nnz / 2.0], dtype)])
 
 
 def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None):
@@ -182,14 +220,22 @@ def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None):
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> tuple[GibbsState, GibbsInfo]:
     """One full Gibbs sweep (hyperparameters, users, items, noise). ``prior`` must be static
     (close over it with ``functools.partial`` before jitting)."""
-    k_hu, k_hv, k_u, k_v, k_a, k_bu, k_bv = jax.random.split(key, 7)
+    k_hyper, k_u, k_v, k_gamma = jax.random.split(key, 4)
     n_users, n_items = state.U.shape[0], state.V.shape[0]
-    mu_u, lam_u = sample_normal_wishart(k_hu, state.U, prior)
-    mu_v, lam_v = sample_normal_wishart(k_hv, state.V, prior)
+    nnz = data.residual.shape[0]
+    D, dtype = prior.rank, state.U.dtype
+    # every Gamma variate of the sweep in one call, and one vmapped Normal-Wishart draw for both
+    # sides: this keeps the compiled sweep small (each call site costs ~1 s of XLA compilation)
+    gammas = jax.random.gamma(k_gamma, _gamma_shapes(prior, n_users, n_items, nnz, dtype))
+    post_u, post_v = normal_wishart_posterior(state.U, prior), normal_wishart_posterior(state.V, prior)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), post_u, post_v)
+    mus, lams = jax.vmap(draw_normal_wishart)(jax.random.split(k_hyper), *stacked,
+                                               jnp.stack([gammas[:D], gammas[D:2 * D]]))
+    mu_u, mu_v, lam_u, lam_v = mus[0], mus[1], lams[0], lams[1]
     b_u, b_v, prec_u, prec_v = state.b_U, state.b_V, state.bias_precision_U, state.bias_precision_V
     if prior.has_biases:
-        prec_u = _sample_bias_precision(k_bu, b_u, prior)
-        prec_v = _sample_bias_precision(k_bv, b_v, prior)
+        prec_u = _bias_precision(gammas[2 * D], b_u, prior)
+        prec_v = _bias_precision(gammas[2 * D + 1], b_v, prior)
         U, b_u = rows_with_biases(k_u, state.V, b_v, data.user_blocks, n_users, mu_u, lam_u, prec_u,
                                    state.alpha, jitter)
         V, b_v = rows_with_biases(k_v, U, b_u, data.item_blocks, n_items, mu_v, lam_v, prec_v, state.alpha, jitter)
@@ -198,13 +244,11 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> t
         U, _ = conditional_rows(k_u, state.V, data.user_blocks, n_users, mu_u, lam_u, state.alpha, jitter)
         V, _ = conditional_rows(k_v, U, data.item_blocks, n_items, mu_v, lam_v, state.alpha, jitter)
         sse = residual_sse(U, V, data)
-    nnz = data.residual.shape[0]
     if prior.noise_prior is None:
         alpha = state.alpha
     else:
-        a0, b0 = prior.noise_prior
-        alpha = jax.random.gamma(k_a, a0 + nnz / 2.0) / (b0 + sse / 2.0)
-        alpha = alpha.astype(state.alpha.dtype)
+        # alpha | U, V ~ Gamma(a0 + nnz/2, b0 + SSE/2): the standard variate drawn above / rate
+        alpha = (gammas[2 * D + 2] / (prior.noise_prior[1] + sse / 2.0)).astype(state.alpha.dtype)
     new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v)
     info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(U, V, lam_u, lam_v, b_u, b_v))
     return new, info
