@@ -42,6 +42,22 @@ class Pair:
     note: str = ""
 
 
+def bpmf_gibbs_pair(name: str, rank: int, protocols: tuple[str, ...], note: str) -> Pair:
+    """Gibbs BPMF at ``rank`` next to myFM and SMURFF: 50 burn-in sweeps, 150 kept, everywhere."""
+    return Pair(
+        name,
+        Job("bayesmf", "BPMF", {"rank": rank, "inference": "gibbs", "burn_in": 50, "n_samples": 150, "biases": True,
+                                "noise_prior": [1.0, 1.0]}),
+        (
+            Job("myfm", "BPMF", {"rank": rank, "n_iter": 200, "n_kept_samples": 150}, label="myfm grouped FM"),
+            Job("smurff", "BPMF", {"rank": rank, "burnin": 50, "nsamples": 150}),
+        ),
+        protocols=protocols,
+        quick_params={"rank": 3, "burn_in": 3, "n_samples": 5, "map_iter": 2},
+        note=note,
+    )
+
+
 PAIRS: tuple[Pair, ...] = (
     Pair(
         "funk-sgd",
@@ -89,32 +105,17 @@ PAIRS: tuple[Pair, ...] = (
         note="Surprise's NMF defaults (Luo et al. 2014 multiplicative updates, no biases); Cornac's "
         "NMF is a port of Surprise's.",
     ),
-    Pair(
-        "bpmf-gibbs",
-        Job("bayesmf", "BPMF", {"rank": 10, "inference": "gibbs", "burn_in": 50, "n_samples": 150, "biases": True,
-                                "noise_prior": [1.0, 1.0]}),
-        (
-            Job("myfm", "BPMF", {"rank": 10, "n_iter": 200, "n_kept_samples": 150}, label="myfm grouped FM"),
-            Job("smurff", "BPMF", {"rank": 10, "burnin": 50, "nsamples": 150}),
-        ),
-        quick_params={"rank": 3, "burn_in": 3, "n_samples": 5, "map_iter": 2},
-        note="200 sweeps, the last 150 averaged, everywhere. myFM: one-hot user+item features with "
+    bpmf_gibbs_pair(
+        "bpmf-gibbs", 10, EXPLICIT,
+        "200 sweeps, the last 150 averaged, everywhere. myFM: one-hot user+item features with "
         "separate priors (group_shapes), plus a global bias and per-user/item linear terms. SMURFF: "
         "adaptive noise, training mean subtracted. bayesmf: user/item biases and the noise precision "
         "learned (Gamma(1, 1) priors), matching myFM's linear terms and SMURFF's adaptive noise; its "
         "default MAP initialisation.",
     ),
-    Pair(
-        "bpmf-gibbs-rank32",
-        Job("bayesmf", "BPMF", {"rank": 32, "inference": "gibbs", "burn_in": 50, "n_samples": 150, "biases": True,
-                                "noise_prior": [1.0, 1.0]}),
-        (
-            Job("myfm", "BPMF", {"rank": 32, "n_iter": 200, "n_kept_samples": 150}, label="myfm grouped FM"),
-            Job("smurff", "BPMF", {"rank": 32, "burnin": 50, "nsamples": 150}),
-        ),
-        protocols=("ml1m-90-10",),
-        quick_params={"rank": 3, "burn_in": 3, "n_samples": 5, "map_iter": 2},
-        note="As bpmf-gibbs at rank 32 (MovieLens-1M only): the seconds per sweep at a rank where the "
+    bpmf_gibbs_pair(
+        "bpmf-gibbs-rank32", 32, ("ml1m-90-10",),
+        "As bpmf-gibbs at rank 32 (MovieLens-1M only): the seconds per sweep at a rank where the "
         "k x k solves weigh more.",
     ),
     Pair(

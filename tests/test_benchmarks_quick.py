@@ -76,7 +76,7 @@ def test_sampled_metrics_rank_among_candidates_with_expected_ties():
         s[batch == 1, 1] = 0.5
         return s
 
-    m = _common.sampled_metrics(score_users, data)
+    m = _common.ranking_metrics(score_users, data)
     disc = 1 / np.log2(np.arange(2, 102))
     # user 0: rank 4 exactly -> hit, ndcg disc[4]
     # user 1: 8 above, 4 tied: rank uniform on 8..12 -> P(rank < 10) = 2/5, E[ndcg] = (disc[8] + disc[9]) / 5

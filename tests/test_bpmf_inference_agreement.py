@@ -74,7 +74,7 @@ def test_minibatch_svi_approaches_full_batch_svi(fits):
     as the full batch, so both fits predict alike; the minibatch trace is noisier but decreases."""
     models, test = fits
     full = models["svi"].predict_dist(test.users, test.items)
-    mini = BPMF(rank=2, inference="svi", seed=0, n_samples=400, svi_steps=1500, svi_batch_size=100).fit(_train())
+    mini = BPMF(rank=2, inference="svi", seed=0, n_samples=400, svi_steps=1500, svi_batch_size=100).fit(_split()[0])
     m = mini.predict_dist(test.users, test.items)
     assert np.median(np.abs(m.mean - full.mean)) < 0.15
     assert 0.7 < np.mean(m.std / full.std) < 1.3
@@ -85,7 +85,3 @@ def test_minibatch_svi_approaches_full_batch_svi(fits):
 def _split():
     d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
     return splits.random(d.ratings, 0.2, seed=0)
-
-
-def _train():
-    return _split()[0]

@@ -157,12 +157,12 @@ def draw_normal_wishart(key, mu_n, w_n, beta_n, gamma_draws):
     return mu[0], lam
 
 
-def sample_normal_wishart(key, X, prior: Prior, gamma_draws=None):
-    """Draw ``(mu, Lambda)`` from the Normal-Wishart posterior given rows ``X`` (N, D)."""
+def sample_normal_wishart(key, X, prior: Prior):
+    """Draw ``(mu, Lambda)`` from the Normal-Wishart posterior given rows ``X`` (N, D) (one side on
+    its own; :func:`step` draws both sides at once)."""
     N, D = X.shape
     k_gamma, k_draw = jax.random.split(key)
-    if gamma_draws is None:
-        gamma_draws = jax.random.gamma(k_gamma, wishart_chi2_shapes(prior.nu + N, D, X.dtype))
+    gamma_draws = jax.random.gamma(k_gamma, wishart_chi2_shapes(prior.nu + N, D, X.dtype))
     return draw_normal_wishart(k_draw, *normal_wishart_posterior(X, prior), gamma_draws)
 
 
@@ -200,7 +200,9 @@ def _bias_precision(gamma_draw, bias, prior: Prior):
 
 def _gamma_shapes(prior: Prior, n_users: int, n_items: int, nnz: int, dtype):
     """Shapes of every Gamma variate one sweep needs, in one vector: the Bartlett diagonals of
-    both Wishart draws (D each), then the two bias precisions and the noise precision."""
+    both Wishart draws (D each), then the two bias precisions and the noise precision. The last
+    three are drawn (with shape placeholders) even when the prior has no biases or a fixed noise,
+    so that the layout of the vector does not depend on the prior."""
     D = prior.rank
     a_b = prior.bias_prior[0] if prior.has_biases else 1.0
     a_0 = prior.noise_prior[0] if prior.noise_prior is not None else 1.0

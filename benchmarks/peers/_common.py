@@ -102,16 +102,27 @@ def ranking_metrics(score_users, data, batch_size: int = 512) -> dict:
 
     ``score_users(user_indices) -> (len, n_items)`` scores; training positives are set to -inf
     before taking the top 10. Recall@10 = hits / min(10, n_test_positives(u)) averaged over users.
+    Where the split has sampled ``candidates`` (one row per test pair), the same scores also give
+    the sampled protocol's HR@10 and NDCG@10 (:func:`sampled_rank_metrics`), averaged over test
+    pairs: every user is scored once for both protocols.
     """
     n_users, n_items = data["n_users"], data["n_items"]
     train_ptr, train_idx = _csr(data["train_users"], data["train_items"], n_users)
     test_ptr, test_idx = _csr(data["test_users"], data["test_items"], n_users)
+    test_rows_by_user = np.argsort(data["test_users"], kind="stable")  # the order _csr grouped them in
+    candidates = data.get("candidates")
     users = np.flatnonzero(np.diff(test_ptr) > 0)
     discount = 1.0 / np.log2(np.arange(2, TOP_K + 2))
-    recall, ndcg = [], []
+    recall, ndcg, sampled_hr, sampled_ndcg = [], [], [], []
     for start in range(0, users.size, batch_size):  # bounded user batches: O(batch * n_items) memory
         batch = users[start:start + batch_size]
         scores = np.asarray(score_users(batch), dtype=np.float64).copy()
+        if candidates is not None:  # candidates hold no training positive: read them before masking
+            rows = test_rows_by_user[test_ptr[batch[0]]:test_ptr[batch[-1] + 1]]
+            local = np.searchsorted(batch, data["test_users"][rows])
+            hr, nd = sampled_rank_metrics(np.take_along_axis(scores[local], candidates[rows].astype(np.int64), 1))
+            sampled_hr.append(hr)
+            sampled_ndcg.append(nd)
         rows, cols = _rows_of(train_ptr, train_idx, batch)
         scores[rows, cols] = -np.inf
         top = np.argpartition(-scores, TOP_K, axis=1)[:, :TOP_K]
@@ -125,34 +136,28 @@ def ranking_metrics(score_users, data, batch_size: int = 512) -> dict:
         ideal = np.cumsum(discount)[np.minimum(n_pos, TOP_K) - 1]
         ndcg.append((hits * discount).sum(1) / ideal)
     out = {"recall_at_10": float(np.concatenate(recall).mean()), "ndcg_at_10": float(np.concatenate(ndcg).mean())}
-    if "candidates" in data:
-        out.update(sampled_metrics(score_users, data, batch_size))
+    if candidates is not None:
+        out["sampled_hr_at_10"] = float(np.concatenate(sampled_hr).mean())
+        out["sampled_ndcg_at_10"] = float(np.concatenate(sampled_ndcg).mean())
     return out
 
 
-def sampled_metrics(score_users, data, batch_size: int = 512) -> dict:
-    """HR@10 and NDCG@10 of the sampled protocol: each held-out item (``candidates[:, 0]``) ranked
-    among its row's 99 sampled negatives (``candidates[:, 1:]``).
+def sampled_rank_metrics(candidate_scores):
+    """Per-row HR@10 and NDCG@10 of the sampled protocol from ``candidate_scores`` (rows, 1 + N):
+    column 0 the held-out item's score, the others its N sampled negatives'.
 
     Ties are broken uniformly at random in expectation: with ``g`` negatives scoring above the
     held-out item and ``e`` scoring equal, its 0-based rank is uniform on ``g..g+e``, so
     HR@10 = P(rank < 10) and NDCG@10 = E[1/log2(rank + 2); rank < 10]. Without this, a model that
     scores many items equally (popularity, a constant) would be scored by the order of the list.
     """
-    users, cand = data["test_users"], data["candidates"]
-    discount = np.where(np.arange(cand.shape[1]) < TOP_K, 1.0 / np.log2(np.arange(cand.shape[1]) + 2.0), 0.0)
-    prefix = np.concatenate([[0.0], np.cumsum(discount)])
-    hr, ndcg = [], []
-    for start in range(0, users.size, batch_size):
-        rows = slice(start, start + batch_size)
-        scores = np.asarray(score_users(users[rows]), dtype=np.float64)
-        s = np.take_along_axis(scores, cand[rows].astype(np.int64), axis=1)
-        greater = (s[:, 1:] > s[:, :1]).sum(1)
-        equal = (s[:, 1:] == s[:, :1]).sum(1)
-        hr.append(np.clip(TOP_K - greater, 0, equal + 1) / (equal + 1))
-        ndcg.append((prefix[greater + equal + 1] - prefix[greater]) / (equal + 1))
-    return {"sampled_hr_at_10": float(np.concatenate(hr).mean()),
-            "sampled_ndcg_at_10": float(np.concatenate(ndcg).mean())}
+    s = candidate_scores
+    positions = np.arange(s.shape[1])
+    prefix = np.concatenate([[0.0], np.cumsum(np.where(positions < TOP_K, 1.0 / np.log2(positions + 2.0), 0.0))])
+    greater = (s[:, 1:] > s[:, :1]).sum(1)
+    equal = (s[:, 1:] == s[:, :1]).sum(1)
+    hr = np.clip(TOP_K - greater, 0, equal + 1) / (equal + 1)
+    return hr, (prefix[greater + equal + 1] - prefix[greater]) / (equal + 1)
 
 
 def peak_rss_mb() -> float:
