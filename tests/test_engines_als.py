@@ -12,6 +12,7 @@ import bayesmf
 from bayesmf.data import Ratings
 from bayesmf.engines import als, implicit_als
 from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.chunks import chunks_for
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.models.fitting import CholeskyRetryWarning
 
@@ -112,7 +113,9 @@ def test_failed_cholesky_retries_with_jitter_and_warns():
 
 
 def _implicit_data(r, rank):
-    data = implicit_als.ImplicitData(blocks_for(r, "user"), blocks_for(r, "item"), rating_arrays(r))
+    # tiny chunks (2 virtual rows of width 2) so that every side spans many chunks
+    data = implicit_als.ImplicitData(chunks_for(r, "user", width=2, chunk_slots=4),
+                                     chunks_for(r, "item", width=2, chunk_slots=4), rating_arrays(r))
     state = als.init_factors(0, r.n_users, r.n_items, rank, 0.3)
     return data, state
 
@@ -122,12 +125,19 @@ def test_implicit_cg_matches_exact_solve():
     r = r.with_values(np.abs(r.values))
     data, state = _implicit_data(r, 4)
     update_side = jax.jit(implicit_als.update_side, static_argnames="config")
-    exact = update_side(data.user_blocks, state.user_factors, state.item_factors,
+    exact = update_side(data.user_chunks, state.user_factors, state.item_factors,
                                      implicit_als.ImplicitConfig(0.1, 2.0, exact=True))[0]
-    cg = update_side(data.user_blocks, state.user_factors, state.item_factors,
+    cg = update_side(data.user_chunks, state.user_factors, state.item_factors,
                                   implicit_als.ImplicitConfig(0.1, 2.0, cg_steps=4))[0]  # k steps: exact in theory
     np.testing.assert_allclose(cg, exact, rtol=2e-3, atol=2e-3)
-    few = update_side(data.user_blocks, state.user_factors, state.item_factors,
+    # the exact half step is Hu et al.'s closed form, row by row (user 6 has no ratings: 0)
+    Y = np.asarray(state.item_factors, np.float64)
+    for u in range(r.n_users):
+        m = r.users == u
+        F, c = Y[r.items[m]], 2.0 * r.values[m]
+        x = np.linalg.solve(Y.T @ Y + 0.1 * np.eye(4) + (F * c[:, None]).T @ F, F.T @ (1 + c))
+        np.testing.assert_allclose(exact[u], x, rtol=1e-3, atol=1e-4)
+    few = update_side(data.user_chunks, state.user_factors, state.item_factors,
                                    implicit_als.ImplicitConfig(0.1, 2.0, cg_steps=2))[0]
     assert np.abs(few - exact).max() > np.abs(cg - exact).max()  # fewer steps, visibly less exact
 

@@ -1,10 +1,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bayesmf.data import synthetic
 from bayesmf.engines import linalg
 from bayesmf.engines.blocks import blocks_for, gram_rhs, per_entry, row_sums
+from bayesmf.engines.chunks import build_chunks, chunks_for, in_row_order, to_rows
 
 
 def test_gram_rhs_equals_per_row_numpy(small):
@@ -22,6 +24,33 @@ def test_gram_rhs_equals_per_row_numpy(small):
         np.testing.assert_allclose(b[u], F.T @ (w[m] * r.values[m]), rtol=1e-4, atol=1e-4)
     sums = row_sums(blocks, per_entry(blocks, jnp.asarray(w)), r.n_users)
     np.testing.assert_allclose(sums, np.bincount(r.users, weights=w, minlength=r.n_users), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("width", "chunk_slots"), [(3, 24), (16, 4096)])
+def test_chunks_hold_every_rating_once_and_sum_rows_exactly(small, width, chunk_slots):
+    r = small.ratings
+    chunks = chunks_for(r, "user", width=width, chunk_slots=chunk_slots)
+    cols, vals, owner, rows = (np.asarray(a) for a in chunks[:4])
+    n_chunks, capacity, _ = cols.shape
+    assert capacity * width >= chunk_slots or capacity >= -(-r.user_counts.max() // width)
+    if chunk_slots == 24:
+        assert n_chunks > 10  # the small layout really splits the side into many chunks
+    # every rating exactly once: the (row, col, value) multiset is preserved
+    global_row = np.take_along_axis(rows, owner, axis=1)[..., None].repeat(width, axis=2)
+    real = cols < r.n_items
+    got = sorted(zip(global_row[real], cols[real], vals[real].round(5), strict=True))
+    want = sorted(zip(r.users, r.items, r.values.astype(np.float32).round(5), strict=True))
+    assert got == want
+    assert np.all(np.diff(owner, axis=1) >= 0)  # sorted, as to_rows assumes
+    # per-row sums through the chunk reduction equal a bincount
+    sums = jax.vmap(lambda o, v: to_rows(o, v.sum(axis=1), capacity))(jnp.asarray(owner), jnp.asarray(vals))
+    np.testing.assert_allclose(in_row_order(chunks, sums), np.bincount(r.users, r.values, r.n_users), rtol=1e-5)
+
+
+def test_chunks_of_rows_without_ratings_and_of_an_empty_side():
+    chunks = build_chunks(np.array([0, 0, 2]), np.array([1, 0, 1]), np.ones(3), 4, 2, width=2, chunk_slots=2)
+    values = in_row_order(chunks, jnp.ones(chunks.rows.shape))
+    np.testing.assert_array_equal(values, [1, 0, 1, 0])  # rows 1 and 3 have no ratings
 
 
 def test_rows_without_ratings_get_zero_gram():

@@ -12,10 +12,12 @@ is minimised over each side in turn. With the items fixed, user ``u`` solves
 where ``Y^T Y`` (k x k) is computed once per half step and shared by all users — the trick that
 makes the dense "all pairs" objective cost O(nnz k + n k^2) per matrix-vector product.
 
-Solvers: ``exact=True`` builds every row's matrix (O(nnz k^2), via
-:func:`~bayesmf.engines.blocks.gram_rhs`) and uses a batched Cholesky; the default runs
-``cg_steps`` conjugate-gradient steps warm-started from the previous factors (Takacs et al.
-2011), never forming the per-row matrices: each product costs O(nnz k + n k^2).
+Solvers: ``exact=True`` builds every row's matrix (O(nnz k^2)) and uses a batched Cholesky; the
+default runs ``cg_steps`` conjugate-gradient steps warm-started from the previous factors
+(Takacs et al. 2011), never forming the per-row matrices: each product costs O(nnz k + n k^2).
+Both run chunk by chunk over the cache-sized layout of :mod:`bayesmf.engines.chunks`: a CG step
+reads each row's gathered factors twice, and from cache that is ~3x faster than streaming the
+whole side's gathered block from memory (MovieLens-1M, rank 64).
 
 The full objective is computed without the dense matrix from
 ``sum_{all} (x.y)^2 = sum((X^T X) * (Y^T Y))`` plus corrections on the observed pairs.
@@ -31,14 +33,15 @@ import jax.numpy as jnp
 
 from bayesmf.engines import linalg
 from bayesmf.engines.als import FactorState, solve_spd_with_retry
-from bayesmf.engines.blocks import EXACT, Blocks, gram_rhs, in_row_order
+from bayesmf.engines.blocks import EXACT
+from bayesmf.engines.chunks import Chunks, in_row_order, to_rows
 from bayesmf.engines.config import engine_config
-from bayesmf.engines.sparse import RatingArrays, entry_dot, gather_other, slot_dot, weighted_row_sum
+from bayesmf.engines.sparse import RatingArrays, entry_dot
 
 
 class ImplicitData(NamedTuple):
-    user_blocks: Blocks
-    item_blocks: Blocks
+    user_chunks: Chunks
+    item_chunks: Chunks
     ratings: RatingArrays
 
 
@@ -50,44 +53,58 @@ class ImplicitConfig:
     exact: bool = False
 
 
-def _confidence_matvec(blocks, gathered, weights, shared, x):
-    """``(shared + sum_j w_rj f_j f_j^T) x_r`` for every row, without forming the sums.
+def _solve_chunk(factors, own, shared, config: ImplicitConfig, chunk):
+    """Minimise ``L`` over the rows of one chunk (:mod:`bayesmf.engines.chunks`).
 
-    ``shared`` (k, k) is ``Y^T Y + reg I``; ``gathered`` the other side's factors per slot
-    (:func:`~bayesmf.engines.sparse.gather_other`), ``weights`` ``alpha r_rj`` per slot (0 on
-    padding). Rows without ratings get ``shared x_r`` only. Two batched matrix-vector products
-    per bucket over the pre-gathered factors: gathering inside every CG step would repeat the
-    most expensive part of the step ``cg_steps + 1`` times.
+    ``factors`` (n_other + 1, k): the other side's factors with a zero row appended (padding
+    slots gather it); ``own`` (n_rows + 1, k) this side's current factors, zero row appended (the
+    warm start; unused local rows read it); ``chunk`` = ``(cols, vals, owner, rows)`` of one chunk.
+    Returns ``(x (C, k), observed, retried)``: ``observed`` is this chunk's share of the
+    observed-pair term ``sum c (1 - s)^2 - s^2`` with ``s = x_r . f_j`` at the new factors,
+    ``retried`` whether the exact solve needed the Cholesky jitter retry.
+
+    The gathered block ``f`` (C, W, k) is read ``2 cg_steps + 3`` times; sized to stay in cache.
     """
-    proj = slot_dot(blocks, x, gathered)
-    parts = [jnp.einsum("nwk,nw->nk", f, p * w, precision=EXACT)
-             for f, p, w in zip(gathered, proj, weights, strict=True)]
-    return jnp.matmul(x, shared, precision=EXACT) + in_row_order(blocks, parts)
-
-
-def update_side(blocks, own, other, config: ImplicitConfig):
-    """Minimise ``L`` over one side. Returns ``(factors, retried, observed)``: ``observed`` is the
-    sum over this side's observed pairs of ``c (1 - s)^2 - s^2``, ``s`` = the new ``x_r . f_j``
-    (the observed-pair part of :func:`objective`, from the factors already gathered).
-
-    Memory: the CG solver keeps the other side's factors gathered per slot, O(nnz k) floats.
-    """
-    n_rows, k = own.shape
-    shared = jnp.matmul(other.T, other, precision=EXACT) + config.reg * jnp.eye(k, dtype=own.dtype)
-    gathered = gather_other(blocks, other)
-    weights = tuple(config.alpha * v * m for v, m in zip(blocks.vals, blocks.mask, strict=True))
-    rhs = weighted_row_sum(blocks, gathered, tuple(1 + w for w in weights), n_rows)
-    retried = jnp.asarray(False)
+    cols, vals, owner, rows = chunk
+    n_local = rows.shape[0]
+    f = factors[cols]
+    w = config.alpha * vals  # c - 1 per slot, 0 on padding (where f is 0 too)
+    rhs = to_rows(owner, jnp.einsum("cwk,cw->ck", f, 1 + w, precision=EXACT), n_local)
     if config.exact:
-        gram, _ = gram_rhs(blocks, other, n_rows, weights=weights)
+        gram = to_rows(owner, jnp.einsum("cwk,cwl->ckl", f * w[..., None], f, precision=EXACT), n_local)
         x, retried = solve_spd_with_retry(gram + shared, rhs)
     else:
-        matvec = partial(_confidence_matvec, blocks, gathered, weights, shared)
-        x = linalg.conjugate_gradient(matvec, rhs, own, config.cg_steps)
-    scores = slot_dot(blocks, x, gathered)
-    observed = sum(jnp.sum(m * ((1 + w) * (1 - s) ** 2 - s**2))
-                   for s, w, m in zip(scores, weights, blocks.mask, strict=True))
-    return x, retried, observed
+        retried = jnp.asarray(False)
+
+        def matvec(x):
+            proj = jnp.einsum("cwk,ck->cw", f, x[owner], precision=EXACT)
+            spread = jnp.einsum("cwk,cw->ck", f, proj * w, precision=EXACT)
+            return jnp.matmul(x, shared, precision=EXACT) + to_rows(owner, spread, n_local)
+
+        x = linalg.conjugate_gradient(matvec, rhs, own[rows], config.cg_steps)
+    scores = jnp.einsum("cwk,ck->cw", f, x[owner], precision=EXACT)
+    real = cols < factors.shape[0] - 1
+    observed = jnp.sum(jnp.where(real, (1 + w) * (1 - scores) ** 2 - scores**2, 0.0))
+    return x, observed, retried
+
+
+def update_side(chunks: Chunks, own, other, config: ImplicitConfig):
+    """Minimise ``L`` over one side, chunk by chunk (``lax.map``). Returns
+    ``(factors, observed, retried)``:
+    ``observed`` is the sum over this side's observed pairs of ``c (1 - s)^2 - s^2``, ``s`` = the
+    new ``x_r . f_j`` (the observed-pair part of :func:`objective`), ``retried`` whether any exact
+    solve needed the Cholesky jitter retry. Rows without ratings get 0,
+    the exact minimiser ``(Y^T Y + reg I)^-1 0``.
+
+    Memory: O(nnz) indices and one chunk's gathered factors at a time, O(chunk_slots k).
+    """
+    k = own.shape[1]
+    shared = jnp.matmul(other.T, other, precision=EXACT) + config.reg * jnp.eye(k, dtype=own.dtype)
+    zero = jnp.zeros((1, k), own.dtype)
+    factors, warm = jnp.concatenate([other, zero]), jnp.concatenate([own, zero])
+    x, observed, retried = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config),
+                                       (chunks.cols, chunks.vals, chunks.owner, chunks.rows))
+    return in_row_order(chunks, x), jnp.sum(observed), jnp.any(retried)
 
 
 def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
@@ -106,8 +123,8 @@ def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
 def step(state: FactorState, data: ImplicitData, config: ImplicitConfig):
     """One sweep (users, then items); ``info`` holds ``loss`` (``L`` after the sweep, its
     observed-pair part from the item half step) and ``cholesky_retries``."""
-    x, retried_u, _ = update_side(data.user_blocks, state.user_factors, state.item_factors, config)
-    y, retried_i, observed = update_side(data.item_blocks, state.item_factors, x, config)
+    x, _, retried_u = update_side(data.user_chunks, state.user_factors, state.item_factors, config)
+    y, observed, retried_i = update_side(data.item_chunks, state.item_factors, x, config)
     state = state._replace(user_factors=x, item_factors=y)
     retries = retried_u.astype(jnp.int32) + retried_i.astype(jnp.int32)
     all_pairs = jnp.sum(jnp.matmul(x.T, x, precision=EXACT) * jnp.matmul(y.T, y, precision=EXACT))

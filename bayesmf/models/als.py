@@ -9,7 +9,8 @@ import numpy as np
 
 from bayesmf.engines import als as engine
 from bayesmf.engines import implicit_als as implicit_engine
-from bayesmf.engines.blocks import blocks_for, build_blocks
+from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.chunks import build_chunks, cache_chunk_slots, chunks_for
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
@@ -134,8 +135,10 @@ class ImplicitALS(ClassicalModel):
     def _fit(self, train) -> None:
         check_nonnegative_values(train, "ImplicitALS (values are confidences)")
         dtype = check_dtype(self.dtype)
-        data = implicit_engine.ImplicitData(blocks_for(train, "user", dtype=dtype),
-                                            blocks_for(train, "item", dtype=dtype), rating_arrays(train, dtype))
+        slots = cache_chunk_slots(self.rank, itemsize=np.dtype(dtype).itemsize)
+        data = implicit_engine.ImplicitData(chunks_for(train, "user", chunk_slots=slots, dtype=dtype),
+                                            chunks_for(train, "item", chunk_slots=slots, dtype=dtype),
+                                            rating_arrays(train, dtype))
         config = implicit_engine.ImplicitConfig(float(self.regularization), float(self.alpha),
                                                 int(self.cg_steps), self.solver == "cholesky")
         state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank,
@@ -151,9 +154,10 @@ class ImplicitALS(ClassicalModel):
         check_nonnegative_values(new, "ImplicitALS fold-in (values are confidences)")
         dtype = np.asarray(self.item_factors_).dtype
         config = implicit_engine.ImplicitConfig(float(self.regularization), float(self.alpha), exact=True)
-        blocks = build_blocks(new.users, new.items, new.values, new.n_users, dtype=dtype)
+        chunks = build_chunks(new.users, new.items, new.values, new.n_users, self.item_factors_.shape[0],
+                              dtype=dtype)
         own = jnp.zeros((new.n_users, self.item_factors_.shape[1]), dtype)
-        x, _, _ = _implicit_half_step(blocks, own, jnp.asarray(self.item_factors_), config)
+        x, _, _ = _implicit_half_step(chunks, own, jnp.asarray(self.item_factors_), config)
         return {"user_factors_": np.asarray(x)}
 
 
