@@ -1,9 +1,9 @@
 """Degree-bucketed padded layout of a sparse matrix, for per-row Gram matrices at matmul speed.
 
-Every alternating engine (ALS, implicit ALS, the Gibbs sampler) needs, for each row ``r`` of the
+The exact alternating engines (explicit ALS, the Gibbs sampler) need, for each row ``r`` of the
 ratings matrix (a user, or an item for the other side),
 
-    G_r = sum_{j in N(r)} w_rj f_j f_j^T        (k x k)        and        b_r = sum_j y_rj f_j   (k,)
+    G_r = sum_{j in N(r)} f_j f_j^T        (k x k)        and        b_r = sum_j y_rj f_j   (k,)
 
 where ``f_j`` are the other side's factors. A ``segment_sum`` of per-rating outer products does
 this in O(nnz k^2) memory traffic and is ~5x slower than a matmul on CPU. Instead rows are put
@@ -14,6 +14,12 @@ slots per rating on MovieLens-1M) and keeps memory O(nnz k), never a dense users
 
 :class:`Blocks` is a pytree (a NamedTuple of tuples of arrays); the number of buckets and their
 shapes are static, so a jitted function that takes one compiles once per data set.
+
+Engines that make several O(nnz k) passes per half step instead of one Gram pass (conjugate
+gradient, multiplicative updates) use :mod:`bayesmf.engines.chunks`; for the Gram matrices
+themselves this layout is faster at low rank: one ``(w x k)^T (w x k)`` product per row with the
+row's whole width, against per-virtual-row products then a segment sum (measured: 62 ms vs 65 ms
+per side at rank 11 on MovieLens-1M, 178 ms with 8-wide virtual rows).
 """
 
 from __future__ import annotations
@@ -112,11 +118,11 @@ def in_row_order(blocks: Blocks, per_bucket):
     return jnp.concatenate([*per_bucket, jnp.zeros((1, *tail), per_bucket[0].dtype)])[blocks.slot]
 
 
-def gram_rhs(blocks: Blocks, other, n_rows: int, weights=None, targets=None):
-    """Per-row ``G_r = sum_j w_rj f_j f_j^T`` and ``b_r = sum_j w_rj y_rj f_j``.
+def gram_rhs(blocks: Blocks, other, n_rows: int, targets=None):
+    """Per-row ``G_r = sum_j f_j f_j^T`` and ``b_r = sum_j y_rj f_j``.
 
-    ``other`` (n_other, k) are the other side's factors. ``weights`` and ``targets`` are optional
-    tuples laid out like ``blocks.vals`` (default: weight 1, target = the rating value). Returns
+    ``other`` (n_other, k) are the other side's factors. ``targets`` is an optional tuple laid
+    out like ``blocks.vals`` (default: the rating values). Returns
     ``G`` (n_rows, k, k) and ``b`` (n_rows, k); rows without ratings get zeros. ``n_rows`` must
     be the row count the blocks were built with (it is ``blocks.slot.shape[0]``).
     """
@@ -131,18 +137,6 @@ def gram_rhs(blocks: Blocks, other, n_rows: int, weights=None, targets=None):
     for b in range(len(blocks.rows)):
         y = blocks.vals[b] if targets is None else targets[b]
         f = padded[jnp.where(blocks.mask[b] > 0, blocks.cols[b], n_other)]  # (n_b, w, k)
-        fw = f if weights is None else f * weights[b][..., None]
-        grams.append(jnp.einsum("nwk,nwl->nkl", fw, f, precision=EXACT))
-        rhss.append(jnp.einsum("nwk,nw->nk", fw, y, precision=EXACT))
+        grams.append(jnp.einsum("nwk,nwl->nkl", f, f, precision=EXACT))
+        rhss.append(jnp.einsum("nwk,nw->nk", f, y, precision=EXACT))
     return in_row_order(blocks, grams), in_row_order(blocks, rhss)
-
-
-def row_sums(blocks: Blocks, per_entry, n_rows: int):
-    """``sum_j x_rj`` per row of a quantity laid out like ``blocks.vals`` -> (n_rows,)."""
-    del n_rows  # implied by the blocks; kept for symmetry with gram_rhs
-    return in_row_order(blocks, [jnp.sum(x * m, axis=1) for x, m in zip(per_entry, blocks.mask, strict=True)])
-
-
-def per_entry(blocks: Blocks, values_by_position):
-    """Lay out a per-rating array (nnz,) like ``blocks.vals`` (padding gets element 0, masked)."""
-    return tuple(values_by_position[jnp.maximum(p, 0)] for p in blocks.pos)
