@@ -9,7 +9,7 @@ import bayesmf
 from bayesmf.data import Ratings
 from bayesmf.engines import nmf
 from bayesmf.engines.als import FactorState
-from bayesmf.engines.chunks import chunks_for
+from bayesmf.engines.blocks import blocks_for
 from bayesmf.engines.driver import DivergenceError
 from bayesmf.engines.sparse import rating_arrays
 
@@ -43,8 +43,7 @@ def test_nmf_step_loss_equals_objective_from_ratings(nonneg, options):
     _, train, _ = nonneg
     model = bayesmf.NMF(rank=RANK, n_iter=3, regularization=0.01, **options).fit(train)
     counts = (jnp.asarray(train.user_counts, jnp.float32), jnp.asarray(train.item_counts, jnp.float32))
-    data = nmf.NMFData(chunks_for(train, "user", width=4, chunk_slots=64),
-                       chunks_for(train, "item", width=4, chunk_slots=64), *counts, rating_arrays(train),
+    data = nmf.NMFData(blocks_for(train, "user"), blocks_for(train, "item"), *counts, rating_arrays(train),
                        jnp.asarray(model.global_mean_, jnp.float32))
     config = nmf.NMFConfig(0.01, 0.02, options.get("biases", False), options.get("loss", "frobenius"))
     zeros = (np.zeros(train.n_users), np.zeros(train.n_items))

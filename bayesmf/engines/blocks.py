@@ -15,11 +15,13 @@ slots per rating on MovieLens-1M) and keeps memory O(nnz k), never a dense users
 :class:`Blocks` is a pytree (a NamedTuple of tuples of arrays); the number of buckets and their
 shapes are static, so a jitted function that takes one compiles once per data set.
 
-Engines that make several O(nnz k) passes per half step instead of one Gram pass (conjugate
-gradient, multiplicative updates) use :mod:`bayesmf.engines.chunks`; for the Gram matrices
-themselves this layout is faster at low rank: one ``(w x k)^T (w x k)`` product per row with the
-row's whole width, against per-virtual-row products then a segment sum (measured: 62 ms vs 65 ms
-per side at rank 11 on MovieLens-1M, 178 ms with 8-wide virtual rows).
+Implicit ALS, whose conjugate-gradient steps make several O(nnz k) passes per half step instead
+of one Gram pass, uses :mod:`bayesmf.engines.chunks` (cache-sized chunks, ~3x faster there). For
+the Gram matrices themselves this layout is faster at low rank: one ``(w x k)^T (w x k)`` product
+per row with the row's whole width, against per-virtual-row products then a segment sum
+(measured: 62 ms vs 65 ms per side at rank 11 on MovieLens-1M, 178 ms with 8-wide virtual rows);
+so is NMF at rank 15 (multiplicative updates: two light passes; chunked, its warm fit on
+MovieLens-100K went from 0.65 s to 1.16 s).
 """
 
 from __future__ import annotations

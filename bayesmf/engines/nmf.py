@@ -35,17 +35,16 @@ import numpy as np
 
 from bayesmf.engines.als import FactorState
 from bayesmf.engines.baseline import damped_mean
-from bayesmf.engines.blocks import EXACT
-from bayesmf.engines.chunks import Chunks, in_row_order, to_rows
+from bayesmf.engines.blocks import Blocks
 from bayesmf.engines.config import engine_config
-from bayesmf.engines.sparse import RatingArrays, entry_dot
+from bayesmf.engines.sparse import RatingArrays, entry_dot, gather_other, slot_dot, weighted_row_sum
 
 TINY = 1e-12  # floor on denominators and on predictions inside the KL logarithm
 
 
 class NMFData(NamedTuple):
-    user_chunks: Chunks
-    item_chunks: Chunks
+    user_blocks: Blocks
+    item_blocks: Blocks
     user_counts: jnp.ndarray
     item_counts: jnp.ndarray
     ratings: RatingArrays
@@ -69,63 +68,40 @@ def init_factors(seed, n_users: int, n_items: int, rank: int, target: float, dty
     return FactorState(*(jnp.asarray(x, dtype) for x in (u, v, np.zeros(n_users), np.zeros(n_items))))
 
 
-def _update_chunk(other, other_bias, own, own_bias, counts, mu, config: NMFConfig, with_loss: bool, chunk):
-    """The multiplicative update of the rows of one chunk (:mod:`bayesmf.engines.chunks`).
-
-    ``other`` (n_other + 1, k), ``other_bias`` (n_other + 1,), ``own`` (n_rows + 1, k),
-    ``own_bias`` and ``counts`` (n_rows + 1,): each with a zero row appended, which padding slots
-    and unused local rows read. Returns ``(new (C, k), sse, kl)`` (the data terms of this chunk's
-    ratings at the new factors, 0 without ``with_loss``). Numerator and denominator share one
-    pass over the gathered factors, which stay in cache for the loss pass.
-    """
-    cols, vals, owner, rows = chunk
-    n_local = rows.shape[0]
-    f = other[cols]  # (C, W, k), zero on padding
-    real = cols < other.shape[0] - 1
-    x = own[rows]
-
-    def per_slot_dot(factors):
-        return jnp.einsum("cwk,ck->cw", f, factors[owner], precision=EXACT)
-
-    est = per_slot_dot(x)
-    if config.loss == "kl":
-        targets = vals
-        num_w = vals / jnp.maximum(est, TINY)
-        den_w = real.astype(f.dtype)
-    else:
-        offset = mu + own_bias[rows][owner][:, None] + other_bias[cols] if config.biases else 0.0
-        targets = jnp.where(real, vals - offset, 0.0)
-        num_w = jnp.maximum(targets, 0)
-        den_w = est + jnp.maximum(-targets, 0)
-    both = to_rows(owner, jnp.einsum("cwk,cwt->ckt", f, jnp.stack([num_w, den_w], -1), precision=EXACT), n_local)
-    num, den = both[..., 0], both[..., 1]
-    den = den + config.reg * counts[rows][:, None] * (1.0 if config.loss == "kl" else x)
-    new = x * num / jnp.maximum(den, TINY)
-    if not with_loss:
-        return new, 0.0, 0.0
-    fitted = per_slot_dot(new)
-    sse = jnp.sum(jnp.where(real, (targets - fitted) ** 2, 0.0))
-    kl = jnp.sum(jnp.where(real, _kl_terms(targets, fitted), 0.0)) if config.loss == "kl" else 0.0
-    return new, sse, kl
-
-
-def update_side(chunks: Chunks, counts, own, own_bias, other, other_bias, mu, config: NMFConfig,
-                with_loss: bool = False):
-    """One multiplicative update of one side's factors (the other side and the biases fixed),
-    chunk by chunk (``lax.map``).
+def update_side(blocks, counts, own, own_bias, other, other_bias, mu, config: NMFConfig, with_loss: bool = False):
+    """One multiplicative update of one side's factors (the other side and the biases fixed).
 
     Returns ``(factors, fit)``: ``fit`` is None, or with ``with_loss`` the pair ``(sse, kl)`` of
     the updated factors over this side's ratings — the squared error and the KL data term
-    (:func:`objective`'s, 0 for the Frobenius loss). Rows without ratings keep ``0 * ... = 0``
-    numerators: their factors become 0 (nothing to fit; the penalty pulls them there).
+    (:func:`objective`'s, 0 for the Frobenius loss) — from the factors already gathered.
+    Numerator and denominator share one pass over the gathered factors.
     """
-    pad = partial(jnp.pad, pad_width=[(0, 1)])
-    padded = [jnp.concatenate([a, jnp.zeros((1, *a.shape[1:]), a.dtype)]) for a in (other, own)]
-    update = partial(_update_chunk, padded[0], pad(other_bias), padded[1], pad(own_bias), pad(counts), mu,
-                     config, with_loss)
-    new, sse, kl = jax.lax.map(update, (chunks.cols, chunks.vals, chunks.owner, chunks.rows))
-    new = in_row_order(chunks, new)
-    return new, ((jnp.sum(sse), jnp.sum(kl)) if with_loss else None)
+    gathered = gather_other(blocks, other)
+    est = slot_dot(blocks, own, gathered)
+    if config.loss == "kl":
+        targets = blocks.vals
+        num_w = tuple(v / jnp.maximum(s, TINY) for v, s in zip(targets, est, strict=True))
+        den_w = blocks.mask
+    else:
+        targets = tuple(
+            v - mu - (own_bias[rows][:, None] + other_bias[c] if config.biases else 0.0)
+            for rows, v, c in zip(blocks.rows, blocks.vals, blocks.cols, strict=True)
+        )
+        num_w = tuple(jnp.maximum(y, 0) for y in targets)
+        den_w = tuple(s + jnp.maximum(-y, 0) for s, y in zip(est, targets, strict=True))
+    both = weighted_row_sum(blocks, gathered, tuple(jnp.stack(w, -1) for w in zip(num_w, den_w, strict=True)),
+                            own.shape[0])  # (n_rows, k, 2)
+    num, den = both[..., 0], both[..., 1]
+    den = den + config.reg * counts[:, None] * (1.0 if config.loss == "kl" else own)
+    new = own * num / jnp.maximum(den, TINY)
+    if not with_loss:
+        return new, None
+    sse = kl = 0.0
+    for s, y, m in zip(slot_dot(blocks, new, gathered), targets, blocks.mask, strict=True):
+        sse += jnp.sum(m * (y - s) ** 2)
+        if config.loss == "kl":
+            kl += jnp.sum(m * _kl_terms(y, s))
+    return new, (sse, kl)
 
 
 def _kl_terms(r, s):
@@ -176,9 +152,9 @@ def step(state: FactorState, data: NMFData, config: NMFConfig):
     the sweep (the data terms from the item half step, no extra pass over the ratings)."""
     if config.biases:
         state = update_biases(state, data, config)
-    p, _ = update_side(data.user_chunks, data.user_counts, state.user_factors, state.user_bias,
+    p, _ = update_side(data.user_blocks, data.user_counts, state.user_factors, state.user_bias,
                        state.item_factors, state.item_bias, data.mu, config)
-    q, (sse, kl) = update_side(data.item_chunks, data.item_counts, state.item_factors, state.item_bias,
+    q, (sse, kl) = update_side(data.item_blocks, data.item_counts, state.item_factors, state.item_bias,
                                p, state.user_bias, data.mu, config, with_loss=True)
     state = state._replace(user_factors=p, item_factors=q)
     loss, rmse = _loss(state, data, config, sse, kl)
