@@ -59,6 +59,29 @@ def test_wishart_bartlett_moments():
     np.testing.assert_allclose(draws.var(0), var, rtol=0.08)
 
 
+def test_noncentred_model_has_the_normal_wishart_prior():
+    # the NUTS coordinates (Bartlett chi2/normal, z_mu, z) must give the same prior as the
+    # centred Wishart / MultivariateNormal sites: compare the moments with the closed forms
+    from numpyro.infer import Predictive
+
+    from bayesmf.posterior.model import bpmf_model
+
+    D, nu, w0, beta0, mu0 = 3, 8.0, 0.5, 2.0, 0.3
+    prior = Prior(rank=D, nu0=nu, w0=w0, beta0=beta0, mu0=mu0)
+    draws = Predictive(bpmf_model, num_samples=40000)(
+        jax.random.PRNGKey(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), None, 2, 1, prior=prior)
+    lam, mu, rows = (np.asarray(draws[k], np.float64) for k in ("Lambda_U", "mu_U", "U"))
+    eye = np.eye(D)
+    np.testing.assert_allclose(lam.mean(0), nu * w0 * eye, atol=0.04 * nu * w0)
+    var = nu * w0**2 * (1 + eye)  # Var(Lambda_ij) = nu (W_ij^2 + W_ii W_jj), W = w0 I
+    np.testing.assert_allclose(lam.var(0), var, rtol=0.06)
+    # E[(beta0 Lambda)^-1] = W^-1 / (beta0 (nu - D - 1)); rows add E[Lambda^-1] = W^-1 / (nu - D - 1)
+    cov_mu = eye / (w0 * beta0 * (nu - D - 1))
+    np.testing.assert_allclose(mu.mean(0), mu0, atol=0.02)
+    np.testing.assert_allclose(np.cov(mu.T), cov_mu, atol=0.03)
+    np.testing.assert_allclose(np.cov(rows[:, 0].T), cov_mu * (1 + beta0), atol=0.05)
+
+
 def test_normal_wishart_conditional_mean():
     rng = np.random.default_rng(2)
     X = rng.normal(1.0, 0.5, size=(40, 2)).astype(np.float32)

@@ -17,10 +17,19 @@ Options: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate); user and
 
 :func:`bpmf_model` is the NumPyro version of this model and the single source of truth for NUTS
 and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its full conditionals.
-The Wishart uses NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean ``nu0 W0``).
-For NUTS the factors are written non-centred, ``u_i = mu_U + L_U^{-T} z_i`` with
-``Lambda_U = L_U L_U^T`` and ``z_i ~ N(0, I)``: the same distribution, without the funnel
-geometry that centred hierarchical factors give HMC.
+The centred form (SVI) uses NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean
+``nu0 W0``). For NUTS every level is written non-centred, the same distribution in other
+coordinates:
+
+* ``Lambda_U = L L^T`` with ``L = sqrt(w0) A`` and Bartlett's (1933) decomposition of the
+  Wishart: ``A`` lower triangular, ``A_dd^2 ~ chi2(nu0 - d)`` (``d = 0..D-1``) and
+  ``A_de ~ N(0, 1)`` below the diagonal, all independent. This gives ``L``, the Cholesky factor
+  every later step needs, without a factorisation, and replaces the positive-definite
+  constraint transform (dozens of small matrix ops per gradient) by ``D`` log-transformed
+  positive scalars;
+* ``mu_U = mu0 + (sqrt(beta0) L)^{-T} z_mu`` and ``u_i = mu_U + L^{-T} z_i`` with
+  ``z ~ N(0, I)``: covariances ``(beta0 Lambda)^{-1}`` and ``Lambda^{-1}`` as in the model,
+  without the funnel geometry that centred hierarchical parameters give HMC.
 """
 
 from __future__ import annotations
@@ -92,7 +101,8 @@ def bpmf_model(
     (drawing the minibatch indices itself with one cheap ``randint``, where NumPyro's
     subsampled plate would permute all nnz indices at every step).
 
-    Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V``; ``alpha`` when it
+    Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V`` (deterministic
+    functions of the sites of :func:`_noncentred_side` when ``noncentered``); ``alpha`` when it
     has a prior; ``b_U``, ``b_V``, ``bias_precision_U``, ``bias_precision_V`` with biases; ``r``
     the likelihood. The likelihood is one vectorised expression over
     ratings: a gather of factor rows and a row-wise dot product.
@@ -103,21 +113,15 @@ def bpmf_model(
     D = prior.rank
     factors = {}
     for side, n in (("U", n_users), ("V", n_items)):
+        if noncentered:
+            factors[side] = _noncentred_side(side, n, prior)
+            continue
         lam = numpyro.sample(f"Lambda_{side}", dist.Wishart(prior.nu, scale_matrix=prior.w0_matrix()))
         mu = numpyro.sample(
             f"mu_{side}", dist.MultivariateNormal(jnp.full(D, prior.mu0), precision_matrix=prior.beta0 * lam)
         )
-        if noncentered:
-            chol = jnp.linalg.cholesky(lam)
-            z = numpyro.sample(f"z_{side}", dist.Normal(0.0, 1.0).expand([n, D]).to_event(2))
-            # u = mu + L^{-T} z has covariance L^{-T} L^{-1} = Lambda^{-1}
-            import jax.scipy.linalg as jsl
-
-            offset = jsl.solve_triangular(chol, z.T, lower=True, trans=1).T
-            factors[side] = numpyro.deterministic(side, mu + offset)
-        else:
-            with numpyro.plate(f"{side}_rows", n):
-                factors[side] = numpyro.sample(side, dist.MultivariateNormal(mu, precision_matrix=lam))
+        with numpyro.plate(f"{side}_rows", n):
+            factors[side] = numpyro.sample(side, dist.MultivariateNormal(mu, precision_matrix=lam))
     bias = {}
     for side, n in (("U", n_users), ("V", n_items)):
         if prior.has_biases:
@@ -134,3 +138,29 @@ def bpmf_model(
         mean = global_mean + bias["U"][users] + bias["V"][items]
         mean = mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
+
+
+def _noncentred_side(side: str, n: int, prior: Prior):
+    """One side's ``(Lambda, mu, rows)`` in the non-centred coordinates of the module docstring.
+
+    Sample sites ``bartlett_chi2_{side}`` (D,), ``bartlett_normal_{side}`` (D(D-1)/2,),
+    ``z_mu_{side}`` (D,), ``z_{side}`` (n, D); deterministic ``Lambda_{side}``, ``mu_{side}`` and
+    ``{side}`` (n, D). Returns the rows.
+    """
+    import jax.scipy.linalg as jsl
+    import numpyro
+    import numpyro.distributions as dist
+
+    D = prior.rank
+    chi2 = numpyro.sample(f"bartlett_chi2_{side}", dist.Chi2(prior.nu - jnp.arange(D)).to_event(1))
+    below = numpyro.sample(f"bartlett_normal_{side}", dist.Normal(0.0, 1.0).expand([D * (D - 1) // 2]).to_event(1))
+    chol = np.sqrt(prior.w0) * (jnp.zeros((D, D)).at[np.tril_indices(D, -1)].set(below) + jnp.diag(jnp.sqrt(chi2)))
+    numpyro.deterministic(f"Lambda_{side}", chol @ chol.T)
+    z_mu = numpyro.sample(f"z_mu_{side}", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
+    z = numpyro.sample(f"z_{side}", dist.Normal(0.0, 1.0).expand([n, D]).to_event(2))
+    # rows u_i = mu + L^{-T} z_i, i.e. u_i^T = mu^T + z_i^T L^{-1}: the inverse of the D x D factor
+    # once, then one (n, D) x (D, D) matmul — a triangular solve with n right-hand sides (and its
+    # gradient) costs XLA:CPU a loop of small ops instead; Cov(L^{-T} z) = Lambda^{-1}
+    inv = jsl.solve_triangular(chol, jnp.eye(D, dtype=chol.dtype), lower=True)
+    mu = numpyro.deterministic(f"mu_{side}", prior.mu0 + z_mu @ inv / np.sqrt(prior.beta0))
+    return numpyro.deterministic(side, mu + z @ inv)

@@ -33,13 +33,19 @@ def initial_values(prior: Prior, U, V, noncentered: bool) -> dict:
     default of uniform draws in (-2, 2) on the unconstrained scale, which can start the biases
     and precisions far out in the tails."""
     D = prior.rank
-    lam = prior.nu * prior.w0_matrix()
-    values = {"Lambda_U": lam, "Lambda_V": lam, "mu_U": jnp.zeros(D), "mu_V": jnp.zeros(D)}
     if noncentered:
-        scale = float(np.sqrt(prior.nu * prior.w0))  # z = L^T (u - mu) with L = sqrt(nu0 w0) I
-        values.update(z_U=jnp.asarray(U) * scale, z_V=jnp.asarray(V) * scale)
+        # Lambda = nu0 w0 I: Bartlett's A = sqrt(nu0) I (every chi2 at nu0, nothing below the
+        # diagonal), mu = mu0 (z_mu = 0), and z = L^T (u - mu0) with L = sqrt(nu0 w0) I
+        scale = float(np.sqrt(prior.nu * prior.w0))
+        values = {}
+        for side, rows in (("U", U), ("V", V)):
+            values.update({f"bartlett_chi2_{side}": jnp.full(D, prior.nu), f"z_mu_{side}": jnp.zeros(D),
+                           f"bartlett_normal_{side}": jnp.zeros(D * (D - 1) // 2),
+                           f"z_{side}": (jnp.asarray(rows) - prior.mu0) * scale})
     else:
-        values.update(U=jnp.asarray(U), V=jnp.asarray(V))
+        lam = prior.nu * prior.w0_matrix()
+        values = {"Lambda_U": lam, "Lambda_V": lam, "mu_U": jnp.full(D, prior.mu0), "mu_V": jnp.full(D, prior.mu0),
+                  "U": jnp.asarray(U), "V": jnp.asarray(V)}
     if prior.noise_prior is not None:
         values["alpha"] = jnp.asarray(prior.noise_prior[0] / prior.noise_prior[1])
     if prior.has_biases:
@@ -55,10 +61,11 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     """NumPyro NUTS on the non-centred model. Returns (draws, stats) where ``stats`` holds
     ``diverging`` and ``num_steps`` (leapfrog steps per draw, 2^depth - 1 at most) per chain/draw.
     ``dense_mass``: False (diagonal), True (dense over everything: small models only) or
-    ``"hyper"`` (dense blocks over each side's ``(mu, Lambda)``, diagonal elsewhere).
+    ``"hyper"`` (dense blocks over each side's hyperparameter coordinates — the Bartlett variables
+    and ``z_mu`` of ``(mu, Lambda)`` — diagonal elsewhere).
 
     Initialised at the given factors (e.g. PMF MAP) with hyperparameters at their prior means:
-    ``Lambda = nu0 W0`` so ``z = sqrt(nu0 w0) (U - 0)``.
+    ``Lambda = nu0 W0`` so ``z = sqrt(nu0 w0) (U - mu0)``.
     """
     from numpyro.infer import MCMC, NUTS, init_to_value
 
@@ -67,7 +74,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         # where correlations are strong and the block is small; the factors stay diagonal —
         # a dense matrix over all (n_users + n_items) D factors would cost O(P^2) memory for
         # little gain, as they are nearly independent given the hyperparameters
-        dense_mass = [("mu_U", "Lambda_U"), ("mu_V", "Lambda_V")]
+        dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"z_mu_{s}") for s in ("U", "V")]
 
     values = {} if init_U is None else initial_values(prior, init_U, init_V, noncentered=True)
     kernel = NUTS(bpmf_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
