@@ -3,6 +3,7 @@
     BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py gibbs --data ml-1m --rank 10 --samples 200
     BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py svi --data ml-1m
     BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py nuts --data ml-100k
+    BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py leapfrog --data ml-100k
 
 Splits: ml-100k = the predefined u1.base/u1.test; ml-1m = random 90/10 with
 ``numpy.random.default_rng(42).permutation`` over rows (first 90% train). Timings are taken
@@ -64,9 +65,55 @@ def sweep_seconds(train, rank, sweeps, **kw):
     return float(np.median(times)), data.user_blocks.n_slots
 
 
+def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
+    """Milliseconds per leapfrog step of NumPyro HMC (fixed ``steps`` per draw, fixed tiny step
+    size, no adaptation) on BPMF's non-centred model and, in the same process, on the plain
+    NumPyro PMF of issue 4's reference (N(0, 1) factors, fixed noise 0.7): the cost of one
+    gradient inside the sampler, free of tree-depth and adaptation differences. Each is timed on
+    a second run of an already-compiled sampler."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import HMC, MCMC, init_to_value
+
+    from bayesmf.posterior.model import Prior, bpmf_model
+    from bayesmf.posterior.numpyro_inference import initial_values
+
+    users, items, values = (jnp.asarray(a) for a in (train.users, train.items, train.values))
+    mean = float(np.mean(train.values))
+
+    def plain_pmf(users, items, values):
+        U = numpyro.sample("U", dist.Normal(0, 1).expand([train.n_users, rank]).to_event(2))
+        V = numpyro.sample("V", dist.Normal(0, 1).expand([train.n_items, rank]).to_event(2))
+        with numpyro.plate("ratings", users.shape[0]):
+            numpyro.sample("r", dist.Normal(mean + jnp.sum(U[users] * V[items], -1), 0.7), obs=values)
+
+    prior = Prior(rank=rank, noise_prior=(1.0, 1.0) if learn_noise else None)
+    rng = np.random.default_rng(0)
+    start = initial_values(prior, 0.3 * rng.standard_normal((train.n_users, rank)),
+                           0.3 * rng.standard_normal((train.n_items, rank)), noncentered=True)
+    runs = {"plain_pmf": (plain_pmf, (users, items, values), {}, {}),
+            "bpmf": (bpmf_model, (users, items, values, train.n_users, train.n_items),
+                     dict(prior=prior, global_mean=mean, noncentered=True), start)}
+    out = {}
+    for name, (model, args, kwargs, values_) in runs.items():
+        kernel = HMC(model, step_size=1e-4, num_steps=steps, adapt_step_size=False,
+                     init_strategy=init_to_value(values=values_))
+        mcmc = MCMC(kernel, num_warmup=0, num_samples=draws, progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0), *args, **kwargs)  # compiles
+        mcmc.post_warmup_state = mcmc.last_state
+        t0 = time.perf_counter()
+        mcmc.run(mcmc.post_warmup_state.rng_key, *args, **kwargs)
+        jax.block_until_ready(mcmc.get_samples())
+        out[f"{name}_ms_per_step"] = (time.perf_counter() - t0) / (steps * draws) * 1e3
+    out["ratio"] = out["bpmf_ms_per_step"] / out["plain_pmf_ms_per_step"]
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("inference", choices=["gibbs", "svi", "nuts", "map", "sweep"])
+    parser.add_argument("inference", choices=["gibbs", "svi", "nuts", "map", "sweep", "leapfrog"])
     parser.add_argument("--data", default="ml-1m", choices=["ml-1m", "ml-100k"])
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--samples", type=int, default=200)
@@ -92,6 +139,10 @@ def main():
            "biases": args.biases, "threads": os.environ.get("XLA_FLAGS", "default")}
     if args.inference == "sweep":
         out["seconds_per_sweep"], out["padded_slots"] = sweep_seconds(train, args.rank, 30, **noise)
+        print(json.dumps(out))
+        return
+    if args.inference == "leapfrog":
+        out.update(leapfrog_milliseconds(train, args.rank, args.learn_noise))
         print(json.dumps(out))
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)
