@@ -4,6 +4,7 @@
     BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py svi --data ml-1m
     BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py nuts --data ml-100k
     BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py leapfrog --data ml-100k
+    BAYESMF_DATA=../shared/data python benchmarks/bench_bpmf.py nuts-ess --data ml-100k --samples 200 --warmup 200
 
 Splits: ml-100k = the predefined u1.base/u1.test; ml-1m = random 90/10 with
 ``numpy.random.default_rng(42).permutation`` over rows (first 90% train). Timings are taken
@@ -65,6 +66,66 @@ def sweep_seconds(train, rank, sweeps, **kw):
     return float(np.median(times)), data.user_blocks.n_slots
 
 
+def plain_pmf_model(train, rank, sigma=0.7):
+    """Issue 4's reference: plain NumPyro PMF, N(0, 1) factors, fixed noise ``sigma``, the
+    likelihood as one vectorised expression; called as ``model(users, items, values)``."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    mean = float(np.mean(train.values))
+
+    def model(users, items, values):
+        U = numpyro.sample("U", dist.Normal(0, 1).expand([train.n_users, rank]).to_event(2))
+        V = numpyro.sample("V", dist.Normal(0, 1).expand([train.n_items, rank]).to_event(2))
+        with numpyro.plate("ratings", users.shape[0]):
+            numpyro.sample("r", dist.Normal(mean + jnp.sum(U[users] * V[items], -1), sigma), obs=values)
+
+    return model
+
+
+def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, n_pairs=200):
+    """Effective samples per second of fit, plain NumPyro PMF NUTS vs BPMF NUTS, same budget
+    (one chain, ``warmup`` + ``samples``, ``max_tree_depth=depth``), in one process. The quantity
+    is the predicted mean rating ``m + u_i . v_j`` at ``n_pairs`` test pairs (identified, unlike
+    the factors or BPMF's hyperparameters); ESS is ArviZ's bulk ESS, median over the pairs."""
+    import arviz as az
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC, NUTS
+
+    from bayesmf.models.bpmf import BPMF
+
+    pick = np.random.default_rng(0).choice(test.nnz, n_pairs, replace=False)
+    pu, pi = test.users[pick], test.items[pick]
+    mean = float(np.mean(train.values))
+
+    def ess(U, V):  # U (draws, n_users, D)
+        pred = mean + np.einsum("sak,sak->sa", U[:, pu], V[:, pi])
+        return float(np.median(az.ess(az.convert_to_dataset(pred[None]))["x"].values))
+
+    out = {}
+    t0 = time.perf_counter()
+    mcmc = MCMC(NUTS(plain_pmf_model(train, rank), max_tree_depth=depth), num_warmup=warmup,
+                num_samples=samples, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), *(jnp.asarray(a) for a in (train.users, train.items, train.values)),
+             extra_fields=("num_steps",))
+    draws = jax.block_until_ready(mcmc.get_samples())
+    seconds = time.perf_counter() - t0
+    median_ess = ess(np.asarray(draws["U"]), np.asarray(draws["V"]))
+    out["plain_pmf"] = {"fit_seconds": seconds, "median_ess": median_ess, "ess_per_second": median_ess / seconds,
+                        "mean_leapfrog_steps": float(np.mean(mcmc.get_extra_fields()["num_steps"]))}
+    t0 = time.perf_counter()
+    model = BPMF(rank=rank, inference="nuts", n_warmup=warmup, n_samples=samples, nuts_max_tree_depth=depth,
+                 **(dict(noise_prior=(1.0, 1.0)) if learn_noise else {})).fit(train)
+    seconds = time.perf_counter() - t0
+    median_ess = ess(model.user_samples_[0], model.item_samples_[0])
+    out["bpmf"] = {"fit_seconds": seconds, "median_ess": median_ess, "ess_per_second": median_ess / seconds,
+                   "mean_leapfrog_steps": float(model.sample_stats_["num_steps"].mean())}
+    out["ess_per_second_ratio"] = out["bpmf"]["ess_per_second"] / out["plain_pmf"]["ess_per_second"]
+    return out
+
+
 def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
     """Milliseconds per leapfrog step of NumPyro HMC (fixed ``steps`` per draw, fixed tiny step
     size, no adaptation) on BPMF's non-centred model and, in the same process, on the plain
@@ -73,8 +134,6 @@ def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
     a second run of an already-compiled sampler."""
     import jax
     import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
     from numpyro.infer import HMC, MCMC, init_to_value
 
     from bayesmf.posterior.model import Prior, bpmf_model
@@ -82,12 +141,7 @@ def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
 
     users, items, values = (jnp.asarray(a) for a in (train.users, train.items, train.values))
     mean = float(np.mean(train.values))
-
-    def plain_pmf(users, items, values):
-        U = numpyro.sample("U", dist.Normal(0, 1).expand([train.n_users, rank]).to_event(2))
-        V = numpyro.sample("V", dist.Normal(0, 1).expand([train.n_items, rank]).to_event(2))
-        with numpyro.plate("ratings", users.shape[0]):
-            numpyro.sample("r", dist.Normal(mean + jnp.sum(U[users] * V[items], -1), 0.7), obs=values)
+    plain_pmf = plain_pmf_model(train, rank)
 
     prior = Prior(rank=rank, noise_prior=(1.0, 1.0) if learn_noise else None)
     rng = np.random.default_rng(0)
@@ -113,7 +167,7 @@ def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("inference", choices=["gibbs", "svi", "nuts", "map", "sweep", "leapfrog"])
+    parser.add_argument("inference", choices=["gibbs", "svi", "nuts", "map", "sweep", "leapfrog", "nuts-ess"])
     parser.add_argument("--data", default="ml-1m", choices=["ml-1m", "ml-100k"])
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--samples", type=int, default=200)
@@ -143,6 +197,11 @@ def main():
         return
     if args.inference == "leapfrog":
         out.update(leapfrog_milliseconds(train, args.rank, args.learn_noise))
+        print(json.dumps(out))
+        return
+    if args.inference == "nuts-ess":
+        out.update(nuts_ess_per_second(train, test, args.rank, args.warmup, args.samples, args.max_depth or 10,
+                                       args.learn_noise))
         print(json.dumps(out))
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)
