@@ -84,7 +84,7 @@ def plain_pmf_model(train, rank, sigma=0.7):
     return model
 
 
-def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, n_pairs=200):
+def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, dense_mass="hyper", n_pairs=200):
     """Effective samples per second of fit, plain NumPyro PMF NUTS vs BPMF NUTS, same budget
     (one chain, ``warmup`` + ``samples``, ``max_tree_depth=depth``), in one process. The quantity
     is the predicted mean rating ``m + u_i . v_j`` at ``n_pairs`` test pairs (identified, unlike
@@ -117,7 +117,7 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
                         "mean_leapfrog_steps": float(np.mean(mcmc.get_extra_fields()["num_steps"]))}
     t0 = time.perf_counter()
     model = BPMF(rank=rank, inference="nuts", n_warmup=warmup, n_samples=samples, nuts_max_tree_depth=depth,
-                 **(dict(noise_prior=(1.0, 1.0)) if learn_noise else {})).fit(train)
+                 nuts_dense_mass=dense_mass, **(dict(noise_prior=(1.0, 1.0)) if learn_noise else {})).fit(train)
     seconds = time.perf_counter() - t0
     median_ess = ess(model.user_samples_[0], model.item_samples_[0])
     out["bpmf"] = {"fit_seconds": seconds, "median_ess": median_ess, "ess_per_second": median_ess / seconds,
@@ -180,6 +180,8 @@ def main():
     parser.add_argument("--svi-lr", type=float, default=0.01)
     parser.add_argument("--chains", type=int, default=1)
     parser.add_argument("--max-depth", type=int, default=None, help="NUTS maximum tree depth (default NumPyro's 10)")
+    parser.add_argument("--diagonal-mass", dest="dense_mass", action="store_const", const=False, default="hyper",
+                        help="NUTS with an all-diagonal mass matrix (default: dense over the hyperparameter blocks)")
     args = parser.parse_args()
     atexit.register(lambda: print(f"whole-process wall time {time.perf_counter() - START:.1f} s"))
 
@@ -201,7 +203,7 @@ def main():
         return
     if args.inference == "nuts-ess":
         out.update(nuts_ess_per_second(train, test, args.rank, args.warmup, args.samples, args.max_depth or 10,
-                                       args.learn_noise))
+                                       args.learn_noise, args.dense_mass))
         print(json.dumps(out))
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)
@@ -209,6 +211,7 @@ def main():
         kw["chains"] = args.chains
         if args.max_depth is not None:
             kw["nuts_max_tree_depth"] = args.max_depth
+        kw["nuts_dense_mass"] = args.dense_mass
     if args.inference == "svi":
         kw.update(svi_steps=args.svi_steps, svi_guide=args.guide, svi_batch_size=args.svi_batch,
                   svi_learning_rate=args.svi_lr)

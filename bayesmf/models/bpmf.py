@@ -122,8 +122,11 @@ class BPMF(FactorModel):
         on one CPU thread, against 0.8376 for Gibbs; a step's fixed cost (guide draws and Adam
         updates over every factor row) dominates there, so minibatches (an integer) pay off only
         when the ratings do not fit in memory.
-    nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass (False | True | "hyper": dense
-        blocks over the hyperparameters only).
+    nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass ("hyper" (default): a dense mass
+        matrix over each side's hyperparameter block (Bartlett variables and ``z_mu``), diagonal
+        over the factors; False: all diagonal; True: dense over everything, small models only).
+        "hyper" was measured on MovieLens-100K u1 (rank 10, 200 + 200, depth 7): median ESS of
+        test predictions 156 against 31 with a diagonal mass, for the same run time.
     seed, progress, dtype ("float32" | "float64").
     """
 
@@ -161,7 +164,7 @@ class BPMF(FactorModel):
         svi_learning_rate: float = 0.01,
         nuts_target_accept: float = 0.8,
         nuts_max_tree_depth: int = 8,
-        nuts_dense_mass: bool = False,
+        nuts_dense_mass: bool | str = "hyper",
         seed: int = 0,
         progress: bool = False,
         dtype: str = "float32",

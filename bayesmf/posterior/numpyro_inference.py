@@ -57,7 +57,7 @@ def initial_values(prior: Prior, U, V, noncentered: bool) -> dict:
 
 def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n_samples: int, chains: int,
              init_U=None, init_V=None, target_accept: float = 0.8, max_tree_depth: int = 8,
-             dense_mass: bool | str = False, progress: bool = False):
+             dense_mass: bool | str = "hyper", progress: bool = False):
     """NumPyro NUTS on the non-centred model. Returns (draws, stats) where ``stats`` holds
     ``diverging`` and ``num_steps`` (leapfrog steps per draw, 2^depth - 1 at most) per chain/draw.
     ``dense_mass``: False (diagonal), True (dense over everything: small models only) or
