@@ -25,8 +25,8 @@ coordinates:
   Wishart: ``A`` lower triangular, ``A_dd^2 ~ chi2(nu0 - d)`` (``d = 0..D-1``) and
   ``A_de ~ N(0, 1)`` below the diagonal, all independent. This gives ``L``, the Cholesky factor
   every later step needs, without a factorisation, and replaces the positive-definite
-  constraint transform (dozens of small matrix ops per gradient) by ``D`` log-transformed
-  positive scalars;
+  constraint transform (many small matrix ops per gradient) by ``D`` log-transformed positive
+  scalars;
 * ``mu_U = mu0 + (sqrt(beta0) L)^{-T} z_mu`` and ``u_i = mu_U + L^{-T} z_i`` with
   ``z ~ N(0, I)``: covariances ``(beta0 Lambda)^{-1}`` and ``Lambda^{-1}`` as in the model,
   without the funnel geometry that centred hierarchical parameters give HMC.
