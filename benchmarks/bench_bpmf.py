@@ -51,7 +51,7 @@ def sweep_seconds(train, rank, sweeps, **kw):
     model = BPMF(rank=rank, **kw)
     prior = model.prior
     m = float(np.mean(train.values))
-    data = gibbs.prepare(train, m)
+    data = gibbs.prepare(train, m, rank)
     state = gibbs.init(jax.random.PRNGKey(0), prior, train.n_users, train.n_items)
     state = jax.tree_util.tree_map(lambda x: x[None], state)
     kernel = functools.partial(gibbs.chain_step, data=data, prior=prior)
@@ -63,7 +63,7 @@ def sweep_seconds(train, rank, sweeps, **kw):
         t0 = time.perf_counter()
         state, info = jax.block_until_ready(kernel(keys, state, 0.0))
         times.append(time.perf_counter() - t0)
-    return float(np.median(times)), data.user_blocks.n_slots
+    return float(np.median(times)), data.user_chunks.n_slots
 
 
 def plain_pmf_model(train, rank, sigma=0.7):

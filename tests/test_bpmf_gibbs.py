@@ -11,7 +11,7 @@ from scipy import stats
 
 from bayesmf import ConfigError, Ratings, splits
 from bayesmf.data import synthetic
-from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.chunks import chunks_for, gram_chunks_for
 from bayesmf.engines.linalg import sample_gaussian
 from bayesmf.models.bpmf import BPMF, PMF
 from bayesmf.posterior import gibbs
@@ -27,8 +27,8 @@ def test_row_conditional_equals_numpy_closed_form(small):
     lam = (A @ A.T + D * np.eye(D)).astype(np.float32)
     mu = rng.normal(size=D).astype(np.float32)
     resid = (r.values - 3.0).astype(np.float32)
-    blocks = blocks_for(r, "user", resid)
-    _, mean = gibbs.conditional_rows(jax.random.PRNGKey(0), jnp.asarray(V), blocks, r.n_users, mu, lam, alpha)
+    chunks = chunks_for(r, "user", resid, width=4, chunk_slots=64)  # several chunks
+    _, mean, _ = gibbs.conditional_rows(jax.random.PRNGKey(0), jnp.asarray(V), chunks, mu, lam, alpha)
     for u in (0, int(np.argmax(r.user_counts)), int(np.argmin(r.user_counts))):
         m = r.users == u
         F = V[r.items[m]].astype(np.float64)
@@ -41,7 +41,7 @@ def test_row_conditional_equals_numpy_closed_form(small):
     F = V[r.items[m]].astype(np.float64)
     P = lam + alpha * F.T @ F
     keys = jax.random.split(jax.random.PRNGKey(1), 3000)
-    draw = jax.vmap(lambda k: gibbs.conditional_rows(k, jnp.asarray(V), blocks, r.n_users, mu, lam, alpha)[0][u])
+    draw = jax.vmap(lambda k: gibbs.conditional_rows(k, jnp.asarray(V), chunks, mu, lam, alpha)[0][u])
     x = np.asarray(draw(keys), np.float64)
     cov = np.linalg.inv(P)
     np.testing.assert_allclose(np.cov(x.T), cov, atol=0.12 * np.abs(cov).max())
@@ -128,20 +128,12 @@ def test_simulation_based_calibration():
     pattern = Ratings.from_arrays(users, items, np.zeros(users.size))
 
     def data_for(values):
-        ub, ib = blocks_for(pattern, "user", values), blocks_for(pattern, "item", values)
-        return gibbs.GibbsData(ub, ib, jnp.asarray(users), jnp.asarray(items), values)
+        ub, ib = (gram_chunks_for(pattern, side, prior.rank, values) for side in ("user", "item"))
+        return gibbs.GibbsData(ub, ib, jnp.asarray(users), jnp.asarray(items), jnp.asarray(values))
 
-    # Blocks for each replication differ only in their values: build once, swap the values in.
-    template = data_for(np.zeros(users.size, np.float32))
-
-    def with_values(values):
-        def put(blocks):
-            return blocks._replace(vals=tuple(values[jnp.maximum(p, 0)] * m for p, m in zip(blocks.pos, blocks.mask)))
-
-        return template._replace(user_blocks=put(template.user_blocks), item_blocks=put(template.item_blocks),
-                                 residual=values)
-
-    data = jax.vmap(with_values)(y)
+    # one layout per replication (same pattern, so same shapes), stacked for vmap
+    y_host = np.asarray(y, np.float32)
+    data = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *(data_for(y_host[i]) for i in range(reps)))
     state = jax.vmap(lambda k: gibbs.init(k, prior, n_users, n_items))(jax.random.split(jax.random.PRNGKey(9), reps))
     step = jax.vmap(functools.partial(gibbs.step, prior=prior))
     n_draws, thin, burn = 99, 10, 200

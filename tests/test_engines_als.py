@@ -11,8 +11,7 @@ from engine_data import NOISE, RANK, nonnegative_split, rmse, signed_split
 import bayesmf
 from bayesmf.data import Ratings
 from bayesmf.engines import als, implicit_als
-from bayesmf.engines.blocks import blocks_for
-from bayesmf.engines.chunks import chunks_for
+from bayesmf.engines.chunks import chunks_for, gram_chunks_for
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.models.fitting import CholeskyRetryWarning
 
@@ -37,8 +36,9 @@ def test_user_half_step_equals_numpy_closed_form(biases):
     reg, mu = 0.3, 3.0
     config = als.ALSConfig(reg, reg, biases)
     update_side = jax.jit(als.update_side, static_argnames="config")
-    p, b, _, _ = update_side(blocks_for(r, "user"), jnp.asarray(r.user_counts, jnp.float32), jnp.zeros((7, 2)),
-                              jnp.asarray(Q), jnp.asarray(c), mu, config)
+    chunks = chunks_for(r, "user", width=2, chunk_slots=8)  # several chunks
+    p, b, _, _ = update_side(chunks, jnp.asarray(r.user_counts, jnp.float32), jnp.zeros((7, 2)),
+                             jnp.asarray(Q), jnp.asarray(c), mu, config)
     for u in range(6):
         m = r.users == u
         Z = np.hstack([Q[r.items[m]], np.ones((m.sum(), 1))]) if biases else Q[r.items[m]]
@@ -58,7 +58,7 @@ def test_nonnegative_half_step_satisfies_kkt_with_free_bias():
     Q = np.abs(rng.normal(size=(8, 3))).astype(np.float32)
     config = als.ALSConfig(0.1, 0.1, True, nonnegative=True, nnls_steps=300)
     update_side = jax.jit(als.update_side, static_argnames="config")
-    p, b, _, _ = update_side(blocks_for(r, "user"), jnp.asarray(r.user_counts, jnp.float32),
+    p, b, _, _ = update_side(chunks_for(r, "user", width=2, chunk_slots=8), jnp.asarray(r.user_counts, jnp.float32),
                               jnp.full((7, 3), 0.5), jnp.asarray(Q), jnp.zeros(8), 3.0, config)
     p, b = np.asarray(p), np.asarray(b)
     assert np.all(p >= 0)
@@ -85,8 +85,8 @@ def test_explicit_als_fits_rank_k_truth_and_loss_never_increases(signed):
 def test_als_step_loss_from_row_systems_equals_objective_from_ratings(signed, options):
     _, train, _ = signed
     counts = (jnp.asarray(train.user_counts, jnp.float32), jnp.asarray(train.item_counts, jnp.float32))
-    data = als.ALSData(blocks_for(train, "user"), blocks_for(train, "item"), *counts, rating_arrays(train),
-                       jnp.mean(train.values))
+    layout = (gram_chunks_for(train, "user", RANK + 1), gram_chunks_for(train, "item", RANK + 1))
+    data = als.ALSData(*layout, *counts, rating_arrays(train), jnp.mean(train.values))
     config = als.ALSConfig(0.05, 0.02, **options)
     state = als.init_factors(1, train.n_users, train.n_items, RANK, 0.3, nonnegative=options.get("nonnegative", False))
     for _ in range(2):

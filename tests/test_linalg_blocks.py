@@ -5,22 +5,41 @@ import pytest
 
 from bayesmf.data import synthetic
 from bayesmf.engines import linalg
-from bayesmf.engines.blocks import blocks_for, gram_rhs
-from bayesmf.engines.chunks import build_chunks, chunks_for, in_row_order, to_rows
+from bayesmf.engines.chunks import (
+    build_chunks,
+    chunks_for,
+    gram_chunks_for,
+    gram_rhs,
+    in_row_order,
+    squared_error,
+    to_rows,
+)
 
 
-def test_gram_rhs_equals_per_row_numpy(small):
+@pytest.mark.parametrize(("width", "chunk_slots"), [(4, 32), (None, None)])
+def test_gram_rhs_equals_per_row_numpy(small, width, chunk_slots):
     r = small.ratings
     rng = np.random.default_rng(0)
     V = rng.normal(size=(r.n_items, 4)).astype(np.float32)
-    blocks = blocks_for(r, "user")
-    assert blocks.n_slots >= r.nnz
-    G, b = gram_rhs(blocks, jnp.asarray(V), r.n_users)
+    c = rng.normal(size=r.n_items).astype(np.float32)
+    if width is None:
+        chunks = gram_chunks_for(r, "user", 4)
+    else:
+        chunks = chunks_for(r, "user", width=width, chunk_slots=chunk_slots)
+        assert chunks.cols.shape[0] > 5  # several chunks, so rows are spread across them
+    assert chunks.n_slots >= r.nnz
+    G, b, yy = gram_rhs(chunks, jnp.asarray(V), jnp.asarray(c), 3.5)
+    y = r.values - 3.5 - c[r.items]
     for u in (0, 7, int(np.argmax(r.user_counts))):
         m = r.users == u
         F = V[r.items[m]]
         np.testing.assert_allclose(G[u], F.T @ F, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(b[u], F.T @ r.values[m], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b[u], F.T @ y[m], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(yy, np.sum(y**2), rtol=1e-5)
+    # the sum of squared errors of any rows x from the systems equals the direct sum over ratings
+    X = rng.normal(size=(r.n_users, 4)).astype(np.float32)
+    direct = np.sum((y - np.sum(X[r.users] * V[r.items], axis=1)) ** 2)
+    np.testing.assert_allclose(squared_error(jnp.asarray(X), G, b, yy), direct, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("width", "chunk_slots"), [(3, 24), (16, 4096)])
@@ -52,7 +71,7 @@ def test_chunks_of_rows_without_ratings_and_of_an_empty_side():
 
 def test_rows_without_ratings_get_zero_gram():
     d = synthetic(n_users=30, n_items=20, n_ratings=60, rank=2, seed=0)
-    G, _ = gram_rhs(blocks_for(d.ratings, "item"), jnp.ones((30, 2)), 20)
+    G, _, _ = gram_rhs(gram_chunks_for(d.ratings, "item", 2), jnp.ones((30, 2)))
     empty = d.ratings.item_counts == 0
     assert np.all(np.asarray(G)[empty] == 0)
 

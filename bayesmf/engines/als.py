@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines import linalg
-from bayesmf.engines.blocks import EXACT, Blocks, gram_rhs
+from bayesmf.engines.chunks import Chunks, gram_rhs, squared_error
 from bayesmf.engines.config import engine_config
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
@@ -53,10 +53,10 @@ class FactorState(NamedTuple):
 
 
 class ALSData(NamedTuple):
-    """Everything a sweep reads: both block layouts, counts per row, the ratings and ``mu``."""
+    """Everything a sweep reads: both chunked layouts, counts per row, the ratings and ``mu``."""
 
-    user_blocks: Blocks
-    item_blocks: Blocks
+    user_chunks: Chunks
+    item_chunks: Chunks
     user_counts: jnp.ndarray  # (n_users,) float
     item_counts: jnp.ndarray  # (n_items,) float
     ratings: RatingArrays
@@ -116,7 +116,7 @@ def solve_nonnegative(precision, rhs, x0, steps: int, free_last: bool):
     return jnp.concatenate([p, ((g - jnp.einsum("nk,nk->n", s, p)) / c)[:, None]], axis=1)
 
 
-def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, config: ALSConfig):
+def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, config: ALSConfig):
     """Exact minimisation of the objective over one side's factors (and biases).
 
     Returns ``(factors (n, k), bias (n,), retried, sse)``; ``bias`` is zero when ``config.biases``
@@ -126,14 +126,12 @@ def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, conf
     """
     n_rows, k = own_factors.shape
     dtype = own_factors.dtype
-    targets = tuple(v - mu - (other_bias[c] if config.biases else 0.0)
-                    for v, c in zip(blocks.vals, blocks.cols, strict=True))
     reg = jnp.full((k,), config.reg, dtype)
     other = other_factors
     if config.biases:  # augment with the constant column that carries this side's bias
         other = jnp.concatenate([other_factors, jnp.ones((other_factors.shape[0], 1), dtype)], axis=1)
         reg = jnp.concatenate([reg, jnp.full((1,), config.bias_reg, dtype)])
-    gram, rhs = gram_rhs(blocks, other, n_rows, targets=targets)
+    gram, rhs, yy = gram_rhs(chunks, other, other_bias if config.biases else None, mu)
     d = other.shape[-1]
     # n_r * reg on the diagonal; the identity added to rows without ratings makes their solution 0
     diag = counts[:, None] * reg[None, :] + (counts == 0)[:, None].astype(dtype)
@@ -143,10 +141,8 @@ def update_side(blocks, counts, own_factors, other_factors, other_bias, mu, conf
         x = solve_nonnegative(precision, rhs, own_factors, config.nnls_steps, config.biases)
     else:
         x, retried = solve_spd_with_retry(precision, rhs)
-    yy = sum(jnp.sum(t * t * m) for t, m in zip(targets, blocks.mask, strict=True))
-    sse = yy - 2 * jnp.sum(x * rhs) + jnp.einsum("nk,nkl,nl->", x, gram, x, precision=EXACT)
     bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)
-    return x[:, :k], bias, retried, sse
+    return x[:, :k], bias, retried, squared_error(x, gram, rhs, yy)
 
 
 def objective(state: FactorState, data: ALSData, config: ALSConfig):
@@ -172,12 +168,11 @@ def step(state: FactorState, data: ALSData, config: ALSConfig):
     ``loss`` (``L`` after the sweep), ``rmse`` (training) and ``cholesky_retries`` (number of half
     steps that needed jitter). The loss comes from the item systems (:func:`update_side`);
     :func:`objective` computes the same from the ratings."""
-    p, b_u, retried_u, _ = update_side(data.user_blocks, data.user_counts, state.user_factors,
+    p, b_u, retried_u, _ = update_side(data.user_chunks, data.user_counts, state.user_factors,
                                        state.item_factors, state.item_bias, data.mu, config)
-    q, c_i, retried_i, sse = update_side(data.item_blocks, data.item_counts, state.item_factors,
+    q, c_i, retried_i, sse = update_side(data.item_chunks, data.item_counts, state.item_factors,
                                          p, b_u, data.mu, config)
     state = FactorState(p, q, b_u, c_i)
-    sse = jnp.maximum(sse, 0.0)  # rounding of the expanded square must not produce a NaN RMSE
     retries = retried_u.astype(jnp.int32) + retried_i.astype(jnp.int32)
     return state, {"loss": sse + penalty(state, data, config), "rmse": jnp.sqrt(sse / data.ratings.values.shape[0]),
                    "cholesky_retries": retries}

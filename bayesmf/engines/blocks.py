@@ -1,27 +1,20 @@
-"""Degree-bucketed padded layout of a sparse matrix, for per-row Gram matrices at matmul speed.
+"""Degree-bucketed padded layout of a sparse matrix, for NMF's light per-row passes.
 
-The exact alternating engines (explicit ALS, the Gibbs sampler) need, for each row ``r`` of the
-ratings matrix (a user, or an item for the other side),
-
-    G_r = sum_{j in N(r)} f_j f_j^T        (k x k)        and        b_r = sum_j y_rj f_j   (k,)
-
-where ``f_j`` are the other side's factors. A ``segment_sum`` of per-rating outer products does
-this in O(nnz k^2) memory traffic and is ~5x slower than a matmul on CPU. Instead rows are put
-into buckets by degree rounded up to the next width of the form 2^p or 3 * 2^p; inside a bucket each
-row's ratings are padded to the bucket width ``w`` and the bucket's Gram matrices are one batched
-matmul ``(n_b, k, w) @ (n_b, w, k)``. Padding wastes at most a third of each row's slots (about 1.2
-slots per rating on MovieLens-1M) and keeps memory O(nnz k), never a dense users x items array.
+Rows are put into buckets by degree rounded up to the next width of the form 2^p or 3 * 2^p;
+inside a bucket each row's ratings are padded to the bucket width ``w``, so per-row sums over a
+row's ratings are reductions over the last axis of an ``(n_b, w, ...)`` block, one batched op per
+bucket. Padding wastes at most a third of each row's slots (about 1.2 slots per rating on
+MovieLens-1M) and keeps memory O(nnz k), never a dense users x items array.
 
 :class:`Blocks` is a pytree (a NamedTuple of tuples of arrays); the number of buckets and their
-shapes are static, so a jitted function that takes one compiles once per data set.
+shapes are static, so a jitted function that takes one compiles once per data set, but with one
+body per bucket (9-11 per side on MovieLens-1M), which XLA takes 1.4-1.9 s per side to compile.
 
-Implicit ALS, whose conjugate-gradient steps make several O(nnz k) passes per half step instead
-of one Gram pass, uses :mod:`bayesmf.engines.chunks` (cache-sized chunks, ~3x faster there). For
-the Gram matrices themselves this layout is faster at low rank: one ``(w x k)^T (w x k)`` product
-per row with the row's whole width, against per-virtual-row products then a segment sum
-(measured: 62 ms vs 65 ms per side at rank 11 on MovieLens-1M, 178 ms with 8-wide virtual rows);
-so is NMF at rank 15 (multiplicative updates: two light passes; chunked, its warm fit on
-MovieLens-100K went from 0.65 s to 1.16 s).
+The engines that build per-row Gram matrices (explicit ALS, the Gibbs sampler, PMF MAP, the
+fold-ins) and implicit ALS use :mod:`bayesmf.engines.chunks` instead: equal-shape chunks compile
+once per side (~0.4 s) and run the Gram pass as fast as these buckets (measured 34-47 ms against
+38-44 ms per side at rank 10 on MovieLens-1M, one thread). NMF stays here: at rank 15 its two
+light passes per half step were slower chunked (warm fit on MovieLens-100K 1.16 s against 0.65 s).
 """
 
 from __future__ import annotations
@@ -118,27 +111,3 @@ def in_row_order(blocks: Blocks, per_bucket):
     zeros for rows without ratings: a concatenation and one gather (no scatter)."""
     tail = per_bucket[0].shape[1:]
     return jnp.concatenate([*per_bucket, jnp.zeros((1, *tail), per_bucket[0].dtype)])[blocks.slot]
-
-
-def gram_rhs(blocks: Blocks, other, n_rows: int, targets=None):
-    """Per-row ``G_r = sum_j f_j f_j^T`` and ``b_r = sum_j y_rj f_j``.
-
-    ``other`` (n_other, k) are the other side's factors. ``targets`` is an optional tuple laid
-    out like ``blocks.vals`` (default: the rating values). Returns
-    ``G`` (n_rows, k, k) and ``b`` (n_rows, k); rows without ratings get zeros. ``n_rows`` must
-    be the row count the blocks were built with (it is ``blocks.slot.shape[0]``).
-    """
-    if n_rows != blocks.slot.shape[0]:
-        raise ValueError(f"n_rows={n_rows} but the blocks were built for {blocks.slot.shape[0]} rows")
-    n_other = other.shape[0]
-    # Padding slots read an appended zero row instead of being multiplied by the mask: the
-    # gathered block is then exactly zero there, which saves one pass over every (n_b, w, k)
-    # block (about a third of the time of this function on CPU).
-    padded = jnp.concatenate([other, jnp.zeros((1, other.shape[1]), other.dtype)])
-    grams, rhss = [], []
-    for b in range(len(blocks.rows)):
-        y = blocks.vals[b] if targets is None else targets[b]
-        f = padded[jnp.where(blocks.mask[b] > 0, blocks.cols[b], n_other)]  # (n_b, w, k)
-        grams.append(jnp.einsum("nwk,nwl->nkl", f, f, precision=EXACT))
-        rhss.append(jnp.einsum("nwk,nw->nk", f, y, precision=EXACT))
-    return in_row_order(blocks, grams), in_row_order(blocks, rhss)

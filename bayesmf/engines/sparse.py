@@ -2,9 +2,9 @@
 
 :class:`RatingArrays` is the (users, items, values) triple as JAX arrays, checked once on the host
 (indices in range, something to fit), so the jitted engines can trust it. The block helpers work
-on the degree-bucketed layout of :mod:`bayesmf.engines.blocks` and cost O(nnz k) — the cheap
-companions of :func:`~bayesmf.engines.blocks.gram_rhs` (O(nnz k^2)) for engines that never need
-the per-row Gram matrices (NMF's multiplicative updates).
+on the degree-bucketed layout of :mod:`bayesmf.engines.blocks` and cost O(nnz k), for the
+engine that never needs per-row Gram matrices (NMF's multiplicative updates; the Gram matrices
+of the exact engines are :func:`bayesmf.engines.chunks.gram_rhs`, O(nnz k^2)).
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ import numpy as np
 
 from bayesmf.engines import als as engine
 from bayesmf.engines import implicit_als as implicit_engine
-from bayesmf.engines.blocks import blocks_for
-from bayesmf.engines.chunks import build_chunks, cache_chunk_slots, chunks_for
+from bayesmf.engines.chunks import build_chunks, cache_chunk_slots, chunks_for, gram_chunks_for
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
@@ -69,7 +68,7 @@ class ALS(ClassicalModel):
         centred = self.biases or not self.nonnegative
         mu = jnp.mean(ratings.values) if centred else jnp.zeros((), dtype)
         data = engine.ALSData(
-            blocks_for(train, "user", dtype=dtype), blocks_for(train, "item", dtype=dtype),
+            *(gram_chunks_for(train, side, self.rank + 1, dtype=dtype) for side in ("user", "item")),
             jnp.asarray(train.user_counts, dtype), jnp.asarray(train.item_counts, dtype), ratings, mu,
         )
         config = engine.ALSConfig(float(self.regularization), float(self._bias_reg()), bool(self.biases),

@@ -72,28 +72,28 @@ def _user_score_moments(U, V, BU, BV, users, global_mean):
     return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("n_users",))
-def _fold_in_draws(key, V, BV, lam, mu, alpha, bias_precision, blocks, n_users):
+@jax.jit
+def _fold_in_draws(key, V, BV, lam, mu, alpha, bias_precision, chunks):
     """One conditional draw per posterior draw for each new user: factors (S, n_users, D) and
     biases (S, n_users) — drawn jointly when the model has biases (``bias_precision`` (S,))."""
     keys = jax.random.split(key, V.shape[0])
     if bias_precision is None:
         def one(k, v, lam_s, mu_s, alpha_s):
-            return gibbs.conditional_rows(k, v, blocks, n_users, mu_s, lam_s, alpha_s)[0]
+            return gibbs.conditional_rows(k, v, chunks, mu_s, lam_s, alpha_s)[0]
 
         x = jax.vmap(one)(keys, V, lam, mu, alpha)
         return x, jnp.zeros(x.shape[:2], x.dtype)
 
     def joint(k, v, bv, lam_s, mu_s, prec_s, alpha_s):
-        return gibbs.rows_with_biases(k, v, bv, blocks, n_users, mu_s, lam_s, prec_s, alpha_s, 0.0)
+        return gibbs.rows_with_biases(k, v, bv, chunks, mu_s, lam_s, prec_s, alpha_s, 0.0)[:2]
 
     return jax.vmap(joint)(keys, V, BV, lam, mu, bias_precision, alpha)
 
 
-def _fold_in_modes(state, blocks, alpha, lam):
+def _fold_in_modes(V, chunks, alpha, lam):
     from bayesmf.posterior.map import ridge_rows_map
 
-    return ridge_rows_map(state.V, blocks, state.U.shape[0], alpha, lam)
+    return ridge_rows_map(V, chunks, alpha, lam)[0]
 
 
 class BPMF(FactorModel):
@@ -237,7 +237,7 @@ class BPMF(FactorModel):
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.user_bias_ = self.item_bias_ = None
         self.sample_stats_ = {}
-        data = gibbs.prepare(train, self.global_mean_, dtype)
+        data = gibbs.prepare(train, self.global_mean_, self.rank, dtype)
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
         U0, V0 = self._initial_factors(k_init, data, prior, train, dtype)
@@ -483,17 +483,15 @@ class BPMF(FactorModel):
         one draw per posterior draw, so a new user's predictions carry the (wider) uncertainty
         of a few ratings. For a MAP fit: the conditional mode with the fixed hyperparameters.
         """
-        from bayesmf.engines.blocks import build_blocks
+        from bayesmf.engines.chunks import build_gram_chunks
 
         rated, column = np.unique(new.items, return_inverse=True)
         residual = (new.values - self.global_mean_).astype(np.float32)
-        blocks = build_blocks(new.users, column, residual, new.n_users)
+        chunks = build_gram_chunks(new.users, column, residual, new.n_users, rated.size, self.rank + 1)
         if not self.has_draws:
             prior = self.prior
-            V = jnp.asarray(self.item_factors_[rated])
-            state = MapState(jnp.zeros((new.n_users, self.rank)), V)
             lam = prior.nu * prior.w0
-            U = _fold_in_modes(state, blocks, prior.alpha, lam)
+            U = _fold_in_modes(jnp.asarray(self.item_factors_[rated]), chunks, prior.alpha, lam)
             return {"user_factors_": np.asarray(U)}
         C, S = self.user_samples_.shape[:2]
         _, V, _, BV = self._flat_draws()
@@ -504,7 +502,7 @@ class BPMF(FactorModel):
                      else None)
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n_users_)
         x, b = _fold_in_draws(key, jnp.asarray(V[:, rated]), jnp.asarray(BV[:, rated]), lam, mu, alpha, precision,
-                              blocks, new.n_users)
+                              chunks)
         draws = np.asarray(x).reshape(C, S, new.n_users, self.rank)
         out = {"user_samples_": draws, "user_factors_": draws.mean(axis=(0, 1))}
         if precision is not None:

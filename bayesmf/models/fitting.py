@@ -12,7 +12,7 @@ import numpy as np
 
 from bayesmf.data.ratings import Ratings
 from bayesmf.engines.als import RETRY_JITTER, solve_nonnegative
-from bayesmf.engines.blocks import build_blocks, gram_rhs
+from bayesmf.engines.chunks import build_gram_chunks, gram_rhs
 from bayesmf.engines.driver import iterate
 from bayesmf.engines.sparse import check_ratings
 from bayesmf.errors import ConfigError, DataError
@@ -100,8 +100,8 @@ def check_nonnegative_values(train, why: str) -> None:
 
 # -- fold-in of new users for the classical models (hooks of bayesmf.models.recommend) ----------
 @partial(jax.jit, static_argnames=("steps", "free_bias"))
-def _nonnegative_rows(blocks, features, penalty, steps: int, free_bias: bool):
-    gram, rhs = gram_rhs(blocks, features, penalty.shape[0])
+def _nonnegative_rows(chunks, features, penalty, steps: int, free_bias: bool):
+    gram, rhs, _ = gram_rhs(chunks, features)
     precision = gram + penalty[:, :, None] * jnp.eye(features.shape[1], dtype=features.dtype)
     x0 = jnp.zeros((penalty.shape[0], features.shape[1] - free_bias), features.dtype)
     return solve_nonnegative(precision, rhs, x0, steps, free_bias)
@@ -124,6 +124,6 @@ def nonnegative_fold_in(model, new, lam_factors, lam_bias, steps: int) -> dict:
     penalty = np.repeat(np.asarray(lam_factors, dtype)[:, None], rank, 1)
     if biased:
         penalty = np.concatenate([penalty, np.asarray(lam_bias, dtype)[:, None]], axis=1)
-    blocks = build_blocks(new.users, new.items, targets, new.n_users, dtype=dtype)
-    x = np.asarray(_nonnegative_rows(blocks, features, penalty, steps, biased))
+    chunks = build_gram_chunks(new.users, new.items, targets, new.n_users, *features.shape, dtype=dtype)
+    x = np.asarray(_nonnegative_rows(chunks, features, penalty, steps, biased))
     return {"user_factors_": x[:, :rank], "user_bias_": x[:, rank] if biased else None}

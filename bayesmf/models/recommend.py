@@ -46,7 +46,7 @@ import numpy as np
 
 from bayesmf.data.idmap import IdMap
 from bayesmf.data.ratings import Ratings
-from bayesmf.engines.blocks import build_blocks, gram_rhs
+from bayesmf.engines.chunks import build_gram_chunks, gram_rhs
 from bayesmf.engines.linalg import solve_spd
 from bayesmf.errors import ConfigError, DataError
 
@@ -92,16 +92,17 @@ def exact_matmul(a, b):
 
 
 @partial(jax.jit, static_argnames="minimum_norm")
-def ridge_rows(blocks, features, penalty, minimum_norm: bool = False):
+def ridge_rows(chunks, features, penalty, minimum_norm: bool = False):
     """Per-row ridge solutions ``x_r = (Z_r^T Z_r + diag(penalty_r))^-1 Z_r^T y_r``.
 
-    ``blocks``: the rows' ratings (targets ``y`` as values, columns indexing ``features``);
+    ``chunks``: the rows' ratings (:mod:`bayesmf.engines.chunks`; targets ``y`` as values,
+    columns indexing ``features``);
     ``features`` (n_cols, d) the rows of ``Z``; ``penalty`` (n_rows, d) >= 0. Batched Cholesky;
     ``minimum_norm=True`` (some penalty is 0, the system may be singular) uses the pseudo-inverse,
     i.e. the minimum-norm least-squares solution. One compiled call: op-by-op dispatch would cost
     more than the maths for the few-ratings systems of a fold-in. Returns (n_rows, d).
     """
-    gram, rhs = gram_rhs(blocks, features, penalty.shape[0])
+    gram, rhs, _ = gram_rhs(chunks, features)
     precision = gram + penalty[:, :, None] * jnp.eye(features.shape[1], dtype=features.dtype)
     if minimum_norm:
         return jnp.einsum("nkl,nl->nk", jnp.linalg.pinv(precision), rhs)
@@ -611,9 +612,10 @@ class RecommendMixin:
             sum_{i in N(u)} (r_ui - mu - c_i - z_i . x_u)^2 + lambda_f |p_u|^2 + lambda_b b_u^2,
 
         i.e. ``x_u = (Z^T Z + Lambda_u)^-1 Z^T y_u``, the same ridge system ALS solves for a user
-        given the item side. Gram matrices come from the degree-bucketed blocks (one batched
-        matmul per bucket) and the systems are solved by batched Cholesky; with a zero penalty the
-        minimum-norm least-squares solution (pseudo-inverse) is used instead. Bayesian models
+        given the item side. Gram matrices come from the chunked layout of
+        :mod:`bayesmf.engines.chunks` (batched matmuls per chunk) and the systems are solved by
+        batched Cholesky; with a zero penalty the minimum-norm least-squares solution
+        (pseudo-inverse) is used instead. Bayesian models
         override this with the conditional posterior given each item-factor sample.
         """
         has_f, has_b = self.user_factors_ is not None, self.user_bias_ is not None
@@ -638,11 +640,11 @@ class RecommendMixin:
         parts = ([np.asarray(self.item_factors_, dtype)[rated]] if has_f else []) + (
             [np.ones((rated.size, 1), dtype)] if has_b else [])
         features = np.concatenate(parts, axis=1)
-        blocks = build_blocks(new.users, column, targets, new.n_users, dtype=dtype)
+        chunks = build_gram_chunks(new.users, column, targets, new.n_users, *features.shape, dtype=dtype)
         lam_f, lam_b = self.fold_in_penalty(new.user_counts)
         rank = features.shape[1] - has_b
         penalty = np.concatenate([np.repeat(lam_f[:, None], rank, 1)] + ([lam_b[:, None]] if has_b else []), axis=1)
-        x = np.asarray(ridge_rows(blocks, features, penalty.astype(dtype), minimum_norm=not (penalty > 0).all()))
+        x = np.asarray(ridge_rows(chunks, features, penalty.astype(dtype), minimum_norm=not (penalty > 0).all()))
         out = {}
         if has_f:
             out["user_factors_"] = x[:, :rank]

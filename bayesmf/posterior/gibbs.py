@@ -18,9 +18,11 @@ One sweep draws, in order (each from its exact full conditional under
       P_i = \Lambda_U + \alpha \sum_{j \in N(i)} v_j v_j^\top,\qquad
       h_i = \Lambda_U \mu_U + \alpha \sum_{j \in N(i)} (r_{ij} - m) v_j
 
-   (the sums are the degree-bucketed Gram matrices of :mod:`bayesmf.engines.blocks`; a user
+   (the sums are the chunked Gram matrices of :mod:`bayesmf.engines.chunks`; a user
    without ratings is drawn from the prior), then every item row the same way given the new U;
-3. ``alpha | U, V ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)`` when alpha has a Gamma prior.
+3. ``alpha | U, V ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)`` when alpha has a Gamma prior; the SSE
+   comes from the item half step's systems (``yy - 2 x.b + x^T G x`` summed over items), not
+   from another pass over the ratings.
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -45,16 +47,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.engines.blocks import Blocks, blocks_for, gram_rhs
-from bayesmf.engines.linalg import all_finite, sample_gaussian
+from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, squared_error
+from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_normal
 from bayesmf.posterior.model import Prior
 
 
 class GibbsData(NamedTuple):
     """Training ratings laid out for the sampler; ``residual`` is ``r - m`` per rating."""
 
-    user_blocks: Blocks
-    item_blocks: Blocks
+    user_chunks: Chunks
+    item_chunks: Chunks
     users: jnp.ndarray
     items: jnp.ndarray
     residual: jnp.ndarray
@@ -80,12 +82,13 @@ class GibbsInfo(NamedTuple):
     finite: jnp.ndarray  # False when a factorisation failed (NaN) in this sweep
 
 
-def prepare(ratings, global_mean: float, dtype=np.float32) -> GibbsData:
-    """Lay out a :class:`~bayesmf.data.Ratings` for the sampler (host-side, once per fit)."""
+def prepare(ratings, global_mean: float, rank: int, dtype=np.float32) -> GibbsData:
+    """Lay out a :class:`~bayesmf.data.Ratings` for the sampler (host-side, once per fit); the
+    chunk size is chosen for ``rank + 1`` gathered columns (the bias column)."""
     residual = (ratings.values - global_mean).astype(dtype)
     return GibbsData(
-        user_blocks=blocks_for(ratings, "user", residual, dtype),
-        item_blocks=blocks_for(ratings, "item", residual, dtype),
+        user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype),
+        item_chunks=gram_chunks_for(ratings, "item", rank + 1, residual, dtype),
         users=jnp.asarray(ratings.users),
         items=jnp.asarray(ratings.items),
         residual=jnp.asarray(residual),
@@ -98,9 +101,9 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
     D = prior.rank
     ku, kv = jax.random.split(key)
     if U is None:
-        U = 0.1 * jax.random.normal(ku, (n_users, D), dtype)
+        U = 0.1 * standard_normal(ku, (n_users, D), dtype)
     if V is None:
-        V = 0.1 * jax.random.normal(kv, (n_items, D), dtype)
+        V = 0.1 * standard_normal(kv, (n_items, D), dtype)
     lam = prior.nu * prior.w0_matrix(dtype)
     mu = jnp.full((D,), prior.mu0, dtype)
     one = jnp.asarray(1.0, dtype)
@@ -125,7 +128,7 @@ def sample_wishart(key, scale, df, gamma_draws=None):
     if gamma_draws is None:
         gamma_draws = jax.random.gamma(k_diag, wishart_chi2_shapes(df, D, scale.dtype))
     chi2 = 2.0 * gamma_draws
-    A = jnp.tril(jax.random.normal(k_off, (D, D), scale.dtype), -1) + jnp.diag(jnp.sqrt(chi2))
+    A = jnp.tril(standard_normal(k_off, (D, D), scale.dtype), -1) + jnp.diag(jnp.sqrt(chi2))
     LA = jnp.linalg.cholesky(scale) @ A
     return LA @ LA.T
 
@@ -166,30 +169,33 @@ def sample_normal_wishart(key, X, prior: Prior):
     return draw_normal_wishart(k_draw, *normal_wishart_posterior(X, prior), gamma_draws)
 
 
-def conditional_rows(key, other, blocks: Blocks, n_rows: int, mu, lam, alpha, jitter=0.0, targets=None,
+def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, other_bias=None,
                      prior_precision=None, prior_shift=None):
     """Draw every row of one side from ``N(P_i^{-1} h_i, P_i^{-1})`` (see module docstring):
     ``P_i = P0 + alpha G_i``, ``h_i = h0 + alpha b_i`` with the prior ``P0 = Lambda``,
     ``h0 = Lambda mu`` unless ``prior_precision``/``prior_shift`` are given (the augmented
-    bias case). ``targets`` (laid out like ``blocks.vals``) replace the stored residuals.
+    bias case). The targets are the stored residuals minus ``other_bias`` of each rating's
+    column when given.
 
-    Returns (draws, conditional means), both (n_rows, D).
+    Returns (draws, conditional means, SSE): the draws and means (n_rows, D), and the sum of
+    squared residuals of every rating given the draws.
     """
-    gram, rhs = gram_rhs(blocks, other, n_rows, targets=targets)
+    gram, rhs, yy = gram_rhs(chunks, other, other_bias)
     p0 = lam if prior_precision is None else prior_precision
     h0 = lam @ mu if prior_shift is None else prior_shift
-    return sample_gaussian(key, p0[None] + alpha * gram, h0[None] + alpha * rhs, jitter)
+    x, mean = sample_gaussian(key, p0[None] + alpha * gram, h0[None] + alpha * rhs, jitter)
+    return x, mean, squared_error(x, gram, rhs, yy)
 
 
-def rows_with_biases(key, other, other_bias, blocks, n_rows, mu, lam, bias_precision, alpha, jitter):
-    """Joint draw of ``(x_i, bias_i)`` for every row given the other side's factors and biases."""
+def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, alpha, jitter):
+    """Joint draw of ``(x_i, bias_i)`` for every row given the other side's factors and biases.
+    Returns (factors, biases, SSE)."""
     D = other.shape[-1]
     features = jnp.concatenate([other, jnp.ones((other.shape[0], 1), other.dtype)], axis=1)
-    targets = tuple(v - other_bias[c] for v, c in zip(blocks.vals, blocks.cols))
     p0 = jnp.zeros((D + 1, D + 1), other.dtype).at[:D, :D].set(lam).at[D, D].set(bias_precision)
     h0 = jnp.concatenate([lam @ mu, jnp.zeros((1,), other.dtype)])
-    x, _ = conditional_rows(key, features, blocks, n_rows, mu, lam, alpha, jitter, targets, p0, h0)
-    return x[:, :D], x[:, D]
+    x, _, sse = conditional_rows(key, features, chunks, mu, lam, alpha, jitter, other_bias, p0, h0)
+    return x[:, :D], x[:, D], sse
 
 
 def _bias_precision(gamma_draw, bias, prior: Prior):
@@ -238,14 +244,11 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> t
     if prior.has_biases:
         prec_u = _bias_precision(gammas[2 * D], b_u, prior)
         prec_v = _bias_precision(gammas[2 * D + 1], b_v, prior)
-        U, b_u = rows_with_biases(k_u, state.V, b_v, data.user_blocks, n_users, mu_u, lam_u, prec_u,
-                                   state.alpha, jitter)
-        V, b_v = rows_with_biases(k_v, U, b_u, data.item_blocks, n_items, mu_v, lam_v, prec_v, state.alpha, jitter)
-        sse = residual_sse(U, V, data, b_u, b_v)
+        U, b_u, _ = rows_with_biases(k_u, state.V, b_v, data.user_chunks, mu_u, lam_u, prec_u, state.alpha, jitter)
+        V, b_v, sse = rows_with_biases(k_v, U, b_u, data.item_chunks, mu_v, lam_v, prec_v, state.alpha, jitter)
     else:
-        U, _ = conditional_rows(k_u, state.V, data.user_blocks, n_users, mu_u, lam_u, state.alpha, jitter)
-        V, _ = conditional_rows(k_v, U, data.item_blocks, n_items, mu_v, lam_v, state.alpha, jitter)
-        sse = residual_sse(U, V, data)
+        U, _, _ = conditional_rows(k_u, state.V, data.user_chunks, mu_u, lam_u, state.alpha, jitter)
+        V, _, sse = conditional_rows(k_v, U, data.item_chunks, mu_v, lam_v, state.alpha, jitter)
     if prior.noise_prior is None:
         alpha = state.alpha
     else:

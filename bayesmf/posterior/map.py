@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesmf.engines.blocks import gram_rhs
+from bayesmf.engines.chunks import gram_rhs, squared_error
 from bayesmf.engines.linalg import solve_spd
 from bayesmf.posterior.gibbs import GibbsData, residual_sse
 
@@ -39,19 +39,20 @@ def objective(U, V, data: GibbsData, alpha: float, lam: float):
     return 0.5 * alpha * residual_sse(U, V, data) + 0.5 * lam * (jnp.sum(U**2) + jnp.sum(V**2))
 
 
-def ridge_rows_map(other, blocks, n_rows, alpha, lam):
-    """Conditional modes ``(lam I + alpha G_i)^-1 alpha b_i`` of every row given the other side."""
-    gram, rhs = gram_rhs(blocks, other, n_rows)
+def ridge_rows_map(other, chunks, alpha, lam):
+    """Conditional modes ``(lam I + alpha G_i)^-1 alpha b_i`` of every row given the other side,
+    and the sum of squared residuals of every rating at those modes."""
+    gram, rhs, yy = gram_rhs(chunks, other)
     eye = jnp.eye(other.shape[-1], dtype=other.dtype)
-    return solve_spd(lam * eye[None] + alpha * gram, alpha * rhs)
+    x = solve_spd(lam * eye[None] + alpha * gram, alpha * rhs)
+    return x, squared_error(x, gram, rhs, yy)
 
 
 @jax.jit
 def als_step(_key, state: MapState, data: GibbsData, alpha: float, lam: float):
     """One exact coordinate-ascent sweep (users, then items). Info: objective and train RMSE."""
-    U = ridge_rows_map(state.V, data.user_blocks, state.U.shape[0], alpha, lam)
-    V = ridge_rows_map(U, data.item_blocks, state.V.shape[0], alpha, lam)
-    sse = residual_sse(U, V, data)
+    U, _ = ridge_rows_map(state.V, data.user_chunks, alpha, lam)
+    V, sse = ridge_rows_map(U, data.item_chunks, alpha, lam)
     loss = 0.5 * alpha * sse + 0.5 * lam * (jnp.sum(U**2) + jnp.sum(V**2))
     return MapState(U, V), {"objective": loss, "train_rmse": jnp.sqrt(sse / data.residual.shape[0])}
 
