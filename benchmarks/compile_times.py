@@ -20,6 +20,7 @@ import jax
 MODELS = {
     "als": lambda bayesmf: bayesmf.ALS(rank=10, regularization=0.1, n_iter=10),
     "bpmf": lambda bayesmf: bayesmf.BPMF(rank=10, n_warmup=50, n_samples=150, biases=True, noise_prior=(1.0, 1.0)),
+    "nmf": lambda bayesmf: bayesmf.NMF(),  # Surprise's NMF defaults: rank 15, 50 iterations, reg 0.06
     # the harness's implicit-als settings; trained on the ratings >= 4 (the ml1m-implicit protocol)
     "implicit": lambda bayesmf: bayesmf.ImplicitALS(rank=64, n_iter=15, regularization=0.01, alpha=10.0),
 }

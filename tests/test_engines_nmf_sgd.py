@@ -9,7 +9,7 @@ import bayesmf
 from bayesmf.data import Ratings
 from bayesmf.engines import nmf
 from bayesmf.engines.als import FactorState
-from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.chunks import chunks_for
 from bayesmf.engines.driver import DivergenceError
 from bayesmf.engines.sparse import rating_arrays
 
@@ -43,8 +43,9 @@ def test_nmf_step_loss_equals_objective_from_ratings(nonneg, options):
     _, train, _ = nonneg
     model = bayesmf.NMF(rank=RANK, n_iter=3, regularization=0.01, **options).fit(train)
     counts = (jnp.asarray(train.user_counts, jnp.float32), jnp.asarray(train.item_counts, jnp.float32))
-    data = nmf.NMFData(blocks_for(train, "user"), blocks_for(train, "item"), *counts, rating_arrays(train),
-                       jnp.asarray(model.global_mean_, jnp.float32))
+    layout = (chunks_for(train, side, width=4, chunk_slots=64) for side in ("user", "item"))  # many chunks
+    data = nmf.NMFData(*layout, *counts, rating_arrays(train), jnp.asarray(model.global_mean_, jnp.float32))
+    assert data.user_chunks.cols.shape[0] > 5
     config = nmf.NMFConfig(0.01, 0.02, options.get("biases", False), options.get("loss", "frobenius"))
     zeros = (np.zeros(train.n_users), np.zeros(train.n_items))
     state = FactorState(*(jnp.asarray(a, jnp.float32) for a in (
@@ -53,6 +54,12 @@ def test_nmf_step_loss_equals_objective_from_ratings(nonneg, options):
     loss, train_rmse = nmf.objective(state, data, config)
     np.testing.assert_allclose(model.history_["loss"][-1], float(loss), rtol=1e-4)
     np.testing.assert_allclose(model.history_["rmse"][-1], float(train_rmse), rtol=1e-4)
+    # one more sweep on the many-chunk layout: its loss (from the chunks) is the objective's, and lower
+    state, info = nmf.step(state, data, config)
+    new_loss, new_rmse = nmf.objective(state, data, config)
+    np.testing.assert_allclose(float(info["loss"]), float(new_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(info["rmse"]), float(new_rmse), rtol=1e-4)
+    assert float(new_loss) <= float(loss) * (1 + 1e-6)
 
 
 def test_nmf_rejects_negative_ratings_without_biases(signed):

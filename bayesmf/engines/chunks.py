@@ -1,25 +1,29 @@
-"""Rows packed into equal-shape, cache-sized chunks: iterative per-row solvers at cache speed.
+"""Rows packed into equal-shape, cache-sized chunks: the one layout for per-row sums over ratings.
 
-A solver that makes several passes over each row's ratings — conjugate gradient makes two per
-step — is bound by memory traffic when the other side's factors are gathered for all ratings at
-once (:mod:`bayesmf.engines.blocks`): at rank 64 that block is ~150 MB on MovieLens-1M and
-every pass streams it from DRAM. Here the rows of one side are packed into chunks of
-``C x W`` slots (``chunk_slots`` = ``C W``, a cache-sized block of gathered factors), and a
-``lax.map`` runs the whole solve of one chunk — gather, right-hand sides, every CG step —
-while its gathered factors stay in cache. Defaults ``W = 32`` and 2 MiB: measured for implicit
-ALS on MovieLens-1M, warm fit at rank 128 4.67 s against 5.96 s for 16 / 1 MiB and 4.35 s for
-64 / 4 MiB, at rank 64 2.17 s against 2.51 s and 2.18 s (64 / 1 MiB) — wider virtual rows make
-fewer, longer dot products but pad short rows more.
+Every alternating engine needs, for each row ``r`` (a user, or an item for the other side), sums
+over the row's ratings of the other side's factors ``f_j``: Gram matrices ``sum_j f_j f_j^T`` and
+right-hand sides (explicit ALS, the Gibbs sampler, PMF MAP, the fold-ins: :func:`gram_rhs`),
+conjugate-gradient products (implicit ALS), weighted sums (NMF). Gathering ``f_j`` for every
+rating at once and then reducing is bound by memory traffic (at rank 64 that block is ~150 MB
+on MovieLens-1M, streamed from DRAM by every pass) and, with one batched op per degree bucket,
+slow to compile. Here the rows of one side are packed into chunks of ``C x W`` slots
+(``chunk_slots`` = ``C W``, a cache-sized block of gathered factors), and a ``lax.map`` runs
+one chunk's whole computation — gather, every pass over it — while the block stays in cache.
+Every chunk has the same shape, so the body compiles once per side whatever the degree
+distribution (~0.4 s, against 1.4-1.9 s per side for the degree buckets this replaced).
 
 Layout: a row with ``d`` ratings occupies ``ceil(d / W)`` consecutive *virtual rows* of width
-``W`` inside one chunk (a row never straddles two chunks, so a chunk's solve needs nothing from
-another). Per-row sums are the sums over a row's virtual rows (:func:`to_rows`, a sorted segment
-sum of ``C`` entries). Every chunk has the same shape, so the chunk solver compiles once per
-side whatever the degree distribution, unlike one compiled body per degree bucket.
+``W`` inside one chunk (a row never straddles two chunks, so a chunk's rows are complete inside
+it). Per-row sums are the sums over a row's virtual rows (:func:`to_rows`, a sorted segment sum
+of ``C`` entries). The width is the engine's choice: batched matmuls (Gram matrices) want wide
+rows, 64 (:data:`GRAM_WIDTH`); implicit ALS's CG uses 32 (measured warm fits on MovieLens-1M at
+rank 128: 4.67 s against 5.96 s for 16 / 1 MiB and 4.35 s for 64 / 4 MiB; at rank 64 2.17 s
+against 2.51 s and 2.18 s for 64 / 1 MiB); NMF's elementwise passes 8 (``nmf.NMF_WIDTH``).
 
 Packing: rows sorted by size (virtual rows), each chunk takes the largest remaining rows that
-fit and fills what is left with the smallest ones (a loop over chunks, vectorised inside). The
-waste is the padding inside each row's last virtual row plus the unfilled tail of some chunks.
+fit and fills what is left with the smallest ones (a loop over chunks, vectorised inside), then
+the capacity is tightened so that the same number of chunks is evenly filled. The waste is the
+padding inside each row's last virtual row plus the unfilled tail of some chunks.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.engines.blocks import EXACT
+from bayesmf.engines.linalg import EXACT
 
 
 class Chunks(NamedTuple):
@@ -154,11 +158,11 @@ def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: in
     raise ValueError(f"side must be 'user' or 'item', got {side!r}")
 
 
-# Width of the virtual rows for the exact engines' Gram matrices (one pass per half step):
-# measured on MovieLens-1M, one thread, per side at rank 10 with biases (11 columns), 34-47 ms
-# at width 64 against 38-44 ms for the degree buckets of :mod:`~bayesmf.engines.blocks` (the
-# same within noise), width 32 61-81 ms; at rank 32 135 ms against 121-143 ms. The layout
-# compiles in ~0.4 s per side where the buckets took 1.4-1.9 s (one body per degree bucket).
+# Width of the virtual rows for the Gram matrices (one batched (k x W) @ (W x k) matmul per
+# virtual row: wide rows amortise the per-matmul cost). Measured on MovieLens-1M, one thread,
+# users, rank 10 with the bias column (11): width 64 34-47 ms per side with einsum products,
+# width 32 61-81 ms, the degree buckets it replaced 38-44 ms; then 24 ms with the explicitly
+# transposed matmul of :func:`gram_rhs`. At rank 32 (einsum) 135 ms against 121-143 ms.
 GRAM_WIDTH = 64
 
 

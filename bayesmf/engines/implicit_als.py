@@ -33,9 +33,9 @@ import jax.numpy as jnp
 
 from bayesmf.engines import linalg
 from bayesmf.engines.als import FactorState, solve_spd_with_retry
-from bayesmf.engines.blocks import EXACT
 from bayesmf.engines.chunks import Chunks, in_row_order, to_rows
 from bayesmf.engines.config import engine_config
+from bayesmf.engines.linalg import EXACT
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
 

@@ -1,10 +1,9 @@
 """Rating arrays on the device and the per-row sparse reductions the classical engines share.
 
 :class:`RatingArrays` is the (users, items, values) triple as JAX arrays, checked once on the host
-(indices in range, something to fit), so the jitted engines can trust it. The block helpers work
-on the degree-bucketed layout of :mod:`bayesmf.engines.blocks` and cost O(nnz k), for the
-engine that never needs per-row Gram matrices (NMF's multiplicative updates; the Gram matrices
-of the exact engines are :func:`bayesmf.engines.chunks.gram_rhs`, O(nnz k^2)).
+(indices in range, something to fit), so the jitted engines can trust it; per-rating products
+of the two sides' factors. Per-row sums over a row's ratings live with the layout that groups
+them, :mod:`bayesmf.engines.chunks`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.engines.blocks import EXACT, in_row_order
+from bayesmf.engines.linalg import EXACT
 from bayesmf.errors import DataError
 
 
@@ -52,29 +51,3 @@ def rating_arrays(ratings, dtype=np.float32) -> RatingArrays:
 def entry_dot(user_factors, item_factors, users, items):
     """``p_u . q_i`` for every rating: (nnz,)."""
     return jnp.einsum("nk,nk->n", user_factors[users], item_factors[items], precision=EXACT)
-
-
-def gather_other(blocks, other):
-    """The other side's factors for every padded slot: a tuple of (n_b, w_b, k) arrays."""
-    return tuple(other[c] for c in blocks.cols)
-
-
-def slot_dot(blocks, own, gathered):
-    """``x_r . f_j`` for every padded slot of row ``r``: a tuple of (n_b, w_b) arrays."""
-    return tuple(jnp.einsum("nwk,nk->nw", f, own[rows], precision=EXACT)
-                 for rows, f in zip(blocks.rows, gathered, strict=True))
-
-
-def weighted_row_sum(blocks, gathered, weights, n_rows: int):
-    """``s_r = sum_{j in N(r)} w_rj f_j`` -> (n_rows, k); padding is masked, empty rows get 0.
-
-    ``gathered`` comes from :func:`gather_other`; ``weights`` is laid out like ``blocks.vals``,
-    optionally with a trailing axis of ``c`` weight sets (one pass over ``gathered`` for all of
-    them) -> (n_rows, k, c).
-    """
-    del n_rows  # implied by the blocks (blocks.slot)
-    parts = []
-    for f, w, m in zip(gathered, weights, blocks.mask, strict=True):
-        m = m.reshape(m.shape + (1,) * (w.ndim - m.ndim))
-        parts.append(jnp.einsum("nwk,nw...->nk...", f, w * m, precision=EXACT))
-    return in_row_order(blocks, parts)

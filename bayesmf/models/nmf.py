@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines import nmf as engine
-from bayesmf.engines.blocks import blocks_for
+from bayesmf.engines.chunks import cache_chunk_slots, chunks_for
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
@@ -63,7 +63,8 @@ class NMF(ClassicalModel):
         ratings = rating_arrays(train, dtype)
         mu = jnp.mean(ratings.values) if self.biases else jnp.zeros((), dtype)
         data = engine.NMFData(
-            blocks_for(train, "user", dtype=dtype), blocks_for(train, "item", dtype=dtype),
+            *(chunks_for(train, side, width=engine.NMF_WIDTH, chunk_slots=cache_chunk_slots(self.rank), dtype=dtype)
+              for side in ("user", "item")),
             jnp.asarray(train.user_counts, dtype), jnp.asarray(train.item_counts, dtype), ratings, mu,
         )
         config = engine.NMFConfig(float(self.regularization), float(self.bias_regularization), bool(self.biases),
