@@ -46,6 +46,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import solve_triangular
 
 from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, squared_error
 from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_normal
@@ -134,8 +135,9 @@ def sample_wishart(key, scale, df, gamma_draws=None):
 
 
 def normal_wishart_posterior(X, prior: Prior):
-    """``(mu_N, W_N, beta_N)`` of the Normal-Wishart posterior given rows ``X`` (N, D) (module
-    docstring); ``nu_N = nu_0 + N``."""
+    """``(mu_N, C_N, beta_N)`` of the Normal-Wishart posterior given rows ``X`` (N, D) (module
+    docstring), with ``C_N`` the lower Cholesky factor of ``W_N^{-1}`` (``W_N`` itself is never
+    formed: :func:`draw_normal_wishart` needs only this factor); ``nu_N = nu_0 + N``."""
     N, D = X.shape
     dtype = X.dtype
     xbar = X.mean(axis=0)
@@ -146,18 +148,25 @@ def normal_wishart_posterior(X, prior: Prior):
     mu_n = (prior.beta0 * mu0 + N * xbar) / beta_n
     diff = mu0 - xbar
     w_inv = jnp.eye(D, dtype=dtype) / prior.w0 + scatter + (prior.beta0 * N / beta_n) * jnp.outer(diff, diff)
-    w_n = jnp.linalg.inv(w_inv)
-    w_n = 0.5 * (w_n + w_n.T)  # keep it exactly symmetric for the Cholesky
-    return mu_n, w_n, jnp.asarray(beta_n, dtype)
+    return mu_n, jnp.linalg.cholesky(w_inv), jnp.asarray(beta_n, dtype)
 
 
-def draw_normal_wishart(key, mu_n, w_n, beta_n, gamma_draws):
-    """``Lambda ~ W(W_N, nu_N)`` (Bartlett, with the caller's Gamma variates for ``nu_N``) and
-    ``mu | Lambda ~ N(mu_N, (beta_N Lambda)^-1)``. vmap-able over a leading axis of sides."""
-    k_lam, k_mu = jax.random.split(key)
-    lam = sample_wishart(k_lam, w_n, None, gamma_draws)
-    mu, _ = sample_gaussian(k_mu, (beta_n * lam)[None], (beta_n * lam @ mu_n)[None])
-    return mu[0], lam
+def draw_normal_wishart(key, mu_n, w_inv_chol, beta_n, gamma_draws):
+    r"""``Lambda ~ W(W_N, nu_N)`` and ``mu | Lambda ~ N(mu_N, (beta_N Lambda)^-1)`` from the
+    factor ``C`` of ``W_N^{-1} = C C^T`` (:func:`normal_wishart_posterior`) and the caller's
+    standard Gamma variates with shapes :func:`wishart_chi2_shapes` of ``nu_N``.
+
+    ``W_N = F F^T`` with ``F = C^{-T}``, so Bartlett gives ``Lambda = X X^T``, ``X = C^{-T} A``
+    (one triangular solve; no inverse of ``W_N^{-1}``). Then
+    ``Lambda^{-1} = C A^{-T} A^{-1} C^T``, so ``mu = mu_N + C A^{-T} z / sqrt(beta_N)`` with
+    ``z ~ N(0, I)`` has covariance ``(beta_N Lambda)^{-1}``. vmap-able over a leading axis of sides.
+    """
+    D = mu_n.shape[-1]
+    normals = standard_normal(key, (D * D + D,), mu_n.dtype)
+    A = jnp.tril(normals[: D * D].reshape(D, D), -1) + jnp.diag(jnp.sqrt(2.0 * gamma_draws))
+    X = solve_triangular(w_inv_chol, A, lower=True, trans=1)
+    y = solve_triangular(A, normals[D * D:], lower=True, trans=1)
+    return mu_n + (w_inv_chol @ y) / jnp.sqrt(beta_n), X @ X.T
 
 
 def sample_normal_wishart(key, X, prior: Prior):
