@@ -6,6 +6,10 @@ times in this process; the first fit includes JIT compilation, so the table repo
 fit and the median of the later ones (warm). Peer numbers are not measured here.
 
     BAYESMF_DATA=/work/shared/data .venv/bin/python benchmarks/bench_engines.py [--data ml-100k] [--repeats 3]
+
+``--als-sweep`` instead times one compiled sweep of explicit ALS alone (the issue's "per
+iteration" figure without the fit's host-side set-up): the engine's jitted ``step`` on the data
+laid out as ``bayesmf.ALS`` lays it out, the median of ``--sweeps`` calls after compiling.
 """
 
 from __future__ import annotations
@@ -44,14 +48,47 @@ def n_iterations(model) -> int:
     return getattr(model, "n_iter", None) or model.n_epochs
 
 
+def als_sweep_seconds(train, rank: int, sweeps: int) -> float:
+    """Median seconds of one compiled ``bayesmf.engines.als.step`` (users then items), rank
+    ``rank`` with biases and regularisation 0.1 (the harness's als-explicit settings)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmf.engines import als
+    from bayesmf.engines.chunks import gram_chunks_for
+    from bayesmf.engines.sparse import rating_arrays
+
+    ratings = rating_arrays(train)
+    data = als.ALSData(*(gram_chunks_for(train, side, rank + 1) for side in ("user", "item")),
+                       jnp.asarray(train.user_counts, jnp.float32), jnp.asarray(train.item_counts, jnp.float32),
+                       ratings, jnp.mean(ratings.values))
+    config = als.ALSConfig(0.1, 0.1, True)
+    state = als.init_factors(0, train.n_users, train.n_items, rank, 0.1)
+    state, _ = jax.block_until_ready(als.step(state, data, config))  # compile
+    times = []
+    for _ in range(sweeps):
+        start = time.perf_counter()
+        state, _ = jax.block_until_ready(als.step(state, data, config))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", choices=["ml-100k", "ml-1m"], default="ml-1m")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", default="", help="substring filter on configuration names")
+    ap.add_argument("--als-sweep", action="store_true", help="time one compiled explicit-ALS sweep instead")
+    ap.add_argument("--rank", type=int, default=10, help="with --als-sweep")
+    ap.add_argument("--sweeps", type=int, default=21, help="with --als-sweep")
     args = ap.parse_args(argv)
     split = load(args.data)
     train, test = split[0], split[1]
+    if args.als_sweep:
+        seconds = als_sweep_seconds(train, args.rank, args.sweeps)
+        print(f"{args.data}: one compiled ALS sweep, rank {args.rank} with biases: {1e3 * seconds:.1f} ms "
+              f"(median of {args.sweeps}); whole process {time.perf_counter() - T0:.1f} s")
+        return
     print(f"{args.data}: train {train.nnz}, test {test.nnz}")
     print(f"| {'configuration':48s} | RMSE  | first fit s | warm fit s | s/iteration |")
     print(f"|{'-' * 50}|-------|-------------|------------|-------------|")
