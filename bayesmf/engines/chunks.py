@@ -207,15 +207,15 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0):
     without another pass over the ratings. Memory: one chunk's gathered block at a time.
     """
     n_other, k = other.shape
-    zero = jnp.zeros((1,), other.dtype)
     factors = jnp.concatenate([other, jnp.zeros((1, k), other.dtype)])
-    bias = zero if other_bias is None else jnp.concatenate([other_bias.astype(other.dtype), zero])
+    if other_bias is not None:
+        bias = jnp.concatenate([other_bias.astype(other.dtype), jnp.zeros((1,), other.dtype)])
     n_local = chunks.cols.shape[1]
 
     def one_chunk(chunk):
         cols, vals, owner = chunk
         f = factors[cols]  # (C, W, k), zero on padding
-        shifted = vals - shift - (bias[0] if other_bias is None else bias[cols])
+        shifted = vals - shift if other_bias is None else vals - shift - bias[cols]
         y = jnp.where(cols < n_other, shifted, 0.0)
         # transposed explicitly, then a plain batched matmul: XLA:CPU runs the equivalent einsum
         # "cwk,cwl->ckl" about 2.5x slower (26 ms against 10 ms per side on MovieLens-1M, rank 11)

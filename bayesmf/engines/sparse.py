@@ -1,4 +1,4 @@
-"""Rating arrays on the device and the per-row sparse reductions the classical engines share.
+"""Rating arrays on the device, checked once, and per-rating products of the factors.
 
 :class:`RatingArrays` is the (users, items, values) triple as JAX arrays, checked once on the host
 (indices in range, something to fit), so the jitted engines can trust it; per-rating products
