@@ -98,3 +98,34 @@ def test_solve_sample_cg_nnls_against_closed_forms():
     x = np.asarray(linalg.nnls(jnp.asarray(P), jnp.asarray(h), jnp.zeros((50, 6)), steps=200))
     grad = np.einsum("nkl,nl->nk", P, x) - h
     assert np.all(x >= 0) and np.all(grad > -1e-4) and np.all(np.abs(x * grad) < 1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 4, 11])
+def test_unrolled_and_lapack_kernels_agree_with_numpy(k):
+    rng = np.random.default_rng(k)
+    A = rng.normal(size=(30, k, 2 * k))
+    P = A @ np.transpose(A, (0, 2, 1)) + 0.5 * np.eye(k)
+    h = rng.normal(size=(30, k))
+    exact = np.linalg.solve(P, h[..., None])[..., 0]
+    key = jax.random.PRNGKey(3)
+    draws = {}
+    for unrolled in (True, False):
+        x = linalg.solve_spd(jnp.asarray(P, jnp.float32), jnp.asarray(h, jnp.float32), unrolled=unrolled)
+        np.testing.assert_allclose(x, exact, rtol=2e-4, atol=2e-4)
+        draws[unrolled] = linalg.sample_gaussian(key, jnp.asarray(P, jnp.float32), jnp.asarray(h, jnp.float32),
+                                                 jitter=0.1, unrolled=unrolled)
+    with_jitter = np.linalg.solve(P + 0.1 * np.eye(k), h[..., None])[..., 0]
+    # same z, same factorisation up to rounding: the same draws and conditional means
+    np.testing.assert_allclose(draws[True][1], with_jitter, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(draws[True][0], draws[False][0], rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(draws[True][1], draws[False][1], rtol=2e-4, atol=2e-4)
+
+
+def test_unrolled_kernel_marks_a_non_positive_definite_row_with_nan_and_is_chosen_by_size():
+    P = np.repeat(np.eye(3)[None], 4, 0)
+    P[2] = np.diag([1.0, -1.0, 1.0])  # row 2 is not positive definite
+    x = np.asarray(linalg.solve_spd(jnp.asarray(P), jnp.ones((4, 3)), unrolled=True))
+    assert np.all(np.isnan(x[2])) and np.allclose(x[[0, 1, 3]], 1.0)
+    big = jnp.zeros((linalg.UNROLLED_MIN_ROWS, 3, 3))
+    assert linalg._unrolled(big) and not linalg._unrolled(big[:-1])
+    assert not linalg._unrolled(jnp.zeros((linalg.UNROLLED_MIN_ROWS, 17, 17)))

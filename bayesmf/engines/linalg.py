@@ -29,6 +29,55 @@ def standard_normal(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, (size,), dtype).reshape(shape)
 
 
+# Systems of at most this size, in batches of at least this many rows, go to the unrolled kernel
+# (:func:`_bordered_cholesky`, :func:`_back_substitute`) instead of XLA's batched LAPACK calls,
+# which cost ~1.5 us per row for an 11 x 11 system (call overhead, not flops). Measured on one
+# thread, 6,040 rows (MovieLens-1M users), one Gaussian draw (Cholesky, two triangular solves):
+# k = 11 2.1-3.6 ms against 8.5-11 ms, k = 16 5.5 against 13.2 ms, k = 21 9-26 against 26-28 ms,
+# k = 33 58-64 against 70-73 ms. The unrolled graph compiles in ~1 s against ~0.3 s, so small
+# batches (MovieLens-100K's 943 users save ~5 ms per sweep) keep the LAPACK path.
+UNROLLED_MAX_SIZE = 16
+UNROLLED_MIN_ROWS = 2048
+
+
+def _unrolled(precision) -> bool:
+    return precision.shape[-1] <= UNROLLED_MAX_SIZE and math.prod(precision.shape[:-2]) >= UNROLLED_MIN_ROWS
+
+
+def _bordered_cholesky(precision, shift):
+    """Cholesky factor ``L`` of every ``P`` and ``w = L^-1 h``, batch axes last.
+
+    Factorises the bordered matrix ``[[P, h], [h^T, *]]`` by columns (left-looking): its last row
+    below the ``k x k`` block is ``w^T``, since ``L w = h``, so the forward solve comes with the
+    factorisation. Every operation acts on whole vectors over the rows (batch axes last, so the
+    innermost loop runs over rows and vectorises). ``precision`` (..., k, k), ``shift`` (..., k)
+    -> ``L`` (k, k, ...) lower triangular, ``w`` (k, ...). A non-PD matrix gives NaN, as
+    :func:`jnp.linalg.cholesky` does.
+    """
+    k = precision.shape[-1]
+    bordered = jnp.concatenate([jnp.moveaxis(precision, (-2, -1), (0, 1)), jnp.moveaxis(shift, -1, 0)[None]])
+    factor = jnp.zeros_like(bordered)  # (k + 1, k, ...)
+    for j in range(k):  # unrolled over the rank, never over rows
+        column = bordered[j:, j]
+        if j:
+            column = column - jnp.sum(factor[j:, :j] * factor[j, :j][None], axis=1)
+        factor = factor.at[j:, j].set(column * jax.lax.rsqrt(column[0]))
+    return factor[:k], factor[k]
+
+
+def _back_substitute(factor, b):
+    """Solve ``L^T x = b`` for ``L`` (k, k, ...) lower triangular and ``b`` (k, ...), batch axes last:
+    ``x_i = (b_i - sum_{m > i} L_mi x_m) / L_ii`` from the last row up."""
+    k = factor.shape[0]
+    x = [None] * k
+    for i in reversed(range(k)):
+        s = b[i]
+        if i < k - 1:
+            s = s - jnp.sum(factor[i + 1:, i] * jnp.stack(x[i + 1:]), 0)
+        x[i] = s / factor[i, i]
+    return jnp.stack(x)
+
+
 def cholesky(precision, jitter: float = 0.0):
     """Lower Cholesky factors of ``precision + jitter * I``; shape (n, k, k).
 
@@ -40,23 +89,37 @@ def cholesky(precision, jitter: float = 0.0):
     return jnp.linalg.cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype))
 
 
-def solve_spd(precision, rhs, jitter: float = 0.0):
-    """Solve ``precision @ x = rhs`` for SPD ``precision`` (n, k, k), ``rhs`` (n, k) -> (n, k)."""
+def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = None):
+    """Solve ``precision @ x = rhs`` for SPD ``precision`` (n, k, k), ``rhs`` (n, k) -> (n, k).
+
+    ``unrolled``: use the unrolled kernel (True), XLA's (False), or decide by size (None, see
+    :data:`UNROLLED_MAX_SIZE`)."""
+    if _unrolled(precision) if unrolled is None else unrolled:
+        k = precision.shape[-1]
+        factor, half = _bordered_cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype), rhs)
+        return jnp.moveaxis(_back_substitute(factor, half), 0, -1)
     chol = cholesky(precision, jitter)
     return cho_solve((chol, True), rhs[..., None])[..., 0]
 
 
-def sample_gaussian(key, precision, shift, jitter: float = 0.0):
+def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool | None = None):
     """Draw ``x ~ N(P^-1 h, P^-1)`` for each row, with ``P`` = ``precision`` (n, k, k), ``h`` = ``shift``.
 
     With ``P = L L^T``: mean ``m = L^-T L^-1 h`` and ``x = m + L^-T z``, ``z ~ N(0, I)``, because
     ``Cov(L^-T z) = L^-T L^-1 = P^-1``; computed as ``x = L^-T (L^-1 h + z)`` (two triangular
     solves). Returns (x, mean), both (n, k); under ``jit`` an unused ``mean`` costs nothing.
+    ``unrolled`` as in :func:`solve_spd`; both kernels use the same ``z`` and agree to rounding.
     """
+    z = standard_normal(key, shift.shape, shift.dtype)
+    if _unrolled(precision) if unrolled is None else unrolled:
+        k = precision.shape[-1]
+        factor, half = _bordered_cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype), shift)
+        x = _back_substitute(factor, half + jnp.moveaxis(z, -1, 0))
+        mean = _back_substitute(factor, half)
+        return jnp.moveaxis(x, 0, -1), jnp.moveaxis(mean, 0, -1)
     chol = cholesky(precision, jitter)
     half = solve_triangular(chol, shift[..., None], lower=True)
-    z = standard_normal(key, shift.shape, shift.dtype)[..., None]
-    x = solve_triangular(chol, half + z, lower=True, trans=1)[..., 0]
+    x = solve_triangular(chol, half + z[..., None], lower=True, trans=1)[..., 0]
     mean = solve_triangular(chol, half, lower=True, trans=1)[..., 0]
     return x, mean
 
