@@ -96,9 +96,7 @@ def solve_spd_with_retry(precision, rhs):
     def with_jitter(_):
         d = precision.shape[-1]
         scale = RETRY_JITTER * jnp.trace(precision, axis1=-2, axis2=-1) / d + 1e-6
-        # the rare retry keeps the LAPACK kernel: a second unrolled call site would add ~1 s of compilation
-        return linalg.solve_spd(precision + scale[:, None, None] * jnp.eye(d, dtype=precision.dtype), rhs,
-                                unrolled=False)
+        return linalg.solve_spd(precision + scale[:, None, None] * jnp.eye(d, dtype=precision.dtype), rhs)
 
     x = jax.lax.cond(ok, lambda _: x, with_jitter, None)
     return x, ~ok

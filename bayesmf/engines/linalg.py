@@ -29,13 +29,16 @@ def standard_normal(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, (size,), dtype).reshape(shape)
 
 
-# Systems of at most this size, in batches of at least this many rows, go to the unrolled kernel
+# Systems of at most this size, in batches of at least this many rows, can go to the unrolled kernel
 # (:func:`_bordered_cholesky`, :func:`_back_substitute`) instead of XLA's batched LAPACK calls,
-# which cost ~1.5 us per row for an 11 x 11 system (call overhead, not flops). Measured on one
-# thread, 6,040 rows (MovieLens-1M users), one Gaussian draw (Cholesky, two triangular solves):
-# k = 11 2.1-3.6 ms against 8.5-11 ms, k = 16 5.5 against 13.2 ms, k = 21 9-26 against 26-28 ms,
-# k = 33 58-64 against 70-73 ms. The unrolled graph compiles in ~1 s against ~0.3 s, so small
-# batches (MovieLens-100K's 943 users save ~5 ms per sweep) keep the LAPACK path.
+# which cost ~1 us per row for an 11 x 11 system (call overhead, not flops). Measured on one
+# thread, 6,040 rows (MovieLens-1M users): a solve 1.1-2.8 ms against 7.3-8.5 ms; a Gaussian draw
+# (k = 11) 2.1-3.6 ms against 8.5-11 ms, k = 16 5.5 against 13.2 ms, k = 33 58-64 against 70-73 ms.
+# But the unrolled graph compiles in ~0.7 s per call site against ~0.1 s, so it pays only where
+# a compiled function runs hundreds of times: the Gibbs sweep (:func:`sample_gaussian` decides by
+# size), not the tens of sweeps of ALS, PMF MAP or a fold-in (:func:`solve_spd` defaults to LAPACK:
+# an ALS fit of 10 sweeps on MovieLens-1M compiled 1.5 s longer to save 0.1 s). Batches under
+# 2,048 rows (MovieLens-100K's 943 users save ~1 ms per sweep) keep LAPACK everywhere.
 UNROLLED_MAX_SIZE = 16
 UNROLLED_MIN_ROWS = 2048
 
@@ -61,7 +64,9 @@ def _bordered_cholesky(precision, shift):
         column = bordered[j:, j]
         if j:
             column = column - jnp.sum(factor[j:, :j] * factor[j, :j][None], axis=1)
-        factor = factor.at[j:, j].set(column * jax.lax.rsqrt(column[0]))
+        # a static-offset update, not .at[].set (a scatter: slower to compile and to run)
+        update = (column * jax.lax.rsqrt(column[0]))[:, None]
+        factor = jax.lax.dynamic_update_slice(factor, update, (j, j) + (0,) * (factor.ndim - 2))
     return factor[:k], factor[k]
 
 
@@ -89,11 +94,11 @@ def cholesky(precision, jitter: float = 0.0):
     return jnp.linalg.cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype))
 
 
-def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = None):
+def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = False):
     """Solve ``precision @ x = rhs`` for SPD ``precision`` (n, k, k), ``rhs`` (n, k) -> (n, k).
 
-    ``unrolled``: use the unrolled kernel (True), XLA's (False), or decide by size (None, see
-    :data:`UNROLLED_MAX_SIZE`)."""
+    ``unrolled``: the unrolled kernel (True), XLA's LAPACK calls (False, the default: see
+    :data:`UNROLLED_MAX_SIZE` for why), or decide by size (None)."""
     if _unrolled(precision) if unrolled is None else unrolled:
         k = precision.shape[-1]
         factor, half = _bordered_cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype), rhs)
@@ -108,7 +113,8 @@ def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool |
     With ``P = L L^T``: mean ``m = L^-T L^-1 h`` and ``x = m + L^-T z``, ``z ~ N(0, I)``, because
     ``Cov(L^-T z) = L^-T L^-1 = P^-1``; computed as ``x = L^-T (L^-1 h + z)`` (two triangular
     solves). Returns (x, mean), both (n, k); under ``jit`` an unused ``mean`` costs nothing.
-    ``unrolled`` as in :func:`solve_spd`; both kernels use the same ``z`` and agree to rounding.
+    ``unrolled``: as in :func:`solve_spd`, but by default (None) decided by size; both kernels
+    use the same ``z`` and agree to rounding.
     """
     z = standard_normal(key, shift.shape, shift.dtype)
     if _unrolled(precision) if unrolled is None else unrolled:
