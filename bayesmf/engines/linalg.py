@@ -29,6 +29,50 @@ def standard_normal(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, (size,), dtype).reshape(shape)
 
 
+def standard_gamma(key, shape_params):
+    """Standard ``Gamma(a, 1)`` variates, one per entry of ``shape_params`` (any shape, ``a > 0``).
+
+    Marsaglia & Tsang (2000), exact for ``a >= 1``: with ``d = a - 1/3``, ``c = 1 / sqrt(9 d)``,
+    propose ``v = (1 + c z)^3``, ``z ~ N(0, 1)``, and accept ``d v`` when ``v > 0`` and
+    ``log u < z^2 / 2 + d - d v + d log v``, ``u ~ U(0, 1)``; the acceptance rate is above 0.95 for
+    every ``a >= 1``. Entries with ``a < 1`` draw ``Gamma(a + 1)`` and multiply by ``u'^(1/a)``
+    (Marsaglia & Tsang's boost). Every entry proposes in each round of one ``while_loop`` until all
+    have accepted (a few rounds); a round's ``z`` (Box-Muller), ``u`` and ``u'`` come from one
+    flat uniform draw keyed by ``fold_in(key, round)``, and ``u'`` is taken from the round that
+    accepted (independent of that round's acceptance, so the boost stays exact).
+
+    Why not ``jax.random.gamma``: on XLA:CPU (jaxlib 0.9.2, one thread) it compiled in 1.04-1.09 s
+    for a sweep's 23 shapes, this loop with one uniform call site in 0.38-0.50 s (and runs in ~30
+    against ~160 us).
+    """
+    a = jnp.asarray(shape_params)
+    dtype = a.dtype if jnp.issubdtype(a.dtype, jnp.floating) else jnp.float32
+    a = a.astype(dtype).reshape(-1)
+    n = a.shape[0]
+    boosted = a < 1
+    d = jnp.where(boosted, a + 1, a) - 1.0 / 3.0
+    c = jax.lax.rsqrt(9.0 * d)
+
+    def propose(carry):
+        round_, x, boost_u, done = carry
+        u = jax.random.uniform(jax.random.fold_in(key, round_), (4 * n,), dtype,
+                               minval=jnp.finfo(dtype).tiny).reshape(4, n)
+        z = jnp.sqrt(-2.0 * jnp.log(u[0])) * jnp.cos(2.0 * jnp.pi * u[1])
+        v = (1.0 + c * z) ** 3
+        positive = v > 0
+        log_v = jnp.log(jnp.where(positive, v, 1.0))
+        accept = ~done & positive & (jnp.log(u[2]) < 0.5 * z * z + d - d * v + d * log_v)
+        return round_ + 1, jnp.where(accept, d * v, x), jnp.where(accept, u[3], boost_u), done | accept
+
+    # an invalid shape (NaN, inf, <= 0) gives NaN, as jax.random.gamma does, instead of a loop
+    # that never accepts
+    valid = jnp.isfinite(a) & (a > 0)
+    start = (jnp.asarray(0, jnp.uint32), jnp.where(valid, 0.0, jnp.nan).astype(dtype), jnp.ones(n, dtype), ~valid)
+    _, x, boost_u, _ = jax.lax.while_loop(lambda carry: ~jnp.all(carry[3]), propose, start)
+    x = jnp.where(boosted, x * boost_u ** (1.0 / jnp.where(boosted, a, 1.0)), x)
+    return x.reshape(jnp.shape(shape_params))
+
+
 # Systems of at most this size, in batches of at least this many rows, can go to the unrolled kernel
 # (:func:`_bordered_cholesky`, :func:`_back_substitute`) instead of XLA's batched LAPACK calls,
 # which cost ~1 us per row for an 11 x 11 system (call overhead, not flops). Measured on one
