@@ -127,8 +127,8 @@ def test_unrolled_kernel_marks_a_non_positive_definite_row_with_nan_and_is_chose
     x = np.asarray(linalg.solve_spd(jnp.asarray(P), jnp.ones((4, 3)), unrolled=True))
     assert np.all(np.isnan(x[2])) and np.allclose(x[[0, 1, 3]], 1.0)
     big = jnp.zeros((linalg.UNROLLED_MIN_ROWS, 3, 3))
-    assert linalg._unrolled(big) and not linalg._unrolled(big[:-1])
-    assert not linalg._unrolled(jnp.zeros((linalg.UNROLLED_MIN_ROWS, 17, 17)))
+    assert linalg._use_unrolled(big, None) and not linalg._use_unrolled(big[:-1], None)
+    assert not linalg._use_unrolled(jnp.zeros((linalg.UNROLLED_MIN_ROWS, 17, 17)), None)
 
 
 def test_standard_gamma_matches_the_gamma_distribution():

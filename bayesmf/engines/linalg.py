@@ -76,19 +76,30 @@ def standard_gamma(key, shape_params):
 # Systems of at most this size, in batches of at least this many rows, can go to the unrolled kernel
 # (:func:`_bordered_cholesky`, :func:`_back_substitute`) instead of XLA's batched LAPACK calls,
 # which cost ~1 us per row for an 11 x 11 system (call overhead, not flops). Measured on one
-# thread, 6,040 rows (MovieLens-1M users): a solve 1.1-2.8 ms against 7.3-8.5 ms; a Gaussian draw
+# thread, 6,040 rows (MovieLens-1M users; benchmarks/RESULTS.md, "Unrolled Cholesky for the Gibbs
+# draws"): a solve 1.1-2.8 ms against 7.3-8.5 ms; a Gaussian draw
 # (k = 11) 2.1-3.6 ms against 8.5-11 ms, k = 16 5.5 against 13.2 ms, k = 33 58-64 against 70-73 ms.
 # But the unrolled graph compiles in ~0.7 s per call site against ~0.1 s, so it pays only where
 # a compiled function runs hundreds of times: the Gibbs sweep (:func:`sample_gaussian` decides by
 # size), not the tens of sweeps of ALS, PMF MAP or a fold-in (:func:`solve_spd` defaults to LAPACK:
 # an ALS fit of 10 sweeps on MovieLens-1M compiled 1.5 s longer to save 0.1 s). Batches under
-# 2,048 rows (MovieLens-100K's 943 users save ~1 ms per sweep) keep LAPACK everywhere.
+# 2,048 rows keep LAPACK everywhere (MovieLens-100K's 943 users would save ~1 ms per sweep at
+# ~1 us per row, not the compile time back within a 200-sweep fit).
 UNROLLED_MAX_SIZE = 16
 UNROLLED_MIN_ROWS = 2048
 
 
-def _unrolled(precision) -> bool:
+def _use_unrolled(precision, unrolled: bool | None) -> bool:
+    """``unrolled`` when given, else the size rule above (static shapes, decided at trace time)."""
+    if unrolled is not None:
+        return unrolled
     return precision.shape[-1] <= UNROLLED_MAX_SIZE and math.prod(precision.shape[:-2]) >= UNROLLED_MIN_ROWS
+
+
+def _jittered(precision, jitter):
+    """``precision + jitter * I``; ``jitter`` may be traced (the sampler retries a failed sweep with
+    jitter > 0)."""
+    return precision + jitter * jnp.eye(precision.shape[-1], dtype=precision.dtype)
 
 
 def _bordered_cholesky(precision, shift):
@@ -133,9 +144,7 @@ def cholesky(precision, jitter: float = 0.0):
     A failed factorisation shows up as NaN entries (JAX does not raise inside jit); callers
     check :func:`all_finite` and retry once with jitter on the host.
     """
-    k = precision.shape[-1]
-    # jitter may be a traced scalar (the sampler retries a failed sweep with jitter > 0)
-    return jnp.linalg.cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype))
+    return jnp.linalg.cholesky(_jittered(precision, jitter))
 
 
 def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = False):
@@ -143,9 +152,8 @@ def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = False
 
     ``unrolled``: the unrolled kernel (True), XLA's LAPACK calls (False, the default: see
     :data:`UNROLLED_MAX_SIZE` for why), or decide by size (None)."""
-    if _unrolled(precision) if unrolled is None else unrolled:
-        k = precision.shape[-1]
-        factor, half = _bordered_cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype), rhs)
+    if _use_unrolled(precision, unrolled):
+        factor, half = _bordered_cholesky(_jittered(precision, jitter), rhs)
         return jnp.moveaxis(_back_substitute(factor, half), 0, -1)
     chol = cholesky(precision, jitter)
     return cho_solve((chol, True), rhs[..., None])[..., 0]
@@ -161,9 +169,8 @@ def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool |
     use the same ``z`` and agree to rounding.
     """
     z = standard_normal(key, shift.shape, shift.dtype)
-    if _unrolled(precision) if unrolled is None else unrolled:
-        k = precision.shape[-1]
-        factor, half = _bordered_cholesky(precision + jitter * jnp.eye(k, dtype=precision.dtype), shift)
+    if _use_unrolled(precision, unrolled):
+        factor, half = _bordered_cholesky(_jittered(precision, jitter), shift)
         x = _back_substitute(factor, half + jnp.moveaxis(z, -1, 0))
         mean = _back_substitute(factor, half)
         return jnp.moveaxis(x, 0, -1), jnp.moveaxis(mean, 0, -1)
