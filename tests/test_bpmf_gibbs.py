@@ -59,9 +59,10 @@ def test_wishart_bartlett_moments():
     np.testing.assert_allclose(draws.var(0), var, rtol=0.08)
 
 
-def test_noncentred_model_has_the_normal_wishart_prior():
-    # the NUTS coordinates (Bartlett chi2/normal, z_mu, z) must give the same prior as the
-    # centred Wishart / MultivariateNormal sites: compare the moments with the closed forms
+@pytest.mark.parametrize("parameterization", ["noncentered", "bartlett"])
+def test_nuts_coordinates_give_the_normal_wishart_prior(parameterization):
+    # the NUTS coordinates (Bartlett chi2/normal, then z_mu, z or centred mu, rows) must give the
+    # same prior as the centred Wishart / MultivariateNormal sites: moments against closed forms
     from numpyro.infer import Predictive
 
     from bayesmf.posterior.model import bpmf_model
@@ -69,7 +70,8 @@ def test_noncentred_model_has_the_normal_wishart_prior():
     D, nu, w0, beta0, mu0 = 3, 8.0, 0.5, 2.0, 0.3
     prior = Prior(rank=D, nu0=nu, w0=w0, beta0=beta0, mu0=mu0)
     draws = Predictive(bpmf_model, num_samples=40000)(
-        jax.random.PRNGKey(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), None, 2, 1, prior=prior)
+        jax.random.PRNGKey(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), None, 2, 1, prior=prior,
+        parameterization=parameterization)
     lam, mu, rows = (np.asarray(draws[k], np.float64) for k in ("Lambda_U", "mu_U", "U"))
     eye = np.eye(D)
     np.testing.assert_allclose(lam.mean(0), nu * w0 * eye, atol=0.04 * nu * w0)
@@ -80,6 +82,22 @@ def test_noncentred_model_has_the_normal_wishart_prior():
     np.testing.assert_allclose(mu.mean(0), mu0, atol=0.02)
     np.testing.assert_allclose(np.cov(mu.T), cov_mu, atol=0.03)
     np.testing.assert_allclose(np.cov(rows[:, 0].T), cov_mu * (1 + beta0), atol=0.05)
+
+
+def test_precision_cholesky_normal_density_and_draws():
+    from scipy.stats import multivariate_normal
+
+    from bayesmf.posterior.distributions import PrecisionCholeskyNormal
+
+    lam = np.array([[2.0, 0.6, 0.1], [0.6, 1.5, -0.3], [0.1, -0.3, 0.8]])
+    chol, loc = np.linalg.cholesky(lam), np.array([0.5, -1.0, 0.2])
+    d = PrecisionCholeskyNormal(jnp.broadcast_to(jnp.asarray(loc), (4, 3)), jnp.asarray(chol))
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    expected = multivariate_normal(loc, np.linalg.inv(lam)).logpdf(x)
+    np.testing.assert_allclose(np.asarray(d.log_prob(jnp.asarray(x))), expected, rtol=1e-5)
+    draws = np.asarray(d.sample(jax.random.PRNGKey(0), (20000,)), np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(np.cov(draws.T), np.linalg.inv(lam), atol=0.02)
+    np.testing.assert_allclose(draws.mean(0), loc, atol=0.02)
 
 
 def test_normal_wishart_conditional_mean():
@@ -228,7 +246,8 @@ def test_checkpoint_resume_is_bit_identical(small, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kw, message",
     [(dict(rank=0), "rank"), (dict(alpha=-1.0), "alpha"), (dict(nu0=0.5, rank=3), "nu0"),
-     (dict(inference="vb"), "inference"), (dict(n_samples=0), "n_samples"), (dict(beta0=0.0), "beta0")],
+     (dict(inference="vb"), "inference"), (dict(n_samples=0), "n_samples"), (dict(beta0=0.0), "beta0"),
+     (dict(inference="nuts", nuts_parameterization="centred"), "nuts_parameterization.*'centred'")],
 )
 def test_bad_hyperparameters(small, kw, message):
     with pytest.raises(ConfigError, match=message):

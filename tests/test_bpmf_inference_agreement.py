@@ -16,23 +16,27 @@ def fits():
     settings = {
         "gibbs": dict(n_samples=1000, n_warmup=200, thin=2),
         "nuts": dict(n_samples=300, n_warmup=300),
+        "nuts_noncentered": dict(n_samples=300, n_warmup=300, nuts_parameterization="noncentered"),
         "svi": dict(n_samples=400, svi_steps=1500, svi_batch_size=None),
         "map": dict(),
     }
-    models = {name: BPMF(rank=2, inference=name, seed=0, **kw).fit(train) for name, kw in settings.items()}
+    models = {name: BPMF(rank=2, inference=name.split("_")[0], seed=0, **kw).fit(train)
+              for name, kw in settings.items()}
     return models, test
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_nuts_and_gibbs_agree_within_monte_carlo_error(fits):
+@pytest.mark.parametrize("nuts", ["nuts", "nuts_noncentered"])
+def test_nuts_and_gibbs_agree_within_monte_carlo_error(fits, nuts):
     models, test = fits
     g = models["gibbs"].predict_dist(test.users, test.items)
-    n = models["nuts"].predict_dist(test.users, test.items)
-    # measured here: median |d mean| 0.020, median |d std| / std 0.7%
+    n = models[nuts].predict_dist(test.users, test.items)
+    # measured here: median |d mean| 0.016 (default: Bartlett, centred rows) / 0.018 (non-centred),
+    # median |d std| / std 1.0% / 1.0%
     assert np.median(np.abs(n.mean - g.mean)) < 0.05
     assert np.median(np.abs(n.std / g.std - 1)) < 0.05
-    stats = models["nuts"].sample_stats_
+    stats = models[nuts].sample_stats_
     assert stats["diverging"].shape == (1, 300) and stats["diverging"].mean() < 0.05
     assert stats["num_steps"].max() <= 2**8 - 1  # max_tree_depth = 8
 

@@ -127,6 +127,11 @@ class BPMF(FactorModel):
         over the factors; False: all diagonal; True: dense over everything, small models only).
         "hyper" was measured on MovieLens-100K u1 (rank 10, 200 + 200, depth 7): median ESS of
         test predictions 156 against 31 with a diagonal mass, for the same run time.
+    nuts_parameterization : "bartlett" (default: rows and ``mu`` centred given Bartlett's ``L``)
+        or "noncentered" (rows ``u_i = mu + L^{-T} z_i``); both take ``Lambda`` from Bartlett's
+        variables (:mod:`bayesmf.posterior.model`). Measured at rank 10, depth 7, median ESS of
+        test predictions: MovieLens-1M 90/10 (100 + 100) 59.6 against 5.0; MovieLens-100K u1
+        (200 + 200) 177 against 156. Non-centred rows suit rows with few ratings each.
     seed, progress, dtype ("float32" | "float64").
     """
 
@@ -165,6 +170,7 @@ class BPMF(FactorModel):
         nuts_target_accept: float = 0.8,
         nuts_max_tree_depth: int = 8,
         nuts_dense_mass: bool | str = "hyper",
+        nuts_parameterization: str = "bartlett",
         seed: int = 0,
         progress: bool = False,
         dtype: str = "float32",
@@ -196,6 +202,7 @@ class BPMF(FactorModel):
         self.nuts_target_accept = nuts_target_accept
         self.nuts_max_tree_depth = nuts_max_tree_depth
         self.nuts_dense_mass = nuts_dense_mass
+        self.nuts_parameterization = nuts_parameterization
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
@@ -216,6 +223,9 @@ class BPMF(FactorModel):
         if self.biases and self.inference == "map":
             raise ConfigError("biases=True needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "for a biased point estimate use bayesmf.ALS or FunkSVD")
+        if self.nuts_parameterization not in ("noncentered", "bartlett"):
+            raise ConfigError("nuts_parameterization must be 'noncentered' or 'bartlett', "
+                              f"got {self.nuts_parameterization!r}")
         if self.map_method not in ("als", "adam"):
             raise ConfigError(f"map_method must be 'als' or 'adam', got {self.map_method!r}")
         for name in ("n_samples", "thin", "chains", "keep_every", "map_iter", "svi_steps", "checkpoint_every"):
@@ -254,7 +264,8 @@ class BPMF(FactorModel):
             draws, self.sample_stats_ = run_nuts(
                 train, prior, self.global_mean_, k_run, n_warmup=self.n_warmup, n_samples=self.n_samples,
                 chains=self.chains, init_U=U0, init_V=V0, target_accept=self.nuts_target_accept,
-                max_tree_depth=self.nuts_max_tree_depth, dense_mass=self.nuts_dense_mass, progress=self.progress)
+                max_tree_depth=self.nuts_max_tree_depth, dense_mass=self.nuts_dense_mass,
+                parameterization=self.nuts_parameterization, progress=self.progress)
         else:
             from bayesmf.posterior.numpyro_inference import run_svi
 

@@ -17,19 +17,25 @@ Options: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate); user and
 
 :func:`bpmf_model` is the NumPyro version of this model and the single source of truth for NUTS
 and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its full conditionals.
-The centred form (SVI) uses NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean
-``nu0 W0``). For NUTS every level is written non-centred, the same distribution in other
-coordinates:
+Three parameterisations of the same distribution (``parameterization``), which differ only in
+the coordinates a sampler moves in:
 
-* ``Lambda_U = L L^T`` with ``L = sqrt(w0) A`` and Bartlett's (1933) decomposition of the
-  Wishart: ``A`` lower triangular, ``A_dd^2 ~ chi2(nu0 - d)`` (``d = 0..D-1``) and
-  ``A_de ~ N(0, 1)`` below the diagonal, all independent. This gives ``L``, the Cholesky factor
-  every later step needs, without a factorisation, and replaces the positive-definite
-  constraint transform (many small matrix ops per gradient) by ``D`` log-transformed positive
-  scalars;
-* ``mu_U = mu0 + (sqrt(beta0) L)^{-T} z_mu`` and ``u_i = mu_U + L^{-T} z_i`` with
-  ``z ~ N(0, I)``: covariances ``(beta0 Lambda)^{-1}`` and ``Lambda^{-1}`` as in the model,
-  without the funnel geometry that centred hierarchical parameters give HMC.
+* ``"centered"`` (SVI): NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean
+  ``nu0 W0``), ``mu`` and the rows as multivariate normal sites;
+* ``"noncentered"``: ``Lambda_U = L L^T`` with ``L = sqrt(w0) A`` and Bartlett's (1933)
+  decomposition of the Wishart: ``A`` lower triangular, ``A_dd^2 ~ chi2(nu0 - d)``
+  (``d = 0..D-1``) and ``A_de ~ N(0, 1)`` below the diagonal, all independent. This gives ``L``,
+  the Cholesky factor every later step needs, without a factorisation, and replaces the
+  positive-definite constraint transform (many small matrix ops per gradient) by ``D``
+  log-transformed positive scalars. Then ``mu_U = mu0 + (sqrt(beta0) L)^{-T} z_mu`` and
+  ``u_i = mu_U + L^{-T} z_i`` with ``z ~ N(0, I)``: covariances ``(beta0 Lambda)^{-1}`` and
+  ``Lambda^{-1}`` as in the model, without the funnel that centred hierarchical parameters give
+  HMC when the data say little about each row;
+* ``"bartlett"``: ``Lambda`` from Bartlett's variables as above, ``mu`` and the rows centred
+  (sites in the factors' own coordinates, :class:`~bayesmf.posterior.distributions.PrecisionCholeskyNormal`
+  given ``L``). When every row has many ratings its posterior is narrow and nearly independent
+  of ``Lambda``; non-centred, every ``z_i`` would have to move with ``L`` (the "inverse funnel",
+  Betancourt & Girolami 2015), which is what HMC then struggles with.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.errors import ConfigError
+
+PARAMETERIZATIONS = ("centered", "noncentered", "bartlett")
 
 
 class Prior(NamedTuple):
@@ -91,7 +99,7 @@ def bpmf_model(
     prior: Prior,
     global_mean: float = 0.0,
     likelihood_scale: float = 1.0,
-    noncentered: bool = True,
+    parameterization: str = "noncentered",
 ):
     """NumPyro model of BPMF over the observed triples (index arrays ``users``, ``items`` and the
     raw ``ratings``, all shape (nnz,)). ``ratings=None`` samples the prior predictive.
@@ -101,8 +109,10 @@ def bpmf_model(
     (drawing the minibatch indices itself with one cheap ``randint``, where NumPyro's
     subsampled plate would permute all nnz indices at every step).
 
-    Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V`` (deterministic
-    functions of the sites of :func:`_noncentred_side` when ``noncentered``); ``alpha`` when it
+    ``parameterization``: one of :data:`PARAMETERIZATIONS` (module docstring).
+
+    Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V`` (some of them
+    deterministic functions of the sites of :func:`_bartlett_side` unless ``"centered"``); ``alpha`` when it
     has a prior; ``b_U``, ``b_V``, ``bias_precision_U``, ``bias_precision_V`` with biases; ``r``
     the likelihood. The likelihood is one vectorised expression over
     ratings: a gather of factor rows and a row-wise dot product.
@@ -110,11 +120,13 @@ def bpmf_model(
     import numpyro
     import numpyro.distributions as dist
 
+    if parameterization not in PARAMETERIZATIONS:
+        raise ConfigError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
     D = prior.rank
     factors = {}
     for side, n in (("U", n_users), ("V", n_items)):
-        if noncentered:
-            factors[side] = _noncentred_side(side, n, prior)
+        if parameterization != "centered":
+            factors[side] = _bartlett_side(side, n, prior, centred_rows=parameterization == "bartlett")
             continue
         lam = numpyro.sample(f"Lambda_{side}", dist.Wishart(prior.nu, scale_matrix=prior.w0_matrix()))
         mu = numpyro.sample(
@@ -140,12 +152,14 @@ def bpmf_model(
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
 
 
-def _noncentred_side(side: str, n: int, prior: Prior):
-    """One side's ``(Lambda, mu, rows)`` in the non-centred coordinates of the module docstring.
+def _bartlett_side(side: str, n: int, prior: Prior, centred_rows: bool):
+    """One side's ``(Lambda, mu, rows)`` with ``Lambda`` from Bartlett's variables and ``mu`` and
+    the rows non-centred (``z``) or, with ``centred_rows``, centred (module docstring).
 
-    Sample sites ``bartlett_chi2_{side}`` (D,), ``bartlett_normal_{side}`` (D(D-1)/2,),
-    ``z_mu_{side}`` (D,), ``z_{side}`` (n, D); deterministic ``Lambda_{side}``, ``mu_{side}`` and
-    ``{side}`` (n, D). Returns the rows.
+    Sample sites ``bartlett_chi2_{side}`` (D,), ``bartlett_normal_{side}`` (D(D-1)/2,), then
+    ``z_mu_{side}`` (D,) and ``z_{side}`` (n, D) with deterministic ``mu_{side}`` and ``{side}``,
+    or, centred, ``mu_{side}`` (D,) and ``{side}`` (n, D) themselves; deterministic
+    ``Lambda_{side}``. Returns the rows.
     """
     import jax.scipy.linalg as jsl
     import numpyro
@@ -156,6 +170,11 @@ def _noncentred_side(side: str, n: int, prior: Prior):
     below = numpyro.sample(f"bartlett_normal_{side}", dist.Normal(0.0, 1.0).expand([D * (D - 1) // 2]).to_event(1))
     chol = np.sqrt(prior.w0) * (jnp.zeros((D, D)).at[np.tril_indices(D, -1)].set(below) + jnp.diag(jnp.sqrt(chi2)))
     numpyro.deterministic(f"Lambda_{side}", chol @ chol.T)
+    if centred_rows:
+        from bayesmf.posterior.distributions import PrecisionCholeskyNormal
+
+        mu = numpyro.sample(f"mu_{side}", PrecisionCholeskyNormal(jnp.full(D, prior.mu0), np.sqrt(prior.beta0) * chol))
+        return numpyro.sample(side, PrecisionCholeskyNormal(jnp.broadcast_to(mu, (n, D)), chol).to_event(1))
     z_mu = numpyro.sample(f"z_mu_{side}", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
     z = numpyro.sample(f"z_{side}", dist.Normal(0.0, 1.0).expand([n, D]).to_event(2))
     # rows u_i = mu + L^{-T} z_i, i.e. u_i^T = mu^T + z_i^T L^{-1}: the inverse of the D x D factor

@@ -27,21 +27,24 @@ def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
     return draws
 
 
-def initial_values(prior: Prior, U, V, noncentered: bool) -> dict:
+def initial_values(prior: Prior, U, V, parameterization: str) -> dict:
     """Starting point for NumPyro: the given factors (e.g. PMF MAP) and every other site at a
     sensible value — hyperparameters at their prior means, biases at 0 — rather than NumPyro's
     default of uniform draws in (-2, 2) on the unconstrained scale, which can start the biases
     and precisions far out in the tails."""
     D = prior.rank
-    if noncentered:
+    if parameterization != "centered":
         # Lambda = nu0 w0 I: Bartlett's A = sqrt(nu0) I (every chi2 at nu0, nothing below the
-        # diagonal), mu = mu0 (z_mu = 0), and z = L^T (u - mu0) with L = sqrt(nu0 w0) I
+        # diagonal), mu = mu0 (z_mu = 0), and, non-centred, z = L^T (u - mu0) with L = sqrt(nu0 w0) I
         scale = float(np.sqrt(prior.nu * prior.w0))
         values = {}
         for side, rows in (("U", U), ("V", V)):
-            values.update({f"bartlett_chi2_{side}": jnp.full(D, prior.nu), f"z_mu_{side}": jnp.zeros(D),
-                           f"bartlett_normal_{side}": jnp.zeros(D * (D - 1) // 2),
-                           f"z_{side}": (jnp.asarray(rows) - prior.mu0) * scale})
+            values.update({f"bartlett_chi2_{side}": jnp.full(D, prior.nu),
+                           f"bartlett_normal_{side}": jnp.zeros(D * (D - 1) // 2)})
+            if parameterization == "bartlett":
+                values.update({f"mu_{side}": jnp.full(D, prior.mu0), side: jnp.asarray(rows)})
+            else:
+                values.update({f"z_mu_{side}": jnp.zeros(D), f"z_{side}": (jnp.asarray(rows) - prior.mu0) * scale})
     else:
         lam = prior.nu * prior.w0_matrix()
         values = {"Lambda_U": lam, "Lambda_V": lam, "mu_U": jnp.full(D, prior.mu0), "mu_V": jnp.full(D, prior.mu0),
@@ -57,15 +60,16 @@ def initial_values(prior: Prior, U, V, noncentered: bool) -> dict:
 
 def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n_samples: int, chains: int,
              init_U=None, init_V=None, target_accept: float = 0.8, max_tree_depth: int = 8,
-             dense_mass: bool | str = "hyper", progress: bool = False):
-    """NumPyro NUTS on the non-centred model. Returns (draws, stats) where ``stats`` holds
+             dense_mass: bool | str = "hyper", parameterization: str = "bartlett", progress: bool = False):
+    """NumPyro NUTS on the model in ``parameterization`` (``"noncentered"`` or ``"bartlett"``,
+    see :mod:`bayesmf.posterior.model`). Returns (draws, stats) where ``stats`` holds
     ``diverging`` and ``num_steps`` (leapfrog steps per draw, 2^depth - 1 at most) per chain/draw.
     ``dense_mass``: False (diagonal), True (dense over everything: small models only) or
     ``"hyper"`` (dense blocks over each side's hyperparameter coordinates — the Bartlett variables
-    and ``z_mu`` of ``(mu, Lambda)`` — diagonal elsewhere).
+    and ``z_mu`` or ``mu`` of ``(mu, Lambda)`` — diagonal elsewhere).
 
     Initialised at the given factors (e.g. PMF MAP) with hyperparameters at their prior means:
-    ``Lambda = nu0 W0`` so ``z = sqrt(nu0 w0) (U - mu0)``.
+    ``Lambda = nu0 W0`` (non-centred: ``z = sqrt(nu0 w0) (U - mu0)``).
     """
     from numpyro.infer import MCMC, NUTS, init_to_value
 
@@ -74,15 +78,16 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         # where correlations are strong and the block is small; the factors stay diagonal —
         # a dense matrix over all (n_users + n_items) D factors would cost O(P^2) memory for
         # little gain, as they are nearly independent given the hyperparameters
-        dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"z_mu_{s}") for s in ("U", "V")]
+        mu_site = "mu" if parameterization == "bartlett" else "z_mu"
+        dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"{mu_site}_{s}") for s in ("U", "V")]
 
-    values = {} if init_U is None else initial_values(prior, init_U, init_V, noncentered=True)
+    values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization)
     kernel = NUTS(bpmf_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass, init_strategy=init_to_value(values=values))
     mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=chains,
                 chain_method="sequential", progress_bar=progress)
     args = _model_args(ratings, global_mean)
-    mcmc.run(key, *args, prior=prior, global_mean=global_mean, noncentered=True,
+    mcmc.run(key, *args, prior=prior, global_mean=global_mean, parameterization=parameterization,
              extra_fields=("diverging", "num_steps"))
     raw = mcmc.get_samples(group_by_chain=True)
     draws = {name: np.asarray(raw[name]) for name in (*SITES, "alpha") if name in raw}
@@ -105,7 +110,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     from bayesmf.engines.driver import progress_bar
     from bayesmf.errors import ConfigError
 
-    values = {} if init_U is None else initial_values(prior, init_U, init_V, noncentered=False)
+    values = {} if init_U is None else initial_values(prior, init_U, init_V, "centered")
     init = init_to_value(values=values)
     if guide == "meanfield":
         auto = AutoNormal(bpmf_model, init_loc_fn=init, init_scale=0.01)
@@ -117,7 +122,8 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     nnz = ratings.nnz
     batch = nnz if batch_size is None or batch_size >= nnz else int(batch_size)
     svi = SVI(bpmf_model, auto, optim.Adam(learning_rate), Trace_ELBO())
-    kwargs = dict(prior=prior, global_mean=global_mean, likelihood_scale=nnz / batch, noncentered=False)
+    kwargs = dict(prior=prior, global_mean=global_mean, likelihood_scale=nnz / batch,
+                  parameterization="centered")
     k_init, k_fit, k_draw = jax.random.split(key, 3)
     state = svi.init(k_init, users[:batch], items[:batch], values_[:batch], n_users, n_items, **kwargs)
 
