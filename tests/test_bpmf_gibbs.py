@@ -312,3 +312,32 @@ def test_biases_variant_recovers_bias_structure():
     assert biased.b_U_samples_.shape == (1, 80, r.n_users)
     with pytest.raises(ConfigError, match="biases=True needs a posterior"):
         BPMF(biases=True, inference="map").fit(train)
+
+
+@pytest.mark.parametrize("parameterization", ["centered", "noncentered", "bartlett"])
+def test_nuts_start_is_the_conditional_posterior_mean_in_every_coordinate_system(parameterization):
+    """The NUTS starting values, pushed through the model, give back the MAP factors and the
+    hyperparameters' conditional posterior means, computed here with numpy: Lambda = nu_N W_N,
+    mu = mu_N, alpha = (a0 + nnz/2) / (b0 + SSE/2)."""
+    from numpyro import handlers
+
+    from bayesmf.posterior.model import bpmf_model
+    from bayesmf.posterior.numpyro_inference import initial_values
+
+    d = synthetic(n_users=30, n_items=20, n_ratings=300, rank=3, noise=0.5, seed=4)
+    r, prior = d.ratings, Prior(rank=3, noise_prior=(2.0, 1.0))
+    rng = np.random.default_rng(0)
+    U, V, mean = rng.normal(size=(30, 3)), rng.normal(size=(20, 3)), 3.0
+    values = initial_values(prior, U, V, parameterization, r, mean)
+    args = (jnp.asarray(r.users), jnp.asarray(r.items), jnp.asarray(r.values), 30, 20)
+    trace = handlers.trace(handlers.substitute(bpmf_model, data=values)).get_trace(
+        *args, prior=prior, global_mean=mean, parameterization=parameterization)
+    for side, X in (("U", U), ("V", V)):
+        N, xbar = X.shape[0], X.mean(0)
+        S = (X - xbar).T @ (X - xbar)
+        w_n = np.linalg.inv(np.eye(3) + S + (2 * N / (2 + N)) * np.outer(xbar, xbar))
+        np.testing.assert_allclose(trace[side]["value"], X, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(trace[f"Lambda_{side}"]["value"], (3 + N) * w_n, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(trace[f"mu_{side}"]["value"], N * xbar / (2 + N), rtol=1e-4, atol=1e-5)
+    sse = np.sum((r.values - mean - np.einsum("nk,nk->n", U[r.users], V[r.items])) ** 2)
+    np.testing.assert_allclose(trace["alpha"]["value"], (2.0 + r.nnz / 2) / (1.0 + sse / 2), rtol=1e-5)

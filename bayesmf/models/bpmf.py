@@ -131,7 +131,9 @@ class BPMF(FactorModel):
         or "noncentered" (rows ``u_i = mu + L^{-T} z_i``); both take ``Lambda`` from Bartlett's
         variables (:mod:`bayesmf.posterior.model`). Measured at rank 10, depth 7, median ESS of
         test predictions: MovieLens-1M 90/10 (100 + 100) 59.6 against 5.0; MovieLens-100K u1
-        (200 + 200) 177 against 156. Non-centred rows suit rows with few ratings each.
+        (200 + 200) 177 against 156. Non-centred rows suit rows with few ratings each. NUTS
+        starts at the initial factors with the hyperparameters at their conditional posterior
+        means given them (MovieLens-1M: ESS 98 against 60 from the prior means).
     seed, progress, dtype ("float32" | "float64").
     """
 

@@ -6,6 +6,7 @@ bayesmf`` does not import NumPyro.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
@@ -42,8 +43,6 @@ class PrecisionCholeskyNormal(Distribution):
         super().__init__(batch_shape=loc.shape[:-1], event_shape=loc.shape[-1:], validate_args=validate_args)
 
     def sample(self, key, sample_shape=()):
-        import jax
-
         shape = sample_shape + self.batch_shape + self.event_shape
         z = jax.random.normal(key, shape, self.loc.dtype)
         D = self.event_shape[0]

@@ -27,35 +27,61 @@ def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
     return draws
 
 
-def initial_values(prior: Prior, U, V, parameterization: str) -> dict:
-    """Starting point for NumPyro: the given factors (e.g. PMF MAP) and every other site at a
-    sensible value — hyperparameters at their prior means, biases at 0 — rather than NumPyro's
-    default of uniform draws in (-2, 2) on the unconstrained scale, which can start the biases
-    and precisions far out in the tails."""
+def initial_values(prior: Prior, U, V, parameterization: str, ratings=None, global_mean: float = 0.0) -> dict:
+    """Starting point for NumPyro: the given factors (e.g. PMF MAP), biases at 0, and the
+    hyperparameters at their prior means — or, with ``ratings`` (a :class:`~bayesmf.data.Ratings`),
+    at their conditional posterior means given the factors: ``Lambda = nu_N W_N`` and
+    ``mu = mu_N`` of the Normal-Wishart posterior (:func:`bayesmf.posterior.gibbs.normal_wishart_posterior`)
+    and ``alpha = (a0 + nnz/2) / (b0 + SSE/2)``, so that warm-up does not first have to carry the
+    hyperparameters from the prior to where the factors put them. Either way not NumPyro's default
+    of uniform draws in (-2, 2) on the unconstrained scale, which can start the biases and
+    precisions far out in the tails."""
     D = prior.rank
-    if parameterization != "centered":
-        # Lambda = nu0 w0 I: Bartlett's A = sqrt(nu0) I (every chi2 at nu0, nothing below the
-        # diagonal), mu = mu0 (z_mu = 0), and, non-centred, z = L^T (u - mu0) with L = sqrt(nu0 w0) I
-        scale = float(np.sqrt(prior.nu * prior.w0))
-        values = {}
-        for side, rows in (("U", U), ("V", V)):
-            values.update({f"bartlett_chi2_{side}": jnp.full(D, prior.nu),
-                           f"bartlett_normal_{side}": jnp.zeros(D * (D - 1) // 2)})
-            if parameterization == "bartlett":
-                values.update({f"mu_{side}": jnp.full(D, prior.mu0), side: jnp.asarray(rows)})
-            else:
-                values.update({f"z_mu_{side}": jnp.zeros(D), f"z_{side}": (jnp.asarray(rows) - prior.mu0) * scale})
-    else:
-        lam = prior.nu * prior.w0_matrix()
-        values = {"Lambda_U": lam, "Lambda_V": lam, "mu_U": jnp.full(D, prior.mu0), "mu_V": jnp.full(D, prior.mu0),
-                  "U": jnp.asarray(U), "V": jnp.asarray(V)}
+    U, V = np.asarray(U, np.float64), np.asarray(V, np.float64)
+    hyper = {side: _hyper_start(prior, rows, ratings is not None) for side, rows in (("U", U), ("V", V))}
+    values = {}
+    for side, rows in (("U", U), ("V", V)):
+        mu, lam = hyper[side]
+        if parameterization == "centered":
+            values.update({f"Lambda_{side}": jnp.asarray(lam, jnp.float32), f"mu_{side}": jnp.asarray(mu, jnp.float32),
+                           side: jnp.asarray(rows, jnp.float32)})
+            continue
+        # Bartlett's coordinates of Lambda = L L^T, L = sqrt(w0) A
+        chol = np.linalg.cholesky(lam)
+        bartlett = chol / np.sqrt(prior.w0)
+        values.update({f"bartlett_chi2_{side}": jnp.asarray(np.diag(bartlett) ** 2, jnp.float32),
+                       f"bartlett_normal_{side}": jnp.asarray(bartlett[np.tril_indices(D, -1)], jnp.float32)})
+        if parameterization == "bartlett":
+            values.update({f"mu_{side}": jnp.asarray(mu, jnp.float32), side: jnp.asarray(rows, jnp.float32)})
+        else:  # u = mu + z L^{-1} (row form), mu = mu0 + z_mu L^{-1} / sqrt(beta0)
+            values.update({f"z_mu_{side}": jnp.asarray(np.sqrt(prior.beta0) * (mu - prior.mu0) @ chol, jnp.float32),
+                           f"z_{side}": jnp.asarray((rows - mu) @ chol, jnp.float32)})
     if prior.noise_prior is not None:
-        values["alpha"] = jnp.asarray(prior.noise_prior[0] / prior.noise_prior[1])
+        a0, b0 = prior.noise_prior
+        if ratings is None:
+            values["alpha"] = jnp.asarray(a0 / b0)
+        else:
+            pred = global_mean + np.einsum("nk,nk->n", U[ratings.users], V[ratings.items])
+            sse = float(np.sum((np.asarray(ratings.values, np.float64) - pred) ** 2))
+            values["alpha"] = jnp.asarray((a0 + ratings.nnz / 2) / (b0 + sse / 2), jnp.float32)
     if prior.has_biases:
         a, b = prior.bias_prior
         values.update(b_U=jnp.zeros(U.shape[0]), b_V=jnp.zeros(V.shape[0]),
                       bias_precision_U=jnp.asarray(a / b), bias_precision_V=jnp.asarray(a / b))
     return values
+
+
+def _hyper_start(prior: Prior, rows, conditional: bool):
+    """``(mu, Lambda)``: prior means (``mu0``, ``nu0 W0``) or the Normal-Wishart posterior means
+    given ``rows`` (N, D): ``mu_N`` and ``nu_N W_N`` (float64, on the host)."""
+    from bayesmf.posterior.gibbs import normal_wishart_posterior
+
+    D = prior.rank
+    if not conditional:
+        return np.full(D, prior.mu0), prior.nu * prior.w0 * np.eye(D)
+    mu_n, w_inv_chol, _ = normal_wishart_posterior(jnp.asarray(rows, jnp.float32), prior)
+    w_inv_chol = np.asarray(w_inv_chol, np.float64)
+    return np.asarray(mu_n, np.float64), (prior.nu + rows.shape[0]) * np.linalg.inv(w_inv_chol @ w_inv_chol.T)
 
 
 def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n_samples: int, chains: int,
@@ -68,8 +94,8 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     ``"hyper"`` (dense blocks over each side's hyperparameter coordinates — the Bartlett variables
     and ``z_mu`` or ``mu`` of ``(mu, Lambda)`` — diagonal elsewhere).
 
-    Initialised at the given factors (e.g. PMF MAP) with hyperparameters at their prior means:
-    ``Lambda = nu0 W0`` (non-centred: ``z = sqrt(nu0 w0) (U - mu0)``).
+    Initialised at the given factors (e.g. PMF MAP) with the hyperparameters at their conditional
+    posterior means given them (:func:`initial_values`).
     """
     from numpyro.infer import MCMC, NUTS, init_to_value
 
@@ -81,7 +107,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         mu_site = "mu" if parameterization == "bartlett" else "z_mu"
         dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"{mu_site}_{s}") for s in ("U", "V")]
 
-    values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization)
+    values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization, ratings, global_mean)
     kernel = NUTS(bpmf_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass, init_strategy=init_to_value(values=values))
     mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=chains,
