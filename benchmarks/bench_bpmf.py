@@ -132,9 +132,9 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
     return out
 
 
-def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
+def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40, parameterization="bartlett"):
     """Milliseconds per leapfrog step of NumPyro HMC (fixed ``steps`` per draw, fixed tiny step
-    size, no adaptation) on BPMF's non-centred model and, in the same process, on the plain
+    size, no adaptation) on BPMF's model in ``parameterization`` and, in the same process, on the plain
     NumPyro PMF of issue 4's reference (N(0, 1) factors, fixed noise 0.7): the cost of one
     gradient inside the sampler, free of tree-depth and adaptation differences. Each is timed on
     a second run of an already-compiled sampler."""
@@ -152,10 +152,10 @@ def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40):
     prior = Prior(rank=rank, noise_prior=(1.0, 1.0) if learn_noise else None)
     rng = np.random.default_rng(0)
     start = initial_values(prior, 0.3 * rng.standard_normal((train.n_users, rank)),
-                           0.3 * rng.standard_normal((train.n_items, rank)), "noncentered")
+                           0.3 * rng.standard_normal((train.n_items, rank)), parameterization)
     runs = {"plain_pmf": (plain_pmf, (users, items, values), {}, {}),
             "bpmf": (bpmf_model, (users, items, values, train.n_users, train.n_items),
-                     dict(prior=prior, global_mean=mean, parameterization="noncentered"), start)}
+                     dict(prior=prior, global_mean=mean, parameterization=parameterization), start)}
     out = {}
     for name, (model, args, kwargs, values_) in runs.items():
         kernel = HMC(model, step_size=1e-4, num_steps=steps, adapt_step_size=False,
@@ -208,7 +208,7 @@ def main():
         print(json.dumps(out))
         return
     if args.inference == "leapfrog":
-        out.update(leapfrog_milliseconds(train, args.rank, args.learn_noise))
+        out.update(leapfrog_milliseconds(train, args.rank, args.learn_noise, parameterization=args.parameterization))
         print(json.dumps(out))
         return
     if args.inference == "nuts-ess":
