@@ -140,15 +140,14 @@ def bpmf_model(
             lam_b = numpyro.sample(f"bias_precision_{side}", dist.Gamma(*prior.bias_prior))
             scale = 1.0 / jnp.sqrt(lam_b)
             bias[side] = numpyro.sample(f"b_{side}", dist.Normal(0.0, scale).expand([n]).to_event(1))
-        else:
-            bias[side] = jnp.zeros(n)
     if prior.noise_prior is None:
         alpha = prior.alpha
     else:
         alpha = numpyro.sample("alpha", dist.Gamma(*prior.noise_prior))
     with numpyro.plate("ratings", users.shape[0]), numpyro.handlers.scale(scale=likelihood_scale):
-        mean = global_mean + bias["U"][users] + bias["V"][items]
-        mean = mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
+        mean = global_mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
+        if bias:  # no gathers of zero biases per rating (and per gradient) without them
+            mean = mean + bias["U"][users] + bias["V"][items]
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
 
 
