@@ -32,8 +32,8 @@ def test_nuts_and_gibbs_agree_within_monte_carlo_error(fits, nuts):
     models, test = fits
     g = models["gibbs"].predict_dist(test.users, test.items)
     n = models[nuts].predict_dist(test.users, test.items)
-    # measured here: median |d mean| 0.016 (default: Bartlett, centred rows) / 0.018 (non-centred),
-    # median |d std| / std 1.0% / 1.0%
+    # measured here (same data, seeds and budgets, one-off script): median |d mean| 0.025 / 0.023,
+    # median |d std| / std 1.2% / 1.1% (Bartlett with centred rows / non-centred)
     assert np.median(np.abs(n.mean - g.mean)) < 0.05
     assert np.median(np.abs(n.std / g.std - 1)) < 0.05
     stats = models[nuts].sample_stats_

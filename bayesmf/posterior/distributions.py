@@ -14,6 +14,16 @@ from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import promote_shapes
 
 
+def unwhiten(z, loc, precision_cholesky):
+    """``x^T = loc^T + z^T L^{-1}`` for rows ``z`` (..., D): with ``z ~ N(0, I)``, ``x ~ N(loc,
+    (L L^T)^{-1})`` (covariance ``L^{-T} L^{-1}``). The inverse of the D x D factor once, then one
+    (..., D) @ (D, D) matmul: a triangular solve with n right-hand sides (and its gradient) costs
+    XLA:CPU a loop of small ops instead."""
+    D = precision_cholesky.shape[-1]
+    inverse = jsl.solve_triangular(precision_cholesky, jnp.eye(D, dtype=precision_cholesky.dtype), lower=True)
+    return loc + z @ inverse
+
+
 class PrecisionCholeskyNormal(Distribution):
     r"""Multivariate normal ``N(loc, Lambda^{-1})`` given the Cholesky factor ``L`` of its
     *precision*, ``Lambda = L L^T`` (``L`` lower triangular with a positive diagonal).
@@ -23,8 +33,8 @@ class PrecisionCholeskyNormal(Distribution):
         \log p(x) = -\tfrac D2 \log 2\pi + \textstyle\sum_d \log L_{dd}
                     - \tfrac12 \lVert (x - \mathrm{loc})^\top L \rVert^2
 
-    because ``(x - loc)^T Lambda (x - loc) = |L^T (x - loc)|^2``. Draws:
-    ``x^T = loc^T + z^T L^{-1}``, ``z ~ N(0, I)`` (covariance ``L^{-T} L^{-1} = Lambda^{-1}``).
+    because ``(x - loc)^T Lambda (x - loc) = |L^T (x - loc)|^2``. Draws: :func:`unwhiten` of
+    standard normals.
 
     Shapes: ``loc`` (..., D), ``precision_cholesky`` (D, D) shared by every batch element, event
     shape (D,). The log density of ``n`` rows is one (n, D) @ (D, D) matmul, where NumPyro's
@@ -44,10 +54,7 @@ class PrecisionCholeskyNormal(Distribution):
 
     def sample(self, key, sample_shape=()):
         shape = sample_shape + self.batch_shape + self.event_shape
-        z = jax.random.normal(key, shape, self.loc.dtype)
-        D = self.event_shape[0]
-        inverse = jsl.solve_triangular(self.precision_cholesky, jnp.eye(D, dtype=self.loc.dtype), lower=True)
-        return self.loc + z @ inverse
+        return unwhiten(jax.random.normal(key, shape, self.loc.dtype), self.loc, self.precision_cholesky)
 
     def log_prob(self, value):
         D = self.event_shape[0]

@@ -146,7 +146,7 @@ def bpmf_model(
         alpha = numpyro.sample("alpha", dist.Gamma(*prior.noise_prior))
     with numpyro.plate("ratings", users.shape[0]), numpyro.handlers.scale(scale=likelihood_scale):
         mean = global_mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
-        if bias:  # no gathers of zero biases per rating (and per gradient) without them
+        if prior.has_biases:  # no per-rating gathers of zero biases (at every gradient) without them
             mean = mean + bias["U"][users] + bias["V"][items]
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
 
@@ -160,9 +160,10 @@ def _bartlett_side(side: str, n: int, prior: Prior, centred_rows: bool):
     or, centred, ``mu_{side}`` (D,) and ``{side}`` (n, D) themselves; deterministic
     ``Lambda_{side}``. Returns the rows.
     """
-    import jax.scipy.linalg as jsl
     import numpyro
     import numpyro.distributions as dist
+
+    from bayesmf.posterior.distributions import PrecisionCholeskyNormal, unwhiten
 
     D = prior.rank
     chi2 = numpyro.sample(f"bartlett_chi2_{side}", dist.Chi2(prior.nu - jnp.arange(D)).to_event(1))
@@ -170,15 +171,10 @@ def _bartlett_side(side: str, n: int, prior: Prior, centred_rows: bool):
     chol = np.sqrt(prior.w0) * (jnp.zeros((D, D)).at[np.tril_indices(D, -1)].set(below) + jnp.diag(jnp.sqrt(chi2)))
     numpyro.deterministic(f"Lambda_{side}", chol @ chol.T)
     if centred_rows:
-        from bayesmf.posterior.distributions import PrecisionCholeskyNormal
-
         mu = numpyro.sample(f"mu_{side}", PrecisionCholeskyNormal(jnp.full(D, prior.mu0), np.sqrt(prior.beta0) * chol))
         return numpyro.sample(side, PrecisionCholeskyNormal(jnp.broadcast_to(mu, (n, D)), chol).to_event(1))
     z_mu = numpyro.sample(f"z_mu_{side}", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
     z = numpyro.sample(f"z_{side}", dist.Normal(0.0, 1.0).expand([n, D]).to_event(2))
-    # rows u_i = mu + L^{-T} z_i, i.e. u_i^T = mu^T + z_i^T L^{-1}: the inverse of the D x D factor
-    # once, then one (n, D) x (D, D) matmul — a triangular solve with n right-hand sides (and its
-    # gradient) costs XLA:CPU a loop of small ops instead; Cov(L^{-T} z) = Lambda^{-1}
-    inv = jsl.solve_triangular(chol, jnp.eye(D, dtype=chol.dtype), lower=True)
-    mu = numpyro.deterministic(f"mu_{side}", prior.mu0 + z_mu @ inv / np.sqrt(prior.beta0))
-    return numpyro.deterministic(side, mu + z @ inv)
+    # rows u_i = mu + L^{-T} z_i and mu = mu0 + (sqrt(beta0) L)^{-T} z_mu
+    mu = numpyro.deterministic(f"mu_{side}", unwhiten(z_mu, prior.mu0, np.sqrt(prior.beta0) * chol))
+    return numpyro.deterministic(side, unwhiten(z, mu, chol))
