@@ -137,13 +137,14 @@ def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40, paramete
     size, no adaptation) on BPMF's model in ``parameterization`` and, in the same process, on the plain
     NumPyro PMF of issue 4's reference (N(0, 1) factors, fixed noise 0.7): the cost of one
     gradient inside the sampler, free of tree-depth and adaptation differences. Each is timed on
-    a second run of an already-compiled sampler."""
+    a second run of an already-compiled sampler. ``bpmf`` is the likelihood NUTS runs (packed sum of
+    squares, ``layout``), ``bpmf_gathers`` the per-rating expression of the plain PMF."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer import HMC, MCMC, init_to_value
 
     from bayesmf.posterior.model import Prior, bpmf_model
-    from bayesmf.posterior.numpyro_inference import initial_values
+    from bayesmf.posterior.numpyro_inference import initial_values, likelihood_layout
 
     users, items, values = (jnp.asarray(a) for a in (train.users, train.items, train.values))
     mean = float(np.mean(train.values))
@@ -153,9 +154,11 @@ def leapfrog_milliseconds(train, rank, learn_noise, steps=50, draws=40, paramete
     rng = np.random.default_rng(0)
     start = initial_values(prior, 0.3 * rng.standard_normal((train.n_users, rank)),
                            0.3 * rng.standard_normal((train.n_items, rank)), parameterization)
+    bpmf_args = (users, items, values, train.n_users, train.n_items)
+    bpmf_kwargs = dict(prior=prior, global_mean=mean, parameterization=parameterization)
     runs = {"plain_pmf": (plain_pmf, (users, items, values), {}, {}),
-            "bpmf": (bpmf_model, (users, items, values, train.n_users, train.n_items),
-                     dict(prior=prior, global_mean=mean, parameterization=parameterization), start)}
+            "bpmf": (bpmf_model, bpmf_args, dict(bpmf_kwargs, layout=likelihood_layout(train, mean)), start),
+            "bpmf_gathers": (bpmf_model, bpmf_args, bpmf_kwargs, start)}
     out = {}
     for name, (model, args, kwargs, values_) in runs.items():
         kernel = HMC(model, step_size=1e-4, num_steps=steps, adapt_step_size=False,

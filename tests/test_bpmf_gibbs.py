@@ -341,3 +341,38 @@ def test_nuts_start_is_the_conditional_posterior_mean_in_every_coordinate_system
         np.testing.assert_allclose(trace[f"mu_{side}"]["value"], N * xbar / (2 + N), rtol=1e-4, atol=1e-5)
     sse = np.sum((r.values - mean - np.einsum("nk,nk->n", U[r.users], V[r.items])) ** 2)
     np.testing.assert_allclose(trace["alpha"]["value"], (2.0 + r.nnz / 2) / (1.0 + sse / 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("parameterization", ["bartlett", "centered"])
+def test_the_layout_likelihood_is_the_same_log_density_and_gradient(parameterization):
+    """NUTS's likelihood through the packed sum of squares (``layout``) against the per-rating
+    Normal sites: log joint and its gradient in every coordinate, with biases and learned alpha."""
+    from numpyro import handlers
+    from numpyro.infer import init_to_value
+    from numpyro.infer.util import initialize_model
+
+    from bayesmf.posterior.model import bpmf_model
+    from bayesmf.posterior.numpyro_inference import initial_values, likelihood_layout
+
+    d = synthetic(n_users=30, n_items=20, n_ratings=300, rank=3, noise=0.5, seed=4)
+    r, mean = d.ratings, 3.0
+    prior = Prior(rank=3, noise_prior=(2.0, 1.0), bias_prior=(1.0, 1.0))
+    rng = np.random.default_rng(1)
+    values = initial_values(prior, rng.normal(size=(30, 3)), rng.normal(size=(20, 3)), parameterization, r, mean)
+    values.update(b_U=jnp.asarray(rng.normal(size=30), jnp.float32), b_V=jnp.asarray(rng.normal(size=20), jnp.float32))
+    args = (jnp.asarray(r.users), jnp.asarray(r.items), jnp.asarray(r.values), 30, 20)
+    potentials = []
+    for layout in (None, likelihood_layout(r, mean)):
+        kwargs = dict(prior=prior, global_mean=mean, parameterization=parameterization, layout=layout)
+        info = initialize_model(jax.random.PRNGKey(0), bpmf_model, model_args=args, model_kwargs=kwargs,
+                                init_strategy=init_to_value(values=values))
+        potentials.append(jax.value_and_grad(info.potential_fn)(info.param_info.z))
+    (value, grad), (value_layout, grad_layout) = potentials
+    assert np.isfinite(float(value)) and abs(float(value)) > 100
+    np.testing.assert_allclose(value_layout, value, rtol=1e-5)
+    assert grad.keys() == grad_layout.keys()
+    for site in grad:
+        np.testing.assert_allclose(grad_layout[site], grad[site], rtol=2e-4, atol=2e-3, err_msg=site)
+    with pytest.raises(ConfigError, match="likelihood_scale=0.5"):
+        handlers.trace(handlers.seed(bpmf_model, 0)).get_trace(
+            *args, prior=prior, likelihood_scale=0.5, layout=likelihood_layout(r, mean))

