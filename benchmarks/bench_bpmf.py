@@ -85,7 +85,7 @@ def plain_pmf_model(train, rank, sigma=0.7):
 
 
 def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, dense_mass="hyper", n_pairs=200,
-                        parameterization="bartlett", plain=True):
+                        parameterization="bartlett", plain=True, seed=0):
     """Effective samples per second of fit, plain NumPyro PMF NUTS vs BPMF NUTS, same budget
     (one chain, ``warmup`` + ``samples``, ``max_tree_depth=depth``), in one process. The quantity
     is the predicted mean rating ``m + u_i . v_j`` at ``n_pairs`` test pairs (identified, unlike
@@ -110,7 +110,7 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
         t0 = time.perf_counter()
         mcmc = MCMC(NUTS(plain_pmf_model(train, rank), max_tree_depth=depth), num_warmup=warmup,
                     num_samples=samples, progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(0), *(jnp.asarray(a) for a in (train.users, train.items, train.values)),
+        mcmc.run(jax.random.PRNGKey(seed), *(jnp.asarray(a) for a in (train.users, train.items, train.values)),
                  extra_fields=("num_steps",))
         draws = jax.block_until_ready(mcmc.get_samples())
         seconds = time.perf_counter() - t0
@@ -119,7 +119,7 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
                             "mean_leapfrog_steps": float(np.mean(mcmc.get_extra_fields()["num_steps"]))}
     t0 = time.perf_counter()
     model = BPMF(rank=rank, inference="nuts", n_warmup=warmup, n_samples=samples, nuts_max_tree_depth=depth,
-                 nuts_dense_mass=dense_mass, nuts_parameterization=parameterization,
+                 nuts_dense_mass=dense_mass, nuts_parameterization=parameterization, seed=seed,
                  **(dict(noise_prior=(1.0, 1.0)) if learn_noise else {})).fit(train)
     seconds = time.perf_counter() - t0
     median_ess = ess(model.user_samples_[0], model.item_samples_[0])
@@ -193,6 +193,8 @@ def main():
                         help="NUTS with an all-diagonal mass matrix (default: dense over the hyperparameter blocks)")
     parser.add_argument("--parameterization", default="bartlett", choices=["noncentered", "bartlett"],
                         help="coordinates of BPMF's NUTS (bayesmf.posterior.model)")
+    parser.add_argument("--seed", type=int, default=0, help="nuts-ess: seed of both chains (the ESS of a "
+                        "100-draw chain varies from chain to chain)")
     parser.add_argument("--no-plain", dest="plain", action="store_false",
                         help="nuts-ess: skip the plain NumPyro PMF reference (BPMF only)")
     args = parser.parse_args()
@@ -217,7 +219,7 @@ def main():
     if args.inference == "nuts-ess":
         out.update(nuts_ess_per_second(train, test, args.rank, args.warmup, args.samples, args.max_depth or 10,
                                        args.learn_noise, args.dense_mass, parameterization=args.parameterization,
-                                       plain=args.plain))
+                                       plain=args.plain, seed=args.seed))
         print(json.dumps(out))
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)

@@ -26,6 +26,7 @@ import optax
 
 from bayesmf.engines.chunks import gram_rhs, squared_error
 from bayesmf.engines.linalg import solve_spd
+from bayesmf.engines.residuals import RatingLayout, sum_of_squares
 from bayesmf.posterior.gibbs import GibbsData, residual_sse
 
 
@@ -63,18 +64,21 @@ def make_adam_step(data: GibbsData, alpha: float, lam: float, learning_rate: flo
     nnz = data.residual.shape[0]
     opt = optax.adam(learning_rate)
 
+    full_batch = batch_size is None or batch_size >= nnz
+    layout = RatingLayout(data.user_chunks, data.item_chunks)  # targets: the centred ratings
+
     def loss(params, idx):
         U, V = params
-        pred = jnp.sum(U[data.users[idx]] * V[data.items[idx]], axis=-1)
-        sse = jnp.sum((data.residual[idx] - pred) ** 2) * (nnz / idx.shape[0])
+        if full_batch:  # no scatter-adds in the gradient (bayesmf.engines.residuals)
+            sse = sum_of_squares(layout, U, V)
+        else:
+            pred = jnp.sum(U[data.users[idx]] * V[data.items[idx]], axis=-1)
+            sse = jnp.sum((data.residual[idx] - pred) ** 2) * (nnz / idx.shape[0])
         return 0.5 * alpha * sse + 0.5 * lam * (jnp.sum(U**2) + jnp.sum(V**2))
 
     def step(key, carry):
         params, opt_state = carry
-        if batch_size is None or batch_size >= nnz:
-            idx = jnp.arange(nnz)
-        else:
-            idx = jax.random.randint(key, (batch_size,), 0, nnz)
+        idx = None if full_batch else jax.random.randint(key, (batch_size,), 0, nnz)
         value, grads = jax.value_and_grad(loss)(params, idx)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), {"objective": value}

@@ -20,7 +20,7 @@ and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its 
 Three parameterisations of the same distribution (``parameterization``), which differ only in
 the coordinates a sampler moves in:
 
-* ``"centered"`` (SVI): NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean
+* ``"centered"``: NumPyro's ``Wishart(concentration=nu0, scale_matrix=W0)`` (mean
   ``nu0 W0``), ``mu`` and the rows as multivariate normal sites;
 * ``"noncentered"``: ``Lambda_U = L L^T`` with ``L = sqrt(w0) A`` and Bartlett's (1933)
   decomposition of the Wishart: ``A`` lower triangular, ``A_dd^2 ~ chi2(nu0 - d)``
@@ -35,7 +35,8 @@ the coordinates a sampler moves in:
   (sites in the factors' own coordinates, :class:`~bayesmf.posterior.distributions.PrecisionCholeskyNormal`
   given ``L``). When every row has many ratings its posterior is narrow and nearly independent
   of ``Lambda``; non-centred, every ``z_i`` would have to move with ``L`` (the "inverse funnel",
-  Betancourt & Girolami 2015), which is what HMC then struggles with.
+  Betancourt & Girolami 2015), which is what HMC then struggles with. NUTS and SVI both run in
+  these coordinates.
 """
 
 from __future__ import annotations
@@ -166,6 +167,16 @@ def bpmf_model(
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
 
 
+def bartlett_cholesky(chi2, below, w0: float):
+    """``L = sqrt(w0) A``, the Cholesky factor of ``Lambda = L L^T``, from Bartlett's variables:
+    ``chi2`` (..., D) the squares of ``A``'s diagonal, ``below`` (..., D(D-1)/2) its entries
+    below the diagonal in ``np.tril_indices(D, -1)`` order. Returns (..., D, D)."""
+    D = chi2.shape[-1]
+    rows, cols = np.tril_indices(D, -1)
+    strict = jnp.zeros((*chi2.shape[:-1], D, D), chi2.dtype).at[..., rows, cols].set(below)
+    return np.sqrt(w0) * (strict + jnp.sqrt(chi2)[..., None] * jnp.eye(D, dtype=chi2.dtype))
+
+
 def _gaussian_log_likelihood(layout, factors, bias, alpha, nnz: int):
     """``sum log N(y_ij | b_i + c_j + u_i.v_j, 1/alpha)`` over ``layout``'s targets; the biases
     enter as two extra columns, ``[u_i, b_i, 1] . [v_j, 1, c_j]``."""
@@ -195,7 +206,7 @@ def _bartlett_side(side: str, n: int, prior: Prior, centred_rows: bool):
     D = prior.rank
     chi2 = numpyro.sample(f"bartlett_chi2_{side}", dist.Chi2(prior.nu - jnp.arange(D)).to_event(1))
     below = numpyro.sample(f"bartlett_normal_{side}", dist.Normal(0.0, 1.0).expand([D * (D - 1) // 2]).to_event(1))
-    chol = np.sqrt(prior.w0) * (jnp.zeros((D, D)).at[np.tril_indices(D, -1)].set(below) + jnp.diag(jnp.sqrt(chi2)))
+    chol = bartlett_cholesky(chi2, below, prior.w0)
     numpyro.deterministic(f"Lambda_{side}", chol @ chol.T)
     if centred_rows:
         mu = numpyro.sample(f"mu_{side}", PrecisionCholeskyNormal(jnp.full(D, prior.mu0), np.sqrt(prior.beta0) * chol))

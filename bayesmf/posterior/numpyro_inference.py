@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.posterior.model import Prior, bpmf_model
+from bayesmf.posterior.model import Prior, bartlett_cholesky, bpmf_model
 
 SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V", "b_U", "b_V", "bias_precision_U", "bias_precision_V")
 
@@ -133,9 +133,16 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
             guide_rank: int = 10, batch_size: int | None = None, learning_rate: float = 0.01,
             init_U=None, init_V=None, progress: bool = False, chunk: int = 100):
     """NumPyro SVI (Adam) with a mean-field (``AutoNormal``) or low-rank
-    (``AutoLowRankMultivariateNormal``) guide on the centred model, minibatched over ratings:
-    each step draws ``batch_size`` rating indices with replacement and scales the likelihood by
-    ``nnz / batch_size``. Steps run ``chunk`` at a time inside one jitted ``lax.scan``.
+    (``AutoLowRankMultivariateNormal``) guide on the model in Bartlett's coordinates (each
+    ``Lambda`` from the Bartlett variables, ``mu`` and the rows centred; guide families are
+    Gaussian in the unconstrained coordinates, and those of ``Lambda`` — log of the squared
+    diagonal and the entries below it of ``A = L / sqrt(w0)`` — are an affine map of the centred
+    Wishart's ``(log L_dd, L_de)``, so the mean-field family is the same as on the centred model;
+    a step costs a third of the centred model's, whose rows' density runs a triangular solve with
+    ``n`` right-hand sides; benchmarks/RESULTS.md). Minibatched over ratings, each step draws
+    ``batch_size`` rating indices with replacement and scales the likelihood by ``nnz /
+    batch_size``; full batch (the default) the likelihood runs through :func:`likelihood_layout`.
+    Steps run ``chunk`` at a time inside one jitted ``lax.scan``.
     Returns (draws from the guide, ELBO loss trace)."""
     import numpyro.optim as optim
     from numpyro.infer import SVI, Trace_ELBO, init_to_value
@@ -144,7 +151,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     from bayesmf.engines.driver import progress_bar
     from bayesmf.errors import ConfigError
 
-    values = {} if init_U is None else initial_values(prior, init_U, init_V, "centered")
+    values = {} if init_U is None else initial_values(prior, init_U, init_V, "bartlett")
     init = init_to_value(values=values)
     if guide == "meanfield":
         auto = AutoNormal(bpmf_model, init_loc_fn=init, init_scale=0.01)
@@ -156,15 +163,20 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     nnz = ratings.nnz
     batch = nnz if batch_size is None or batch_size >= nnz else int(batch_size)
     svi = SVI(bpmf_model, auto, optim.Adam(learning_rate), Trace_ELBO())
-    kwargs = dict(prior=prior, global_mean=global_mean, likelihood_scale=nnz / batch,
-                  parameterization="centered")
+    kwargs = dict(prior=prior, global_mean=global_mean, parameterization="bartlett")
+    if batch == nnz:  # full batch: the likelihood through the packed sum of squares (no scatter-adds)
+        kwargs["layout"] = likelihood_layout(ratings, global_mean)
+    else:
+        kwargs["likelihood_scale"] = nnz / batch
     k_init, k_fit, k_draw = jax.random.split(key, 3)
     state = svi.init(k_init, users[:batch], items[:batch], values_[:batch], n_users, n_items, **kwargs)
 
     @jax.jit
     def run_chunk(state, keys):
         def body(st, k):
-            idx = jnp.arange(nnz) if batch == nnz else jax.random.randint(k, (batch,), 0, nnz)
+            if batch == nnz:
+                return svi.update(st, users, items, values_, n_users, n_items, **kwargs)
+            idx = jax.random.randint(k, (batch,), 0, nnz)
             return svi.update(st, users[idx], items[idx], values_[idx], n_users, n_items, **kwargs)
 
         return jax.lax.scan(body, state, keys)
@@ -188,5 +200,8 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     params = svi.get_params(state)
     raw = auto.sample_posterior(k_draw, params, users[:batch], items[:batch], values_[:batch], n_users, n_items,
                                 sample_shape=(n_samples,), **kwargs)
+    for side in ("U", "V"):  # a deterministic site of the model, which the guide does not return
+        chol = bartlett_cholesky(raw[f"bartlett_chi2_{side}"], raw[f"bartlett_normal_{side}"], prior.w0)
+        raw[f"Lambda_{side}"] = chol @ jnp.swapaxes(chol, -1, -2)
     draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
     return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
