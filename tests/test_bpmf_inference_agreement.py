@@ -54,6 +54,11 @@ def test_svi_difference_is_reported_and_bounded(fits):
     assert mean_gap < 0.15
     assert 0.8 < std_ratio < 1.05
     assert len(models["svi"].history_["elbo_loss"]) == 1500
+    # Lambda rebuilt from the guide's Bartlett draws: symmetric positive definite, one per draw
+    lam = models["svi"].Lambda_U_samples_
+    assert lam.shape == (1, 400, 2, 2)
+    np.testing.assert_allclose(lam, np.swapaxes(lam, -1, -2), rtol=1e-6)
+    assert np.all(np.linalg.eigvalsh(lam) > 0) and np.std(lam[0, :, 0, 0]) > 0
     losses = np.asarray(models["svi"].history_["elbo_loss"])
     assert losses[-100:].mean() < losses[:100].mean()
 

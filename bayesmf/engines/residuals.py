@@ -11,13 +11,14 @@ For targets ``y_ij`` (ratings minus a shift) observed at the pairs ``(i, j)``,
 
 with ``e_ij = y_ij - u_i' v_j``. Written as ``sum((y - sum(U[users] * V[items], -1))**2)``, JAX
 differentiates the two gathers into two scatter-adds of an (nnz, k) block, which XLA:CPU runs
-one rating at a time; on MovieLens-1M at rank 10 one value-and-gradient then takes 43-47 ms
-(one thread). Here each gradient is a per-row sum, computed from the ratings packed by rows
-(:mod:`bayesmf.engines.chunks`): one pass over the user chunks gives ``S`` and ``dS/dU`` (gather
-``v_j`` into the chunk, residuals by a batched matrix-vector product, their weighted sum per
-virtual row by another, then the sorted per-row sum), one pass over the item chunks gives
-``dS/dV``; 16-20 ms for both (one-off measurement, see benchmarks/RESULTS.md). Memory: the two
-layouts, O(nnz), and one chunk's gathered block at a time.
+one rating at a time; on MovieLens-1M at rank 10 one value-and-gradient then takes 43-47 ms as a
+lone call and ~20 ms inside a loop of gradient steps (one thread). Here each gradient is a
+per-row sum, computed from the ratings packed by rows (:mod:`bayesmf.engines.chunks`): one pass
+over the user chunks gives ``S`` and ``dS/dU`` (gather ``v_j`` into the chunk, residuals by a
+batched matrix-vector product, their weighted sum per virtual row by another, then the sorted
+per-row sum), one pass over the item chunks gives ``dS/dV``; 16-20 ms for both, lone or in a
+loop (benchmarks/RESULTS.md). Memory: the two layouts, O(nnz), and one chunk's gathered block
+at a time.
 
 The reverse-mode rule is written by hand (:func:`sum_of_squares` is a ``jax.custom_vjp``): the
 forward pass under differentiation runs both passes and keeps the two gradients, the backward

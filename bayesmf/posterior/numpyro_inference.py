@@ -22,11 +22,13 @@ def _model_args(ratings, global_mean):
 
 
 def likelihood_layout(ratings, global_mean: float):
-    """The ratings packed for the model's scatter-free likelihood gradient (``bpmf_model(layout=...)``)."""
+    """The ratings packed for the model's scatter-free likelihood gradient (``bpmf_model(layout=...)``),
+    targets ``r - global_mean`` in JAX's default float type (float64 when x64 is enabled)."""
     from bayesmf.engines.residuals import rating_layout
 
+    dtype = np.dtype(jnp.result_type(float))
     return rating_layout(ratings.users, ratings.items, np.asarray(ratings.values, np.float64) - global_mean,
-                         ratings.n_users, ratings.n_items)
+                         ratings.n_users, ratings.n_items, dtype)
 
 
 def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
