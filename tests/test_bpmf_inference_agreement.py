@@ -54,7 +54,8 @@ def test_svi_difference_is_reported_and_bounded(fits):
     assert mean_gap < 0.15
     assert 0.8 < std_ratio < 1.05
     assert len(models["svi"].history_["elbo_loss"]) == 1500
-    # Lambda rebuilt from the guide's Bartlett draws: symmetric positive definite, one per draw
+    # Lambda, a deterministic site of the Bartlett model, comes with the guide's draws: symmetric
+    # positive definite, one per draw
     lam = models["svi"].Lambda_U_samples_
     assert lam.shape == (1, 400, 2, 2)
     np.testing.assert_allclose(lam, np.swapaxes(lam, -1, -2), rtol=1e-6)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.posterior.model import Prior, bartlett_cholesky, bpmf_model
+from bayesmf.posterior.model import Prior, bpmf_model
 
 SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V", "b_U", "b_V", "bias_precision_U", "bias_precision_V")
 
@@ -202,8 +202,5 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     params = svi.get_params(state)
     raw = auto.sample_posterior(k_draw, params, users[:batch], items[:batch], values_[:batch], n_users, n_items,
                                 sample_shape=(n_samples,), **kwargs)
-    for side in ("U", "V"):  # a deterministic site of the model, which the guide does not return
-        chol = bartlett_cholesky(raw[f"bartlett_chi2_{side}"], raw[f"bartlett_normal_{side}"], prior.w0)
-        raw[f"Lambda_{side}"] = chol @ jnp.swapaxes(chol, -1, -2)
     draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
     return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
