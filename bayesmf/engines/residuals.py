@@ -65,7 +65,7 @@ def rating_layout(users, items, targets, n_users: int, n_items: int, dtype=np.fl
 def _one_side(chunks: Chunks, rows, other):
     """One pass over one side's chunks: ``(S, g)`` with ``g_r = sum_j e_rj f_j`` (n_rows, k) for
     the rows ``x_r`` = ``rows`` and the other side's factors ``f_j`` = ``other``."""
-    n_other, k = other.shape
+    k = other.shape[1]
     padded_other = jnp.concatenate([other, jnp.zeros((1, k), other.dtype)])
     padded_rows = jnp.concatenate([rows, jnp.zeros((1, k), rows.dtype)])  # unused local rows
     n_local = chunks.cols.shape[1]
@@ -75,7 +75,7 @@ def _one_side(chunks: Chunks, rows, other):
         f = padded_other[cols]  # (C, W, k), zero on padding
         x = padded_rows[local_rows][owner]  # (C, k): each virtual row's own factor row
         fitted = jnp.matmul(f, x[..., None], precision=EXACT)[..., 0]
-        e = jnp.where(cols < n_other, vals - fitted, 0.0)
+        e = vals - fitted  # 0 on padding: its target is 0 and its gathered row is the zero row
         g = jnp.matmul(jnp.swapaxes(f, 1, 2), e[..., None], precision=EXACT)[..., 0]
         return to_rows(owner, g, n_local), jnp.sum(e * e)
 
@@ -93,13 +93,15 @@ def sum_of_squares(layout: RatingLayout, U, V):
 def _forward(layout, U, V):
     sse, g_users = _one_side(layout.by_user, U, V)
     _, g_items = _one_side(layout.by_item, V, U)
-    return sse, (g_users, g_items)
+    # gradients in the factors' own dtype: with x64 on, float64 targets meet float32 factors
+    return sse, (g_users.astype(U.dtype), g_items.astype(V.dtype))
 
 
 def _backward(residual_sums, cotangent):
     g_users, g_items = residual_sums
     # the layout holds data (indices, targets): no cotangent
-    return None, -2.0 * cotangent * g_users, -2.0 * cotangent * g_items
+    return (None, (-2.0 * cotangent * g_users).astype(g_users.dtype),
+            (-2.0 * cotangent * g_items).astype(g_items.dtype))
 
 
 sum_of_squares.defvjp(_forward, _backward)

@@ -118,10 +118,10 @@ class BPMF(FactorModel):
         fit called again with the same settings resumes bit-identically.
     svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate: Adam
         steps, guide, ratings per step (``None``: all of them) and step size. The defaults (1,000
-        full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8408 in 87 s
-        on one CPU thread, against 0.8376 for Gibbs; a step's fixed cost (guide draws and Adam
-        updates over every factor row) dominates there, so minibatches (an integer) pay off only
-        when the ratings do not fit in memory.
+        full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8411 in 65 s
+        on one CPU thread, against 0.8343 for Gibbs (benchmarks/RESULTS.md); a full-batch step's
+        likelihood runs through the packed layout (no scatter-adds), so minibatches (an integer)
+        pay off only when the ratings do not fit in memory.
     nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass ("hyper" (default): a dense mass
         matrix over each side's hyperparameter block (Bartlett variables and ``z_mu``), diagonal
         over the factors; False: all diagonal; True: dense over everything, small models only).

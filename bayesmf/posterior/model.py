@@ -114,7 +114,10 @@ def bpmf_model(
     ``parameterization``: one of :data:`PARAMETERIZATIONS` (module docstring).
 
     ``layout``: the same ratings packed by :func:`bayesmf.engines.residuals.rating_layout` with
-    targets ``ratings - global_mean`` (NUTS builds it once per fit). The likelihood is then the
+    targets ``ratings - global_mean``
+    (:func:`~bayesmf.posterior.numpyro_inference.likelihood_layout`, built once per fit by NUTS
+    and full-batch SVI); the caller keeps it consistent with ``ratings`` and ``global_mean``,
+    which the likelihood then no longer reads (only ``nnz = users.shape[0]``). The likelihood is then the
     same Gaussian log density written through the sum of squares,
     ``nnz/2 log(alpha / 2 pi) - alpha/2 sum (r - mean)^2``, as a factor site ``r`` whose gradient
     needs no scatter-adds (:func:`~bayesmf.engines.residuals.sum_of_squares`; on MovieLens-1M at
@@ -167,16 +170,6 @@ def bpmf_model(
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
 
 
-def bartlett_cholesky(chi2, below, w0: float):
-    """``L = sqrt(w0) A``, the Cholesky factor of ``Lambda = L L^T``, from Bartlett's variables:
-    ``chi2`` (..., D) the squares of ``A``'s diagonal, ``below`` (..., D(D-1)/2) its entries
-    below the diagonal in ``np.tril_indices(D, -1)`` order. Returns (..., D, D)."""
-    D = chi2.shape[-1]
-    rows, cols = np.tril_indices(D, -1)
-    strict = jnp.zeros((*chi2.shape[:-1], D, D), chi2.dtype).at[..., rows, cols].set(below)
-    return np.sqrt(w0) * (strict + jnp.sqrt(chi2)[..., None] * jnp.eye(D, dtype=chi2.dtype))
-
-
 def _gaussian_log_likelihood(layout, factors, bias, alpha, nnz: int):
     """``sum log N(y_ij | b_i + c_j + u_i.v_j, 1/alpha)`` over ``layout``'s targets; the biases
     enter as two extra columns, ``[u_i, b_i, 1] . [v_j, 1, c_j]``."""
@@ -206,7 +199,7 @@ def _bartlett_side(side: str, n: int, prior: Prior, centred_rows: bool):
     D = prior.rank
     chi2 = numpyro.sample(f"bartlett_chi2_{side}", dist.Chi2(prior.nu - jnp.arange(D)).to_event(1))
     below = numpyro.sample(f"bartlett_normal_{side}", dist.Normal(0.0, 1.0).expand([D * (D - 1) // 2]).to_event(1))
-    chol = bartlett_cholesky(chi2, below, prior.w0)
+    chol = np.sqrt(prior.w0) * (jnp.zeros((D, D)).at[np.tril_indices(D, -1)].set(below) + jnp.diag(jnp.sqrt(chi2)))
     numpyro.deterministic(f"Lambda_{side}", chol @ chol.T)
     if centred_rows:
         mu = numpyro.sample(f"mu_{side}", PrecisionCholeskyNormal(jnp.full(D, prior.mu0), np.sqrt(prior.beta0) * chol))
