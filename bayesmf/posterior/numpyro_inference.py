@@ -200,7 +200,11 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     finally:
         bar.close()
     params = svi.get_params(state)
-    raw = auto.sample_posterior(k_draw, params, users[:batch], items[:batch], values_[:batch], n_users, n_items,
-                                sample_shape=(n_samples,), **kwargs)
+    # the guide draws the latent sites; NumPyro then runs the model once per draw for the
+    # deterministic ones (each Lambda), which do not depend on the ratings: one rating, no layout,
+    # instead of the whole likelihood n_samples times (a (n_samples, batch, D) gather, vmapped)
+    one = dict(prior=prior, global_mean=global_mean, parameterization="bartlett")
+    raw = auto.sample_posterior(k_draw, params, users[:1], items[:1], values_[:1], n_users, n_items,
+                                sample_shape=(n_samples,), **one)
     draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
     return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
