@@ -92,6 +92,22 @@ def test_minibatch_svi_approaches_full_batch_svi(fits):
     assert losses[-100:].mean() < losses[:100].mean()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_low_rank_guide_fits_at_least_as_well_as_mean_field(fits):
+    """The low-rank-plus-diagonal family contains the mean-field one: its ELBO ends no worse and
+    its predictions are close to the mean-field fit's."""
+    models, test = fits
+    low = BPMF(rank=2, inference="svi", seed=0, n_samples=400, svi_steps=1500, svi_guide="lowrank").fit(_split()[0])
+    full = models["svi"].predict_dist(test.users, test.items)
+    m = low.predict_dist(test.users, test.items)
+    assert np.median(np.abs(m.mean - full.mean)) < 0.1
+    assert 0.8 < np.mean(m.std / full.std) < 1.3
+    low_loss = np.mean(low.history_["elbo_loss"][-200:])
+    mean_field_loss = np.mean(models["svi"].history_["elbo_loss"][-200:])
+    assert low_loss < mean_field_loss + 1.0  # nats, of an ELBO of ~ -600
+
+
 def _split():
     d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
     return splits.random(d.ratings, 0.2, seed=0)

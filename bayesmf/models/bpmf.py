@@ -118,7 +118,7 @@ class BPMF(FactorModel):
         fit called again with the same settings resumes bit-identically.
     svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate: Adam
         steps, guide, ratings per step (``None``: all of them) and step size. The defaults (1,000
-        full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8411 in 65 s
+        full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8410 in 35-39 s
         on one CPU thread, against 0.8343 for Gibbs (benchmarks/RESULTS.md); a full-batch step's
         likelihood runs through the packed layout (no scatter-adds), so minibatches (an integer)
         pay off only when the ratings do not fit in memory.

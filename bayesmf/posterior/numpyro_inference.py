@@ -134,44 +134,47 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
 def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_samples: int, guide: str = "meanfield",
             guide_rank: int = 10, batch_size: int | None = None, learning_rate: float = 0.01,
             init_U=None, init_V=None, progress: bool = False, chunk: int = 100):
-    """NumPyro SVI (Adam) with a mean-field (``AutoNormal``) or low-rank
-    (``AutoLowRankMultivariateNormal``) guide on the model in Bartlett's coordinates (each
-    ``Lambda`` from the Bartlett variables, ``mu`` and the rows centred; guide families are
-    Gaussian in the unconstrained coordinates, and those of ``Lambda`` — log of the squared
-    diagonal and the entries below it of ``A = L / sqrt(w0)`` — are an affine map of the centred
-    Wishart's ``(log L_dd, L_de)``, so the mean-field family is the same as on the centred model;
-    a step costs a third of the centred model's, whose rows' density runs a triangular solve with
-    ``n`` right-hand sides; benchmarks/RESULTS.md). Minibatched over ratings, each step draws
+    """NumPyro SVI (Adam, ``Trace_ELBO``) with a mean-field or low-rank-plus-diagonal Gaussian guide
+    (:class:`~bayesmf.posterior.guides.GaussianGuide`, the families of NumPyro's ``AutoNormal`` and
+    ``AutoLowRankMultivariateNormal``) on the model in Bartlett's coordinates (each ``Lambda`` from
+    the Bartlett variables, ``mu`` and the rows centred; guide families are Gaussian in the
+    unconstrained coordinates, and those of ``Lambda`` — log of the squared diagonal and the
+    entries below it of ``A = L / sqrt(w0)`` — are an affine map of the centred Wishart's
+    ``(log L_dd, L_de)``, so the mean-field family is the same as on the centred model; a step
+    costs a third of the centred model's, whose rows' density runs a triangular solve with ``n``
+    right-hand sides; benchmarks/RESULTS.md). Minibatched over ratings, each step draws
     ``batch_size`` rating indices with replacement and scales the likelihood by ``nnz /
     batch_size``; full batch (the default) the likelihood runs through :func:`likelihood_layout`.
-    Steps run ``chunk`` at a time inside one jitted ``lax.scan``.
+    Steps run ``chunk`` at a time inside one jitted ``lax.scan``; set-up and the posterior draws
+    are jitted functions too (no eager tracing of the model).
     Returns (draws from the guide, ELBO loss trace)."""
     import numpyro.optim as optim
-    from numpyro.infer import SVI, Trace_ELBO, init_to_value
-    from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
+    from numpyro.infer import SVI, Trace_ELBO
 
     from bayesmf.engines.driver import progress_bar
     from bayesmf.errors import ConfigError
+    from bayesmf.posterior.guides import GaussianGuide, latent_sites
 
-    values = {} if init_U is None else initial_values(prior, init_U, init_V, "bartlett")
-    init = init_to_value(values=values)
-    if guide == "meanfield":
-        auto = AutoNormal(bpmf_model, init_loc_fn=init, init_scale=0.01)
-    elif guide == "lowrank":
-        auto = AutoLowRankMultivariateNormal(bpmf_model, init_loc_fn=init, rank=guide_rank, init_scale=0.01)
-    else:
+    if guide not in ("meanfield", "lowrank"):
         raise ConfigError(f"svi guide must be 'meanfield' or 'lowrank', got {guide!r}")
     users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
     nnz = ratings.nnz
     batch = nnz if batch_size is None or batch_size >= nnz else int(batch_size)
-    svi = SVI(bpmf_model, auto, optim.Adam(learning_rate), Trace_ELBO())
     kwargs = dict(prior=prior, global_mean=global_mean, parameterization="bartlett")
+    # Lambda, mu and the rows do not depend on the ratings: one rating, no layout, to find the
+    # sites and to compute the deterministic ones of each draw
+    one = (users[:1], items[:1], values_[:1], n_users, n_items)
+    q = GaussianGuide(latent_sites(bpmf_model, *one, **kwargs), rank=guide_rank if guide == "lowrank" else 0)
     if batch == nnz:  # full batch: the likelihood through the packed sum of squares (no scatter-adds)
         kwargs["layout"] = likelihood_layout(ratings, global_mean)
     else:
         kwargs["likelihood_scale"] = nnz / batch
     k_init, k_fit, k_draw = jax.random.split(key, 3)
-    state = svi.init(k_init, users[:batch], items[:batch], values_[:batch], n_users, n_items, **kwargs)
+    start = {} if init_U is None else initial_values(prior, init_U, init_V, "bartlett")
+    svi = SVI(bpmf_model, q, optim.Adam(learning_rate), Trace_ELBO())
+    # traced, not run: the state is the starting parameters, so XLA keeps nothing of the model
+    state = jax.jit(lambda k, params: svi.init(k, users[:batch], items[:batch], values_[:batch], n_users, n_items,
+                                               init_params=params, **kwargs))(k_init, q.init_params(k_init, start))
 
     @jax.jit
     def run_chunk(state, keys):
@@ -186,25 +189,37 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     losses = []
     bar = progress_bar(steps, "BPMF SVI", progress)
     try:
-        for start in range(0, steps, chunk):
-            keys = jax.random.split(jax.random.fold_in(k_fit, start), min(chunk, steps - start))
+        for start_step in range(0, steps, chunk):
+            keys = jax.random.split(jax.random.fold_in(k_fit, start_step), min(chunk, steps - start_step))
             state, loss = run_chunk(state, keys)
             losses.append(np.asarray(loss))
             if not np.all(np.isfinite(losses[-1])):
                 from bayesmf.engines.driver import DivergenceError
 
-                step = start + int(np.flatnonzero(~np.isfinite(losses[-1]))[0])
+                step = start_step + int(np.flatnonzero(~np.isfinite(losses[-1]))[0])
                 raise DivergenceError(f"SVI diverged: the ELBO became non-finite at step {step}; "
                                       f"lower svi_learning_rate (now {learning_rate})")
             bar.update(len(keys))
     finally:
         bar.close()
-    params = svi.get_params(state)
-    # the guide draws the latent sites; NumPyro then runs the model once per draw for the
-    # deterministic ones (each Lambda), which do not depend on the ratings: one rating, no layout,
-    # instead of the whole likelihood n_samples times (a (n_samples, batch, D) gather, vmapped)
-    one = dict(prior=prior, global_mean=global_mean, parameterization="bartlett")
-    raw = auto.sample_posterior(k_draw, params, users[:1], items[:1], values_[:1], n_users, n_items,
-                                sample_shape=(n_samples,), **one)
-    draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
+    draws = _guide_draws(q, svi.get_params(state), k_draw, n_samples, one, dict(prior=prior, global_mean=global_mean,
+                                                                                  parameterization="bartlett"))
+    draws = {name: np.asarray(draws[name])[None] for name in (*SITES, "alpha") if name in draws}
     return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
+
+
+def _guide_draws(q, params, key, n_samples: int, args, kwargs) -> dict:
+    """``n_samples`` draws of the guide's latent sites and of the model's deterministic sites
+    given each (one jitted, vmapped run of the model per draw)."""
+    from numpyro import handlers
+
+    def model_sites(latent):
+        tr = handlers.trace(handlers.substitute(handlers.seed(bpmf_model, 0), data=latent)).get_trace(*args, **kwargs)
+        return {name: site["value"] for name, site in tr.items()
+                if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False)}
+
+    @jax.jit
+    def draw(key, params):
+        return jax.vmap(model_sites)(q.sample(key, params, n_samples))
+
+    return draw(key, params)
