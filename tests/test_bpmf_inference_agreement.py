@@ -108,6 +108,18 @@ def test_low_rank_guide_fits_at_least_as_well_as_mean_field(fits):
     assert low_loss < mean_field_loss + 1.0  # nats, of an ELBO of ~ -600
 
 
+@pytest.mark.timeout(300)
+def test_nuts_runs_several_chains_with_their_own_keys():
+    """Several NUTS chains (the same start, their own keys): draws, deterministic sites and
+    sample stats come back per chain."""
+    model = BPMF(rank=2, inference="nuts", chains=2, n_samples=30, n_warmup=30, seed=0,
+                 noise_prior=(1.0, 1.0), biases=True).fit(_split()[0])
+    assert model.user_samples_.shape == (2, 30, 40, 2) and model.Lambda_V_samples_.shape == (2, 30, 2, 2)
+    assert model.alpha_samples_.shape == model.sample_stats_["num_steps"].shape == (2, 30)
+    assert not np.allclose(model.alpha_samples_[0], model.alpha_samples_[1])
+    assert np.all(np.isfinite(model.b_U_samples_)) and np.all(model.bias_precision_U_samples_ > 0)
+
+
 def _split():
     d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
     return splits.random(d.ratings, 0.2, seed=0)

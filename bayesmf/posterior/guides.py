@@ -66,6 +66,23 @@ def latent_sites(model, *args, **kwargs) -> tuple[LatentSite, ...]:
     return tuple(found)
 
 
+def unconstrained_start(sites: tuple[LatentSite, ...], key, values: dict | None = None, dtype=None) -> dict:
+    """``{site: T^{-1}(values[site])}`` on the unconstrained scale (``T = biject_to(support)``);
+    sites without a value start uniformly in (-2, 2), NumPyro's default."""
+    from numpyro.distributions import biject_to
+
+    dtype = dtype or jnp.result_type(float)
+    values = values or {}
+    start = {}
+    for site, subkey in zip(sites, jax.random.split(key, len(sites))):
+        if site.name in values:
+            value = jnp.broadcast_to(jnp.asarray(values[site.name], dtype), site.shape)
+            start[site.name] = biject_to(site.support).inv(value).astype(dtype)
+        else:
+            start[site.name] = jax.random.uniform(subkey, site.shape, dtype, -2.0, 2.0)
+    return start
+
+
 class GaussianGuide:
     """A NumPyro guide (callable as ``guide(*args, **kwargs)``; the arguments are ignored) over
     ``sites`` (:func:`latent_sites`), ``rank`` 0 for mean-field (module docstring)."""
@@ -87,17 +104,11 @@ class GaussianGuide:
         return int(self.offsets[-1])
 
     def init_params(self, key, values: dict | None = None, init_scale: float = 0.01, dtype=None) -> dict:
-        """Starting parameters: ``loc`` at the unconstrained image of ``values[site]`` where given,
-        else uniform in (-2, 2) (NumPyro's default start); ``scale = init_scale``; ``cov_factor = 0``."""
+        """Starting parameters: ``loc`` at :func:`unconstrained_start` (``values[site]`` where
+        given, else uniform in (-2, 2)); ``scale = init_scale``; ``cov_factor = 0``."""
         dtype = dtype or jnp.result_type(float)
-        values = values or {}
-        pieces = []
-        for site, transform, subkey in zip(self.sites, self.transforms, jax.random.split(key, len(self.sites))):
-            if site.name in values:
-                value = jnp.broadcast_to(jnp.asarray(values[site.name], dtype), site.shape)
-                pieces.append(jnp.ravel(transform.inv(value)))
-            else:
-                pieces.append(jax.random.uniform(subkey, (site.size,), dtype, -2.0, 2.0))
+        start = unconstrained_start(self.sites, key, values, dtype)
+        pieces = [jnp.ravel(start[site.name]) for site in self.sites]
         params = {"loc": jnp.concatenate(pieces).astype(dtype), "scale": jnp.full(self.dim, init_scale, dtype)}
         if self.rank:
             params["cov_factor"] = jnp.zeros((self.dim, self.rank), dtype)

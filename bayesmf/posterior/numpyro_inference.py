@@ -98,7 +98,10 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
              init_U=None, init_V=None, target_accept: float = 0.8, max_tree_depth: int = 8,
              dense_mass: bool | str = "hyper", parameterization: str = "bartlett", progress: bool = False):
     """NumPyro NUTS on the model in ``parameterization`` (``"noncentered"`` or ``"bartlett"``,
-    see :mod:`bayesmf.posterior.model`). Returns (draws, stats) where ``stats`` holds
+    see :mod:`bayesmf.posterior.model`), given to NUTS as its jitted potential (the negative
+    log joint on the unconstrained scale, full likelihood through :func:`likelihood_layout`);
+    draws are mapped back to the model's sites, deterministic ones included, afterwards.
+    Returns (draws, stats) where ``stats`` holds
     ``diverging`` and ``num_steps`` (leapfrog steps per draw, 2^depth - 1 at most) per chain/draw.
     ``dense_mass``: False (diagonal), True (dense over everything: small models only) or
     ``"hyper"`` (dense blocks over each side's hyperparameter coordinates — the Bartlett variables
@@ -107,7 +110,10 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     Initialised at the given factors (e.g. PMF MAP) with the hyperparameters at their conditional
     posterior means given them (:func:`initial_values`).
     """
-    from numpyro.infer import MCMC, NUTS, init_to_value
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.util import potential_energy
+
+    from bayesmf.posterior.guides import latent_sites, unconstrained_start
 
     if dense_mass == "hyper":
         # a dense block only over each side's hyperparameters (D + D(D+1)/2 coordinates),
@@ -117,18 +123,40 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         mu_site = "mu" if parameterization == "bartlett" else "z_mu"
         dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"{mu_site}_{s}") for s in ("U", "V")]
 
+    users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
+    kwargs = dict(prior=prior, global_mean=global_mean, parameterization=parameterization)
+    one = (users[:1], items[:1], values_[:1], n_users, n_items)
+    sites = latent_sites(bpmf_model, *one, **kwargs)
+    layout = likelihood_layout(ratings, global_mean)
+    # NUTS on the potential (minus the log joint on the unconstrained scale) rather than on the
+    # model: NumPyro would trace the model and evaluate it and its gradient eagerly to set up
+    # (one XLA compilation per operation, ~15 s on MovieLens-100K); jitted, the start's
+    # potential and gradient compile once
+    potential = jax.jit(lambda z: potential_energy(bpmf_model, (users, items, values_, n_users, n_items),
+                                                   dict(kwargs, layout=layout), z))
+    k_start, k_run = jax.random.split(key)
     values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization, ratings, global_mean)
-    kernel = NUTS(bpmf_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                  dense_mass=dense_mass, init_strategy=init_to_value(values=values))
+    start = unconstrained_start(sites, k_start, values)
+    if chains > 1:  # every chain from the same start, as init_to_value would give them
+        start = {name: jnp.broadcast_to(v, (chains, *v.shape)) for name, v in start.items()}
+    kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                  dense_mass=dense_mass)
     mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=chains,
                 chain_method="sequential", progress_bar=progress)
-    args = _model_args(ratings, global_mean)
-    mcmc.run(key, *args, prior=prior, global_mean=global_mean, parameterization=parameterization,
-             layout=likelihood_layout(ratings, global_mean), extra_fields=("diverging", "num_steps"))
-    raw = mcmc.get_samples(group_by_chain=True)
-    draws = {name: np.asarray(raw[name]) for name in (*SITES, "alpha") if name in raw}
+    mcmc.run(k_run, init_params=start, extra_fields=("diverging", "num_steps"))
+    unconstrained = mcmc.get_samples(group_by_chain=False)
+    latent = {site.name: _constrained(site, unconstrained[site.name]) for site in sites}
+    raw = _model_sites(latent, one, kwargs)
+    draws = {name: np.asarray(raw[name]).reshape(chains, n_samples, *raw[name].shape[1:])
+             for name in (*SITES, "alpha") if name in raw}
     stats = {name: np.asarray(v) for name, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     return _with_alpha(draws, prior, (chains, n_samples)), stats
+
+
+def _constrained(site, unconstrained):
+    from numpyro.distributions import biject_to
+
+    return biject_to(site.support)(unconstrained)
 
 
 def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_samples: int, guide: str = "meanfield",
@@ -202,24 +230,22 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
             bar.update(len(keys))
     finally:
         bar.close()
-    draws = _guide_draws(q, svi.get_params(state), k_draw, n_samples, one, dict(prior=prior, global_mean=global_mean,
-                                                                                  parameterization="bartlett"))
-    draws = {name: np.asarray(draws[name])[None] for name in (*SITES, "alpha") if name in draws}
+    params = svi.get_params(state)
+    raw = _model_sites(jax.jit(q.sample, static_argnums=2)(k_draw, params, n_samples), one,
+                       dict(prior=prior, global_mean=global_mean, parameterization="bartlett"))
+    draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
     return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
 
 
-def _guide_draws(q, params, key, n_samples: int, args, kwargs) -> dict:
-    """``n_samples`` draws of the guide's latent sites and of the model's deterministic sites
-    given each (one jitted, vmapped run of the model per draw)."""
+def _model_sites(latent: dict, args, kwargs) -> dict:
+    """Every site of the model (latent and deterministic, e.g. ``Lambda``) for each of the draws
+    ``latent`` ``{site: (n, ...)}`` of its latent sites: one jitted, vmapped run of the model per
+    draw on ``args`` (a single rating will do: no site but the likelihood reads the ratings)."""
     from numpyro import handlers
 
-    def model_sites(latent):
-        tr = handlers.trace(handlers.substitute(handlers.seed(bpmf_model, 0), data=latent)).get_trace(*args, **kwargs)
+    def model_sites(one_draw):
+        tr = handlers.trace(handlers.substitute(handlers.seed(bpmf_model, 0), data=one_draw)).get_trace(*args, **kwargs)
         return {name: site["value"] for name, site in tr.items()
                 if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False)}
 
-    @jax.jit
-    def draw(key, params):
-        return jax.vmap(model_sites)(q.sample(key, params, n_samples))
-
-    return draw(key, params)
+    return jax.jit(jax.vmap(model_sites))(latent)
