@@ -16,14 +16,16 @@ from bayesmf.engines.chunks import (
 )
 
 
+# k = 3: G and b from the square product of [f, y] (k + 1 a multiple of 4); k = 4: from [f, y]^T f
+@pytest.mark.parametrize("k", [3, 4])
 @pytest.mark.parametrize(("width", "chunk_slots"), [(4, 32), (None, None)])
-def test_gram_rhs_equals_per_row_numpy(small, width, chunk_slots):
+def test_gram_rhs_equals_per_row_numpy(small, width, chunk_slots, k):
     r = small.ratings
     rng = np.random.default_rng(0)
-    V = rng.normal(size=(r.n_items, 4)).astype(np.float32)
+    V = rng.normal(size=(r.n_items, k)).astype(np.float32)
     c = rng.normal(size=r.n_items).astype(np.float32)
     if width is None:
-        chunks = gram_chunks_for(r, "user", 4)
+        chunks = gram_chunks_for(r, "user", k)
     else:
         chunks = chunks_for(r, "user", width=width, chunk_slots=chunk_slots)
         assert chunks.cols.shape[0] > 5  # several chunks, so rows are spread across them
@@ -37,7 +39,7 @@ def test_gram_rhs_equals_per_row_numpy(small, width, chunk_slots):
         np.testing.assert_allclose(b[u], F.T @ y[m], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(yy, np.sum(y**2), rtol=1e-5)
     # the sum of squared errors of any rows x from the systems equals the direct sum over ratings
-    X = rng.normal(size=(r.n_users, 4)).astype(np.float32)
+    X = rng.normal(size=(r.n_users, k)).astype(np.float32)
     direct = np.sum((y - np.sum(X[r.users] * V[r.items], axis=1)) ** 2)
     np.testing.assert_allclose(squared_error(jnp.asarray(X), G, b, yy), direct, rtol=1e-4)
 
