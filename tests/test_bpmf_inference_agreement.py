@@ -120,6 +120,23 @@ def test_nuts_runs_several_chains_with_their_own_keys():
     assert np.all(np.isfinite(model.b_U_samples_)) and np.all(model.bias_precision_U_samples_ > 0)
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the deliberate overflow
+def test_nuts_stops_with_an_error_when_its_start_is_not_finite():
+    import jax
+
+    from bayesmf.engines.driver import DivergenceError
+    from bayesmf.posterior.model import Prior
+    from bayesmf.posterior.numpyro_inference import run_nuts
+
+    train = _split()[0]
+    # rows of 1e20: the sum of squares overflows float32, so no move is ever accepted
+    U, V = np.full((train.n_users, 2), 1e20), np.ones((train.n_items, 2))
+    with pytest.raises(DivergenceError, match=r"chain\(s\) \[0\] never moved from their start in 3 \+ 3"):
+        run_nuts(train, Prior(rank=2), float(np.mean(train.values)), jax.random.PRNGKey(0), n_warmup=3, n_samples=3,
+                 chains=1, init_U=U, init_V=V)
+
+
 def _split():
     d = synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, noise=0.5, seed=0)
     return splits.random(d.ratings, 0.2, seed=0)

@@ -213,12 +213,13 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0):
     n_local = chunks.cols.shape[1]
 
     # G and b from one batched matmul of the block extended by the targets' column, [f, y]^T
-    # times [f, y] when k + 1 is a multiple of 4, else times f (rows k of the product: b^T).
+    # times [f, y] when k + 1 is a multiple of 4, else times f (row k of the product: b^T).
     # XLA:CPU's small batched matmuls are much faster when their shapes suit its vector width,
     # and a separate (k, W) @ (W, 1) product for b costs nearly what the Gram matrices do.
     # One side on MovieLens-1M, one thread, ms (one-off script, medians of 11 alternated calls;
-    # before: G and b as two matmuls): k = 7: 18.9 -> 9.3; 11: 23.4 -> 20.3; 15: 40.5 -> 25.0;
-    # 31: 166 -> 116; 33: 162 -> 122; 10: 19.6 -> 18.0; 16: 29.3 -> 26.6; 21: 64.3 -> 54.2.
+    # before: G and b as two matmuls; other runs differ by 10-20%, benchmarks/RESULTS.md):
+    # k = 7: 18.9 -> 9.3; 11: 23.4 -> 20.3; 15: 40.5 -> 25.0; 31: 166 -> 116; 33: 162 -> 122;
+    # 10: 19.6 -> 18.0; 16: 29.3 -> 26.6; 21: 64.3 -> 54.2.
     square = (k + 1) % 4 == 0
 
     def one_chunk(chunk):

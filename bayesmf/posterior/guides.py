@@ -15,7 +15,7 @@ also scales its factor by ``s``: a factor in units of ``s`` starts and moves on 
 the coordinates, where an absolute ``W`` starting at 0 beside ``s = 0.01`` is mostly noise for
 the first thousand steps).
 Parameters: ``loc`` ``(P,)``, ``scale`` ``(P,)`` (positive, softplus-constrained) and ``cov_factor``
-``(P, rank)``. Each constrained site enters the model's trace as a ``Delta`` carrying
+``(P, rank)``. Each constrained site enters the guide's trace (replayed into the model) as a ``Delta`` carrying
 ``-log |det dT/dz|``, so the guide's density is that of ``x`` and NumPyro's ``Trace_ELBO`` estimates
 ``E_q[log p(x, y) - log q(x)]``.
 
@@ -35,6 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 LATENT = "_gaussian_latent"
+# parameter names, prefixed so that they cannot collide with a model's site names (SVI
+# substitutes parameters into the model by name)
+LOC, SCALE, COV_FACTOR = "gaussian_guide_loc", "gaussian_guide_scale", "gaussian_guide_cov_factor"
 
 
 class LatentSite(NamedTuple):
@@ -63,7 +66,22 @@ def latent_sites(model, *args, **kwargs) -> tuple[LatentSite, ...]:
         return 0
 
     jax.eval_shape(trace_shapes)
+    from numpyro.distributions import biject_to
+
+    for site in found:
+        if tuple(biject_to(site.support).inverse_shape(site.shape)) != site.shape:
+            from bayesmf.errors import ConfigError
+
+            raise ConfigError(f"site {site.name!r}: its support {site.support} changes shape on the "
+                              "unconstrained scale, which these guides and starts do not handle")
     return tuple(found)
+
+
+def constrain(sites: tuple[LatentSite, ...], unconstrained: dict) -> dict:
+    """``{site: T(unconstrained[site])}`` (``T = biject_to(support)``), any leading batch dimensions."""
+    from numpyro.distributions import biject_to
+
+    return {site.name: biject_to(site.support)(unconstrained[site.name]) for site in sites}
 
 
 def unconstrained_start(sites: tuple[LatentSite, ...], key, values: dict | None = None, dtype=None) -> dict:
@@ -109,9 +127,9 @@ class GaussianGuide:
         dtype = dtype or jnp.result_type(float)
         start = unconstrained_start(self.sites, key, values, dtype)
         pieces = [jnp.ravel(start[site.name]) for site in self.sites]
-        params = {"loc": jnp.concatenate(pieces).astype(dtype), "scale": jnp.full(self.dim, init_scale, dtype)}
+        params = {LOC: jnp.concatenate(pieces).astype(dtype), SCALE: jnp.full(self.dim, init_scale, dtype)}
         if self.rank:
-            params["cov_factor"] = jnp.zeros((self.dim, self.rank), dtype)
+            params[COV_FACTOR] = jnp.zeros((self.dim, self.rank), dtype)
         return params
 
     def distribution(self, params):
@@ -120,15 +138,15 @@ class GaussianGuide:
         import numpyro.distributions as dist
 
         if self.rank:
-            scale = params["scale"]
-            return dist.LowRankMultivariateNormal(params["loc"], scale[:, None] * params["cov_factor"], scale**2)
-        return dist.Normal(params["loc"], params["scale"]).to_event(1)
+            scale = params[SCALE]
+            return dist.LowRankMultivariateNormal(params[LOC], scale[:, None] * params[COV_FACTOR], scale**2)
+        return dist.Normal(params[LOC], params[SCALE]).to_event(1)
 
-    def constrain(self, z) -> dict:
-        """``{site: T(z_site)}`` from stacked vectors ``z`` (..., P) with leading batch dimensions."""
+    def unpack(self, z) -> dict:
+        """``{site: z_site}`` (unconstrained) from stacked vectors ``z`` (..., P), any leading batch dimensions."""
         batch = z.shape[:-1]
-        return {site.name: transform(z[..., lo:hi].reshape(batch + site.shape))
-                for site, transform, lo, hi in zip(self.sites, self.transforms, self.offsets[:-1], self.offsets[1:])}
+        return {site.name: z[..., lo:hi].reshape(batch + site.shape)
+                for site, lo, hi in zip(self.sites, self.offsets[:-1], self.offsets[1:])}
 
     def __call__(self, *args, **kwargs):
         import numpyro
@@ -136,13 +154,12 @@ class GaussianGuide:
         from numpyro.distributions import constraints
 
         # init values are placeholders: SVI.init is always given ``init_params`` (run_svi)
-        params = {"loc": numpyro.param("loc", jnp.zeros(self.dim)),
-                  "scale": numpyro.param("scale", jnp.ones(self.dim), constraint=constraints.softplus_positive)}
+        params = {LOC: numpyro.param(LOC, jnp.zeros(self.dim)),
+                  SCALE: numpyro.param(SCALE, jnp.ones(self.dim), constraint=constraints.softplus_positive)}
         if self.rank:
-            params["cov_factor"] = numpyro.param("cov_factor", jnp.zeros((self.dim, self.rank)))
+            params[COV_FACTOR] = numpyro.param(COV_FACTOR, jnp.zeros((self.dim, self.rank)))
         z = numpyro.sample(LATENT, self.distribution(params), infer={"is_auxiliary": True})
-        for site, transform, lo, hi in zip(self.sites, self.transforms, self.offsets[:-1], self.offsets[1:]):
-            unconstrained = z[lo:hi].reshape(site.shape)
+        for (site, transform), unconstrained in zip(zip(self.sites, self.transforms), self.unpack(z).values()):
             value = transform(unconstrained)
             # q(x) = q(z) |dT/dz|^{-1}: the Delta carries the change of variables
             log_det = jnp.sum(transform.log_abs_det_jacobian(unconstrained, value))
@@ -150,4 +167,4 @@ class GaussianGuide:
 
     def sample(self, key, params, n: int) -> dict:
         """``n`` draws ``{site: (n, *shape)}`` of the constrained latent sites."""
-        return self.constrain(self.distribution(params).sample(key, (n,)))
+        return constrain(self.sites, self.unpack(self.distribution(params).sample(key, (n,))))

@@ -113,7 +113,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     from numpyro.infer import MCMC, NUTS
     from numpyro.infer.util import potential_energy
 
-    from bayesmf.posterior.guides import latent_sites, unconstrained_start
+    from bayesmf.posterior.guides import constrain, unconstrained_start
 
     if dense_mass == "hyper":
         # a dense block only over each side's hyperparameters (D + D(D+1)/2 coordinates),
@@ -124,9 +124,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"{mu_site}_{s}") for s in ("U", "V")]
 
     users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
-    kwargs = dict(prior=prior, global_mean=global_mean, parameterization=parameterization)
-    one = (users[:1], items[:1], values_[:1], n_users, n_items)
-    sites = latent_sites(bpmf_model, *one, **kwargs)
+    kwargs, one, sites = _latent_sites(ratings, prior, global_mean, parameterization)
     layout = likelihood_layout(ratings, global_mean)
     # NUTS on the potential (minus the log joint on the unconstrained scale) rather than on the
     # model: NumPyro would trace the model and evaluate it and its gradient eagerly to set up
@@ -136,27 +134,42 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
                                                    dict(kwargs, layout=layout), z))
     k_start, k_run = jax.random.split(key)
     values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization, ratings, global_mean)
-    start = unconstrained_start(sites, k_start, values)
-    if chains > 1:  # every chain from the same start, as init_to_value would give them
-        start = {name: jnp.broadcast_to(v, (chains, *v.shape)) for name, v in start.items()}
+    # the given values for every chain; sites without one drawn per chain
+    starts = [unconstrained_start(sites, k, values) for k in jax.random.split(k_start, chains)]
+    start = starts[0] if chains == 1 else jax.tree.map(lambda *v: jnp.stack(v), *starts)
     kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass)
     mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=chains,
                 chain_method="sequential", progress_bar=progress)
     mcmc.run(k_run, init_params=start, extra_fields=("diverging", "num_steps"))
-    unconstrained = mcmc.get_samples(group_by_chain=False)
-    latent = {site.name: _constrained(site, unconstrained[site.name]) for site in sites}
-    raw = _model_sites(latent, one, kwargs)
+    unconstrained = mcmc.get_samples(group_by_chain=True)
+    first = np.asarray(unconstrained[sites[0].name]).reshape(chains, n_samples, -1)
+    stuck = [c for c in range(chains) if n_samples > 1 and all(np.array_equal(draw, first[c, 0], equal_nan=True)
+                                                                for draw in first[c])]
+    if stuck:  # a start where the log density or its gradient is not finite: no move is ever accepted
+        from bayesmf.engines.driver import DivergenceError
+
+        raise DivergenceError(f"NUTS chain(s) {stuck} never moved from their start in {n_warmup} + {n_samples} "
+                              "iterations: the log density or its gradient is not finite there (check the "
+                              "starting factors and hyperparameters)")
+    flat = {name: v.reshape(chains * n_samples, *v.shape[2:]) for name, v in unconstrained.items()}
+    raw = _model_sites(constrain(sites, flat), one, kwargs)
     draws = {name: np.asarray(raw[name]).reshape(chains, n_samples, *raw[name].shape[1:])
              for name in (*SITES, "alpha") if name in raw}
     stats = {name: np.asarray(v) for name, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     return _with_alpha(draws, prior, (chains, n_samples)), stats
 
 
-def _constrained(site, unconstrained):
-    from numpyro.distributions import biject_to
+def _latent_sites(ratings, prior: Prior, global_mean: float, parameterization: str):
+    """The model's keyword arguments, the positional arguments of a one-rating model (for finding
+    the sites and computing the deterministic ones: no site but the likelihood reads the ratings),
+    and its latent sites."""
+    from bayesmf.posterior.guides import latent_sites
 
-    return biject_to(site.support)(unconstrained)
+    users, items, values, n_users, n_items = _model_args(ratings, global_mean)
+    kwargs = dict(prior=prior, global_mean=global_mean, parameterization=parameterization)
+    one = (users[:1], items[:1], values[:1], n_users, n_items)
+    return kwargs, one, latent_sites(bpmf_model, *one, **kwargs)
 
 
 def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_samples: int, guide: str = "meanfield",
@@ -181,18 +194,18 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
 
     from bayesmf.engines.driver import progress_bar
     from bayesmf.errors import ConfigError
-    from bayesmf.posterior.guides import GaussianGuide, latent_sites
+    from bayesmf.posterior.guides import GaussianGuide
 
     if guide not in ("meanfield", "lowrank"):
         raise ConfigError(f"svi guide must be 'meanfield' or 'lowrank', got {guide!r}")
+    if guide == "lowrank" and guide_rank < 1:
+        raise ConfigError(f"a low-rank guide needs guide_rank >= 1, got {guide_rank!r} (or use guide='meanfield')")
     users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
     nnz = ratings.nnz
     batch = nnz if batch_size is None or batch_size >= nnz else int(batch_size)
-    kwargs = dict(prior=prior, global_mean=global_mean, parameterization="bartlett")
-    # Lambda, mu and the rows do not depend on the ratings: one rating, no layout, to find the
-    # sites and to compute the deterministic ones of each draw
-    one = (users[:1], items[:1], values_[:1], n_users, n_items)
-    q = GaussianGuide(latent_sites(bpmf_model, *one, **kwargs), rank=guide_rank if guide == "lowrank" else 0)
+    model_kwargs, one, sites = _latent_sites(ratings, prior, global_mean, "bartlett")
+    q = GaussianGuide(sites, rank=guide_rank if guide == "lowrank" else 0)
+    kwargs = dict(model_kwargs)
     if batch == nnz:  # full batch: the likelihood through the packed sum of squares (no scatter-adds)
         kwargs["layout"] = likelihood_layout(ratings, global_mean)
     else:
@@ -231,8 +244,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     finally:
         bar.close()
     params = svi.get_params(state)
-    raw = _model_sites(jax.jit(q.sample, static_argnums=2)(k_draw, params, n_samples), one,
-                       dict(prior=prior, global_mean=global_mean, parameterization="bartlett"))
+    raw = _model_sites(jax.jit(q.sample, static_argnums=2)(k_draw, params, n_samples), one, model_kwargs)
     draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
     return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
 
