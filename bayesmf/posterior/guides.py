@@ -58,6 +58,9 @@ def latent_sites(model, *args, **kwargs) -> tuple[LatentSite, ...]:
     """The non-observed sample sites of ``model(*args, **kwargs)`` in the order the model draws
     them, found by tracing it abstractly (shapes only, nothing computed or compiled)."""
     from numpyro import handlers
+    from numpyro.distributions import biject_to
+
+    from bayesmf.errors import ConfigError
 
     found = []
 
@@ -68,12 +71,8 @@ def latent_sites(model, *args, **kwargs) -> tuple[LatentSite, ...]:
         return 0
 
     jax.eval_shape(trace_shapes)
-    from numpyro.distributions import biject_to
-
     for site in found:
         if tuple(biject_to(site.support).inverse_shape(site.shape)) != site.shape:
-            from bayesmf.errors import ConfigError
-
             raise ConfigError(f"site {site.name!r}: its support {site.support} changes shape on the "
                               "unconstrained scale, which these guides and starts do not handle")
     return tuple(found)

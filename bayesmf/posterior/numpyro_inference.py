@@ -123,15 +123,14 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
         mu_site = "mu" if parameterization == "bartlett" else "z_mu"
         dense_mass = [(f"bartlett_chi2_{s}", f"bartlett_normal_{s}", f"{mu_site}_{s}") for s in ("U", "V")]
 
-    users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
-    kwargs, one, sites = _latent_sites(ratings, prior, global_mean, parameterization)
+    args = _model_args(ratings, global_mean)
+    kwargs, one, sites = _latent_sites(args, prior, global_mean, parameterization)
     layout = likelihood_layout(ratings, global_mean)
     # NUTS on the potential (minus the log joint on the unconstrained scale) rather than on the
     # model: NumPyro would trace the model and evaluate it and its gradient eagerly to set up
     # (one XLA compilation per operation, ~15 s on MovieLens-100K); jitted, the start's
     # potential and gradient compile once
-    potential = jax.jit(lambda z: potential_energy(bpmf_model, (users, items, values_, n_users, n_items),
-                                                   dict(kwargs, layout=layout), z))
+    potential = jax.jit(lambda z: potential_energy(bpmf_model, args, dict(kwargs, layout=layout), z))
     k_start, k_run = jax.random.split(key)
     values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization, ratings, global_mean)
     # the given values for every chain; sites without one drawn per chain
@@ -144,8 +143,8 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     mcmc.run(k_run, init_params=start, extra_fields=("diverging", "num_steps"))
     unconstrained = mcmc.get_samples(group_by_chain=True)
     first = np.asarray(unconstrained[sites[0].name]).reshape(chains, n_samples, -1)
-    stuck = [c for c in range(chains) if n_samples > 1 and all(np.array_equal(draw, first[c, 0], equal_nan=True)
-                                                                for draw in first[c])]
+    same = (first == first[:, :1]) | (np.isnan(first) & np.isnan(first[:, :1]))  # NaN counts as not moving
+    stuck = [int(c) for c in np.flatnonzero(same.all(axis=(1, 2)))] if n_samples > 1 else []
     if stuck:  # a start where the log density or its gradient is not finite: no move is ever accepted
         from bayesmf.engines.driver import DivergenceError
 
@@ -160,13 +159,13 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     return _with_alpha(draws, prior, (chains, n_samples)), stats
 
 
-def _latent_sites(ratings, prior: Prior, global_mean: float, parameterization: str):
-    """The model's keyword arguments, the positional arguments of a one-rating model (for finding
-    the sites and computing the deterministic ones: no site but the likelihood reads the ratings),
-    and its latent sites."""
+def _latent_sites(args, prior: Prior, global_mean: float, parameterization: str):
+    """From the model's positional arguments (:func:`_model_args`): its keyword arguments, the
+    positional arguments of a one-rating model (for finding the sites and computing the
+    deterministic ones: no site but the likelihood reads the ratings), and its latent sites."""
     from bayesmf.posterior.guides import latent_sites
 
-    users, items, values, n_users, n_items = _model_args(ratings, global_mean)
+    users, items, values, n_users, n_items = args
     kwargs = dict(prior=prior, global_mean=global_mean, parameterization=parameterization)
     one = (users[:1], items[:1], values[:1], n_users, n_items)
     return kwargs, one, latent_sites(bpmf_model, *one, **kwargs)
@@ -200,10 +199,11 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
         raise ConfigError(f"svi guide must be 'meanfield' or 'lowrank', got {guide!r}")
     if guide == "lowrank" and guide_rank < 1:
         raise ConfigError(f"a low-rank guide needs guide_rank >= 1, got {guide_rank!r} (or use guide='meanfield')")
-    users, items, values_, n_users, n_items = _model_args(ratings, global_mean)
+    args = _model_args(ratings, global_mean)
+    users, items, values_, n_users, n_items = args
     nnz = ratings.nnz
     batch = nnz if batch_size is None or batch_size >= nnz else int(batch_size)
-    model_kwargs, one, sites = _latent_sites(ratings, prior, global_mean, "bartlett")
+    model_kwargs, one, sites = _latent_sites(args, prior, global_mean, "bartlett")
     q = GaussianGuide(sites, rank=guide_rank if guide == "lowrank" else 0)
     kwargs = dict(model_kwargs)
     if batch == nnz:  # full batch: the likelihood through the packed sum of squares (no scatter-adds)
