@@ -85,7 +85,7 @@ def plain_pmf_model(train, rank, sigma=0.7):
 
 
 def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, dense_mass="hyper", n_pairs=200,
-                        parameterization="bartlett", plain=True, seed=0):
+                        parameterization="bartlett", plain=True, seed=0, nuts_init="gibbs"):
     """Effective samples per second of fit, plain NumPyro PMF NUTS vs BPMF NUTS, same budget
     (one chain, ``warmup`` + ``samples``, ``max_tree_depth=depth``), in one process. The quantity
     is the predicted mean rating ``m + u_i . v_j`` at ``n_pairs`` test pairs (identified, unlike
@@ -119,13 +119,15 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
                             "mean_leapfrog_steps": float(np.mean(mcmc.get_extra_fields()["num_steps"]))}
     t0 = time.perf_counter()
     model = BPMF(rank=rank, inference="nuts", n_warmup=warmup, n_samples=samples, nuts_max_tree_depth=depth,
-                 nuts_dense_mass=dense_mass, nuts_parameterization=parameterization, seed=seed,
+                 nuts_dense_mass=dense_mass, nuts_parameterization=parameterization, seed=seed, nuts_init=nuts_init,
                  **(dict(noise_prior=(1.0, 1.0)) if learn_noise else {})).fit(train)
     seconds = time.perf_counter() - t0
     median_ess = ess(model.user_samples_[0], model.item_samples_[0])
     out["bpmf"] = {"fit_seconds": seconds, "median_ess": median_ess, "ess_per_second": median_ess / seconds,
                    "mean_leapfrog_steps": float(model.sample_stats_["num_steps"].mean()),
-                   "parameterization": parameterization,
+                   "step_size": float(model.sample_stats_["step_size"][0, -1]),
+                   "acceptance_rate": float(model.sample_stats_["acceptance_rate"].mean()),
+                   "parameterization": parameterization, "nuts_init": nuts_init,
                    "rmse": float(np.sqrt(np.mean((model.predict(test.users, test.items) - test.values) ** 2)))}
     if plain:
         out["ess_per_second_ratio"] = out["bpmf"]["ess_per_second"] / out["plain_pmf"]["ess_per_second"]
@@ -195,6 +197,8 @@ def main():
                         help="coordinates of BPMF's NUTS (bayesmf.posterior.model)")
     parser.add_argument("--seed", type=int, default=0, help="nuts-ess: seed of both chains (the ESS of a "
                         "100-draw chain varies from chain to chain)")
+    parser.add_argument("--nuts-init", default="gibbs", choices=["gibbs", "map"],
+                        help="nuts-ess: BPMF's NUTS start (BPMF(nuts_init=...))")
     parser.add_argument("--no-plain", dest="plain", action="store_false",
                         help="nuts-ess: skip the plain NumPyro PMF reference (BPMF only)")
     args = parser.parse_args()
@@ -219,7 +223,7 @@ def main():
     if args.inference == "nuts-ess":
         out.update(nuts_ess_per_second(train, test, args.rank, args.warmup, args.samples, args.max_depth or 10,
                                        args.learn_noise, args.dense_mass, parameterization=args.parameterization,
-                                       plain=args.plain, seed=args.seed))
+                                       plain=args.plain, seed=args.seed, nuts_init=args.nuts_init))
         print(json.dumps(out))
         return
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)

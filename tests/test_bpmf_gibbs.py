@@ -247,7 +247,9 @@ def test_checkpoint_resume_is_bit_identical(small, tmp_path, monkeypatch):
     "kw, message",
     [(dict(rank=0), "rank"), (dict(alpha=-1.0), "alpha"), (dict(nu0=0.5, rank=3), "nu0"),
      (dict(inference="vb"), "inference"), (dict(n_samples=0), "n_samples"), (dict(beta0=0.0), "beta0"),
-     (dict(inference="nuts", nuts_parameterization="centred"), "nuts_parameterization.*'centred'")],
+     (dict(inference="nuts", nuts_parameterization="centred"), "nuts_parameterization.*'centred'"),
+     (dict(inference="nuts", nuts_init="prior"), "nuts_init.*'prior'"),
+     (dict(inference="nuts", nuts_init_sweeps=10), "nuts_init_sweeps.*>= 15, got 10")],
 )
 def test_bad_hyperparameters(small, kw, message):
     with pytest.raises(ConfigError, match=message):
@@ -400,3 +402,57 @@ def test_full_batch_adam_map_reaches_the_coordinate_ascent_optimum(small):
     reached = float(objective(*carry[0], data, alpha, lam))
     assert float(trace["objective"][0]) > 1.5 * best  # a real descent, not a start at the optimum
     np.testing.assert_allclose(reached, best, rtol=1e-4)
+
+
+@pytest.mark.parametrize("parameterization", ["bartlett", "noncentered", "centered"])
+@pytest.mark.parametrize("learned", [True, False])
+def test_site_values_invert_the_models_maps_over_a_batch_of_draws(parameterization, learned):
+    """Two draws of the model's quantities, stacked, mapped to the sites of ``parameterization``
+    and replayed through the model (via the unconstrained scale and back, but for the centred
+    Wishart, whose unconstrained shape differs): its rows, ``mu`` and
+    ``Lambda`` (deterministic functions of Bartlett's and the offsets' sites unless centred) are
+    the quantities again, draw by draw; ``alpha`` and the biases only where the prior has them."""
+    from numpyro import handlers
+
+    from bayesmf.posterior.guides import constrain, latent_sites, unconstrain
+    from bayesmf.posterior.model import bpmf_model
+    from bayesmf.posterior.numpyro_inference import site_values
+
+    prior = Prior(rank=3, noise_prior=(2.0, 1.0), bias_prior=(1.0, 1.0)) if learned else Prior(rank=3)
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(2, 3, 3))
+    quantities = {"U": rng.normal(size=(2, 6, 3)), "V": rng.normal(size=(2, 4, 3)),
+                  "mu_U": rng.normal(size=(2, 3)), "mu_V": rng.normal(size=(2, 3)),
+                  "Lambda_U": A @ A.transpose(0, 2, 1) + np.eye(3),
+                  "Lambda_V": np.broadcast_to(2 * np.eye(3), (2, 3, 3)),
+                  "alpha": np.array([1.5, 2.5]), "b_U": rng.normal(size=(2, 6)), "b_V": rng.normal(size=(2, 4)),
+                  "bias_precision_U": np.array([0.5, 1.0]), "bias_precision_V": np.array([2.0, 3.0])}
+    quantities = {k: np.asarray(v, np.float32) for k, v in quantities.items()}
+    args = (jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.ones(1), 6, 4)
+    kwargs = dict(prior=prior, parameterization=parameterization)
+    batch = site_values(prior, parameterization, quantities)
+    if parameterization != "centered":  # NUTS's coordinates (the centred Wishart's change shape)
+        sites = latent_sites(bpmf_model, *args, **kwargs)
+        batch = constrain(sites, unconstrain(sites, batch))
+    assert ("alpha" in batch) == ("b_U" in batch) == learned
+    for d in range(2):
+        values = {name: v[d] for name, v in batch.items()}
+        trace = handlers.trace(handlers.substitute(handlers.seed(bpmf_model, 0), data=values)).get_trace(
+            *args, **kwargs)
+        names = ("U", "V", "mu_U", "mu_V", "Lambda_U", "Lambda_V")
+        for name in names + (("alpha", "b_V", "bias_precision_U") if learned else ()):
+            np.testing.assert_allclose(trace[name]["value"], quantities[name][d], rtol=1e-4, atol=1e-4)
+
+
+def test_inverse_mass_from_draws_is_the_shrunk_variance_in_numpyros_block_layout():
+    """Hand-computed: variances (n s^2 + 5e-3) / (n + 5) over n = 4 draws (s^2 with n - 1 in the
+    denominator, as NumPyro's estimate); a diagonal matrix for the dense block, one vector over
+    the other sites in sorted order."""
+    from bayesmf.posterior.numpyro_inference import inverse_mass_from_draws
+
+    draws = {"b": np.array([0.0, 1.0, 2.0, 3.0]), "a": np.array([[0.0, 2.0], [0.0, 2.0], [2.0, 2.0], [2.0, 2.0]]),
+             "c": np.array([1.0, 1.0, 1.0, 3.0])}
+    mass = inverse_mass_from_draws(draws, [("a",)])
+    assert set(mass) == {("a",), ("b", "c")}
+    np.testing.assert_allclose(mass[("a",)], np.diag([(4 * 4 / 3 + 5e-3) / 9, 5e-3 / 9]), rtol=1e-6)
+    np.testing.assert_allclose(mass[("b", "c")], [(4 * 5 / 3 + 5e-3) / 9, (4 * 1.0 + 5e-3) / 9], rtol=1e-6)

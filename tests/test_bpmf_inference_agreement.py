@@ -17,6 +17,7 @@ def fits():
         "gibbs": dict(n_samples=1000, n_warmup=200, thin=2),
         "nuts": dict(n_samples=300, n_warmup=300),
         "nuts_noncentered": dict(n_samples=300, n_warmup=300, nuts_parameterization="noncentered"),
+        "nuts_mapstart": dict(n_samples=300, n_warmup=300, nuts_init="map"),
         "svi": dict(n_samples=400, svi_steps=1500, svi_batch_size=None),
         "map": dict(),
     }
@@ -27,13 +28,14 @@ def fits():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("nuts", ["nuts", "nuts_noncentered"])
+@pytest.mark.parametrize("nuts", ["nuts", "nuts_noncentered", "nuts_mapstart"])
 def test_nuts_and_gibbs_agree_within_monte_carlo_error(fits, nuts):
     models, test = fits
     g = models["gibbs"].predict_dist(test.users, test.items)
     n = models[nuts].predict_dist(test.users, test.items)
     # measured here (same data, seeds and budgets, one-off script): median |d mean| 0.025 / 0.023,
-    # median |d std| / std 1.2% / 1.1% (Bartlett with centred rows / non-centred)
+    # median |d std| / std 1.2% / 1.1% (Bartlett with centred rows / non-centred; NUTS started
+    # from the MAP factors, before the Gibbs start became the default)
     assert np.median(np.abs(n.mean - g.mean)) < 0.05
     assert np.median(np.abs(n.std / g.std - 1)) < 0.05
     stats = models[nuts].sample_stats_
@@ -110,14 +112,18 @@ def test_low_rank_guide_fits_at_least_as_well_as_mean_field(fits):
 
 @pytest.mark.timeout(300)
 def test_nuts_runs_several_chains_with_their_own_keys():
-    """Several NUTS chains (the same start, their own keys): draws, deterministic sites and
-    sample stats come back per chain."""
+    """Several NUTS chains (started at different draws of the Gibbs start, their own keys):
+    draws, deterministic sites and sample stats come back per chain; the step size is the
+    warm-up's final one throughout the draws."""
     model = BPMF(rank=2, inference="nuts", chains=2, n_samples=30, n_warmup=30, seed=0,
                  noise_prior=(1.0, 1.0), biases=True).fit(_split()[0])
     assert model.user_samples_.shape == (2, 30, 40, 2) and model.Lambda_V_samples_.shape == (2, 30, 2, 2)
     assert model.alpha_samples_.shape == model.sample_stats_["num_steps"].shape == (2, 30)
     assert not np.allclose(model.alpha_samples_[0], model.alpha_samples_[1])
     assert np.all(np.isfinite(model.b_U_samples_)) and np.all(model.bias_precision_U_samples_ > 0)
+    step = model.sample_stats_["step_size"]
+    assert step.shape == (2, 30) and np.all(step == step[:, :1]) and step[0, 0] != step[1, 0]
+    assert len(model.history_["nuts_init_train_rmse"]) == 150
 
 
 @pytest.mark.timeout(300)

@@ -125,16 +125,24 @@ class BPMF(FactorModel):
     nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass ("hyper" (default): a dense mass
         matrix over each side's hyperparameter block (Bartlett variables and ``z_mu``), diagonal
         over the factors; False: all diagonal; True: dense over everything, small models only).
-        "hyper" was measured on MovieLens-100K u1 (rank 10, 200 + 200, depth 7): median ESS of
-        test predictions 156 against 31 with a diagonal mass, for the same run time.
+        Used with ``nuts_init="map"`` only: the Gibbs start gives a diagonal mass matrix.
+        "hyper" was measured on MovieLens-100K u1 (rank 10, 200 + 200, depth 7, MAP start):
+        median ESS of test predictions 156 against 31 with a diagonal mass, same run time.
     nuts_parameterization : "bartlett" (default: rows and ``mu`` centred given Bartlett's ``L``)
         or "noncentered" (rows ``u_i = mu + L^{-T} z_i``); both take ``Lambda`` from Bartlett's
         variables (:mod:`bayesmf.posterior.model`). Measured at rank 10, depth 7, median ESS of
         test predictions: MovieLens-1M 90/10 (100 + 100) 59.6 against 5.0; MovieLens-100K u1
-        (200 + 200) 177 against 156. Non-centred rows suit rows with few ratings each. NUTS
-        starts at the initial factors with the hyperparameters at their conditional posterior
-        means given them (MovieLens-1M, one chain each: ESS 98 against 60 from the prior means;
-        later chains of the same sampler ranged 64-122, so single-chain ESS figures are rough).
+        (200 + 200) 177 against 156. Non-centred rows suit rows with few ratings each.
+    nuts_init, nuts_init_sweeps : where NUTS starts. "gibbs" (default): ``nuts_init_sweeps``
+        Gibbs sweeps of the same model from the initial factors, the first third discarded; NUTS
+        starts at the last draw (chain ``c`` ``c * n / chains`` draws earlier) with its inverse
+        mass matrix the draws' variance per coordinate, kept through the warm-up, which adapts
+        the step size only (:func:`bayesmf.posterior.numpyro_inference.run_nuts`). "map": at
+        the initial factors with the hyperparameters at their conditional posterior means,
+        NumPyro's warm-up adapting the mass matrix too. On MovieLens-1M (rank 10, 100 + 100,
+        depth 7, seed 3) the Gibbs start gave a median ESS of 99 where the MAP start gave 20-25:
+        with 100 warm-up iterations NumPyro re-estimates the mass matrix once, at iteration 90,
+        and its step size then has 10 iterations to re-adapt (benchmarks/RESULTS.md).
     seed, progress, dtype ("float32" | "float64").
     """
 
@@ -174,6 +182,8 @@ class BPMF(FactorModel):
         nuts_max_tree_depth: int = 8,
         nuts_dense_mass: bool | str = "hyper",
         nuts_parameterization: str = "bartlett",
+        nuts_init: str = "gibbs",
+        nuts_init_sweeps: int = 150,
         seed: int = 0,
         progress: bool = False,
         dtype: str = "float32",
@@ -206,6 +216,8 @@ class BPMF(FactorModel):
         self.nuts_max_tree_depth = nuts_max_tree_depth
         self.nuts_dense_mass = nuts_dense_mass
         self.nuts_parameterization = nuts_parameterization
+        self.nuts_init = nuts_init
+        self.nuts_init_sweeps = nuts_init_sweeps
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
@@ -229,6 +241,12 @@ class BPMF(FactorModel):
         if self.nuts_parameterization not in ("noncentered", "bartlett"):
             raise ConfigError("nuts_parameterization must be 'noncentered' or 'bartlett', "
                               f"got {self.nuts_parameterization!r}")
+        if self.nuts_init not in ("gibbs", "map"):
+            raise ConfigError(f"nuts_init must be 'gibbs' or 'map', got {self.nuts_init!r}")
+        if self.inference == "nuts" and self.nuts_init == "gibbs" and not (
+                isinstance(self.nuts_init_sweeps, int) and self.nuts_init_sweeps >= 15):
+            # the mass matrix is the variance over the kept two thirds of these sweeps
+            raise ConfigError(f"nuts_init_sweeps must be an integer >= 15, got {self.nuts_init_sweeps!r}")
         if self.map_method not in ("als", "adam"):
             raise ConfigError(f"map_method must be 'als' or 'adam', got {self.map_method!r}")
         for name in ("n_samples", "thin", "chains", "keep_every", "map_iter", "svi_steps", "checkpoint_every"):
@@ -264,11 +282,22 @@ class BPMF(FactorModel):
         elif self.inference == "nuts":
             from bayesmf.posterior.numpyro_inference import run_nuts
 
+            warm = None
+            if self.nuts_init == "gibbs":
+                # a short Gibbs run of the same model from the MAP factors: NUTS starts where the
+                # hyperparameters and the noise have settled, and its warm-up from the draws'
+                # variance per coordinate instead of the identity (run_nuts)
+                sweeps = int(self.nuts_init_sweeps)
+                result = self._gibbs_result(jax.random.fold_in(k_run, 1), data, prior, U0, V0, train, dtype,
+                                            n_warmup=sweeps // 3, n_samples=sweeps - sweeps // 3, chains=1,
+                                            desc="BPMF NUTS start (Gibbs)")
+                warm = {name: v[0] for name, v in result.samples.items()}
+                self.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
             draws, self.sample_stats_ = run_nuts(
                 train, prior, self.global_mean_, k_run, n_warmup=self.n_warmup, n_samples=self.n_samples,
                 chains=self.chains, init_U=U0, init_V=V0, target_accept=self.nuts_target_accept,
                 max_tree_depth=self.nuts_max_tree_depth, dense_mass=self.nuts_dense_mass,
-                parameterization=self.nuts_parameterization, progress=self.progress)
+                parameterization=self.nuts_parameterization, warm_draws=warm, progress=self.progress)
         else:
             from bayesmf.posterior.numpyro_inference import run_svi
 
@@ -302,31 +331,40 @@ class BPMF(FactorModel):
         self.history_.update({f"map_{k}": v for k, v in hist.items()})
         return final.U, final.V
 
-    def _run_gibbs(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype):
+    def _gibbs_result(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype, *, n_warmup: int, n_samples: int,
+                      chains: int, thin: int = 1, keep_every: int = 1, track=None, checkpoint=None,
+                      desc: str = "BPMF Gibbs"):
+        """``run_sampler`` over Gibbs sweeps from the factors ``(U0, V0)``, every chain from the
+        same start; kept draws of every site of the model."""
         base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
                           dtype=dtype)
-        chains = int(self.chains)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
-
         sites = ("U", "V") + HYPER_SITES + (BIAS_SITES if prior.has_biases else ())
 
         def collect(state):
             return {site: getattr(state, site) for site in sites}
 
+        # settings that do not change the Gibbs chain stay out, so that a checkpoint resumes
+        # whatever they are (and across versions that add such settings)
+        fingerprint = {"params": {k: v for k, v in self.get_params().items()
+                                  if k != "progress" and not k.startswith(("nuts_", "svi_"))},
+                       "nnz": train.nnz, "shape": train.shape, "sum": float(train.values.sum())}
+        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior)
+        return run_sampler(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
+                           collect=collect, keep_every=keep_every, track=track, progress=self.progress, desc=desc,
+                           checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
+                           fingerprint=fingerprint)
+
+    def _run_gibbs(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype):
         track = None
         if self._track is not None:
             if not self._track.same_index_space(train):
                 raise DataError("track must share the training ID maps (use a bayesmf split)")
             track = functools.partial(gibbs.pair_predictions, users=jnp.asarray(self._track.users),
                                       items=jnp.asarray(self._track.items), global_mean=self.global_mean_)
-
-        fingerprint = {"params": {k: v for k, v in self.get_params().items() if k != "progress"},
-                       "nnz": train.nnz, "shape": train.shape, "sum": float(train.values.sum())}
-        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior)
-        result = run_sampler(kernel, init_state, key, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
-                             thin=int(self.thin), collect=collect, keep_every=int(self.keep_every), track=track,
-                             progress=self.progress, desc="BPMF Gibbs", checkpoint=self.checkpoint,
-                             checkpoint_every=int(self.checkpoint_every), fingerprint=fingerprint)
+        result = self._gibbs_result(key, data, prior, U0, V0, train, dtype, n_warmup=int(self.n_warmup),
+                                    n_samples=int(self.n_samples), chains=int(self.chains), thin=int(self.thin),
+                                    keep_every=int(self.keep_every), track=track, checkpoint=self.checkpoint)
         for name, values in result.history.items():
             self.history_[name] = values.mean(axis=1).tolist()  # averaged over chains
         if result.tracked is not None:

@@ -85,21 +85,28 @@ def constrain(sites: tuple[LatentSite, ...], unconstrained: dict) -> dict:
     return {site.name: biject_to(site.support)(unconstrained[site.name]) for site in sites}
 
 
-def unconstrained_start(sites: tuple[LatentSite, ...], key, values: dict | None = None, dtype=None) -> dict:
-    """``{site: T^{-1}(values[site])}`` on the unconstrained scale (``T = biject_to(support)``);
-    sites without a value start uniformly in (-2, 2), NumPyro's default."""
+def unconstrain(sites: tuple[LatentSite, ...], values: dict, dtype=None) -> dict:
+    """``{site: T^{-1}(values[site])}`` (``T = biject_to(support)``) in ``dtype`` (default JAX's
+    float), any leading batch dimensions."""
     from numpyro.distributions import biject_to
 
     dtype = dtype or jnp.result_type(float)
+    return {site.name: biject_to(site.support).inv(jnp.asarray(values[site.name], dtype)).astype(dtype)
+            for site in sites}
+
+
+def unconstrained_start(sites: tuple[LatentSite, ...], key, values: dict | None = None, dtype=None) -> dict:
+    """:func:`unconstrain` of ``values`` (broadcast to each site's shape); sites without a value
+    start uniformly in (-2, 2), NumPyro's default."""
+    dtype = dtype or jnp.result_type(float)
     values = values or {}
-    start = {}
+    given = tuple(site for site in sites if site.name in values)
+    start = unconstrain(given, {site.name: jnp.broadcast_to(jnp.asarray(values[site.name], dtype), site.shape)
+                                for site in given}, dtype)
     for site, subkey in zip(sites, jax.random.split(key, len(sites))):
-        if site.name in values:
-            value = jnp.broadcast_to(jnp.asarray(values[site.name], dtype), site.shape)
-            start[site.name] = biject_to(site.support).inv(value).astype(dtype)
-        else:
+        if site.name not in values:
             start[site.name] = jax.random.uniform(subkey, site.shape, dtype, -2.0, 2.0)
-    return start
+    return {site.name: start[site.name] for site in sites}
 
 
 class GaussianGuide:
