@@ -140,9 +140,10 @@ class BPMF(FactorModel):
         the step size only (:func:`bayesmf.posterior.numpyro_inference.run_nuts`). "map": at
         the initial factors with the hyperparameters at their conditional posterior means,
         NumPyro's warm-up adapting the mass matrix too. On MovieLens-1M (rank 10, 100 + 100,
-        depth 7, seed 3) the Gibbs start gave a median ESS of 99 where the MAP start gave 20-25:
-        with 100 warm-up iterations NumPyro re-estimates the mass matrix once, at iteration 90,
-        and its step size then has 10 iterations to re-adapt (benchmarks/RESULTS.md).
+        depth 7, seed 3) the Gibbs start with its kept mass matrix gave a median ESS of 99, the
+        MAP start 20, and a Gibbs start with NumPyro's mass adaptation 25: with 100 warm-up
+        iterations NumPyro estimates the mass matrix once, from a 75-iteration window, and left
+        a step size a third as large (benchmarks/RESULTS.md).
     seed, progress, dtype ("float32" | "float64").
     """
 
@@ -243,8 +244,7 @@ class BPMF(FactorModel):
                               f"got {self.nuts_parameterization!r}")
         if self.nuts_init not in ("gibbs", "map"):
             raise ConfigError(f"nuts_init must be 'gibbs' or 'map', got {self.nuts_init!r}")
-        if self.inference == "nuts" and self.nuts_init == "gibbs" and not (
-                isinstance(self.nuts_init_sweeps, int) and self.nuts_init_sweeps >= 15):
+        if check_positive_int("nuts_init_sweeps", self.nuts_init_sweeps) < 15:
             # the mass matrix is the variance over the kept two thirds of these sweeps
             raise ConfigError(f"nuts_init_sweeps must be an integer >= 15, got {self.nuts_init_sweeps!r}")
         if self.map_method not in ("als", "adam"):
