@@ -28,7 +28,7 @@ def test_row_conditional_equals_numpy_closed_form(small):
     mu = rng.normal(size=D).astype(np.float32)
     resid = (r.values - 3.0).astype(np.float32)
     chunks = chunks_for(r, "user", resid, width=4, chunk_slots=64)  # several chunks
-    _, mean, _ = gibbs.conditional_rows(jax.random.PRNGKey(0), jnp.asarray(V), chunks, mu, lam, alpha)
+    _, mean, _, _ = gibbs.conditional_rows(jax.random.PRNGKey(0), jnp.asarray(V), chunks, mu, lam, alpha)
     for u in (0, int(np.argmax(r.user_counts)), int(np.argmin(r.user_counts))):
         m = r.users == u
         F = V[r.items[m]].astype(np.float64)
@@ -131,18 +131,20 @@ def _simulate_prior(key, prior: Prior, n_users, n_items):
 def test_simulation_based_calibration():
     """Talts et al. (2018): for prior draws theta, data y ~ p(y|theta) and L posterior draws,
     the rank of theta among the draws is uniform when the sampler is right. 200 replications
-    of a fully observed 6 x 5 rank-1 problem run as vmapped chains; chi-square test at a fixed seed."""
+    of a fully observed 6 x 5 rank-1 problem run as vmapped chains, the offset drawn from its
+    prior; chi-square test at a fixed seed."""
     # nu0 = 5, w0 = 0.2 (E[Lambda] = 1): SBC holds for any proper prior, and with the default
     # nu0 = D = 1 the chi-square(1) Lambda has so much mass near 0 that the hierarchical chain
     # mixes too slowly for 99 draws — autocorrelation alone would bend the rank histogram.
-    prior = Prior(rank=1, alpha=4.0, nu0=5.0, w0=0.2)
+    prior = Prior(rank=1, alpha=4.0, nu0=5.0, w0=0.2, offset_prior=(0.5, 1.0))
     n_users, n_items, reps = 6, 5, 200
     users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
     users, items = users.ravel(), items.ravel()
     keys = jax.random.split(jax.random.PRNGKey(123), reps)
     truth = jax.vmap(lambda k: _simulate_prior(k, prior, n_users, n_items))(keys)
     noise = jax.random.normal(jax.random.PRNGKey(7), (reps, users.size)) / np.sqrt(prior.alpha)
-    y = jnp.einsum("rnk,rnk->rn", truth["U"][:, users], truth["V"][:, items]) + noise
+    offset = 0.5 + jax.random.normal(jax.random.PRNGKey(8), (reps,))
+    y = offset[:, None] + jnp.einsum("rnk,rnk->rn", truth["U"][:, users], truth["V"][:, items]) + noise
     pattern = Ratings.from_arrays(users, items, np.zeros(users.size))
 
     def data_for(values):
@@ -164,12 +166,12 @@ def test_simulation_based_calibration():
         # posterior of a sign-carrying quantity such as mu_U is bimodal and no local sampler
         # crosses between the modes — SBC would flag that, correctly, as non-identifiability
         return st, (st.U[:, 0, 0] * st.V[:, 0, 0], st.mu_U[:, 0] * st.mu_V[:, 0], st.Lambda_V[:, 0, 0],
-                    st.Lambda_U[:, 0, 0])
+                    st.Lambda_U[:, 0, 0], st.offset)
 
     _, trace = jax.jit(lambda s: jax.lax.scan(sweep, s, jnp.arange(burn + n_draws * thin)))(state)
     true_values = (truth["U"][:, 0, 0] * truth["V"][:, 0, 0], truth["mu_U"][:, 0] * truth["mu_V"][:, 0],
-                   truth["Lambda_V"][:, 0, 0], truth["Lambda_U"][:, 0, 0])
-    for name, draws, true in zip(("u0.v0", "mu_U.mu_V", "Lambda_V", "Lambda_U"), trace, true_values):
+                   truth["Lambda_V"][:, 0, 0], truth["Lambda_U"][:, 0, 0], offset)
+    for name, draws, true in zip(("u0.v0", "mu_U.mu_V", "Lambda_V", "Lambda_U", "offset"), trace, true_values):
         kept = np.asarray(draws)[burn + thin - 1::thin]  # (n_draws, reps)
         ranks = (kept < np.asarray(true)[None]).sum(axis=0)  # 0..n_draws
         counts = np.bincount(ranks * 10 // (n_draws + 1), minlength=10)

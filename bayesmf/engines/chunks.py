@@ -195,7 +195,7 @@ def in_row_order(chunks: Chunks, per_chunk):
     return jnp.concatenate([flat, jnp.zeros((1, *flat.shape[1:]), flat.dtype)])[chunks.slot]
 
 
-def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0):
+def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False):
     """Every row's ``G_r = sum_j f_j f_j^T`` and ``b_r = sum_j y_rj f_j``, chunk by chunk.
 
     ``other`` (n_other, k): the other side's factors ``f_j`` (``chunks`` built with
@@ -205,6 +205,10 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0):
     without ratings) and ``yy = sum_r sum_j y_rj^2`` over every rating, so that a caller gets
     the sum of squared errors of rows ``x_r`` as ``yy - 2 sum x_r.b_r + sum x_r^T G_r x_r``
     without another pass over the ratings. Memory: one chunk's gathered block at a time.
+
+    With ``sums``, also ``s_r = sum_j f_j`` (n_rows, k) and ``sum_r sum_j y_rj``: then the sum
+    of the residuals of rows ``x_r`` is ``sum_r (sum_j y_rj - x_r.s_r)`` (:func:`residual_sum`),
+    which the sampler's offset conditional needs; a reduction of the block already gathered.
     """
     n_other, k = other.shape
     factors = jnp.concatenate([other, jnp.zeros((1, k), other.dtype)])
@@ -236,11 +240,23 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0):
             # (the same values) made XLA lay it out so that k = 33 took 251 ms against 163
             left = jnp.concatenate([jnp.swapaxes(f, 1, 2), y[:, None, :]], axis=1)  # (C, k + 1, W)
             product = jnp.matmul(left, f, precision=EXACT)
-        return to_rows(owner, product, n_local), jnp.sum(y * y)
+        out = (to_rows(owner, product, n_local), jnp.sum(y * y))
+        if sums:
+            out += (to_rows(owner, jnp.sum(f, axis=1), n_local), jnp.sum(y))
+        return out
 
-    product, yy = jax.lax.map(one_chunk, (chunks.cols, chunks.vals, chunks.owner))
-    product = in_row_order(chunks, product)
-    return product[:, :k, :k], product[:, k, :k], jnp.sum(yy)
+    out = jax.lax.map(one_chunk, (chunks.cols, chunks.vals, chunks.owner))
+    product = in_row_order(chunks, out[0])
+    result = (product[:, :k, :k], product[:, k, :k], jnp.sum(out[1]))
+    if sums:
+        result += (in_row_order(chunks, out[2]), jnp.sum(out[3]))
+    return result
+
+
+def residual_sum(x, feature_sum, target_sum):
+    """``sum_r sum_j (y_rj - x_r.f_j) = sum_r sum_j y_rj - sum_r x_r.s_r`` from the sums of
+    :func:`gram_rhs` (``sums=True``) and the rows ``x`` (n_rows, k)."""
+    return target_sum - jnp.sum(x * feature_sum)
 
 
 def squared_error(x, gram, rhs, yy):

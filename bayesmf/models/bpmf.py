@@ -34,7 +34,7 @@ from bayesmf.posterior.model import Prior
 from bayesmf.posterior.sampler import run_sampler
 
 INFERENCES = ("gibbs", "nuts", "svi", "map")
-HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha")
+HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
 BIAS_SITES = ("b_U", "b_V", "bias_precision_U", "bias_precision_V")
 
 
@@ -75,13 +75,15 @@ def _user_score_moments(U, V, BU, BV, users, global_mean):
 @jax.jit
 def _fold_in_draws(key, V, BV, lam, mu, alpha, bias_precision, chunks):
     """One conditional draw per posterior draw for each new user: factors (S, n_users, D) and
-    biases (S, n_users) — drawn jointly when the model has biases (``bias_precision`` (S,))."""
+    biases (S, n_users) — drawn jointly when the model has biases (``bias_precision`` (S,)).
+    ``BV`` (S, n_items): each draw's item biases plus its offset's distance from the global
+    mean the new ratings are centred at."""
     keys = jax.random.split(key, V.shape[0])
     if bias_precision is None:
-        def one(k, v, lam_s, mu_s, alpha_s):
-            return gibbs.conditional_rows(k, v, chunks, mu_s, lam_s, alpha_s)[0]
+        def one(k, v, bv, lam_s, mu_s, alpha_s):
+            return gibbs.conditional_rows(k, v, chunks, mu_s, lam_s, alpha_s, other_bias=bv)[0]
 
-        x = jax.vmap(one)(keys, V, lam, mu, alpha)
+        x = jax.vmap(one)(keys, V, BV, lam, mu, alpha)
         return x, jnp.zeros(x.shape[:2], x.dtype)
 
     def joint(k, v, bv, lam_s, mu_s, prec_s, alpha_s):
@@ -108,6 +110,11 @@ class BPMF(FactorModel):
     alpha : noise precision (fixed) — or its prior mean's starting value when ``noise_prior``
         ``(a0, b0)`` makes it unknown with a Gamma(a0, b0) prior.
     beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
+    offset_prior : the global offset ``m ~ N(m0, s0^2)`` as ``(m0, s0)``; ``"auto"`` (default):
+        the training ratings' mean and standard deviation, a prior wide against the offset's
+        posterior (spread about ``sd / sqrt(nnz)``); ``None``: ``m`` fixed at the training mean
+        (a plug-in constant outside the model, which narrows predictive intervals when the data
+        say little about ``m``). ``inference="map"`` holds ``m`` at the training mean.
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
     init : "map" (PMF MAP, the authors' choice) or "random".
@@ -167,6 +174,7 @@ class BPMF(FactorModel):
         nu0: float | None = None,
         w0: float = 1.0,
         mu0: float = 0.0,
+        offset_prior: tuple | str | None = "auto",
         biases: bool = False,
         bias_prior: tuple = (1.0, 1.0),
         init: str = "map",
@@ -201,6 +209,7 @@ class BPMF(FactorModel):
         self.nu0 = nu0
         self.w0 = w0
         self.mu0 = mu0
+        self.offset_prior = offset_prior
         self.biases = biases
         self.bias_prior = bias_prior
         self.init = init
@@ -229,7 +238,29 @@ class BPMF(FactorModel):
         noise = None if self.noise_prior is None else tuple(float(x) for x in self.noise_prior)
         bias = tuple(float(x) for x in self.bias_prior) if self.biases else None
         return Prior(self.rank, float(self.alpha), float(self.mu0), float(self.beta0),
-                     None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias).validate()
+                     None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias,
+                     self._offset_prior()).validate()
+
+    def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
+        """``offset_prior`` as a ``(m0, s0)`` pair or None: ``"auto"`` resolved from ``train``
+        (else from the fit, else None: a model not fitted has no data scale)."""
+        value = self.offset_prior
+        if self.inference == "map":
+            return None
+        if isinstance(value, str):
+            if value != "auto":
+                raise ConfigError(f"offset_prior must be 'auto', None or a (mean, scale) pair, got {value!r}")
+            if train is None:
+                return getattr(self, "offset_prior_", None)
+            values = np.asarray(train.values, np.float64)
+            return float(values.mean()), float(max(values.std(), 1e-3 * max(abs(values.mean()), 1.0)))
+        if value is None:
+            return None
+        try:
+            m0, s0 = (float(x) for x in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"offset_prior must be 'auto', None or a (mean, scale) pair, got {value!r}") from None
+        return m0, s0
 
     def _validate(self):
         if self.inference not in INFERENCES:
@@ -264,7 +295,9 @@ class BPMF(FactorModel):
         return super().fit(train)
 
     def _fit(self, train: Ratings) -> None:
+        self.offset_prior_ = self._offset_prior(train)
         prior, dtype = self._validate()
+        # the data's centre; after a fit with a learned offset, its posterior mean (_store_draws)
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.user_bias_ = self.item_bias_ = None
         self.sample_stats_ = {}
@@ -337,9 +370,10 @@ class BPMF(FactorModel):
         """``run_sampler`` over Gibbs sweeps from the factors ``(U0, V0)``, every chain from the
         same start; kept draws of every site of the model."""
         base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
-                          dtype=dtype)
+                          dtype=dtype, offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
-        sites = ("U", "V") + HYPER_SITES + (BIAS_SITES if prior.has_biases else ())
+        sites = ("U", "V") + tuple(s for s in HYPER_SITES if s != "offset" or prior.learns_offset) + (
+            BIAS_SITES if prior.has_biases else ())
 
         def collect(state):
             return {site: getattr(state, site) for site in sites}
@@ -361,7 +395,7 @@ class BPMF(FactorModel):
             if not self._track.same_index_space(train):
                 raise DataError("track must share the training ID maps (use a bayesmf split)")
             track = functools.partial(gibbs.pair_predictions, users=jnp.asarray(self._track.users),
-                                      items=jnp.asarray(self._track.items), global_mean=self.global_mean_)
+                                      items=jnp.asarray(self._track.items))
         result = self._gibbs_result(key, data, prior, U0, V0, train, dtype, n_warmup=int(self.n_warmup),
                                     n_samples=int(self.n_samples), chains=int(self.chains), thin=int(self.thin),
                                     keep_every=int(self.keep_every), track=track, checkpoint=self.checkpoint)
@@ -384,6 +418,8 @@ class BPMF(FactorModel):
         if self.b_U_samples_ is not None:
             self.user_bias_ = self.b_U_samples_.mean(axis=(0, 1))
             self.item_bias_ = self.b_V_samples_.mean(axis=(0, 1))
+        if self.offset_samples_ is not None:
+            self.global_mean_ = float(self.offset_samples_.mean(dtype=np.float64))
 
     # -- prediction ---------------------------------------------------------------------------
     @property
@@ -392,12 +428,19 @@ class BPMF(FactorModel):
 
     def _flat_draws(self):
         """Draws with chains merged: U (S, n_users, D), V (S, n_items, D), biases (S, n) (zeros
-        for a model without biases)."""
+        for a model without biases). A learned offset's distance from ``global_mean_`` (its
+        posterior mean) is folded into the item biases, so that ``global_mean_ + b_i + c_j +
+        u_i.v_j`` is each draw's prediction."""
         U, V = self.user_samples_, self.item_samples_
         U, V = U.reshape(-1, *U.shape[2:]), V.reshape(-1, *V.shape[2:])
         if self.b_U_samples_ is None:
-            return U, V, np.zeros(U.shape[:2], U.dtype), np.zeros(V.shape[:2], V.dtype)
-        return U, V, self.b_U_samples_.reshape(U.shape[:2]), self.b_V_samples_.reshape(V.shape[:2])
+            BU, BV = np.zeros(U.shape[:2], U.dtype), np.zeros(V.shape[:2], V.dtype)
+        else:
+            BU, BV = self.b_U_samples_.reshape(U.shape[:2]), self.b_V_samples_.reshape(V.shape[:2])
+        if getattr(self, "offset_samples_", None) is not None:
+            shift = self.offset_samples_.reshape(-1).astype(np.float64) - self.global_mean_
+            BV = (BV + shift[:, None]).astype(V.dtype)
+        return U, V, BU, BV
 
     def _noise_variance(self) -> float:
         if self.has_draws:

@@ -20,9 +20,18 @@ One sweep draws, in order (each from its exact full conditional under
 
    (the sums are the chunked Gram matrices of :mod:`bayesmf.engines.chunks`; a user
    without ratings is drawn from the prior), then every item row the same way given the new U;
-3. ``alpha | U, V ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)`` when alpha has a Gamma prior; the SSE
+3. the offset ``m | U, V ~ N(mu_m, 1/P_m)`` when it has a prior ``N(m_0, s_0^2)``:
+   ``P_m = 1/s_0^2 + alpha nnz`` and ``mu_m = (m_0/s_0^2 + alpha sum_ij (r_ij - u_i.v_j)) / P_m``;
+   the sum of residuals comes from the item half step too (its targets' sum minus
+   ``sum_j v_j . sum_{i in N(j)} u_i``, :func:`~bayesmf.engines.chunks.residual_sum`);
+4. ``alpha | U, V ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)`` when alpha has a Gamma prior; the SSE
    comes from the item half step's systems (``yy - 2 x.b + x^T G x`` summed over items), not
-   from another pass over the ratings.
+   from another pass over the ratings, updated for the new offset
+   (``SSE - 2 Delta R + nnz Delta^2``, ``Delta`` the offset's change, ``R`` the residuals' sum).
+
+The ratings are stored centred at a constant ``c`` (``GibbsData.centre``, the training mean):
+the targets of a half step are ``r_ij - c`` minus the shift ``m - c`` (and the other side's
+biases), which keeps float32 sums of residuals small.
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -48,19 +57,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, squared_error
+from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, residual_sum, squared_error
 from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal
 from bayesmf.posterior.model import Prior
 
 
 class GibbsData(NamedTuple):
-    """Training ratings laid out for the sampler; ``residual`` is ``r - m`` per rating."""
+    """Training ratings laid out for the sampler; ``residual`` is ``r - centre`` per rating."""
 
     user_chunks: Chunks
     item_chunks: Chunks
     users: jnp.ndarray
     items: jnp.ndarray
     residual: jnp.ndarray
+    centre: jnp.ndarray | float = 0.0  # the constant the stored values are centred at
 
 
 class GibbsState(NamedTuple):
@@ -75,6 +85,7 @@ class GibbsState(NamedTuple):
     b_V: jnp.ndarray  # (n_items,)
     bias_precision_U: jnp.ndarray  # scalar
     bias_precision_V: jnp.ndarray
+    offset: jnp.ndarray  # scalar global offset m (the centre, never sampled, when it has no prior)
 
 
 class GibbsInfo(NamedTuple):
@@ -93,12 +104,15 @@ def prepare(ratings, global_mean: float, rank: int, dtype=np.float32) -> GibbsDa
         users=jnp.asarray(ratings.users),
         items=jnp.asarray(ratings.items),
         residual=jnp.asarray(residual),
+        centre=jnp.asarray(global_mean, dtype),
     )
 
 
-def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jnp.float32) -> GibbsState:
+def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jnp.float32,
+         offset: float = 0.0) -> GibbsState:
     """Initial state: given factors (e.g. the PMF MAP solution), else small random ones;
-    hyperparameters at their prior means (``Lambda = nu0 W0``, ``mu = mu0``)."""
+    hyperparameters at their prior means (``Lambda = nu0 W0``, ``mu = mu0``); the offset at
+    ``offset`` (the data's centre, :func:`prepare`)."""
     D = prior.rank
     ku, kv = jax.random.split(key)
     if U is None:
@@ -109,7 +123,7 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
     mu = jnp.full((D,), prior.mu0, dtype)
     one = jnp.asarray(1.0, dtype)
     return GibbsState(jnp.asarray(U, dtype), jnp.asarray(V, dtype), mu, lam, mu, lam, jnp.asarray(prior.alpha, dtype),
-                      jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one)
+                      jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one, jnp.asarray(offset, dtype))
 
 
 def wishart_chi2_shapes(df, D: int, dtype=jnp.float32):
@@ -186,32 +200,37 @@ def sample_normal_wishart(key, X, prior: Prior):
 
 
 def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, other_bias=None,
-                     prior_precision=None, prior_shift=None):
+                     prior_precision=None, prior_shift=None, shift=0.0, sums: bool = False):
     """Draw every row of one side from ``N(P_i^{-1} h_i, P_i^{-1})`` (see module docstring):
     ``P_i = P0 + alpha G_i``, ``h_i = h0 + alpha b_i`` with the prior ``P0 = Lambda``,
     ``h0 = Lambda mu`` unless ``prior_precision``/``prior_shift`` are given (the augmented
-    bias case). The targets are the stored residuals minus ``other_bias`` of each rating's
-    column when given.
+    bias case). The targets are the stored residuals minus ``shift`` (the offset's distance
+    from the data's centre) and minus ``other_bias`` of each rating's column when given.
 
-    Returns (draws, conditional means, SSE): the draws and means (n_rows, D), and the sum of
-    squared residuals of every rating given the draws.
+    Returns (draws, conditional means, SSE, R): the draws and means (n_rows, D), the sum of
+    squared residuals of every rating given the draws, and (with ``sums``; else 0) the sum of
+    those residuals.
     """
-    gram, rhs, yy = gram_rhs(chunks, other, other_bias)
+    stats = gram_rhs(chunks, other, other_bias, shift, sums=sums)
+    gram, rhs, yy = stats[:3]
     p0 = lam if prior_precision is None else prior_precision
     h0 = lam @ mu if prior_shift is None else prior_shift
     x, mean = sample_gaussian(key, p0[None] + alpha * gram, h0[None] + alpha * rhs, jitter)
-    return x, mean, squared_error(x, gram, rhs, yy)
+    total = residual_sum(x, *stats[3:]) if sums else jnp.zeros((), x.dtype)
+    return x, mean, squared_error(x, gram, rhs, yy), total
 
 
-def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, alpha, jitter):
+def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, alpha, jitter, shift=0.0,
+                     sums: bool = False):
     """Joint draw of ``(x_i, bias_i)`` for every row given the other side's factors and biases.
-    Returns (factors, biases, SSE)."""
+    Returns (factors, biases, SSE, residual sum) (:func:`conditional_rows`)."""
     D = other.shape[-1]
     features = jnp.concatenate([other, jnp.ones((other.shape[0], 1), other.dtype)], axis=1)
     p0 = jnp.zeros((D + 1, D + 1), other.dtype).at[:D, :D].set(lam).at[D, D].set(bias_precision)
     h0 = jnp.concatenate([lam @ mu, jnp.zeros((1,), other.dtype)])
-    x, _, sse = conditional_rows(key, features, chunks, mu, lam, alpha, jitter, other_bias, p0, h0)
-    return x[:, :D], x[:, D], sse
+    x, _, sse, total = conditional_rows(key, features, chunks, mu, lam, alpha, jitter, other_bias, p0, h0, shift,
+                                        sums)
+    return x[:, :D], x[:, D], sse, total
 
 
 def _bias_precision(gamma_draw, bias, prior: Prior):
@@ -233,18 +252,19 @@ def _gamma_shapes(prior: Prior, n_users: int, n_items: int, nnz: int, dtype):
         jnp.asarray([a_b + n_users / 2.0, a_b + n_items / 2.0, a_0 + nnz / 2.0], dtype)])
 
 
-def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None):
-    """Sum of squared training residuals ``sum (r - m - b_i - c_j - u.v)^2`` (gathers, no loop)."""
-    pred = jnp.sum(U[data.users] * V[data.items], axis=-1)
+def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Sum of squared training residuals ``sum (r - m - b_i - c_j - u.v)^2`` (gathers, no loop),
+    ``shift = m - centre``."""
+    pred = shift + jnp.sum(U[data.users] * V[data.items], axis=-1)
     if b_U is not None:
         pred = pred + b_U[data.users] + b_V[data.items]
     return jnp.sum((data.residual - pred) ** 2)
 
 
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> tuple[GibbsState, GibbsInfo]:
-    """One full Gibbs sweep (hyperparameters, users, items, noise). ``prior`` must be static
-    (close over it with ``functools.partial`` before jitting)."""
-    k_hyper, k_u, k_v, k_gamma = jax.random.split(key, 4)
+    """One full Gibbs sweep (hyperparameters, users, items, offset, noise). ``prior`` must be
+    static (close over it with ``functools.partial`` before jitting)."""
+    k_hyper, k_u, k_v, k_gamma, k_offset = jax.random.split(key, 5)
     n_users, n_items = state.U.shape[0], state.V.shape[0]
     nnz = data.residual.shape[0]
     D, dtype = prior.rank, state.U.dtype
@@ -257,22 +277,46 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> t
                                                jnp.stack([gammas[:D], gammas[D:2 * D]]))
     mu_u, mu_v, lam_u, lam_v = mus[0], mus[1], lams[0], lams[1]
     b_u, b_v, prec_u, prec_v = state.b_U, state.b_V, state.bias_precision_U, state.bias_precision_V
+    learn = prior.learns_offset
+    shift = (state.offset - data.centre).astype(dtype)
     if prior.has_biases:
         prec_u = _bias_precision(gammas[2 * D], b_u, prior)
         prec_v = _bias_precision(gammas[2 * D + 1], b_v, prior)
-        U, b_u, _ = rows_with_biases(k_u, state.V, b_v, data.user_chunks, mu_u, lam_u, prec_u, state.alpha, jitter)
-        V, b_v, sse = rows_with_biases(k_v, U, b_u, data.item_chunks, mu_v, lam_v, prec_v, state.alpha, jitter)
+        U, b_u, _, _ = rows_with_biases(k_u, state.V, b_v, data.user_chunks, mu_u, lam_u, prec_u, state.alpha,
+                                        jitter, shift)
+        V, b_v, sse, total = rows_with_biases(k_v, U, b_u, data.item_chunks, mu_v, lam_v, prec_v, state.alpha,
+                                              jitter, shift, sums=learn)
     else:
-        U, _, _ = conditional_rows(k_u, state.V, data.user_chunks, mu_u, lam_u, state.alpha, jitter)
-        V, _, sse = conditional_rows(k_v, U, data.item_chunks, mu_v, lam_v, state.alpha, jitter)
+        U = conditional_rows(k_u, state.V, data.user_chunks, mu_u, lam_u, state.alpha, jitter, shift=shift)[0]
+        V, _, sse, total = conditional_rows(k_v, U, data.item_chunks, mu_v, lam_v, state.alpha, jitter,
+                                            shift=shift, sums=learn)
+    offset = state.offset
+    if learn:
+        offset, sse = _draw_offset(k_offset, state.offset, data.centre, shift, total, sse, nnz, state.alpha, prior)
     if prior.noise_prior is None:
         alpha = state.alpha
     else:
         # alpha | U, V ~ Gamma(a0 + nnz/2, b0 + SSE/2): the standard variate drawn above / rate
         alpha = (gammas[2 * D + 2] / (prior.noise_prior[1] + sse / 2.0)).astype(state.alpha.dtype)
-    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v)
-    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(U, V, lam_u, lam_v, b_u, b_v))
+    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset)
+    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(U, V, lam_u, lam_v, b_u, b_v, offset))
     return new, info
+
+
+def _draw_offset(key, offset, centre, shift, total, sse, nnz: int, alpha, prior: Prior):
+    """``m | rest ~ N(mu_m, 1/P_m)`` (module docstring) from ``total``, the sum of the residuals
+    ``r - m - b_i - c_j - u.v`` at the current offset, written relative to ``centre`` (float32
+    sums of ratings stay small). Returns the new offset and the SSE at it,
+    ``SSE - 2 Delta R + nnz Delta^2``."""
+    m0, s0 = prior.offset_prior
+    dtype = sse.dtype
+    precision = 1.0 / s0**2 + alpha * nnz
+    data_sum = total + nnz * shift  # sum of r - centre - b_i - c_j - u.v
+    mean_shift = ((m0 - centre) / s0**2 + alpha * data_sum) / precision
+    new_shift = mean_shift + standard_normal(key, (), dtype) / jnp.sqrt(precision)
+    delta = new_shift - shift
+    sse = jnp.maximum(sse - 2.0 * delta * total + nnz * delta * delta, 0.0)
+    return (centre + new_shift).astype(offset.dtype), sse
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))
@@ -283,7 +327,7 @@ def chain_step(keys, states: GibbsState, jitter, data: GibbsData, prior: Prior):
 
 
 @jax.jit
-def pair_predictions(states: GibbsState, users, items, global_mean):
+def pair_predictions(states: GibbsState, users, items):
     """Noise-free predictions ``m + b_i + c_j + u_i . v_j`` at index pairs per chain: (chains, n)."""
     dot = jnp.sum(states.U[:, users] * states.V[:, items], axis=-1)
-    return global_mean + states.b_U[:, users] + states.b_V[:, items] + dot
+    return states.offset[:, None] + states.b_U[:, users] + states.b_V[:, items] + dot

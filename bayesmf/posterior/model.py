@@ -1,16 +1,22 @@
 r"""Bayesian probabilistic matrix factorization (Salakhutdinov & Mnih, ICML 2008), written once.
 
-The model, for rank ``D``, ratings ``r_ij`` centred at the training mean ``m``:
+The model, for rank ``D`` and ratings ``r_ij`` with a global offset ``m``:
 
 .. math::
 
-    r_{ij} \mid U, V &\sim \mathcal N(m + u_i^\top v_j,\ \alpha^{-1}) \\
+    r_{ij} \mid m, U, V &\sim \mathcal N(m + u_i^\top v_j,\ \alpha^{-1}),
+    \qquad m \sim \mathcal N(m_0, s_0^2) \\
     u_i \mid \mu_U, \Lambda_U &\sim \mathcal N(\mu_U, \Lambda_U^{-1}), \qquad
     v_j \mid \mu_V, \Lambda_V \sim \mathcal N(\mu_V, \Lambda_V^{-1}) \\
     \Lambda_U &\sim \mathcal W(W_0, \nu_0), \qquad \mu_U \mid \Lambda_U \sim \mathcal N(\mu_0, (\beta_0 \Lambda_U)^{-1})
 
 and the same Normal-Wishart for ``(mu_V, Lambda_V)``. Defaults are those of the authors' released
 Matlab code (``bayespmf.m``): ``alpha = 2``, ``mu0 = 0``, ``beta0 = 2``, ``nu0 = D``, ``W0 = I``.
+The offset is a parameter of the model with the Normal prior ``offset_prior = (m0, s0)``
+(the estimator's default is data-scaled: the training ratings' mean and standard deviation, wide
+against the offset's posterior spread of about ``sd / sqrt(nnz)``); ``offset_prior=None`` fixes
+``m`` at ``global_mean``, the model as the authors' code has it (a plug-in constant, which
+mis-calibrates predictive intervals when the data say little about ``m``).
 Options: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate); user and item biases,
 ``r_ij ~ N(m + b_i + c_j + u_i' v_j, 1/alpha)`` with ``b_i ~ N(0, 1/lambda_b)``,
 ``c_j ~ N(0, 1/lambda_c)`` and ``lambda_b, lambda_c ~ Gamma(a_b, b_b)`` (``bias_prior``).
@@ -63,10 +69,15 @@ class Prior(NamedTuple):
     w0: float = 1.0  # W0 = w0 * I
     noise_prior: tuple[float, float] | None = None
     bias_prior: tuple[float, float] | None = None  # None: no biases
+    offset_prior: tuple[float, float] | None = None  # (m0, s0) of m ~ N(m0, s0^2); None: m fixed
 
     @property
     def has_biases(self) -> bool:
         return self.bias_prior is not None
+
+    @property
+    def learns_offset(self) -> bool:
+        return self.offset_prior is not None
 
     @property
     def nu(self) -> float:
@@ -85,6 +96,10 @@ class Prior(NamedTuple):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or min(value) <= 0):
                 raise ConfigError(f"{name} must be a positive (shape, rate) pair, got {value!r}")
+        if self.offset_prior is not None:
+            value = self.offset_prior
+            if len(value) != 2 or not np.all(np.isfinite(value)) or value[1] <= 0:
+                raise ConfigError(f"offset_prior must be a finite (mean, scale) pair with scale > 0, got {value!r}")
         return self
 
     def w0_matrix(self, dtype=jnp.float32):
@@ -123,11 +138,14 @@ def bpmf_model(
     needs no scatter-adds (:func:`~bayesmf.engines.residuals.sum_of_squares`; on MovieLens-1M at
     rank 10 one HMC leapfrog step 35.6 ms instead of 49.5 ms); full-batch only.
 
+    ``global_mean``: the offset ``m`` when ``prior.offset_prior`` is None, else only the centring
+    of the layout's targets.
+
     Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V`` (some of them
-    deterministic functions of the sites of :func:`_bartlett_side` unless ``"centered"``); ``alpha`` when it
-    has a prior; ``b_U``, ``b_V``, ``bias_precision_U``, ``bias_precision_V`` with biases; ``r``
-    the likelihood. Without ``layout`` the likelihood is one vectorised expression over
-    ratings: a gather of factor rows and a row-wise dot product.
+    deterministic functions of the sites of :func:`_bartlett_side` unless ``"centered"``); ``alpha``
+    and ``offset`` when they have a prior; ``b_U``, ``b_V``, ``bias_precision_U``,
+    ``bias_precision_V`` with biases; ``r`` the likelihood. Without ``layout`` the likelihood is
+    one vectorised expression over ratings: a gather of factor rows and a row-wise dot product.
     """
     import numpyro
     import numpyro.distributions as dist
@@ -156,29 +174,38 @@ def bpmf_model(
         alpha = prior.alpha
     else:
         alpha = numpyro.sample("alpha", dist.Gamma(*prior.noise_prior))
+    offset = global_mean
+    if prior.learns_offset:
+        offset = numpyro.sample("offset", dist.Normal(*prior.offset_prior))
     if layout is not None:
         if ratings is None or likelihood_scale != 1.0:
             raise ConfigError("layout is the full set of observed ratings: not for prior predictive draws or "
                               f"minibatches (ratings={'None' if ratings is None else 'given'}, "
                               f"likelihood_scale={likelihood_scale!r})")
-        numpyro.factor("r", _gaussian_log_likelihood(layout, factors, bias, alpha, users.shape[0]))
+        shift = offset - global_mean if prior.learns_offset else None  # targets are r - global_mean
+        numpyro.factor("r", _gaussian_log_likelihood(layout, factors, bias, alpha, users.shape[0], shift))
         return
     with numpyro.plate("ratings", users.shape[0]), numpyro.handlers.scale(scale=likelihood_scale):
-        mean = global_mean + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
+        mean = offset + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
         if prior.has_biases:  # no per-rating gathers of zero biases (at every gradient) without them
             mean = mean + bias["U"][users] + bias["V"][items]
         numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
 
 
-def _gaussian_log_likelihood(layout, factors, bias, alpha, nnz: int):
-    """``sum log N(y_ij | b_i + c_j + u_i.v_j, 1/alpha)`` over ``layout``'s targets; the biases
-    enter as two extra columns, ``[u_i, b_i, 1] . [v_j, 1, c_j]``."""
+def _gaussian_log_likelihood(layout, factors, bias, alpha, nnz: int, shift=None):
+    """``sum log N(y_ij | shift + b_i + c_j + u_i.v_j, 1/alpha)`` over ``layout``'s targets; the
+    biases enter as two extra columns, ``[u_i, b_i, 1] . [v_j, 1, shift + c_j]``, and a shift
+    without biases as one, ``[u_i, 1] . [v_j, shift]``."""
     from bayesmf.engines.residuals import sum_of_squares
 
     U, V = factors["U"], factors["V"]
     if bias:
         U = jnp.concatenate([U, bias["U"][:, None], jnp.ones_like(U[:, :1])], axis=1)
-        V = jnp.concatenate([V, jnp.ones_like(V[:, :1]), bias["V"][:, None]], axis=1)
+        c = bias["V"] if shift is None else shift + bias["V"]
+        V = jnp.concatenate([V, jnp.ones_like(V[:, :1]), c[:, None]], axis=1)
+    elif shift is not None:
+        U = jnp.concatenate([U, jnp.ones_like(U[:, :1])], axis=1)
+        V = jnp.concatenate([V, jnp.broadcast_to(shift, V[:, :1].shape).astype(V.dtype)], axis=1)
     return 0.5 * nnz * jnp.log(alpha / (2 * np.pi)) - 0.5 * alpha * sum_of_squares(layout, U, V)
 
 

@@ -16,7 +16,8 @@ from bayesmf.posterior.model import Prior, bpmf_model
 # NumPyro's per-draw fields -> the names of the sample stats (ArviZ's where it has one)
 _STAT_NAMES = {"diverging": "diverging", "num_steps": "num_steps", "accept_prob": "acceptance_rate",
          "adapt_state.step_size": "step_size", "potential_energy": "potential_energy"}
-SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V", "b_U", "b_V", "bias_precision_U", "bias_precision_V")
+SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V", "b_U", "b_V", "bias_precision_U", "bias_precision_V",
+         "offset")
 
 
 def _model_args(ratings, global_mean):
@@ -43,7 +44,7 @@ def _with_alpha(draws: dict, prior: Prior, shape) -> dict:
 def site_values(prior: Prior, parameterization: str, quantities: dict) -> dict:
     """The model's latent sites in ``parameterization`` from its quantities ``quantities``:
     ``U``, ``V``, ``mu_U``, ``Lambda_U``, ``mu_V``, ``Lambda_V`` and, where the prior has them,
-    ``alpha``, ``b_U``, ``b_V``, ``bias_precision_U`` and ``bias_precision_V`` (e.g. a Gibbs
+    ``alpha``, ``offset``, ``b_U``, ``b_V``, ``bias_precision_U`` and ``bias_precision_V`` (e.g. a Gibbs
     draw), any leading batch dimensions. The inverse of the model's deterministic maps: Bartlett's
     ``A = chol(Lambda) / sqrt(w0)`` (``chi2 = diag(A)^2``, ``normal`` = ``A`` below the diagonal)
     and, non-centred, ``z_mu = sqrt(beta0) (mu - mu0) L`` and ``z_i = (u_i - mu) L`` (row form)."""
@@ -63,7 +64,7 @@ def site_values(prior: Prior, parameterization: str, quantities: dict) -> dict:
         else:
             values[f"z_mu_{side}"] = np.sqrt(prior.beta0) * jnp.einsum("...d,...de->...e", mu - prior.mu0, chol)
             values[f"z_{side}"] = jnp.einsum("...nd,...de->...ne", rows - mu[..., None, :], chol)
-    names = (("alpha",) if prior.noise_prior is not None else ()) + (
+    names = (("alpha",) if prior.noise_prior is not None else ()) + (("offset",) if prior.learns_offset else ()) + (
         ("b_U", "b_V", "bias_precision_U", "bias_precision_V") if prior.has_biases else ())
     values.update({name: jnp.asarray(quantities[name]) for name in names})
     return values
@@ -89,6 +90,8 @@ def initial_values(prior: Prior, U, V, parameterization: str, ratings=None, glob
             pred = global_mean + np.einsum("nk,nk->n", U[ratings.users], V[ratings.items])
             sse = float(np.sum((np.asarray(ratings.values, np.float64) - pred) ** 2))
             quantities["alpha"] = (a0 + ratings.nnz / 2) / (b0 + sse / 2)
+    if prior.learns_offset:
+        quantities["offset"] = global_mean  # the factors were fitted with the offset there
     if prior.has_biases:
         a, b = prior.bias_prior
         quantities.update(b_U=np.zeros(U.shape[0]), b_V=np.zeros(V.shape[0]),
@@ -283,7 +286,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     else:
         kwargs["likelihood_scale"] = nnz / batch
     k_init, k_fit, k_draw = jax.random.split(key, 3)
-    start = {} if init_U is None else initial_values(prior, init_U, init_V, "bartlett")
+    start = {} if init_U is None else initial_values(prior, init_U, init_V, "bartlett", global_mean=global_mean)
     svi = SVI(bpmf_model, q, optim.Adam(learning_rate), Trace_ELBO())
     # traced, not run: the state is the starting parameters, so XLA keeps nothing of the model
     state = jax.jit(lambda k, params: svi.init(k, users[:batch], items[:batch], values_[:batch], n_users, n_items,
