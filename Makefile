@@ -27,9 +27,10 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
-# sdist and wheel into dist/, built in an isolated environment, then checked as PyPI would
+# sdist and wheel into dist/, built in an isolated environment, then checked as PyPI would; a
+# stale build/ could put since-deleted modules into the wheel, so it goes first
 dist: $(VENV)/.installed-dev
-	rm -rf dist
+	rm -rf dist build *.egg-info
 	$(PY) -m build --outdir dist .
 	$(VENV)/bin/twine check --strict dist/*
 

@@ -1,13 +1,15 @@
 """Command line (also ``python -m bayesmf``)::
 
+    bayesmf --version
     bayesmf run FILE.toml --out DIR [--force] [--quiet] [--data-dir PATH]
     bayesmf report DIR
     bayesmf datasets [--data-dir PATH]
-    bayesmf demo [--out DIR]          # runs the quickstart experiment shipped in the package
-                                      # (synthetic data, no download); --print shows its file
+    bayesmf demo [--out DIR] [--print]  # runs the quickstart experiment shipped in the package
+                                        # (synthetic data, no download); --print shows its file
 
 Exit status: 0 on success, 1 when some runs failed, 2 on a configuration or data error (the
-message names the file and key), 130 when interrupted with Ctrl-C (finished runs are kept).
+message names the file and key) or an --out that is a file or cannot be written (nothing is
+written then), 130 when interrupted with Ctrl-C (finished runs are kept).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from bayesmf._version import __version__
 
 DEMO = "quickstart"  # the shipped experiment (bayesmf/experiments/templates/quickstart.toml) `demo` runs
 
@@ -86,6 +90,7 @@ def _cmd_demo(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bayesmf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bayesmf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run an experiment file into an output directory")
     p.add_argument("file", help="experiment file (TOML)")

@@ -43,6 +43,12 @@ def test_the_version_is_written_in_one_place():
     assert bayesmf.__version__ == _version.__version__
 
 
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"bayesmf {VERSION}\n"
+
+
 # -- results.json: which bayesmf wrote it -------------------------------------------------------
 def test_installation_records_a_checkout_with_its_commit():
     info = installation()
@@ -107,6 +113,7 @@ def test_demo_out_in_a_read_only_directory_is_exit_2_with_nothing_created(tmp_pa
         locked.chmod(0o755)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="drops root privileges")
 def test_unwritable_out_dir_as_another_user():
     """As root, permission checks are real only for another user: a subprocess switches its
@@ -255,6 +262,7 @@ def test_the_wheel_in_a_fresh_venv_runs_the_demo_outside_the_checkout(dists, tmp
 
     cli = venv / ("Scripts" if os.name == "nt" else "bin") / "bayesmf"
     assert "demo" in run(cli, "--help")
+    assert run(cli, "--version") == f"bayesmf {VERSION}\n"
     assert run(cli, "demo", "--print") == template_text("quickstart")
     run(cli, "demo", "--out", "out", "--quiet", timeout=840)
     out = elsewhere / "out"
