@@ -212,13 +212,15 @@ def test_twine_check_passes(dists):
 
 
 def _test_env_paths(child_path: list[str]) -> list[str]:
-    """The folders on this interpreter's path that the fresh venv lacks (site-packages with the
-    dependencies), without the source tree under test."""
+    """The folders on this interpreter's path that the fresh venv lacks (the site-packages holding
+    the dependencies: CI's .venv lies inside the checkout, so only the tree's own top folder and
+    tests/ are left out)."""
     have = {Path(p or ".").resolve() for p in child_path}
+    source = {ROOT, ROOT / "tests"}
     keep = []
     for entry in sys.path:
         path = Path(entry or ".").resolve()
-        if path.is_dir() and path not in have and not path.is_relative_to(ROOT) and str(path) not in keep:
+        if path.is_dir() and path not in have and path not in source and str(path) not in keep:
             keep.append(str(path))
     return keep
 
