@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,12 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
+# sdist and wheel into dist/, built in an isolated environment, then checked as PyPI would; a
+# stale build/ could put since-deleted modules into the wheel, so it goes first
+dist: $(VENV)/.installed-dev
+	rm -rf dist build *.egg-info
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -7,10 +7,9 @@ use, so ``import bayesmf`` stays cheap and does not start JAX.
 import importlib
 
 from bayesmf import datasets, splits
+from bayesmf._version import __version__
 from bayesmf.data import IdMap, Ratings, kcore, sample_negatives, summary, to_implicit
 from bayesmf.errors import BayesmfError, ConfigError, DataError, DataNotFoundError, ParseError
-
-__version__ = "0.1.0"
 
 # estimator name -> module; the experiment runner's catalogue and bayesmf.load use this table too
 ESTIMATOR_MODULES = {

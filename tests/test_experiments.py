@@ -13,7 +13,16 @@ import pytest
 
 import bayesmf
 from bayesmf.errors import ConfigError, DataNotFoundError
-from bayesmf.experiments import CSV_COLUMNS, derive_seed, expand, load_experiment, run_experiment
+from bayesmf.experiments import (
+    CSV_COLUMNS,
+    derive_seed,
+    expand,
+    load_experiment,
+    load_template,
+    run_experiment,
+    template_names,
+    template_text,
+)
 from bayesmf.experiments import runner as runner_module
 
 TINY = """
@@ -276,8 +285,26 @@ def test_quickstart_notebook_is_valid_nbformat_4_and_its_code_compiles():
 def test_shipped_experiment_files_are_valid():
     folder = Path(__file__).resolve().parents[1] / "experiments"
     files = sorted(folder.glob("*.toml"))
-    assert {f.stem for f in files} >= {"quickstart", "surprise-ml100k", "surprise-ml1m", "pmf-vs-bpmf-ml1m",
+    assert {f.stem for f in files} >= {"surprise-ml100k", "surprise-ml1m", "pmf-vs-bpmf-ml1m",
                                        "ncf-sampled-vs-full-ml1m", "uncertainty-study"}
-    for f in files:
-        experiment = load_experiment(f)
+    experiments = [load_experiment(f) for f in files] + [load_template(name) for name in template_names()]
+    for experiment in experiments:
         assert expand(experiment) and experiment.reference  # every shipped file states its expected numbers
+
+
+def test_the_demo_experiment_ships_inside_the_package_only():
+    assert "quickstart" in template_names()
+    experiment = load_template("quickstart")
+    assert experiment.path == "bayesmf:experiments/templates/quickstart.toml"
+    assert experiment.datasets == ["synthetic"]  # no download
+    # one copy: the repository's experiments/ folder holds the other examples, not a duplicate
+    assert not (Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml").exists()
+    with pytest.raises(ConfigError, match="no shipped experiment named 'nope'; shipped: .*quickstart"):
+        load_template("nope")
+
+
+def test_demo_print_writes_the_shipped_file(capsys):
+    from bayesmf.cli import main
+
+    assert main(["demo", "--print"]) == 0
+    assert capsys.readouterr().out == template_text("quickstart")

@@ -121,10 +121,13 @@ def write_report(out_dir) -> Path:
         lines.append("")
     env = results["environment"]
     git = env.get("git") or {}
+    install = env.get("bayesmf_install", "unknown install")  # results.json written before the key existed
+    source = f"git {git['commit']}{' (dirty)' if git.get('dirty') else ''}" if git else "no git commit"
     lines += ["## Environment", "",
+              f"bayesmf {env.get('bayesmf_version') or env['packages'].get('bayesmf')} ({install}, {source}); "
               f"Python {env['python']}, JAX backend `{env['jax_backend']}` with {env['jax_device_count']} device(s) "
-              f"{env['jax_devices']}, x64 {env['jax_x64']}; {env['platform']}, {env['cpu_count']} CPUs; git "
-              f"{git.get('commit', 'unknown')}{' (dirty)' if git.get('dirty') else ''}; written {env['written_at']}.",
+              f"{env['jax_devices']}, x64 {env['jax_x64']}; {env['platform']}, {env['cpu_count']} CPUs; "
+              f"written {env['written_at']}.",
               "", "Packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

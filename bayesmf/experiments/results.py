@@ -12,7 +12,12 @@ round-trips exactly, so identical runs give identical files.
 its traceback), the resolved
 configuration, the data notes, the status (``complete``/``interrupted``) and the environment:
 Python, package and dependency versions, JAX backend, device count and devices, x64 mode,
-platform, CPU count and the git commit (with a dirty flag) of the source tree when available.
+platform, CPU count, and which bayesmf wrote the file: ``bayesmf_version`` (the imported package's
+``__version__``), ``bayesmf_install`` (``"checkout"`` when it was imported from a source tree,
+editable install included; ``"wheel"`` when from an installed distribution), ``bayesmf_path``,
+and ``git``: the commit (with a dirty flag) of a checkout that is a git work tree, else null. An
+installed wheel records no commit: the git repository around a virtual environment is not the
+package's source.
 """
 
 from __future__ import annotations
@@ -48,21 +53,33 @@ def tidy_rows(records: list) -> list[dict]:
     return rows
 
 
-def git_commit(folder: Path | None = None) -> dict | None:
-    """``{"commit", "dirty"}`` of the git work tree holding the bayesmf sources, or None."""
-    folder = folder or Path(__file__).resolve().parents[2]
+def git_commit(folder: Path) -> dict | None:
+    """``{"commit", "dirty"}`` when ``folder`` is the top of a git work tree, else None."""
     try:
-        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
+        top, commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel", "HEAD"],
+                                     capture_output=True, text=True, timeout=10, check=True).stdout.split()
+        if Path(top).resolve() != Path(folder).resolve():
+            return None  # a folder inside some other repository
         status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, ValueError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def installation() -> dict:
+    """Version, kind of install, location and (for a checkout) git commit of the imported bayesmf."""
+    import bayesmf
+
+    package = Path(bayesmf.__file__).resolve().parent
+    root = package.parent
+    checkout = (root / "pyproject.toml").is_file()  # a source tree; site-packages has none
+    return {"bayesmf_version": bayesmf.__version__, "bayesmf_install": "checkout" if checkout else "wheel",
+            "bayesmf_path": str(package), "git": git_commit(root) if checkout else None}
+
+
 def environment() -> dict:
-    """Versions, JAX backend and devices, platform and git commit (see the module docstring)."""
+    """Versions, JAX backend and devices, platform and the bayesmf install (see the module docstring)."""
     import jax
 
     versions = {}
@@ -80,7 +97,7 @@ def environment() -> dict:
         "jax_x64": bool(jax.config.jax_enable_x64),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "git": git_commit(),
+        **installation(),
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -14,6 +14,11 @@ the run's resolved configuration (:mod:`bayesmf.experiments.grid`), so a rerun o
 missing. Each file is written to a temporary name and renamed, so an interruption never leaves a
 half-written result. ``force=True`` recomputes every run and overwrites its entry.
 
+**Output directory.** Before any computation ``DIR`` is created (with missing parents) and a file
+is written to it and removed: a ``DIR`` that is a file, lies under a file, or cannot be written
+is a :class:`~bayesmf.errors.ConfigError` (exit status 2 on the command line), and the folders
+created for the check are removed again, so a refused ``--out`` leaves nothing behind.
+
 **Failures.** An exception inside one run (fit, prediction or evaluation) is recorded with its
 message and traceback as a run with status ``error`` (not cached: the next invocation tries it
 again) and the other runs continue. Data loading and splitting errors stop the experiment: they
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -44,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesmf.errors import ConfigError
 from bayesmf.experiments import catalogue
 from bayesmf.experiments.data import check_available, make_splits, prepare
 from bayesmf.experiments.grid import RunSpec, expand
@@ -97,6 +104,36 @@ class RunCache:
         if draws:
             _atomic(self.draws_path(key), lambda f: np.savez(f, **draws), suffix=".npz")
         _atomic(self.json_path(key), lambda f: f.write(json.dumps(record, indent=1).encode()))
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """Create ``out_dir`` and check that files can be written there (see the module docstring)."""
+    out_dir = Path(out_dir)
+    created = []
+    try:
+        missing, existing = [], out_dir
+        while not existing.exists() and existing != existing.parent:
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "is" if existing == out_dir else f"lies under {existing}, which is"
+            raise ConfigError(f"{out_dir}: the output directory {where} a file, not a directory; "
+                              f"choose another --out")
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise ConfigError(f"{out_dir}: cannot write to the output directory ({exc.strerror or exc}); "
+                          f"choose another --out or fix its permissions") from None
+    return out_dir
 
 
 def _atomic(path: Path, write, suffix: str = "") -> None:
@@ -190,8 +227,7 @@ def run_experiment(experiment, out_dir, *, force: bool = False, progress: bool =
 
     check_available(experiment, data_dir)  # before any computation
     specs = expand(experiment)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(out_dir)
     cache = RunCache(out_dir)
     records, prepared, splits = {}, {}, {}
     computed = cached = failed = 0

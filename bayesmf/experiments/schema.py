@@ -53,11 +53,17 @@ numbers for ``float``, ``true``/``false`` for ``bool``, strings for ``str``, a T
 ``seed``, ``progress`` and ``checkpoint`` belong to the runner (see :mod:`bayesmf.experiments.grid`
 for how seeds are derived). Finally each grid point is handed to the estimator's own parameter
 check, so a value it would reject (``inference = "mcmc"``) is reported here, not mid-run.
+
+Experiment files shipped inside the package (``bayesmf/experiments/templates/NAME.toml``, read
+through :mod:`importlib.resources` so they work from a wheel as well as from a checkout) are
+listed by :func:`template_names` and read by :func:`load_template`; ``bayesmf demo`` runs
+``quickstart``.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +206,34 @@ def load_experiment(path) -> Experiment:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_experiment(doc, str(path))
+
+
+def template_names() -> list[str]:
+    """Names of the experiment files shipped inside the package."""
+    folder = importlib.resources.files("bayesmf.experiments") / "templates"
+    if not folder.is_dir():  # an installation without its package data
+        return []
+    return sorted(f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
+def template_text(name: str) -> str:
+    """The text of the shipped experiment file ``name`` (a starting point for one's own file)."""
+    names = template_names()
+    if name not in names:
+        raise ConfigError(f"no shipped experiment named {name!r}; shipped: {', '.join(names) or 'none'}")
+    return (importlib.resources.files("bayesmf.experiments") / "templates" / f"{name}.toml").read_text(
+        encoding="utf-8")
+
+
+def load_template(name: str) -> Experiment:
+    """Read and validate the shipped experiment file ``name``; errors name it as
+    ``bayesmf:experiments/templates/NAME.toml``, which is also the file recorded in results."""
+    label = f"bayesmf:experiments/templates/{name}.toml"
+    try:
+        doc = tomllib.loads(template_text(name))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from None
+    return parse_experiment(doc, label)
 
 
 def parse_experiment(doc: dict, path: str = "<experiment>") -> Experiment:
