@@ -32,3 +32,7 @@ class DataNotFoundError(BayesmfError, FileNotFoundError):
 
 class ConfigError(BayesmfError, ValueError):
     """An invalid option, hyperparameter or configuration value."""
+
+
+class ResumeWarning(UserWarning):
+    """A fit continues from a checkpoint written by an earlier, interrupted run of the same configuration."""

@@ -13,6 +13,7 @@ from bayesmf import ConfigError, Ratings, splits
 from bayesmf.data import synthetic
 from bayesmf.engines.chunks import chunks_for, gram_chunks_for
 from bayesmf.engines.linalg import sample_gaussian
+from bayesmf.errors import ResumeWarning
 from bayesmf.models.bpmf import BPMF, PMF
 from bayesmf.posterior import gibbs
 from bayesmf.posterior.model import Prior
@@ -238,7 +239,8 @@ def test_checkpoint_resume_is_bit_identical(small, tmp_path, monkeypatch):
         BPMF(**kw, checkpoint=str(ckpt), checkpoint_every=5).fit(train)
     assert ckpt.exists()
     monkeypatch.setattr(sampler, "progress_bar", real_bar)
-    resumed = BPMF(**kw, checkpoint=str(ckpt), checkpoint_every=5).fit(train)
+    with pytest.warns(ResumeWarning, match="at sweep 17 of 30"):
+        resumed = BPMF(**kw, checkpoint=str(ckpt), checkpoint_every=5).fit(train)
     np.testing.assert_array_equal(resumed.user_samples_, reference.user_samples_)
     np.testing.assert_array_equal(resumed.Lambda_V_samples_, reference.Lambda_V_samples_)
     assert resumed.history_["train_rmse"] == reference.history_["train_rmse"]

@@ -443,14 +443,14 @@ def test_load_rejects_other_version_and_corruption(tmp_path, data):
     path = model.save(tmp_path / "m")
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(DataError, match="format version 99.*reads version 2"):
+    with pytest.raises(DataError, match="format version 99.*reads versions 2 and 3"):
         bayesmf.load(path)
     (path / "meta.json").write_text(json.dumps(meta)[:-20])
     with pytest.raises(DataError, match="not valid JSON"):
         bayesmf.load(path)
     (path / "meta.json").write_text(json.dumps(meta))
-    blob = (path / "arrays.npz").read_bytes()
-    (path / "arrays.npz").write_bytes(blob[: len(blob) // 2])
+    blob = (path / meta["arrays_file"]).read_bytes()
+    (path / meta["arrays_file"]).write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DataError, match="corrupted or truncated"):
         bayesmf.load(path)
     with pytest.raises(DataError, match="meta.json missing"):

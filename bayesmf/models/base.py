@@ -203,7 +203,7 @@ class FactorModel(RecommendMixin, Estimator):
     _required_arrays = ("seen_indptr_", "seen_items_", "user_counts_", "item_counts_")
 
     def save(self, path) -> Path:
-        """Write the fitted model to directory ``path`` (``arrays.npz`` + ``meta.json``), atomically.
+        """Write the fitted model to directory ``path`` (``meta.json`` + an arrays file), atomically.
 
         Saved: every array of :attr:`_state_arrays` that is not None, the seen-item CSR (so that
         ``recommend(exclude_seen=True)`` works after :func:`load`), the counts, the
@@ -245,6 +245,23 @@ def _model_class(name: str, path) -> type:
     return cls
 
 
+_META_KEYS = ("class", "params", "global_mean", "rating_scale", "user_map", "item_map", "history")
+
+
+def _accepted_params(cls: type, meta: dict, path) -> dict:
+    """The saved hyperparameters, checked against what ``cls`` accepts: a parameter this version
+    does not know (a file from a newer bayesmf, or an edited one) is named, not a TypeError."""
+    params = meta["params"]
+    if not isinstance(params, dict):
+        raise DataError(f"{path}: the saved parameters are not a mapping ({type(params).__name__})")
+    unknown = sorted(set(params) - set(cls._param_names()))
+    if unknown:
+        raise DataError(f"{path}: the saved {cls.__name__} has parameter(s) {unknown} that {cls.__name__} of this "
+                        f"bayesmf does not accept (saved by bayesmf {meta.get('bayesmf_version')}); load it with "
+                        "that version")
+    return params
+
+
 def load(path) -> FactorModel:
     """Load a model written by :meth:`FactorModel.save`; no training data needed.
 
@@ -252,7 +269,11 @@ def load(path) -> FactorModel:
     other-version file, naming the file and the problem.
     """
     meta, arrays = persist.load_dir(path)
-    model = _model_class(meta["class"], path)(**meta["params"])
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise DataError(f"{path}: the saved model's metadata lacks {missing}")
+    cls = _model_class(meta["class"], path)
+    model = cls(**_accepted_params(cls, meta, path))
     missing = [name for name in model._required_arrays if name not in arrays]
     if missing:
         raise DataError(f"{path}: the saved model lacks the array(s) {missing}")

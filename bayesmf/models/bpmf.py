@@ -31,7 +31,7 @@ from bayesmf.models.base import FactorModel, check_dtype, check_positive_int
 from bayesmf.posterior import gibbs
 from bayesmf.posterior.map import MapState, als_step, make_adam_step
 from bayesmf.posterior.model import Prior
-from bayesmf.posterior.sampler import run_sampler
+from bayesmf.posterior.sampler import content_digest, run_sampler
 
 INFERENCES = ("gibbs", "nuts", "svi", "map")
 HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
@@ -122,7 +122,10 @@ class BPMF(FactorModel):
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
         through the online moments of ``fit(..., track=...)``).
     checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted
-        fit called again with the same settings resumes bit-identically.
+        fit called again with the same data, ``track`` pairs and chain settings resumes
+        bit-identically (with a :class:`~bayesmf.errors.ResumeWarning`); a checkpoint of another
+        run raises :class:`ConfigError`, an unreadable one :class:`DataError`. Gibbs only: other
+        inferences refuse it.
     svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate: Adam
         steps, guide, ratings per step (``None``: all of them) and step size. The defaults (1,000
         full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8410 in 35-39 s
@@ -270,6 +273,9 @@ class BPMF(FactorModel):
         if self.biases and self.inference == "map":
             raise ConfigError("biases=True needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "for a biased point estimate use bayesmf.ALS or FunkSVD")
+        if self.checkpoint is not None and self.inference != "gibbs":
+            raise ConfigError(f"checkpoint={self.checkpoint!r} is used by inference='gibbs' only; "
+                              f"inference={self.inference!r} would ignore it: drop it or use inference='gibbs'")
         if self.nuts_parameterization not in ("noncentered", "bartlett"):
             raise ConfigError("nuts_parameterization must be 'noncentered' or 'bartlett', "
                               f"got {self.nuts_parameterization!r}")
@@ -365,10 +371,11 @@ class BPMF(FactorModel):
         return final.U, final.V
 
     def _gibbs_result(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype, *, n_warmup: int, n_samples: int,
-                      chains: int, thin: int = 1, keep_every: int = 1, track=None, checkpoint=None,
+                      chains: int, thin: int = 1, keep_every: int = 1, track: Ratings | None = None, checkpoint=None,
                       desc: str = "BPMF Gibbs"):
         """``run_sampler`` over Gibbs sweeps from the factors ``(U0, V0)``, every chain from the
-        same start; kept draws of every site of the model."""
+        same start; kept draws of every site of the model; the posterior-predictive moments at the
+        pairs of ``track`` (a :class:`Ratings`) when given."""
         base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
                           dtype=dtype, offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
@@ -378,27 +385,34 @@ class BPMF(FactorModel):
         def collect(state):
             return {site: getattr(state, site) for site in sites}
 
-        # settings that do not change the Gibbs chain stay out, so that a checkpoint resumes
-        # whatever they are (and across versions that add such settings)
-        fingerprint = {"params": {k: v for k, v in self.get_params().items()
-                                  if k != "progress" and not k.startswith(("nuts_", "svi_"))},
-                       "nnz": train.nnz, "shape": train.shape, "sum": float(train.values.sum())}
         kernel = functools.partial(gibbs.chain_step, data=data, prior=prior)
+        track_fn = None
+        if track is not None:
+            track_fn = functools.partial(gibbs.pair_predictions, users=jnp.asarray(track.users),
+                                         items=jnp.asarray(track.items))
         return run_sampler(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
-                           collect=collect, keep_every=keep_every, track=track, progress=self.progress, desc=desc,
+                           collect=collect, keep_every=keep_every, track=track_fn, progress=self.progress, desc=desc,
                            checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
-                           fingerprint=fingerprint)
+                           fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
+
+    def _chain_fingerprint(self, train: Ratings, track: Ratings | None) -> dict:
+        """What identifies a Gibbs chain, for its checkpoint: the training triples and the tracked
+        pairs by content, and every setting that changes the chain. Settings that do not change it
+        (progress, the checkpoint's own path and period, NUTS/SVI options) stay out, so that a
+        checkpoint resumes whatever they are (and across versions that add such settings)."""
+        ignored = ("progress", "checkpoint", "checkpoint_every")
+        settings = {k: v for k, v in self.get_params().items()
+                    if k not in ignored and not k.startswith(("nuts_", "svi_"))}
+        return {"data": content_digest(train.users, train.items, train.values, np.asarray(train.shape)),
+                "track": None if track is None else content_digest(track.users, track.items),
+                "settings": settings}
 
     def _run_gibbs(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype):
-        track = None
-        if self._track is not None:
-            if not self._track.same_index_space(train):
-                raise DataError("track must share the training ID maps (use a bayesmf split)")
-            track = functools.partial(gibbs.pair_predictions, users=jnp.asarray(self._track.users),
-                                      items=jnp.asarray(self._track.items))
+        if self._track is not None and not self._track.same_index_space(train):
+            raise DataError("track must share the training ID maps (use a bayesmf split)")
         result = self._gibbs_result(key, data, prior, U0, V0, train, dtype, n_warmup=int(self.n_warmup),
                                     n_samples=int(self.n_samples), chains=int(self.chains), thin=int(self.thin),
-                                    keep_every=int(self.keep_every), track=track, checkpoint=self.checkpoint)
+                                    keep_every=int(self.keep_every), track=self._track, checkpoint=self.checkpoint)
         for name, values in result.history.items():
             self.history_[name] = values.mean(axis=1).tolist()  # averaged over chains
         if result.tracked is not None:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines.driver import DivergenceError, progress_bar
-from bayesmf.errors import ConfigError
+from bayesmf.errors import ConfigError, DataError, ResumeWarning
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -98,7 +99,14 @@ def run_sampler(
     pairs, per chain) feeds :class:`OnlineMoments`, and every ``keep_every``-th draw
     ``collect(state)`` (dict of arrays per chain) is kept in host memory. ``history`` holds every
     sweep's info. With ``checkpoint`` a file is written every ``checkpoint_every`` sweeps and on
-    Ctrl-C, and an existing one with the same ``fingerprint`` is resumed.
+    Ctrl-C, and an existing one with the same ``fingerprint`` is resumed (with a
+    :class:`~bayesmf.errors.ResumeWarning` naming the sweep).
+
+    ``fingerprint`` maps part names (e.g. ``"data"``, ``"track"``, ``"settings"``) to JSON-able
+    values that identify the chain: everything that changes it must be in there, as content
+    (see :func:`content_digest`), not as a summary. The sampler adds its own settings as the part
+    ``"sampler"``. A checkpoint whose fingerprint differs raises :class:`ConfigError` naming the
+    differing parts; one that cannot be read raises :class:`DataError`.
     """
     for name, value in (("n_samples", n_samples), ("thin", thin), ("keep_every", keep_every)):
         if int(value) < 1:
@@ -108,12 +116,13 @@ def run_sampler(
     n_chains = jax.tree_util.tree_leaves(init_state)[0].shape[0]
     total = n_warmup + n_samples * thin
 
-    fingerprint = dict(fingerprint or {}, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
-                       keep_every=keep_every, chains=n_chains)
+    fingerprint = _normalised({**(fingerprint or {}), "sampler": {
+        "n_warmup": n_warmup, "n_samples": n_samples, "thin": thin, "keep_every": keep_every, "chains": n_chains}})
     path = None if checkpoint is None else Path(checkpoint)
     state, start, kept, history, moments = init_state, 0, {}, {}, OnlineMoments()
     if path is not None and path.exists():
         state, start, kept, history, moments = _load_checkpoint(path, init_state, fingerprint)
+        warnings.warn(f"{desc}: resuming from {path} at sweep {start} of {total}", ResumeWarning, stacklevel=2)
 
     bar = progress_bar(total, desc, progress)
     bar.update(start)
@@ -161,8 +170,39 @@ def run_sampler(
     return SamplerResult(samples, hist, moments if track is not None else None, state)
 
 
+def content_digest(*arrays) -> str:
+    """SHA-256 over the dtype, shape and bytes of each array, in order: identifies data by its
+    content (a relabelling or a reordering changes it), at memory speed."""
+    digest = hashlib.sha256()
+    for arr in arrays:
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype.str}{arr.shape};".encode())
+        digest.update(arr.data)
+    return digest.hexdigest()
+
+
+def _normalised(fingerprint: dict) -> dict:
+    """The fingerprint as it reads back from JSON (tuples become lists, other objects strings)."""
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
 def _digest(fingerprint: dict) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def _differences(stored: dict, current: dict) -> list[str]:
+    """Names of the fingerprint parts (and of the differing keys of dict-valued parts) that differ."""
+    out = []
+    for part in sorted(set(stored) | set(current)):
+        old, new = stored.get(part), current.get(part)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+            out.append(f"{part} ({', '.join(keys)})")
+        else:
+            out.append(part)
+    return out
 
 
 def _save_checkpoint(path: Path, state, next_sweep, kept, history, moments, fingerprint) -> None:
@@ -174,7 +214,8 @@ def _save_checkpoint(path: Path, state, next_sweep, kept, history, moments, fing
         arrays[f"history_{name}"] = np.stack(values)
     if moments.mean is not None:
         arrays["moments_mean"], arrays["moments_m2"] = moments.mean, moments.m2
-    meta = {"next_sweep": next_sweep, "moments_count": moments.count, "digest": _digest(fingerprint)}
+    meta = {"next_sweep": next_sweep, "moments_count": moments.count, "digest": _digest(fingerprint),
+            "fingerprint": fingerprint}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -182,18 +223,36 @@ def _save_checkpoint(path: Path, state, next_sweep, kept, history, moments, fing
     os.replace(tmp, path)  # atomic: a crash mid-write never corrupts the last checkpoint
 
 
-def _load_checkpoint(path: Path, template, fingerprint):
-    with np.load(path) as npz:
-        meta = json.loads(npz["meta"].tobytes().decode())
-        if meta["digest"] != _digest(fingerprint):
-            raise ConfigError(f"checkpoint {path} was written by a different run configuration; delete it or "
-                              "use another checkpoint path")
-        treedef = jax.tree_util.tree_structure(template)
-        n_leaves = treedef.num_leaves
-        state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(npz[f"state_{i}"]) for i in range(n_leaves)])
-        kept = {k[5:]: list(npz[k]) for k in npz.files if k.startswith("kept_")}
-        history = {k[8:]: list(npz[k]) for k in npz.files if k.startswith("history_")}
-        moments = OnlineMoments(count=meta["moments_count"],
-                                mean=npz["moments_mean"] if "moments_mean" in npz.files else None,
-                                m2=npz["moments_m2"] if "moments_m2" in npz.files else None)
+def _read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """``(meta, arrays)`` of a checkpoint file; :class:`DataError` naming the path when it is
+    empty, truncated or not a checkpoint at all."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+        if not isinstance(meta, dict) or not isinstance(meta["next_sweep"], int) or "digest" not in meta:
+            raise ValueError("its metadata lacks the sweep or the fingerprint")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DataError(f"checkpoint {path} is corrupted or truncated ({type(exc).__name__}: {exc}); "
+                        "delete it to start over") from None
+    return meta, arrays
+
+
+def _load_checkpoint(path: Path, template, fingerprint: dict):
+    meta, arrays = _read_checkpoint(path)
+    if meta["digest"] != _digest(fingerprint):
+        stored = meta.get("fingerprint")
+        what = ", ".join(_differences(stored, fingerprint)) if isinstance(stored, dict) else "data/track/settings"
+        raise ConfigError(f"checkpoint {path} was written by a different run (differing: {what}); delete it or "
+                          "use another checkpoint path")
+    treedef = jax.tree_util.tree_structure(template)
+    leaves = jax.tree_util.tree_leaves(template)
+    names = [f"state_{i}" for i in range(len(leaves))]
+    if any(n not in arrays or arrays[n].shape != leaf.shape for n, leaf in zip(names, leaves, strict=True)):
+        raise DataError(f"checkpoint {path} is corrupted or truncated (its chain state does not match the run); "
+                        "delete it to start over")
+    state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n]) for n in names])
+    kept = {k[5:]: list(v) for k, v in arrays.items() if k.startswith("kept_")}
+    history = {k[8:]: list(v) for k, v in arrays.items() if k.startswith("history_")}
+    moments = OnlineMoments(count=meta["moments_count"], mean=arrays.get("moments_mean"), m2=arrays.get("moments_m2"))
     return state, meta["next_sweep"], kept, history, moments
