@@ -24,6 +24,42 @@ def write(tmp_path, rel, text):
     return path
 
 
+# -- defect 4: datetime timestamp columns become Unix seconds, in one place -------------------------
+STAMPS = ["2000-01-01 00:00:01", "2018-09-24 13:45:30", "1997-09-20 03:05:10"]
+UNIX = [946684801, 1537796730, 874724710]
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms", "s"])
+def test_from_pandas_and_from_arrays_store_datetimes_as_unix_seconds(unit):
+    when = pd.Series(pd.to_datetime(STAMPS)).astype(f"datetime64[{unit}]")
+    df = pd.DataFrame({"user": [1, 2, 3], "item": [1, 1, 2], "rating": [4.0, 3.0, 5.0], "t": when})
+    assert Ratings.from_pandas(df, timestamp="t").timestamps.tolist() == UNIX
+    arr = when.to_numpy()
+    assert arr.dtype == np.dtype(f"datetime64[{unit}]")
+    assert Ratings.from_arrays([0, 1, 2], [0, 0, 1], [4, 3, 5], arr).timestamps.tolist() == UNIX
+
+
+def test_timezone_aware_datetimes_are_converted_to_utc_seconds():
+    berlin = pd.Series(pd.to_datetime(STAMPS)).dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin")
+    df = pd.DataFrame({"user": [1, 2, 3], "item": [1, 1, 2], "rating": [4.0, 3.0, 5.0], "t": berlin})
+    assert Ratings.from_pandas(df, timestamp="t").timestamps.tolist() == UNIX
+    assert Ratings.from_arrays([0, 1, 2], [0, 0, 1], [4, 3, 5], berlin).timestamps.tolist() == UNIX
+    local = pd.Series(pd.to_datetime(["2000-01-01 01:00:01"])).dt.tz_localize("Europe/Berlin")
+    assert Ratings.from_arrays([0], [0], [4], local).timestamps.tolist() == [946684801]
+
+
+def test_missing_and_pre_epoch_datetimes():
+    when = pd.Series(pd.to_datetime([STAMPS[0], None, STAMPS[2]]))
+    df = pd.DataFrame({"user": [1, 2, 3], "item": [1, 1, 2], "rating": [4.0, 3.0, 5.0], "t": when})
+    r = Ratings.from_pandas(df, timestamp="t")
+    assert r.timestamps.tolist() == [UNIX[0], MISSING_TIMESTAMP, UNIX[2]] and r.missing_timestamps == 1
+    old = np.array(["1999-12-31T23:59:59", "1969-12-31T23:59:59"], dtype="datetime64[s]")
+    with pytest.raises(DataError, match=r"timestamps row 1: 1969-12-31T23:59:59 is before 1970"):
+        Ratings.from_arrays([0, 1], [0, 0], [4, 3], old)
+    with pytest.raises(DataError, match="timestamps must be integers .* or datetimes"):
+        Ratings.from_arrays([0], [0], [4], np.array(["2000-01-01"]))
+
+
 # -- defect 8 (data part): split arguments are checked, not coerced -----------------------------------
 @pytest.fixture(scope="module")
 def ratings():
