@@ -178,13 +178,18 @@ def kfold(ratings: Ratings, k: int = 5, seed: int = 0, drop_unseen: bool = False
     return [_make(ratings, fold == f, drop_unseen) for f in range(k)]
 
 
-def predefined(name: str, fold: str, data_dir=None, drop_unseen: bool = False) -> Split:
-    """A split published with the data: ``predefined("movielens-100k", "u1")`` (u1..u5, ua, ub)."""
+def predefined(
+    name: str, fold: str, data_dir=None, drop_unseen: bool = False, *, check_counts: bool = True
+) -> Split:
+    """A split published with the data: ``predefined("movielens-100k", "u1")`` (u1..u5, ua, ub).
+
+    The files must hold their published numbers of ratings; ``check_counts=False`` accepts a
+    deliberately modified copy (see :func:`bayesmf.datasets.load`)."""
     from bayesmf.data.datasets import load_movielens_100k_split
 
     if name != "movielens-100k":
         raise DataError(f"no predefined splits for {name!r}; known: ['movielens-100k']")
-    train, test = load_movielens_100k_split(fold, data_dir)
+    train, test = load_movielens_100k_split(fold, data_dir, check_counts=check_counts)
     return _finish(train, test, drop_unseen)
 
 
