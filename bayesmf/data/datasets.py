@@ -8,6 +8,10 @@ Inside it the layout is the one of the shared data folder::
     ml-1m/ratings.dat            (or ml-1m/ml-1m_ratings.npz, whose timestamp is -1 where unknown)
     ml-latest-small/ratings.csv
 
+A named data set must hold its published numbers of ratings, users and items (a truncated or
+corrupted copy fails naming the file and both counts; ``check_counts=False`` loads a
+deliberately modified one).
+
 MovieLens may not be redistributed, so bayesmf ships no data. A missing data set is downloaded
 from GroupLens into the cache when the network allows; otherwise the error names the exact path
 expected and how to supply it.
