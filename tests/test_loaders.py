@@ -22,7 +22,7 @@ def write(tmp_path, rel, text):
 
 def test_movielens_100k_format(tmp_path):
     write(tmp_path, "ml-100k/u.data", U_DATA)
-    r = datasets.load("movielens-100k", data_dir=tmp_path, download=False)
+    r = datasets.load("movielens-100k", data_dir=tmp_path, download=False, check_counts=False)
     assert (r.nnz, r.n_users, r.n_items) == (4, 3, 3)
     assert r.user_map.ids().tolist() == [22, 186, 196]
     df = r.to_pandas()
@@ -33,7 +33,7 @@ def test_movielens_100k_format(tmp_path):
 def test_movielens_1m_dat_and_env_var(tmp_path, monkeypatch):
     write(tmp_path, "ml-1m/ratings.dat", RATINGS_DAT)
     monkeypatch.setenv("BAYESMF_DATA", str(tmp_path))
-    r = datasets.load("movielens-1m", download=False)
+    r = datasets.load("movielens-1m", download=False, check_counts=False)
     assert r.to_pandas()["item"].tolist() == [1193, 661, 1193]
     assert r.timestamps.tolist() == [978300760, 978302109, 978298413]
 
@@ -43,7 +43,7 @@ def test_movielens_1m_npz_keeps_unknown_timestamps(tmp_path):
     np.savez(tmp_path / "ml-1m/ml-1m_ratings.npz", user=np.array([1, 1, 2], np.int32),
              item=np.array([5, 6, 5], np.int32), rating=np.array([5, 3, 4], np.int8),
              timestamp=np.array([100, -1, 50], np.int32))
-    r = datasets.load("movielens-1m", data_dir=tmp_path, download=False)
+    r = datasets.load("movielens-1m", data_dir=tmp_path, download=False, check_counts=False)
     assert r.missing_timestamps == 1
     with pytest.raises(DataError, match="1 of 3 ratings have an unknown timestamp"):
         splits.temporal(r, 0.3)
@@ -53,7 +53,7 @@ def test_movielens_1m_npz_keeps_unknown_timestamps(tmp_path):
 
 def test_latest_small_csv(tmp_path):
     write(tmp_path, "ml-latest-small/ratings.csv", RATINGS_CSV)
-    r = datasets.load("movielens-latest-small", data_dir=tmp_path, download=False)
+    r = datasets.load("movielens-latest-small", data_dir=tmp_path, download=False, check_counts=False)
     np.testing.assert_array_equal(r.values, [4.0, 4.5, 2.5])
     assert r.rating_scale == (0.5, 5.0)
 
@@ -129,11 +129,11 @@ def test_predefined_split_from_fixture_files(tmp_path):
     write(tmp_path, "ml-100k/u.data", U_DATA)
     write(tmp_path, "ml-100k/u1.base", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t5\t881251000\n")
     write(tmp_path, "ml-100k/u1.test", "22\t377\t1\t878887116\n")
-    train, test = split = splits.predefined("movielens-100k", "u1", data_dir=tmp_path)
+    train, test = split = splits.predefined("movielens-100k", "u1", data_dir=tmp_path, check_counts=False)
     assert train.same_index_space(test) and train.shape == (3, 3)
     assert split.unseen_users.tolist() == [0] and split.unseen_items.tolist() == [2]
     with pytest.raises(DataError, match="the test set empty"):
-        splits.predefined("movielens-100k", "u1", data_dir=tmp_path, drop_unseen=True)
+        splits.predefined("movielens-100k", "u1", data_dir=tmp_path, drop_unseen=True, check_counts=False)
     with pytest.raises(DataError, match="unknown MovieLens-100K fold 'u9'"):
         splits.predefined("movielens-100k", "u9", data_dir=tmp_path)
 

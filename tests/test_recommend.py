@@ -257,9 +257,9 @@ def test_bad_recommend_input(als, kwargs, error, match):
 
 
 def test_bad_index_input_and_nan_scores(als, data):
-    with pytest.raises(DataError, match="user index 200 is out of range"):
+    with pytest.raises(DataError, match="user_indices: index 200 is out of range"):
         als.recommend_indices([0, 200], 3)
-    with pytest.raises(DataError, match="integers"):
+    with pytest.raises(DataError, match="user_indices must be integer indices"):
         als.recommend_indices([0.5], 3)
     with pytest.raises(ConfigError, match="not fitted"):
         TinyALS().recommend([0], 3)

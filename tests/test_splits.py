@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayesmf import DataError, Ratings, splits
+from bayesmf import ConfigError, DataError, Ratings, splits
 from bayesmf.data import synthetic
 
 
@@ -117,7 +117,7 @@ def test_unseen_reporting_and_dropping():
 
 @pytest.mark.parametrize("frac", [0, 1, -0.1, 1.5])
 def test_bad_fractions(small, frac):
-    with pytest.raises(DataError, match="test_fraction"):
+    with pytest.raises(ConfigError, match="test_fraction"):
         splits.random(small.ratings, frac)
 
 

@@ -8,6 +8,10 @@ Inside it the layout is the one of the shared data folder::
     ml-1m/ratings.dat            (or ml-1m/ml-1m_ratings.npz, whose timestamp is -1 where unknown)
     ml-latest-small/ratings.csv
 
+A named data set must hold its published numbers of ratings, users and items (a truncated or
+corrupted copy fails naming the file and both counts; ``check_counts=False`` loads a
+deliberately modified one).
+
 MovieLens may not be redistributed, so bayesmf ships no data. A missing data set is downloaded
 from GroupLens into the cache when the network allows; otherwise the error names the exact path
 expected and how to supply it.
@@ -59,6 +63,7 @@ class DatasetSpec:
     sha256: str | None  # of the archive at ``url``; None where it could not be pinned offline
     rating_scale: tuple[float, float]
     expected: tuple[int, int, int]  # ratings, users, items (the published counts)
+    file_ratings: tuple[tuple[str, int], ...] = ()  # (file name, published ratings) of its other files
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -68,6 +73,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "movielens-100k", "ml-100k", ("u.data",),
             "https://files.grouplens.org/datasets/movielens/ml-100k.zip", None, (1.0, 5.0),
             (100_000, 943, 1_682),
+            tuple((f"u{k}.{part}", n) for k in range(1, 6) for part, n in (("base", 80_000), ("test", 20_000)))
+            + tuple((f"u{k}.{part}", n) for k in "ab" for part, n in (("base", 90_570), ("test", 9_430))),
         ),
         DatasetSpec(
             "movielens-1m", "ml-1m", ("ratings.dat", "ml-1m_ratings.npz"),
@@ -147,26 +154,52 @@ def _spec(name: str) -> DatasetSpec:
 
 
 # -- loading ----------------------------------------------------------------------------------
-def load(name: str, data_dir=None, download: bool = True) -> Ratings:
+def load(name: str, data_dir=None, download: bool = True, *, check_counts: bool = True) -> Ratings:
     """Load a named data set as :class:`~bayesmf.data.ratings.Ratings` with raw-ID maps.
 
     ``name`` is one of ``"movielens-100k"``, ``"movielens-1m"``, ``"movielens-latest-small"``.
     Rows keep the file's order; user and item indices follow the sorted raw IDs.
+
+    The ratings, users and items read must equal the published counts (``DATASETS[name].expected``),
+    so a truncated or corrupted copy fails here, naming the file and both counts, instead of
+    giving results on the wrong data. ``check_counts=False`` loads a deliberately modified copy.
     """
     spec = _spec(name)
     path = locate(name, data_dir, download)
     if path.suffix == ".npz":
-        return load_npz(path, rating_scale=spec.rating_scale)
-    return load_file(path, rating_scale=spec.rating_scale)
+        ratings = load_npz(path, rating_scale=spec.rating_scale)
+    else:
+        ratings = load_file(path, rating_scale=spec.rating_scale)
+    if check_counts:
+        _check_published(path, spec.name, (ratings.nnz, ratings.n_users, ratings.n_items), spec.expected)
+    return ratings
+
+
+def _check_published(path: Path, name: str, got: tuple[int, ...], published: tuple[int, ...]) -> None:
+    """DataError naming the file and both counts when ``got`` differs from the ``published``
+    (ratings[, users, items]) counts of data set ``name``."""
+    if tuple(got) == tuple(published):
+        return
+
+    def counts(c):
+        return ", ".join(f"{n:,} {what}" for n, what in zip(c, ("ratings", "users", "items")))
+
+    raise DataError(
+        f"{path}: {counts(got)}, but the published {name} file has {counts(published)}: the file is "
+        "truncated, corrupted or not the published one. Restore it (or delete it to download it again); "
+        "to load a deliberately modified copy, pass check_counts=False "
+        "(datasets.load or splits.predefined)."
+    )
 
 
 _FORMATS = {
-    # file name -> (separator, column roles by position or header name, has header)
-    "u.data": ("\t", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False),
-    "ratings.dat": ("::", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False),
-    "ratings.csv": (",", {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}, True),
+    # file name -> (separator, column roles by position or header name, has header, ID type)
+    "u.data": ("\t", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False, "int"),
+    "ratings.dat": ("::", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False, "int"),
+    "ratings.csv": (",", {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}, True,
+                    "int"),
 }
-_MOVIELENS_100K_SPLIT = ("\t", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False)
+_MOVIELENS_100K_SPLIT = ("\t", {"user": 0, "item": 1, "rating": 2, "timestamp": 3}, False, "int")
 
 
 def load_file(
@@ -179,14 +212,18 @@ def load_file(
     user_map: IdMap | None = None,
     item_map: IdMap | None = None,
     duplicates: str = "error",
+    ids: str | None = None,
 ) -> Ratings:
     """Load a ratings file: MovieLens formats by name, or any CSV/TSV/Parquet with named columns.
 
     For MovieLens files (``u.data``, ``u1.base``..., ``ratings.dat``, ``ratings.csv``) the format
-    is known. Otherwise give ``columns`` mapping roles (``user``, ``item``, ``rating``,
-    ``timestamp``) to header names (``header=True``, the default for ``.csv``) or positions, and
-    ``sep`` (default: ``,`` for ``.csv``, tab otherwise). ``rating`` may be omitted for
-    implicit data (all values 1).
+    is known, integer IDs included. Otherwise give ``columns`` mapping roles (``user``, ``item``,
+    ``rating``, ``timestamp``) to header names (``header=True``, the default for ``.csv``) or
+    positions, and ``sep`` (default: ``,`` for ``.csv``, tab otherwise). ``rating`` may be omitted
+    for implicit data (all values 1). ``ids`` is the type of the user and item IDs of a delimited
+    file, ``"int"``, ``"str"`` or ``"auto"`` (see :data:`bayesmf.data.io.ID_TYPES`; default: the
+    known format's, else ``"auto"``). This loader does not compare counts with published ones;
+    :func:`load` does.
     """
     path = Path(path)
     if not path.is_file():
@@ -200,14 +237,15 @@ def load_file(
         if known is None and path.suffix in (".base", ".test") and path.stem[:1] == "u":
             known = _MOVIELENS_100K_SPLIT
         if columns is None and known is not None:
-            sep, columns, header = known
+            sep, columns, header, declared = known
+            ids = declared if ids is None else ids
         if columns is None:
             raise DataError(f"{path}: unknown format; pass columns={{'user': ..., 'item': ..., 'rating': ...}}")
         if sep is None:
             sep = "," if path.suffix == ".csv" else "\t"
         if header is None:
             header = all(isinstance(c, str) for c in columns.values())
-        fields = read_delimited(path, sep, columns, header)
+        fields = read_delimited(path, sep, columns, header, ids="auto" if ids is None else ids)
     return _to_ratings(fields, rating_scale, user_map, item_map, duplicates)
 
 
@@ -232,17 +270,23 @@ def _to_ratings(fields, rating_scale, user_map, item_map, duplicates) -> Ratings
     )
 
 
-def load_movielens_100k_split(fold: str, data_dir=None, download: bool = True) -> tuple[Ratings, Ratings]:
+def load_movielens_100k_split(
+    fold: str, data_dir=None, download: bool = True, *, check_counts: bool = True
+) -> tuple[Ratings, Ratings]:
     """The predefined MovieLens-100K split ``fold`` (``u1``..``u5``, ``ua``, ``ub``) as (train, test).
 
     Both share ID maps built from the whole ``u.data``, so test indices live in the training
-    index space (users/items with no training rating simply have no training rows).
+    index space (users/items with no training rating simply have no training rows). ``u.data``
+    and both fold files must hold their published numbers of ratings unless ``check_counts=False``
+    (see :func:`load`).
     """
     allowed = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
     if fold not in allowed:
         raise DataError(f"unknown MovieLens-100K fold {fold!r}; allowed: {allowed}")
-    full = load("movielens-100k", data_dir, download)
-    folder = locate("movielens-100k", data_dir, download=False).parent
+    spec = _spec("movielens-100k")
+    full = load(spec.name, data_dir, download, check_counts=check_counts)
+    folder = locate(spec.name, data_dir, download=False).parent
+    published = dict(spec.file_ratings)
     parts = []
     for suffix in ("base", "test"):
         path = folder / f"{fold}.{suffix}"
@@ -251,5 +295,7 @@ def load_movielens_100k_split(fold: str, data_dir=None, download: bool = True) -
         part = load_file(path, rating_scale=full.rating_scale, user_map=full.user_map, item_map=full.item_map)
         if part.n_users != full.n_users or part.n_items != full.n_items:
             raise DataError(f"{path} holds IDs that u.data does not")
+        if check_counts:
+            _check_published(path, spec.name, (part.nnz,), (published[path.name],))
         parts.append(part)
     return parts[0], parts[1]

@@ -19,6 +19,10 @@ import pandas as pd
 from bayesmf.errors import DataError, ParseError
 
 ROLES = ("user", "item", "rating", "timestamp")
+ID_TYPES = ("auto", "int", "str")
+"""How the ``user``/``item`` columns are read: ``"int"`` (every ID an integer), ``"str"`` (IDs
+are text, kept verbatim) or ``"auto"`` (integers when every ID is one, text when none is; a
+column mixing both is refused, since one stray field must not turn every ID into a string)."""
 
 
 def _source_bytes(path: Path) -> bytes:
@@ -35,17 +39,21 @@ def read_delimited(
     sep: str,
     columns: dict[str, int | str],
     header: bool = False,
+    ids: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Read the ``columns`` (role -> position or header name) of a delimited text file.
 
-    Returns a dict of raw arrays keyed by role (``user``/``item`` as parsed, ``rating`` float,
-    ``timestamp`` int64). Every line must have the same number of fields and every rating and
-    timestamp must parse as a number, else :class:`~bayesmf.errors.ParseError` names the line.
+    Returns a dict of raw arrays keyed by role (``user``/``item`` int64 or str as ``ids`` says,
+    see :data:`ID_TYPES`; ``rating`` float, ``timestamp`` int64). Every line must have the same
+    number of fields, every rating and timestamp must parse as a number and every ID must have
+    the column's type, else :class:`~bayesmf.errors.ParseError` names the line and the text.
     """
     path = Path(path)
     unknown = set(columns) - set(ROLES)
     if unknown:
         raise DataError(f"unknown column role(s) {sorted(unknown)}; allowed: {ROLES}")
+    if ids not in ID_TYPES:
+        raise DataError(f"ids must be one of {ID_TYPES}, got {ids!r}")
     raw = _source_bytes(path)
     if raw.endswith(b"\n"):
         raw = raw[:-1]  # a final newline ends the last line; it is not an empty line
@@ -60,9 +68,10 @@ def read_delimited(
         raw = raw.replace(sep.encode(), b"\t")
         sep = "\t"
     header_lines = 1 if header else 0
+    text_columns = {columns[r]: str for r in ("user", "item") if r in columns} if ids == "str" else None
     try:
         frame = pd.read_csv(
-            io.BytesIO(raw), sep=sep, header=0 if header else None,
+            io.BytesIO(raw), sep=sep, header=0 if header else None, dtype=text_columns,
             skip_blank_lines=False, engine="c", keep_default_na=False, na_values=[""],
         )
     except pd.errors.ParserError as exc:
@@ -99,21 +108,34 @@ def read_delimited(
                 raise ParseError(path, row + 1 + header_lines, f"{role} {str(series.iloc[row])!r} is not {kind}")
             out[role] = arr.astype(np.int64) if role == "timestamp" else arr
         else:
-            arr = series.to_numpy()
-            if arr.dtype.kind == "O":
-                # IDs that all look like integers become integers ("1" and 1 name the same user).
-                as_int = pd.to_numeric(series, errors="coerce")
-                if not as_int.isna().any() and np.all(as_int.to_numpy() == np.round(as_int.to_numpy())):
-                    arr = as_int.to_numpy().astype(np.int64)
-                else:
-                    arr = arr.astype(str)
-            elif arr.dtype.kind == "f":
-                row = int(np.flatnonzero(arr != np.round(arr))[0]) if np.any(arr != np.round(arr)) else None
-                if row is not None:
-                    raise ParseError(path, row + 1 + header_lines, f"{role} ID {arr[row].item()!r} is not an integer")
-                arr = arr.astype(np.int64)
-            out[role] = arr
+            out[role] = _id_column(series, role, ids, path, header_lines)
     return out
+
+
+def _id_column(series: pd.Series, role: str, ids: str, path: Path, header_lines: int) -> np.ndarray:
+    """The IDs of one column as int64 or str (see :data:`ID_TYPES`); vectorised, and a
+    ParseError naming the first offending line when the column does not have one type."""
+    if ids == "str":
+        return series.to_numpy().astype(str)
+    arr = series.to_numpy()
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    # IDs that all read as whole numbers are integers ("1", "1.0" and 1 name the same user).
+    num = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    not_int = ~(np.isfinite(num) & (num == np.round(num)) & (np.abs(num) < 2.0**63))
+    if not not_int.any():
+        return num.astype(np.int64)
+    if ids == "auto" and not_int.all():
+        return arr.astype(str)
+    row = int(np.flatnonzero(not_int)[0])
+    message = f"{role} ID {str(series.iloc[row])!r} is not an integer"
+    if ids == "auto":
+        n_int = int((~not_int).sum())
+        message += (
+            f", but {n_int:,} of the column's {not_int.size:,} {role} IDs are; a corrupted field? "
+            "If the IDs are text, pass ids='str'"
+        )
+    raise ParseError(path, row + 1 + header_lines, message)
 
 
 def read_parquet(path, columns: dict[str, str]) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from bayesmf.data.idmap import IdMap
 from bayesmf.errors import DataError
+from bayesmf.validate import as_indices
 
 MISSING_TIMESTAMP = -1
 """Timestamp value meaning "unknown" (as in the shared MovieLens-1M ``.npz``)."""
@@ -103,7 +104,8 @@ class Ratings:
     ) -> Ratings:
         """Validate index arrays and wrap them.
 
-        ``users``/``items`` are 0-based indices; ``n_users``/``n_items`` default to ``max + 1``
+        ``users``/``items`` are 0-based indices; ``timestamps`` integer Unix seconds or datetimes
+        (converted by :func:`unix_seconds`); ``n_users``/``n_items`` default to ``max + 1``
         (or to the size of the given ID maps). Without ID maps the identity map is used.
         ``duplicates`` decides what a repeated (user, item) pair does: ``"error"`` (default)
         raises, ``"last"`` keeps the last occurrence, ``"mean"`` averages the values (and keeps
@@ -117,10 +119,7 @@ class Ratings:
         values = values.astype(np.float32).reshape(-1)
         lengths = {"users": users.size, "items": items.size, "values": values.size}
         if timestamps is not None:
-            timestamps = np.asarray(timestamps)
-            if timestamps.dtype.kind not in "iu":
-                raise DataError(f"timestamps must be integers (unix seconds), got dtype {timestamps.dtype}")
-            timestamps = timestamps.astype(np.int64).reshape(-1)
+            timestamps = unix_seconds(timestamps)
             lengths["timestamps"] = timestamps.size
         if len(set(lengths.values())) != 1:
             raise DataError(f"arrays have different lengths: {lengths}")
@@ -204,6 +203,8 @@ class Ratings:
     ) -> Ratings:
         """Build from a DataFrame's named columns of raw IDs (``rating=None``: all values 1).
 
+        A ``timestamp`` column holds integer Unix seconds or datetimes (see :func:`unix_seconds`).
+
         Extra keyword arguments go to :meth:`from_ids` (``rating_scale``, ID maps, ``duplicates``).
         """
         wanted = {"user": user, "item": item, "rating": rating, "timestamp": timestamp}
@@ -217,7 +218,12 @@ class Ratings:
                 row = int(np.flatnonzero(df[wanted[role]].isna().to_numpy())[0])
                 raise DataError(f"{role} column {wanted[role]!r} is missing at row {row}")
         values = np.ones(len(df), np.float32) if rating is None else _numeric_column(df, rating)
-        stamps = None if timestamp is None else _numeric_column(df, timestamp, integer=True)
+        if timestamp is None:
+            stamps = None
+        elif df[timestamp].dtype.kind == "M":  # datetime64 of any unit, naive or timezone-aware
+            stamps = unix_seconds(df[timestamp], f"column {timestamp!r}")
+        else:
+            stamps = _numeric_column(df, timestamp, integer=True)
         return cls.from_ids(df[user].to_numpy(), df[item].to_numpy(), values, stamps, **kwargs)
 
     # basic properties ---------------------------------------------------------------------
@@ -386,15 +392,42 @@ class Ratings:
 
 
 # helpers ------------------------------------------------------------------------------------
+def unix_seconds(timestamps, name: str = "timestamps") -> np.ndarray:
+    """Timestamps as a flat int64 array of Unix seconds (UTC), the one form :class:`Ratings` stores.
+
+    Integers are taken as Unix seconds already. Datetimes are converted whatever their unit
+    (``datetime64[ns]``, pandas 3's ``[us]``, ``[s]`` ...): NumPy and timezone-naive pandas
+    datetimes are read as UTC, timezone-aware pandas datetimes are converted to UTC; fractions of
+    a second are dropped (floor). ``NaT`` becomes :data:`MISSING_TIMESTAMP` (unknown), and a
+    datetime before 1970 is refused, since negative seconds other than that marker are invalid.
+    Anything else (floats, strings, objects) raises a DataError naming ``name``.
+    """
+    if getattr(getattr(timestamps, "dtype", None), "tz", None) is not None:  # pandas, timezone-aware
+        import pandas as pd
+
+        timestamps = pd.DatetimeIndex(timestamps).tz_convert("UTC").tz_localize(None)
+    arr = np.asarray(timestamps).reshape(-1)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "M":
+        raise DataError(f"{name} must be integers (Unix seconds) or datetimes, got dtype {arr.dtype}")
+    missing = np.isnat(arr)
+    early = ~missing & (arr < np.datetime64(0, "s"))
+    if early.any():
+        row = int(np.flatnonzero(early)[0])
+        raise DataError(
+            f"{name} row {row}: {arr[row]} is before 1970-01-01, which Unix seconds cannot hold "
+            f"({int(early.sum())} such rows)"
+        )
+    seconds = arr.astype("datetime64[s]").astype(np.int64)
+    seconds[missing] = MISSING_TIMESTAMP
+    return seconds
+
+
 def _as_index_array(x, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype.kind == "f":
-        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            row = int(np.flatnonzero(~(np.isfinite(arr) & (arr == np.round(arr))))[0])
-            raise DataError(f"{name} must be integer indices; row {row} holds {arr.reshape(-1)[row]!r}")
-    elif arr.dtype.kind not in "iu":
-        raise DataError(f"{name} must be integer indices, got dtype {arr.dtype}")
-    arr = arr.reshape(-1)
+    """Index arrays as int32; floats holding whole numbers are accepted here, as arrays read
+    from numeric files often are (the models' entry points accept integer dtypes only)."""
+    arr = as_indices(x, name, allow_integral_floats=True)
     if arr.size and (arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min):
         raise DataError(f"{name} indices do not fit in int32 (max {arr.max()})")
     return arr.astype(np.int32)

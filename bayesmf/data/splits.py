@@ -19,6 +19,7 @@ import numpy as np
 
 from bayesmf.data.ratings import MISSING_TIMESTAMP, Ratings
 from bayesmf.errors import DataError
+from bayesmf.validate import check_fraction, check_int
 
 
 class Split(tuple):
@@ -84,17 +85,15 @@ def _finish(train: Ratings, test: Ratings, drop_unseen: bool) -> Split:
     return Split(train, test, dropped)
 
 
-def _check_fraction(test_fraction: float) -> float:
-    f = float(test_fraction)
-    if not 0.0 < f < 1.0:
-        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    return f
+def _rng(seed) -> np.random.Generator:
+    """The split's generator; ``seed`` must be a non-negative integer (NumPy's own rule)."""
+    return np.random.default_rng(check_int("seed", seed, low=0))
 
 
 def random(ratings: Ratings, test_fraction: float = 0.2, seed: int = 0, drop_unseen: bool = False) -> Split:
     """Global random split: ``round(test_fraction * nnz)`` ratings go to test."""
-    f = _check_fraction(test_fraction)
-    perm = np.random.default_rng(seed).permutation(ratings.nnz)
+    f = check_fraction("test_fraction", test_fraction)
+    perm = _rng(seed).permutation(ratings.nnz)
     n_test = int(round(f * ratings.nnz))
     mask = np.zeros(ratings.nnz, dtype=bool)
     mask[perm[ratings.nnz - n_test:]] = True
@@ -117,8 +116,9 @@ def per_user(
 ) -> Split:
     """Per-user random split: each user sends ``round(test_fraction * n_u)`` of their ratings to
     test, keeping at least ``min_train`` in training (users with ``n_u <= min_train`` keep all)."""
-    f = _check_fraction(test_fraction)
-    rng = np.random.default_rng(seed)
+    f = check_fraction("test_fraction", test_fraction)
+    min_train = check_int("min_train", min_train, low=0)
+    rng = _rng(seed)
     rank = _rank_within_user(ratings, rng.random(ratings.nnz))
     counts = ratings.user_counts[ratings.users]
     n_test = np.minimum(np.round(f * counts), np.maximum(counts - min_train, 0))
@@ -134,7 +134,7 @@ def leave_one_out(ratings: Ratings, seed: int = 0, by: str = "time", drop_unseen
     """
     if by not in ("time", "random"):
         raise DataError(f"by must be 'time' or 'random', got {by!r}")
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     tiebreak = rng.random(ratings.nnz)
     if by == "time" and ratings.timestamps is None:
         warnings.warn("ratings have no timestamps: leave_one_out holds out a random rating per user", stacklevel=2)
@@ -159,8 +159,10 @@ def temporal(
     cutoff, the latest ``test_fraction`` of ratings (ties at the boundary go to test)."""
     _require_timestamps(ratings, "temporal")
     ts = ratings.timestamps
+    if cutoff is not None:
+        cutoff = check_int("cutoff", cutoff)
     if cutoff is None:
-        f = _check_fraction(test_fraction)
+        f = check_fraction("test_fraction", test_fraction)
         n_test = int(round(f * ratings.nnz))
         cutoff = int(np.sort(ts)[ratings.nnz - n_test])
     return _make(ratings, ts >= cutoff, drop_unseen)
@@ -169,21 +171,25 @@ def temporal(
 def kfold(ratings: Ratings, k: int = 5, seed: int = 0, drop_unseen: bool = False) -> list[Split]:
     """``k`` folds over a random permutation: fold ``f`` tests on the ratings whose permuted
     position is ``f (mod k)``; the test sets partition the ratings."""
-    if int(k) < 2 or int(k) > ratings.nnz:
-        raise DataError(f"k must be in [2, nnz], got {k}")
-    perm = np.random.default_rng(seed).permutation(ratings.nnz)
+    k = check_int("k", k, low=2, high=ratings.nnz)
+    perm = _rng(seed).permutation(ratings.nnz)
     fold = np.empty(ratings.nnz, dtype=np.int64)
     fold[perm] = np.arange(ratings.nnz) % k
     return [_make(ratings, fold == f, drop_unseen) for f in range(k)]
 
 
-def predefined(name: str, fold: str, data_dir=None, drop_unseen: bool = False) -> Split:
-    """A split published with the data: ``predefined("movielens-100k", "u1")`` (u1..u5, ua, ub)."""
+def predefined(
+    name: str, fold: str, data_dir=None, drop_unseen: bool = False, *, check_counts: bool = True
+) -> Split:
+    """A split published with the data: ``predefined("movielens-100k", "u1")`` (u1..u5, ua, ub).
+
+    The files must hold their published numbers of ratings; ``check_counts=False`` accepts a
+    deliberately modified copy (see :func:`bayesmf.datasets.load`)."""
     from bayesmf.data.datasets import load_movielens_100k_split
 
     if name != "movielens-100k":
         raise DataError(f"no predefined splits for {name!r}; known: ['movielens-100k']")
-    train, test = load_movielens_100k_split(fold, data_dir)
+    train, test = load_movielens_100k_split(fold, data_dir, check_counts=check_counts)
     return _finish(train, test, drop_unseen)
 
 

@@ -25,8 +25,8 @@ import numpy as np
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.metrics.ranking import HOW
-from bayesmf.models.base import check_positive_int
 from bayesmf.predictive import PredictiveDistribution, check_probability
+from bayesmf.validate import as_indices, check_positive_int
 
 __all__ = ["BootstrapEnsemble"]
 
@@ -111,7 +111,9 @@ class BootstrapEnsemble:
         (memory ``n_models`` times a batch), ``"thompson"`` the scores of one copy per user,
         chosen by a hash of ``(seed, user)`` so the choice does not depend on batching."""
         self._require_fitted()
-        users = np.asarray(user_indices, dtype=np.int64)
+        users = as_indices(user_indices, "user_indices", self.n_users_)
+        if items is not None:
+            items = as_indices(items, "items", self.n_items_)
         score = lambda m, u: m.score_users(u) if items is None else m.score_users(u, items)
         if how == "mean":
             total = score(self.members_[0], users).astype(np.float64)

@@ -30,6 +30,7 @@ from bayesmf.errors import ConfigError, DataError
 from bayesmf.models import persist
 from bayesmf.models.persist import FORMAT_VERSION  # noqa: F401 - re-exported
 from bayesmf.models.recommend import RecommendMixin
+from bayesmf.validate import as_indices, check_positive_int  # noqa: F401 - check_positive_int re-exported
 
 _REGISTRY: dict[str, type] = {}
 
@@ -60,12 +61,6 @@ class Estimator:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def check_nonnegative(name: str, value) -> float:
@@ -132,8 +127,11 @@ class FactorModel(RecommendMixin, Estimator):
             raise ConfigError(f"this {type(self).__name__} is not fitted yet; call fit(train) first")
 
     def _check_indices(self, users, items, unknown: str):
-        users = np.asarray(users, dtype=np.int64).reshape(-1)
-        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        """``users``/``items`` as int64 index arrays (integer dtypes only, see
+        :func:`bayesmf.validate.as_indices`) plus their out-of-range masks; with
+        ``unknown="error"`` an index outside training raises."""
+        users = as_indices(users, "users")
+        items = as_indices(items, "items")
         if users.shape != items.shape:
             raise DataError(f"users and items have different lengths: {users.size} vs {items.size}")
         if unknown not in ("error", "fallback"):
@@ -184,8 +182,8 @@ class FactorModel(RecommendMixin, Estimator):
         """Unclipped scores of ``items`` (default: the whole catalogue) for a batch of known
         users: shape (len(user_indices), n_items). Callers batch users to bound memory."""
         self._require_fitted()
-        users = np.asarray(user_indices, dtype=np.int64)
-        cols = slice(None) if items is None else np.asarray(items, dtype=np.int64)
+        users = as_indices(user_indices, "user_indices", self.n_users_)
+        cols = slice(None) if items is None else as_indices(items, "items", self.n_items_)
         scores = np.full((users.size, self.n_items_ if items is None else len(cols)), self.global_mean_, np.float32)
         if self.item_bias_ is not None:
             scores += self.item_bias_[cols][None, :]
@@ -197,7 +195,10 @@ class FactorModel(RecommendMixin, Estimator):
 
     def seen_items(self, user_index: int) -> np.ndarray:
         """Items the user rated in training (indices)."""
-        return self.seen_items_[self.seen_indptr_[user_index]:self.seen_indptr_[user_index + 1]]
+        if np.ndim(user_index) != 0:
+            raise DataError(f"user_index must be a single index, got shape {np.shape(user_index)}")
+        u = int(as_indices(user_index, "user_index", self.n_users_)[0])
+        return self.seen_items_[self.seen_indptr_[u]:self.seen_indptr_[u + 1]]
 
     # -- persistence ------------------------------------------------------------------------
     _required_arrays = ("seen_indptr_", "seen_items_", "user_counts_", "item_counts_")

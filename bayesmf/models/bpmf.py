@@ -32,6 +32,7 @@ from bayesmf.posterior import gibbs
 from bayesmf.posterior.map import MapState, als_step, make_adam_step
 from bayesmf.posterior.model import Prior
 from bayesmf.posterior.sampler import content_digest, run_sampler
+from bayesmf.validate import as_indices
 
 INFERENCES = ("gibbs", "nuts", "svi", "map")
 HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
@@ -504,6 +505,8 @@ class BPMF(FactorModel):
 
         self._require_fitted()
         users, items, bad_u, bad_i = self._check_indices(users, items, unknown)
+        if n_draws is not None:
+            n_draws = check_positive_int("n_draws", n_draws)
         bad = bad_u | bad_i
         safe_u, safe_i = np.where(bad_u, 0, users), np.where(bad_i, 0, items)
         mean, var = self._moments(safe_u, safe_i, bad)
@@ -515,7 +518,7 @@ class BPMF(FactorModel):
             return PredictiveDistribution(mean=mean, std=np.sqrt(var))
         # noise-free draws f_s plus the per-draw noise std 1/sqrt(alpha_s): a Gaussian mixture,
         # so metrics can report the RMSE of each posterior draw as well as the mixture's intervals
-        draws, noise_std = self._predictive_draws(safe_u, safe_i, int(n_draws))
+        draws, noise_std = self._predictive_draws(safe_u, safe_i, n_draws)
         if bad.any():
             draws[:, bad] = mean[bad]  # unknown rows: all spread in noise_std below
             noise_std = np.broadcast_to(noise_std, draws.shape).copy()
@@ -546,10 +549,10 @@ class BPMF(FactorModel):
             if how != "mean":
                 raise ConfigError(f"how={how!r} needs posterior draws; this is a MAP fit")
             return super().score_users(user_indices, items)
-        users = np.asarray(user_indices, dtype=np.int64)
+        users = as_indices(user_indices, "user_indices", self.n_users_)
         U, V, BU, BV = self._flat_draws()
         if items is not None:
-            cols = np.asarray(items, dtype=np.int64)
+            cols = as_indices(items, "items", self.n_items_)
             V, BV = V[:, cols], BV[:, cols]
         if how == "thompson":
             # an independent posterior draw for each user (keyed by seed and user index, so
@@ -574,12 +577,13 @@ class BPMF(FactorModel):
         self._require_fitted()
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws")
+        users = as_indices(user_indices, "user_indices", self.n_users_)
         U, V, BU, BV = self._flat_draws()
         if items is not None:
-            cols = np.asarray(items, dtype=np.int64)
+            cols = as_indices(items, "items", self.n_items_)
             V, BV = V[:, cols], BV[:, cols]
         _, var = _user_score_moments(*(jnp.asarray(a) for a in (U, V, BU, BV)),
-                                     jnp.asarray(np.asarray(user_indices)), self.global_mean_)
+                                     jnp.asarray(users), self.global_mean_)
         return np.sqrt(np.asarray(var))
 
     # -- fold-in ------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from bayesmf.data.ratings import Ratings
 from bayesmf.engines.chunks import build_gram_chunks, gram_rhs
 from bayesmf.engines.linalg import solve_spd
 from bayesmf.errors import ConfigError, DataError
+from bayesmf.validate import as_indices
 
 SCORE_BUDGET_BYTES = 64 * 2**20
 """Memory allowed for one batch's score block and its masks (about 13 bytes per user-item cell)."""
@@ -117,18 +118,6 @@ def check_k(k, limit: int, what: str) -> int:
     if k > limit:
         raise ConfigError(f"k={k} is larger than the {what} ({limit})")
     return int(k)
-
-
-def check_indices(indices, n: int, what: str) -> np.ndarray:
-    """1-D int64 indices, each in ``0..n-1``; the error names the first bad one."""
-    arr = np.asarray(indices)
-    if arr.dtype.kind not in "iu":
-        raise DataError(f"{what} indices must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64).reshape(-1)
-    bad = (arr < 0) | (arr >= n)
-    if bad.any():
-        raise DataError(f"{what} index {int(arr[bad][0])} is out of range 0..{n - 1}")
-    return arr
 
 
 def lookup_ids(idmap: IdMap, raw, what: str) -> np.ndarray:
@@ -268,8 +257,10 @@ class RecommendMixin:
         Every index must be a known user (use :meth:`recommend` for cold-start fallback).
         """
         self._require_fitted()
-        users = check_indices(user_indices, self.n_users_, "user")
-        cols = None if candidates is None else self._candidate_indices(check_indices(candidates, self.n_items_, "item"))
+        users = as_indices(user_indices, "user_indices", self.n_users_)
+        cols = None
+        if candidates is not None:
+            cols = self._candidate_indices(as_indices(candidates, "candidates", self.n_items_))
         items, scores, std = self._rank(
             users, k, exclude_seen, cols,
             self._item_rule(filter, "filter", by_id=False), self._item_rule(weights, "weights", by_id=False),
@@ -455,12 +446,12 @@ class RecommendMixin:
         concatenated along the factor axis and scaled by ``1/sqrt(S)`` (leading axes of the
         samples, e.g. (chains, draws, n, r), are flattened into S).
         """
-        idx = check_indices(item_indices, self.n_items_, "item")
+        idx = as_indices(item_indices, "item_indices", self.n_items_)
         return self._similar(self._embeddings("item", metric), idx, k, batch_size)
 
     def similar_users_indices(self, user_indices, k: int = 10, *, metric: str = "cosine", batch_size=None):
         """:meth:`similar_items_indices` for users (``user_factors_`` / ``user_samples_``)."""
-        idx = check_indices(user_indices, self.n_users_, "user")
+        idx = as_indices(user_indices, "user_indices", self.n_users_)
         return self._similar(self._embeddings("user", metric), idx, k, batch_size)
 
     def _similar_frame(self, side, raw, k, metric, batch_size):

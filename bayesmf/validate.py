@@ -1,0 +1,95 @@
+"""Argument checks shared by every layer: each complaint names the argument and the value given.
+
+This module imports only NumPy and :mod:`bayesmf.errors`, so the data layer can use it as well as
+the models, engines and metrics. Integers are Python or NumPy integers, never ``bool`` (a
+``True`` that slips in as ``1`` is a bug at the caller); numbers that merely convert to integers
+(``2.7``, ``"3"``) are refused instead of being truncated or parsed.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from bayesmf.errors import ConfigError, DataError
+
+__all__ = ["as_indices", "check_fraction", "check_int", "check_positive_int"]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _first_non_integer(flat: np.ndarray) -> int:
+    """Position of the first entry of a non-integer-dtype array that is not a whole number (0 when
+    every entry is one, e.g. ``1.0``), to show the value most likely at fault."""
+    if flat.dtype.kind == "f":
+        frac = ~(np.isfinite(flat) & (flat == np.round(flat)))
+    else:
+        frac = np.array([not _is_int(v) for v in flat]) if flat.dtype.kind == "O" else np.ones(flat.size, bool)
+    return int(np.argmax(frac)) if frac.any() else 0
+
+
+def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (either bound optional); ConfigError otherwise."""
+    if not _is_int(value):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an ``int`` >= 1; ConfigError otherwise."""
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_fraction(name: str, value) -> float:
+    """``value`` as a ``float`` strictly inside (0, 1); a bool, a string or None is refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def as_indices(values, name: str, n: int | None = None, *, allow_integral_floats: bool = False) -> np.ndarray:
+    """``values`` as a flat int64 array of indices, each in ``0..n-1`` when ``n`` is given.
+
+    Integer dtypes only: a bool, string or object array is refused, and so is a float array
+    (``1.7`` must not become index 1, nor ``"5"`` index 5) unless ``allow_integral_floats``,
+    which accepts floats holding whole numbers (arrays read from numeric files). An empty input
+    is an empty index array whatever its dtype. The DataError names ``name``, the offending
+    value and its position.
+    """
+    arr = np.asarray(values)
+    flat = arr.reshape(-1)
+    if flat.size == 0:
+        return np.zeros(0, np.int64)
+    kind = arr.dtype.kind
+    if kind == "f" and allow_integral_floats:
+        bad = ~(np.isfinite(flat) & (flat == np.round(flat)))
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{name} must be integer indices; position {pos} holds {flat[pos].item()!r}")
+        if np.abs(flat).max() > 2**53:
+            raise DataError(f"{name} holds float indices too large to be exact (max {np.abs(flat).max()!r})")
+    elif kind not in "iu":
+        pos = _first_non_integer(flat)
+        value = flat[pos].item() if isinstance(flat[pos], np.generic) else flat[pos]
+        raise DataError(f"{name} must be integer indices, got dtype {arr.dtype} (position {pos} holds {value!r})")
+    if kind == "u" and flat.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{name} index {flat.max().item()!r} does not fit in int64")
+    out = flat.astype(np.int64)
+    if n is not None:
+        bad = (out < 0) | (out >= n)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{name}: index {int(out[pos])} is out of range 0..{n - 1} "
+                f"(position {pos}; {int(bad.sum())} out of range in all)"
+            )
+    return out
