@@ -36,3 +36,8 @@ class ConfigError(BayesmfError, ValueError):
 
 class ResumeWarning(UserWarning):
     """A fit continues from a checkpoint written by an earlier, interrupted run of the same configuration."""
+
+
+class ConvergenceWarning(UserWarning):
+    """Several chains of a sampler disagree (R-hat above its threshold) or their draws carry too
+    little information (bulk ESS below its threshold) on identified summaries of the posterior."""

@@ -99,6 +99,22 @@ def _fold_in_modes(V, chunks, alpha, lam):
     return ridge_rows_map(V, chunks, alpha, lam)[0]
 
 
+def overdispersed_starts(U0, V0, chains: int, seed: int):
+    """Starting factors for ``chains`` chains, (chains, n, D) per side: chain 0 at ``(U0, V0)``,
+    chain ``c`` at them plus ``N(0, (2 s)^2)`` noise with ``s`` the standard deviation of the
+    side's entries — farther apart than the posterior is wide, so that R-hat can see chains that
+    have not forgotten their starts (Gelman & Rubin 1992)."""
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for X in (U0, V0):
+        X = np.asarray(X, np.float64)
+        spread = 2.0 * max(float(X.std()), 1e-3)
+        jitter = spread * rng.standard_normal((chains, *X.shape))
+        jitter[0] = 0.0
+        out.append(X[None] + jitter)
+    return out
+
+
 class BPMF(FactorModel):
     """Bayesian PMF (Salakhutdinov & Mnih 2008). See the module docstring and
     :mod:`bayesmf.posterior.model` for the model and its defaults (the authors' settings).
@@ -108,6 +124,12 @@ class BPMF(FactorModel):
     rank : latent dimension D.
     inference : "gibbs" | "nuts" | "svi" | "map".
     n_samples, n_warmup, thin, chains : draws kept per chain, burn-in sweeps, thinning, chains.
+        Several Gibbs chains start over-dispersed (chain 0 at the initial factors, chain ``c`` at
+        them plus independent ``N(0, (2 s)^2)`` noise, ``s`` the spread of that side's entries),
+        and after a fit with two or more Gibbs or NUTS chains ``diagnostics_`` holds R-hat and bulk
+        ESS of identified summaries (:mod:`bayesmf.posterior.convergence`); a
+        :class:`~bayesmf.errors.ConvergenceWarning` names those that miss R-hat <= 1.05 or
+        ESS >= 100.
     alpha : noise precision (fixed) — or its prior mean's starting value when ``noise_prior``
         ``(a0, b0)`` makes it unknown with a Gamma(a0, b0) prior.
     beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
@@ -308,6 +330,7 @@ class BPMF(FactorModel):
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.user_bias_ = self.item_bias_ = None
         self.sample_stats_ = {}
+        self.diagnostics_ = None
         data = gibbs.prepare(train, self.global_mean_, self.rank, dtype)
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
@@ -347,6 +370,11 @@ class BPMF(FactorModel):
                 init_U=U0, init_V=V0, progress=self.progress)
             self.history_["elbo_loss"] = [float(x) for x in losses]
         self._store_draws(draws)
+        if self.inference in ("gibbs", "nuts") and int(self.chains) > 1:
+            from bayesmf.posterior.convergence import diagnose, identified_summaries, warn_if_unconverged
+
+            self.diagnostics_ = diagnose(identified_summaries(draws))
+            warn_if_unconverged(self.diagnostics_, f"BPMF {self.inference}", stacklevel=5)
 
     def _initial_factors(self, key, data, prior: Prior, train: Ratings, dtype):
         # N(0, 0.1^2) starting factors drawn on the host (as gibbs.init would draw them with JAX):
@@ -380,6 +408,9 @@ class BPMF(FactorModel):
         base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
                           dtype=dtype, offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
+        if chains > 1:
+            U, V = overdispersed_starts(np.asarray(U0), np.asarray(V0), chains, self.seed)
+            init_state = init_state._replace(U=jnp.asarray(U, dtype), V=jnp.asarray(V, dtype))
         sites = ("U", "V") + tuple(s for s in HYPER_SITES if s != "offset" or prior.learns_offset) + (
             BIAS_SITES if prior.has_biases else ())
 
