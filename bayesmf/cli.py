@@ -1,12 +1,17 @@
 """Command line (also ``python -m bayesmf``)::
 
-    bayesmf run FILE.toml --out DIR [--force] [--quiet] [--data-dir PATH]
-    bayesmf report DIR
+    bayesmf run FILE.toml --out DIR [--force] [--quiet] [--data-dir PATH] [--wait]
+    bayesmf report DIR [--wait]
     bayesmf datasets [--data-dir PATH]
     bayesmf demo [--out DIR]          # runs experiments/quickstart.toml (synthetic data, no download)
 
-Exit status: 0 on success, 1 when some runs failed, 2 on a configuration or data error (the
-message names the file and key), 130 when interrupted with Ctrl-C (finished runs are kept).
+One command at a time works in an output directory: a second ``run`` or ``report`` on the same
+DIR is refused (exit status 2, naming the process holding DIR/.lock), or with --wait waits for
+the first to finish.
+
+Exit status: 0 on success, 1 when some runs failed, 2 on a configuration, data or file-system
+error or a busy output directory (one line naming the file and key, or the directory), 130 when
+interrupted with Ctrl-C (finished runs are kept, every file is left whole).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 from pathlib import Path
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml"
+WAIT_HELP = "when another bayesmf command is working in the output directory, wait for it (default: refuse)"
 
 
 def _cmd_datasets(args) -> int:
@@ -30,37 +36,39 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
-def _run(file, out, force: bool, quiet: bool, data_dir) -> int:
-    from bayesmf.errors import BayesmfError
+def _run(file, out, force: bool, quiet: bool, data_dir, wait: bool) -> int:
     from bayesmf.experiments import load_experiment, run_experiment
 
-    try:
-        experiment = load_experiment(file)
-        outcome = run_experiment(experiment, out, force=force, progress=not quiet, data_dir=data_dir)
-    except BayesmfError as exc:
-        print(f"bayesmf: error: {exc}", file=sys.stderr)
-        return 2
+    experiment = load_experiment(file)
+    outcome = run_experiment(experiment, out, force=force, progress=not quiet, data_dir=data_dir, wait=wait)
     print(f"{len(outcome.records)} runs: {outcome.computed} computed, {outcome.cached} from the cache, "
           f"{outcome.failed} failed. Results: {Path(out) / 'results.csv'}, report: {Path(out) / 'report.md'}")
+    if not outcome.report_written:
+        print(_report_interrupted(out), file=sys.stderr)
+        return 130
     if outcome.interrupted:
-        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        print(f"bayesmf: interrupted; finished runs are kept in {out}; run the same command again to resume",
+              file=sys.stderr)
         return 130
     return 1 if outcome.failed else 0
 
 
+def _report_interrupted(out) -> str:
+    return f"bayesmf: interrupted; finished runs are kept in {out}; rerun `bayesmf report {out}`"
+
+
 def _cmd_run(args) -> int:
-    return _run(args.file, args.out, args.force, args.quiet, args.data_dir)
+    return _run(args.file, args.out, args.force, args.quiet, args.data_dir, args.wait)
 
 
 def _cmd_report(args) -> int:
-    from bayesmf.errors import BayesmfError
     from bayesmf.experiments import write_report
 
     try:
-        path = write_report(args.dir)
-    except BayesmfError as exc:
-        print(f"bayesmf: error: {exc}", file=sys.stderr)
-        return 2
+        path = write_report(args.dir, wait=args.wait)
+    except KeyboardInterrupt:
+        print(_report_interrupted(args.dir), file=sys.stderr)
+        return 130
     print(f"report: {path}")
     return 0
 
@@ -69,7 +77,15 @@ def _cmd_demo(args) -> int:
     if not QUICKSTART.is_file():
         print(f"bayesmf: error: {QUICKSTART} not found (the demo runs from a source checkout)", file=sys.stderr)
         return 2
-    return _run(QUICKSTART, args.out, args.force, args.quiet, None)
+    return _run(QUICKSTART, args.out, args.force, args.quiet, None, args.wait)
+
+
+def _interrupted_message(args) -> str:
+    """What Ctrl-C outside the grid loop and the report leaves (loading, waiting, writing results)."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return "bayesmf: interrupted"
+    return f"bayesmf: interrupted; finished runs are kept in {out}; run the same command again to resume"
 
 
 def main(argv=None) -> int:
@@ -82,9 +98,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="recompute runs found in the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--data-dir", default=None, help="data directory (default: [data].data_dir, $BAYESMF_DATA)")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("report", help="rewrite report.md and figures of an output directory")
     p.add_argument("dir")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(func=_cmd_report)
     p = sub.add_parser("datasets", help="list the named data sets and where they are expected")
     p.add_argument("--data-dir", default=None)
@@ -93,9 +111,25 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
-    return args.func(args)
+    return _call(args)
+
+
+def _call(args) -> int:
+    """Run a command; the package's errors and file-system errors become one line on stderr and
+    exit status 2, Ctrl-C a one-line message and 130 (never a traceback for either)."""
+    from bayesmf.errors import BayesmfError
+
+    try:
+        return args.func(args)
+    except (BayesmfError, OSError) as exc:
+        print(f"bayesmf: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(_interrupted_message(args), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -32,3 +32,7 @@ class DataNotFoundError(BayesmfError, FileNotFoundError):
 
 class ConfigError(BayesmfError, ValueError):
     """An invalid option, hyperparameter or configuration value."""
+
+
+class OutputBusyError(BayesmfError):
+    """An experiment's output directory is locked by another running bayesmf command."""

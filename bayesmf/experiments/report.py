@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesmf.errors import ConfigError
 from bayesmf.experiments.results import read_results
+from bayesmf.experiments.store import RunCache, atomic_savefig, atomic_write_text, output_lock
 
 TRAIN_RMSE_KEYS = ("rmse", "train_rmse")  # history_ keys holding the training RMSE per iteration
 TRACE_FACTORS = 2  # factor components shown in trace/rank plots
@@ -45,13 +47,13 @@ def _cell(values) -> str:
     return f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {half:.4f}"
 
 
-def _groups(records: list) -> dict:
-    """Successful runs grouped by (dataset, label, params), in grid order."""
+def _groups(records: list) -> tuple[dict, int]:
+    """Successful runs grouped by (dataset, label, params), in grid order: ``(groups, 0)``."""
     groups = {}
     for r in records:
         if r["status"] == "ok":
             groups.setdefault((r["dataset"], r["model"], json.dumps(r["params"])), []).append(r)
-    return groups
+    return groups, 0
 
 
 def _slug(text: str) -> str:
@@ -70,9 +72,21 @@ def _params_text(params_json: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
-def write_report(out_dir) -> Path:
+def write_report(out_dir, wait: bool = False) -> Path:
     """(Re)write ``out_dir/report.md`` and ``out_dir/figures/*.png`` from results.json and the
-    cached run records; returns the report's path."""
+    cached run records, holding the directory's lock (busy: an
+    :class:`~bayesmf.errors.OutputBusyError`, or with ``wait`` wait); returns the report's path."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: no such output directory; run `bayesmf run FILE.toml --out {out_dir}` first")
+    with output_lock(out_dir, wait):
+        return render_report(out_dir)
+
+
+def render_report(out_dir) -> Path:
+    """:func:`write_report` for a caller that holds the directory's lock (the runner). Every file
+    is written whole, so an interruption leaves the previous report and figures; figures of the
+    previous report that this one does not draw are removed last."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,9 +95,7 @@ def write_report(out_dir) -> Path:
     config, records, metrics = results["config"], results["runs"], results["metrics"]
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    for old in figures.glob("*.png"):
-        old.unlink()
-    groups = _groups(records)
+    groups, duplicates = _groups(records)
     exp = config["experiment"]
     lines = [f"# {exp['name']}", ""]
     if exp["description"]:
@@ -96,6 +108,7 @@ def write_report(out_dir) -> Path:
     lines += [f"Split: `{json.dumps(config['split'])}`; seeds {exp['seeds']}; "
               f"evaluation `{json.dumps(config['evaluation'])}`.", ""]
     datasets = list(dict.fromkeys(key[0] for key in groups))
+    drawn = set()
     for dataset in datasets:
         mine = {k: v for k, v in groups.items() if k[0] == dataset}
         lines += [f"## {dataset}", ""]
@@ -111,8 +124,14 @@ def write_report(out_dir) -> Path:
                                   ("RMSE versus iterations and posterior draws", "rmse_iterations", _plot_rmse)):
             path = figures / f"{name}_{suffix}.png"
             if plot(curves, path):
+                drawn.add(path.name)
                 lines += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
-        lines += _sampler_section(out_dir, mine, figures, suffix)
+        sampler_lines, sampler_figures = _sampler_section(out_dir, mine, figures, suffix)
+        lines += sampler_lines
+        drawn.update(sampler_figures)
+    if duplicates:
+        lines += [f"Note: {duplicates} duplicate runs (the same configuration, split instance and seed as an "
+                  "earlier run) are left out of the tables.", ""]
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["## Failed runs", "", "| model | params | dataset | split | seed | error |", "|---" * 6 + "|"]
@@ -127,7 +146,10 @@ def write_report(out_dir) -> Path:
               f"{git.get('commit', 'unknown')}{' (dirty)' if git.get('dirty') else ''}; written {env['written_at']}.",
               "", "Packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v), ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
+    for old in figures.glob("*.png"):
+        if old.name not in drawn:
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -166,9 +188,11 @@ def _figure(ncols: int = 1):
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def _mean_curve(runs: list, name: str, x: str, y: str):
@@ -250,15 +274,14 @@ def _inference_data(draws: dict):
     return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
 
 
-def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) -> list[str]:
-    """Trace and rank plots plus an R-hat/ESS table for the first run of each sampler configuration."""
+def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) -> tuple[list[str], list[str]]:
+    """Trace and rank plots plus an R-hat/ESS table for the first run of each sampler
+    configuration: ``(report lines, names of the figures written)``."""
     import arviz as az
     import matplotlib.pyplot as plt
 
-    from bayesmf.experiments.runner import RunCache
-
     cache = RunCache(out_dir)
-    lines, rows = [], []
+    lines, rows, written = [], [], []
     for key, runs in groups.items():
         run = next((r for r in runs if r.get("has_draws")), None)
         draws = cache.load_draws(run["key"]) if run else None
@@ -278,6 +301,7 @@ def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) ->
             _save(np.asarray(axes).ravel()[0].figure, figures / f"rank_{slug}.png")
             plt.close("all")
             summary = az.summary(idata, var_names=names, kind="diagnostics")
+        written += [f"trace_{slug}.png", f"rank_{slug}.png"]
         for name in names:
             part = summary[summary.index.str.startswith(name)]
             divergent = int(draws["diverging"].sum()) if "diverging" in draws else "—"
@@ -293,4 +317,4 @@ def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) ->
                   "alpha (when learned) is identified.", "",
                   "| model | variable | max R-hat | min ESS bulk | min ESS tail | divergences |",
                   "|---|---|---|---|---|---|", *rows, ""]
-    return lines
+    return lines, written

@@ -1,0 +1,228 @@
+"""The experiment runner under faults and bad input: concurrent runs on one output directory,
+duplicate grid values, wrongly typed values in nested TOML tables, Ctrl-C in the report phase.
+
+Every case must end with a clear message and a documented exit status (2: configuration or
+a busy output directory, 130: interrupted), never a traceback, and never leave a half-written
+or temporary file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from bayesmf import cli
+from bayesmf.experiments import expand, load_experiment, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+[experiment]
+name = "tiny"
+seeds = [0, 1]
+
+[data]
+name = "synthetic"
+
+[data.synthetic]
+n_users = 40
+n_items = 30
+n_ratings = 400
+rank = 2
+noise = 0.5
+seed = 3
+
+[split]
+method = "random"
+test_fraction = 0.2
+seed = 1
+
+[evaluation]
+metrics = ["rmse", "mae"]
+n_boot = 5
+
+[[models]]
+model = "Baseline"
+n_iter = [2, 3]
+"""
+N_ROWS = 2 * 2 * 2  # grid points x seeds x metrics
+
+
+def write(folder: Path, text: str, name: str = "exp.toml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files anywhere under ``folder`` (what an interrupted writer could leave)."""
+    return [str(p) for p in folder.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith(".tmp"))]
+
+
+def is_complete_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
+
+
+def main(argv, capsys) -> tuple[int, str]:
+    """``bayesmf ARGV`` in this process: (exit status, stderr). An exception escaping main fails
+    (the command line would print a traceback)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except KeyboardInterrupt:  # pytest would stop the session instead of failing the test
+        pytest.fail("KeyboardInterrupt escaped bayesmf's main: a raw traceback on the command line")
+    return code, capsys.readouterr().err
+
+
+# -- defect 6: two runs on one output directory -----------------------------------------------
+def hold_lock(out: Path):
+    """Take the output directory's lock the way another bayesmf process would."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "a+")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.seek(0)
+    handle.truncate()
+    handle.write("4242\n")
+    handle.flush()
+    return handle
+
+
+def test_a_second_run_on_a_busy_output_directory_is_refused_with_a_clear_message(tmp_path, capsys):
+    path, out = write(tmp_path, TINY), tmp_path / "out"
+    handle = hold_lock(out)
+    try:
+        code, err = main(["run", path, "--out", out, "--quiet"], capsys)
+        assert code == 2
+        assert str(out / ".lock") in err and "pid 4242" in err and "--wait" in err
+        assert not (out / "results.csv").exists() and not (out / "runs").exists()  # nothing was touched
+        code, err = main(["report", out], capsys)
+        assert code == 2 and str(out / ".lock") in err
+    finally:
+        handle.close()
+
+
+def test_with_wait_the_second_run_waits_for_the_first(tmp_path, capsys):
+    path, out = write(tmp_path, TINY), tmp_path / "out"
+    handle = hold_lock(out)
+    threading.Timer(1.0, handle.close).start()  # the other run finishes after a second
+    code, err = main(["run", path, "--out", out, "--quiet", "--wait"], capsys)
+    assert code == 0, err
+    assert f"waiting for the run holding {out / '.lock'} (pid 4242)" in err
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == N_ROWS
+
+
+def test_results_survive_an_interleaved_writer_of_the_same_directory(tmp_path, monkeypatch):
+    """A second writer finishing between the first one's write and rename (the crash of two
+    concurrent runs: a shared temporary name) must not break either of them."""
+    experiment = load_experiment(write(tmp_path, TINY))
+    specs = expand(experiment)
+    records = [{"key": s.key, "model": s.label, "params": s.params, "dataset": s.dataset, "split": s.split,
+                "seed": s.seed, "status": "error", "error": "not run"} for s in specs]
+    out = tmp_path / "out"
+    out.mkdir()
+    real_replace, nested = os.replace, []
+
+    def replace_after_another_writer(src, dst):
+        if not nested:
+            nested.append(dst)
+            results.write_results(out, experiment, specs, records[:1], "complete")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_another_writer)
+    results.write_results(out, experiment, specs, records, "complete")
+    assert json.loads((out / "results.json").read_text())["n_failed"] == len(records)  # the last writer wins
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == len(records)
+    assert leftovers(out) == []
+
+
+def test_atomic_writes_keep_the_old_file_when_interrupted_and_never_share_a_temporary_name(tmp_path):
+    from bayesmf.experiments.store import atomic_write
+
+    target = tmp_path / "data.txt"
+    target.write_text("old")
+
+    def interrupted(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, interrupted)
+    assert target.read_text() == "old" and leftovers(tmp_path) == []
+
+    def with_a_concurrent_writer(f):
+        f.write(b"outer")
+        atomic_write(target, lambda g: g.write(b"inner"))  # same target, same process, meanwhile
+
+    atomic_write(target, with_a_concurrent_writer)
+    assert target.read_text() == "outer" and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_two_concurrent_cli_runs_on_one_output_directory_never_crash(tmp_path):
+    path, out = write(tmp_path, TINY), tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "bayesmf", "run", str(path), "--out", str(out), "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for cmd in (base, [*base, "--wait"])]
+    outcomes = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    (plain, plain_err), (waiting, waiting_err) = outcomes
+    assert "Traceback" not in plain_err + waiting_err
+    assert waiting == 0, waiting_err
+    assert plain == 0 or (plain == 2 and "in use by another bayesmf run" in plain_err), plain_err
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == N_ROWS
+    assert leftovers(out) == []
+
+
+# -- defect 8: Ctrl-C during the report phase -------------------------------------------------
+def interrupt_savefig(monkeypatch):
+    """Make matplotlib write half a PNG to its target and then receive Ctrl-C."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+
+    def half_then_interrupt(self, fname, *args, **kwargs):
+        buffer = io.BytesIO()
+        real(self, buffer, *args, **{**kwargs, "format": "png"})
+        data = buffer.getvalue()
+        if hasattr(fname, "write"):
+            fname.write(data[: len(data) // 2])
+        else:
+            Path(fname).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", half_then_interrupt)
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_ctrl_c_in_the_report_phase_exits_130_and_keeps_whole_files(tmp_path, capsys, monkeypatch, command):
+    path, out = write(tmp_path, TINY), tmp_path / "out"
+    assert main(["run", path, "--out", out, "--quiet"], capsys)[0] == 0
+    figures = sorted((out / "figures").glob("*.png"))
+    before = {p.name: p.read_bytes() for p in figures}
+    report = (out / "report.md").read_text()
+    assert figures and all(is_complete_png(p) for p in figures)
+
+    interrupt_savefig(monkeypatch)
+    argv = ["run", path, "--out", out, "--quiet"] if command == "run" else ["report", out]
+    code, err = main(argv, capsys)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (f"bayesmf: interrupted; finished runs are kept in {out}; "
+                                            f"rerun `bayesmf report {out}`")
+    assert {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")} == before  # old, whole files
+    assert (out / "report.md").read_text() == report
+    assert leftovers(out) == []
+    monkeypatch.undo()
+    assert main(["report", out], capsys)[0] == 0  # the lock was released
