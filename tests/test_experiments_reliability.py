@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from bayesmf import cli
-from bayesmf.experiments import expand, load_experiment, results
+from bayesmf.errors import ConfigError
+from bayesmf.experiments import expand, load_experiment, results, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,6 +183,52 @@ def test_two_concurrent_cli_runs_on_one_output_directory_never_crash(tmp_path):
     assert plain == 0 or (plain == 2 and "in use by another bayesmf run" in plain_err), plain_err
     assert len(list(csv.DictReader((out / "results.csv").open()))) == N_ROWS
     assert leftovers(out) == []
+
+
+# -- defect 7: duplicate grid values ----------------------------------------------------------
+DUPLICATES = [
+    ("n_iter = [2, 3]", "n_iter = [2, 2]", ["models[0].n_iter", "2"]),
+    ("n_iter = [2, 3]", "reg_user = [1, 1.0]", ["models[0].reg_user", "1.0"]),  # equal once resolved
+    ('model = "Baseline"\nn_iter = [2, 3]',
+     'model = "BPMF"\nnoise_prior = [[1, 2], [1.0, 2.0]]', ["models[0].noise_prior", "[1.0, 2.0]"]),
+    ('name = "synthetic"', 'name = ["synthetic", "synthetic"]', ["[data].name", "synthetic"]),
+    ('method = "random"\ntest_fraction = 0.2\nseed = 1', 'method = "predefined"\nfolds = ["u1", "u1"]',
+     ["[split].folds", "u1"]),
+]
+
+
+@pytest.mark.parametrize("old, new, expected", DUPLICATES, ids=[d[2][0] for d in DUPLICATES])
+def test_a_repeated_grid_value_is_a_config_error_naming_the_key_and_value(tmp_path, old, new, expected):
+    assert old in TINY
+    path = write(tmp_path, TINY.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "repeat" in message
+    for part in expected:
+        assert part in message
+
+
+def test_a_repeated_grid_value_exits_2_from_the_cli(tmp_path, capsys):
+    path = write(tmp_path, TINY.replace("n_iter = [2, 3]", "n_iter = [2, 2]"))
+    code, err = main(["run", path, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2 and "models[0].n_iter" in err and not (tmp_path / "out").exists()
+
+
+def test_the_report_counts_a_configuration_run_once_per_split_and_seed(tmp_path, capsys):
+    """A results.json holding the same configuration twice (as written before duplicates were
+    refused) must not double n and narrow the interval."""
+    path, out = write(tmp_path, TINY.replace("n_iter = [2, 3]", "n_iter = 2")), tmp_path / "out"
+    assert main(["run", path, "--out", out, "--quiet"], capsys)[0] == 0
+    payload = json.loads((out / "results.json").read_text())
+    copies = [{**r, "key": r["key"][::-1], "metrics": {k: v + 1.0 for k, v in r["metrics"].items()}}
+              for r in payload["runs"]]
+    payload["runs"] += copies
+    (out / "results.json").write_text(json.dumps(payload))
+    report = write_report(out).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| Baseline |"))
+    assert row.split(" | ")[2] == "2"  # n: seeds 0 and 1, each once
+    assert "2 duplicate runs" in report
 
 
 # -- defect 8: Ctrl-C during the report phase -------------------------------------------------

@@ -2,7 +2,8 @@
 
 Tables: for every data set, one row per model configuration (label + hyperparameters) and one
 column per requested metric, each cell the mean over the configuration's runs (seeds x split
-instances) and, with n >= 2 runs, the half-width of the 95% Student-t interval of that mean,
+instances; a run repeating an earlier one's configuration, split instance and seed is left out
+and noted) and, with n >= 2 runs, the half-width of the 95% Student-t interval of that mean,
 ``t_{0.975, n-1} s / sqrt(n)`` (s the sample standard deviation); plus median fit seconds and peak
 memory. Figures (PNG, matplotlib's Agg backend, in ``figures/``): calibration curves and
 risk-coverage curves (averaged over a configuration's runs, for models with a predictive
@@ -48,12 +49,21 @@ def _cell(values) -> str:
 
 
 def _groups(records: list) -> tuple[dict, int]:
-    """Successful runs grouped by (dataset, label, params), in grid order: ``(groups, 0)``."""
-    groups = {}
+    """Successful runs grouped by (dataset, label, params), in grid order, each configuration
+    counted once per (split instance, seed): ``(groups, number of duplicate runs left out)``.
+    A configuration listed twice in a grid (which the schema now refuses) ran under two run keys;
+    counting both would double n and narrow the interval."""
+    groups, seen, duplicates = {}, set(), 0
     for r in records:
-        if r["status"] == "ok":
-            groups.setdefault((r["dataset"], r["model"], json.dumps(r["params"])), []).append(r)
-    return groups, 0
+        if r["status"] != "ok":
+            continue
+        key = (r["dataset"], r["model"], json.dumps(r["params"]))
+        if (*key, r["split"], r["seed"]) in seen:
+            duplicates += 1
+            continue
+        seen.add((*key, r["split"], r["seed"]))
+        groups.setdefault(key, []).append(r)
+    return groups, duplicates
 
 
 def _slug(text: str) -> str:

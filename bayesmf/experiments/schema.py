@@ -50,6 +50,8 @@ Hyperparameter values are checked against the constructor's annotations: integer
 numbers for ``float``, ``true``/``false`` for ``bool``, strings for ``str``, a TOML table for
 ``dict``; an argument that accepts ``None`` takes the string ``"none"``; a ``tuple`` argument
 (``noise_prior``) takes an array of numbers, and an array of arrays is then its grid axis.
+A grid axis, ``[data].name`` and ``[split].folds`` may not repeat a value (compared once
+resolved: ``[1, 1.0]`` for a number), since the repeat would run the same configuration again.
 ``seed``, ``progress`` and ``checkpoint`` belong to the runner (see :mod:`bayesmf.experiments.grid`
 for how seeds are derived). Finally each grid point is handed to the estimator's own parameter
 check, so a value it would reject (``inference = "mcmc"``) is reported here, not mid-run.
@@ -58,6 +60,7 @@ check, so a value it would reject (``inference = "mcmc"``) is reported here, not
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +174,17 @@ class _Checker:
             self.fail(key, f"must be a number, got {value!r}")
         return float(value)
 
+    def distinct(self, values: list, key: str, raw) -> None:
+        """Refuse a list (a grid axis, data sets, folds) holding a value twice once resolved
+        (``[1, 1.0]`` for a float argument): each entry would run the same configuration again, and
+        the report would count it twice."""
+        seen = set()
+        for value in values:
+            text = json.dumps(value, sort_keys=True)
+            if text in seen:
+                self.fail(key, f"repeats the value {value!r} ({raw!r}); list each value once")
+            seen.add(text)
+
     def string(self, value, key: str, allowed=None) -> str:
         if not isinstance(value, str):
             self.fail(key, f"must be a string, got {value!r}")
@@ -242,6 +256,7 @@ def _data(c: _Checker, table: dict) -> dict:
         if not names:
             c.fail("[data].name", "an empty array")
         names = [c.string(n, f"[data].name[{i}]", DATASET_NAMES) for i, n in enumerate(names)]
+        c.distinct(names, "[data].name", table["name"])
     else:
         names = c.string(names, "[data].name", DATASET_NAMES)
     out = {"name": names}
@@ -298,6 +313,7 @@ def _split(c: _Checker, table: dict, data: dict) -> dict:
             if not folds:
                 c.fail(where, "an empty array")
             out[key] = [c.string(f, f"{where}[{i}]", PREDEFINED_FOLDS) for i, f in enumerate(folds)]
+            c.distinct(out[key], where, value)
     listed = _dataset_names(data)
     if method == "predefined" and listed != ["movielens-100k"]:
         c.fail("[split].method", f"'predefined' folds exist only for [data].name = \"movielens-100k\", got {listed}")
@@ -371,6 +387,7 @@ def _models(c: _Checker, value) -> tuple:
                 if not raw:
                     c.fail(pkey, "an empty array gives an empty grid")
                 axes[key] = [_param_value(c, v, kinds, f"{pkey}[{i}]") for i, v in enumerate(raw)]
+                c.distinct(axes[key], pkey, raw)
             else:
                 fixed[key] = _param_value(c, raw, kinds, pkey)
         entry = ModelEntry(index, model, label, bootstrap, fixed, axes)
