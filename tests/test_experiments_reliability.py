@@ -231,6 +231,55 @@ def test_the_report_counts_a_configuration_run_once_per_split_and_seed(tmp_path,
     assert "2 duplicate runs" in report
 
 
+# -- defect 8: wrongly typed values inside tables, and friends --------------------------------
+SGD = TINY.replace('model = "Baseline"\nn_iter = [2, 3]', 'model = "FunkSVD"\nrank = 2\nn_epochs = 2')
+BAD_VALUES = [
+    # (replace, with, the message must contain)
+    ("n_epochs = 2", 'n_epochs = 2\nlearning_rates = {user_bias = "x"}',
+     ["models[0].learning_rates.user_bias", "number", "'x'"]),
+    ("n_epochs = 2", "n_epochs = 2\nlearning_rates = {user_bias = [1, 2]}",
+     ["models[0].learning_rates.user_bias", "number"]),
+    ("n_epochs = 2", "n_epochs = 2\nregularizations = {item_bias = {a = 1}}",
+     ["models[0].regularizations.item_bias", "number"]),
+    ("n_epochs = 2", "n_epochs = 2\nregularizations = {item_bias = nan}", ["models[0].regularizations.item_bias"]),
+    ("n_epochs = 2", "n_epochs = 2\nlearning_rates = {nope = 0.1}", ["models[0]", "nope"]),
+    ("n_epochs = 2", "n_epochs = 2\nlearning_rates = [{user_bias = 0.1}, {user_bias = 0.1}]",
+     ["models[0].learning_rates", "repeat"]),
+    ("n_epochs = 2", 'n_epochs = 2\nregularizations = "x"', ["models[0].regularizations", "table"]),
+    ("n_epochs = 2", "n_epochs = 2\nlearning_rate = [[0.1]]", ["models[0].learning_rate[0]", "number"]),
+    ("rank = 2\nn_epochs", "rank = -1\nn_epochs", ["models[0]", "rank"]),
+    ("rank = 2\nn_epochs", "rank = true\nn_epochs", ["models[0].rank", "integer"]),
+    ("rank = 2\nn_epochs", "rank = nan\nn_epochs", ["models[0].rank", "integer"]),
+    ("n_epochs = 2", "n_epochs = 2\nlearning_rate = nan", ["models[0].learning_rate", "finite"]),
+    ("n_epochs = 2", "n_epochs = 2\nfoo = 1", ["models[0].foo", "unknown hyperparameter"]),
+    ("n_boot = 5", "n_boot = 5\nthreshold = nan", ["[evaluation].threshold", "finite"]),
+    ("noise = 0.5", "noise = nan", ["[data.synthetic].noise", "finite"]),
+    ("noise = 0.5", "noise = -1.0", ["[data.synthetic].noise", ">= 0"]),
+    ("n_users = 40", "n_users = 0", ["[data.synthetic].n_users", ">= 1"]),
+    ("n_ratings = 400", "n_ratings = 40000", ["[data.synthetic]", "n_ratings"]),
+]
+
+
+@pytest.mark.parametrize("old, new, expected", BAD_VALUES, ids=[f"{i}-{b[2][0]}" for i, b in enumerate(BAD_VALUES)])
+def test_a_wrongly_typed_or_invalid_value_exits_2_naming_file_and_key(tmp_path, capsys, old, new, expected):
+    assert old in SGD
+    path = write(tmp_path, SGD.replace(old, new, 1))
+    code, err = main(["run", path, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2, err
+    assert err.startswith(f"bayesmf: error: {path}: ") and err.count("\n") == 1
+    for part in expected:
+        assert part in err
+
+
+def test_the_cli_reports_a_string_in_a_table_without_a_traceback(tmp_path):
+    path = write(tmp_path, SGD.replace("n_epochs = 2", 'n_epochs = 2\nlearning_rates = {user_bias = "x"}'))
+    done = subprocess.run([sys.executable, "-m", "bayesmf", "run", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{path}: models[0].learning_rates.user_bias: must be a number, got 'x'" in done.stderr
+
+
 # -- defect 8: Ctrl-C during the report phase -------------------------------------------------
 def interrupt_savefig(monkeypatch):
     """Make matplotlib write half a PNG to its target and then receive Ctrl-C."""
