@@ -21,7 +21,7 @@ import pytest
 
 from bayesmf import cli
 from bayesmf.errors import ConfigError
-from bayesmf.experiments import expand, load_experiment, results, write_report
+from bayesmf.experiments import expand, load_experiment, results, run_experiment, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,6 +278,52 @@ def test_the_cli_reports_a_string_in_a_table_without_a_traceback(tmp_path):
                           cwd=ROOT)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{path}: models[0].learning_rates.user_bias: must be a number, got 'x'" in done.stderr
+
+
+# -- unreadable files in an output directory --------------------------------------------------
+@pytest.fixture
+def finished(tmp_path, capsys):
+    """A finished tiny experiment: (experiment file, output directory)."""
+    path, out = write(tmp_path, TINY), tmp_path / "out"
+    assert main(["run", path, "--out", out, "--quiet"], capsys)[0] == 0
+    return path, out
+
+
+def test_an_unreadable_results_file_is_a_clear_error_and_a_rerun_rewrites_it(finished, capsys):
+    path, out = finished
+    text = (out / "results.json").read_text()
+    (out / "results.json").write_text(text[: len(text) // 2])
+    code, err = main(["report", out], capsys)
+    assert code == 2 and f"{out / 'results.json'}: not a readable results file" in err
+    assert main(["run", path, "--out", out, "--quiet"], capsys)[0] == 0
+    assert json.loads((out / "results.json").read_text())["n_finished"] == 4
+
+
+def test_an_unreadable_run_record_is_a_clear_error_and_a_rerun_recomputes_it(finished, capsys):
+    path, out = finished
+    record = sorted((out / "runs").glob("*.json"))[0]
+    record.write_text(record.read_text()[:50])
+    code, err = main(["report", out], capsys)
+    assert code == 2 and str(record) in err and "computes the run again" in err
+    outcome = run_experiment(load_experiment(path), out, progress=False, log=lambda *_: None)
+    assert (outcome.computed, outcome.cached) == (1, 3)
+    assert json.loads(record.read_text())["status"] == "ok"
+
+
+def test_unreadable_sampler_draws_are_a_clear_error_and_not_a_cache_hit(finished, capsys):
+    from bayesmf.experiments.store import RunCache
+
+    _, out = finished
+    payload = json.loads((out / "results.json").read_text())
+    key = payload["runs"][0]["key"]
+    payload["runs"][0]["has_draws"] = True
+    (out / "results.json").write_text(json.dumps(payload))
+    cached = json.loads((out / "runs" / f"{key}.json").read_text())
+    (out / "runs" / f"{key}.json").write_text(json.dumps({**cached, "has_draws": True}))
+    (out / "runs" / f"{key}.npz").write_bytes(b"PK\x03\x04 not a whole zip file")
+    code, err = main(["report", out], capsys)
+    assert code == 2 and str(out / "runs" / f"{key}.npz") in err and "unreadable" in err
+    assert RunCache(out).load(key) is None and RunCache(out).load(payload["runs"][1]["key"]) is not None
 
 
 # -- defect 8: Ctrl-C during the report phase -------------------------------------------------

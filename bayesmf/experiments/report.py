@@ -71,10 +71,19 @@ def _slug(text: str) -> str:
 
 
 def _curves(out_dir: Path, record: dict) -> dict:
-    path = out_dir / "runs" / f"{record['key']}.json"
+    """The curves kept in a run's cached record ({} when the record is gone; an unreadable one is
+    an error, not a figure quietly averaged over fewer runs)."""
+    path = RunCache(out_dir).json_path(record["key"])
     if not path.is_file():
         return {}
-    return json.loads(path.read_text()).get("curves", {})
+    try:
+        return json.loads(path.read_text()).get("curves", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise _unreadable(path, out_dir, exc) from None
+
+
+def _unreadable(path: Path, out_dir: Path, problem) -> ConfigError:
+    return ConfigError(f"{path}: {problem}; `bayesmf run FILE.toml --out {out_dir}` computes the run again")
 
 
 def _params_text(params_json: str) -> str:
@@ -294,9 +303,11 @@ def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) ->
     lines, rows, written = [], [], []
     for key, runs in groups.items():
         run = next((r for r in runs if r.get("has_draws")), None)
-        draws = cache.load_draws(run["key"]) if run else None
-        if not draws:
+        if run is None:
             continue
+        draws = cache.load_draws(run["key"])
+        if draws is None:
+            raise _unreadable(cache.draws_path(run["key"]), out_dir, "the sampler draws are missing or unreadable")
         idata = _inference_data(draws)
         names = list(idata.posterior.data_vars)
         rank = idata.posterior.sizes.get("factor", 0)

@@ -134,4 +134,8 @@ def read_results(out_dir) -> dict:
     path = Path(out_dir) / "results.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run `bayesmf run FILE.toml --out {out_dir}` first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: not a readable results file ({exc}); `bayesmf run FILE.toml --out {out_dir}` "
+                          "rewrites it from the cached runs") from None

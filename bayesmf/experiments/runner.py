@@ -139,7 +139,7 @@ def execute(spec: RunSpec, split, prepared, experiment, progress: bool = False) 
     record.update(status="ok", error="", metrics=metrics, fit_seconds=fit_seconds, predict_seconds=predict_seconds,
                   eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb(),
                   peak_memory_scope="run" if scoped else "process", curves=curves,
-                  split_report=split.report(), has_draws=draws is not None)
+                  split_report=split.report(), has_draws=bool(draws))
     return record, draws
 
 

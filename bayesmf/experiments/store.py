@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -121,22 +122,31 @@ class RunCache:
         return self.folder / f"{key}.npz"
 
     def load(self, key: str) -> dict | None:
-        """The cached record of ``key`` when it finished successfully, else None."""
+        """The cached record of ``key`` when it finished successfully and its files are readable
+        (the record, and its draws when it has some), else None: the run is computed again."""
         path = self.json_path(key)
         if not path.is_file():
             return None
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # unreadable: computed again
-        return record if record.get("status") == "ok" else None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("status") != "ok":
+            return None
+        if record.get("has_draws") and self.load_draws(key) is None:
+            return None
+        return record
 
     def load_draws(self, key: str) -> dict | None:
+        """The sampler draws saved with run ``key``; None when missing or unreadable."""
         path = self.draws_path(key)
         if not path.is_file():
             return None
-        with np.load(path) as npz:
-            return {k: npz[k] for k in npz.files}
+        try:
+            with np.load(path) as npz:
+                return {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
 
     def save(self, record: dict, draws: dict | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
