@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml"
+REDELIVER_S = 0.05  # delay before a Ctrl-C lost in a garbage-collector callback is delivered again
 WAIT_HELP = "when another bayesmf command is working in the output directory, wait for it (default: refuse)"
 
 
@@ -114,7 +115,32 @@ def main(argv=None) -> int:
     p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
-    return _call(args)
+    previous = sys.unraisablehook
+    sys.unraisablehook = _redeliver_interrupts(previous)
+    try:
+        return _call(args)
+    finally:
+        sys.unraisablehook = previous
+
+
+def _redeliver_interrupts(previous):
+    """An unraisable-exception hook for Ctrl-C. A KeyboardInterrupt raised inside a garbage
+    collector callback (JAX registers one) cannot propagate: Python prints "Exception ignored"
+    with a traceback and the command runs on as if Ctrl-C had not been pressed. This hook
+    delivers it to the main thread again, from a timer thread a moment later so that it lands
+    after the callback has returned; other exceptions go to ``previous``."""
+    import _thread
+    import threading
+
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            timer = threading.Timer(REDELIVER_S, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def _call(args) -> int:

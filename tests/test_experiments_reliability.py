@@ -289,6 +289,12 @@ def finished(tmp_path, capsys):
     return path, out
 
 
+def test_an_output_directory_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    path = write(tmp_path, TINY)
+    code, err = main(["run", path, "--out", path, "--quiet"], capsys)
+    assert code == 2 and err == f"bayesmf: error: {path}: the output directory is a file\n"
+
+
 def test_an_unreadable_results_file_is_a_clear_error_and_a_rerun_rewrites_it(finished, capsys):
     path, out = finished
     text = (out / "results.json").read_text()
@@ -368,3 +374,31 @@ def test_ctrl_c_in_the_report_phase_exits_130_and_keeps_whole_files(tmp_path, ca
     assert leftovers(out) == []
     monkeypatch.undo()
     assert main(["report", out], capsys)[0] == 0  # the lock was released
+
+
+def test_a_ctrl_c_lost_in_a_garbage_collector_callback_still_stops_the_run(tmp_path, capsys, monkeypatch):
+    """Python cannot raise a KeyboardInterrupt out of a gc callback or ``__del__`` (JAX's gc
+    callback catches many a Ctrl-C): it prints "Exception ignored" and runs on. The CLI must
+    deliver it again and stop."""
+    import time
+
+    from bayesmf.experiments import runner as runner_module
+
+    class InterruptsWhenCollected:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    real = runner_module.execute
+
+    def execute(*args, **kwargs):
+        InterruptsWhenCollected()  # collected at once: an unraisable KeyboardInterrupt
+        for _ in range(100):
+            time.sleep(0.01)  # where the Ctrl-C is delivered again
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "execute", execute)
+    path, out = write(tmp_path, TINY), tmp_path / "out"
+    code, err = main(["run", path, "--out", out, "--quiet"], capsys)
+    assert code == 130 and "Exception ignored" not in err
+    assert err.strip().splitlines()[-1] == (f"bayesmf: interrupted; finished runs are kept in {out}; "
+                                            "run the same command again to resume")

@@ -48,6 +48,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from bayesmf.errors import ConfigError
 from bayesmf.experiments import catalogue
 from bayesmf.experiments.data import check_available, make_splits, prepare
 from bayesmf.experiments.grid import RunSpec, expand
@@ -152,6 +153,8 @@ def run_experiment(experiment, out_dir, *, force: bool = False, progress: bool =
     check_available(experiment, data_dir)  # before any computation
     specs = expand(experiment)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: the output directory is a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     with output_lock(out_dir, wait):
         records, prepared, interrupted, counts = _run_grid(experiment, specs, out_dir, force, progress, data_dir, log)
