@@ -57,8 +57,6 @@ from bayesmf.experiments.report import render_report
 from bayesmf.experiments.results import write_results
 from bayesmf.experiments.store import RunCache, output_lock
 
-__all__ = ["Outcome", "RunCache", "base_record", "build_estimator", "execute", "run_experiment"]
-
 
 @dataclass
 class Outcome:
