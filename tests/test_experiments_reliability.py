@@ -110,10 +110,17 @@ def test_a_second_run_on_a_busy_output_directory_is_refused_with_a_clear_message
         handle.close()
 
 
-def test_with_wait_the_second_run_waits_for_the_first(tmp_path, capsys):
+def test_with_wait_the_second_run_waits_for_the_first(tmp_path, capsys, monkeypatch):
     path, out = write(tmp_path, TINY), tmp_path / "out"
     handle = hold_lock(out)
-    threading.Timer(1.0, handle.close).start()  # the other run finishes after a second
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if operation == fcntl.LOCK_EX:  # the blocking wait: the other run finishes a moment later
+            threading.Timer(0.3, handle.close).start()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
     code, err = main(["run", path, "--out", out, "--quiet", "--wait"], capsys)
     assert code == 0, err
     assert f"waiting for the run holding {out / '.lock'} (pid 4242)" in err
