@@ -41,3 +41,7 @@ class ResumeWarning(UserWarning):
 class ConvergenceWarning(UserWarning):
     """Several chains of a sampler disagree (R-hat above its threshold) or their draws carry too
     little information (bulk ESS below its threshold) on identified summaries of the posterior."""
+
+
+class OutputBusyError(BayesmfError):
+    """An experiment's output directory is locked by another running bayesmf command."""

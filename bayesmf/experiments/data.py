@@ -12,7 +12,7 @@ from bayesmf.data import kcore, to_implicit
 from bayesmf.data.datasets import DATASETS, available, load, resolve_data_dir
 from bayesmf.data.ratings import Ratings
 from bayesmf.data.synthetic import SyntheticData, synthetic
-from bayesmf.errors import DataNotFoundError
+from bayesmf.errors import ConfigError, DataError, DataNotFoundError
 from bayesmf.experiments.grid import split_instances
 
 
@@ -61,7 +61,10 @@ def prepare(experiment, name: str, data_dir=None) -> Prepared:
     cfg = experiment.data
     truth = None
     if name == "synthetic":
-        truth = synthetic(**cfg["synthetic"])
+        try:
+            truth = synthetic(**cfg["synthetic"])
+        except (ConfigError, DataError) as exc:  # settings the generator refuses (too many ratings...)
+            raise ConfigError(f"{experiment.path}: [data.synthetic]: {exc}") from None
         ratings = truth.ratings
     else:
         ratings = load(name, data_dir or cfg["data_dir"], download=False)

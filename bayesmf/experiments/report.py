@@ -2,7 +2,8 @@
 
 Tables: for every data set, one row per model configuration (label + hyperparameters) and one
 column per requested metric, each cell the mean over the configuration's runs (seeds x split
-instances) and, with n >= 2 runs, the half-width of the 95% Student-t interval of that mean,
+instances; a run repeating an earlier one's configuration, split instance and seed is left out
+and noted) and, with n >= 2 runs, the half-width of the 95% Student-t interval of that mean,
 ``t_{0.975, n-1} s / sqrt(n)`` (s the sample standard deviation); plus median fit seconds and peak
 memory. Figures (PNG, matplotlib's Agg backend, in ``figures/``): calibration curves and
 risk-coverage curves (averaged over a configuration's runs, for models with a predictive
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesmf.errors import ConfigError
 from bayesmf.experiments.results import read_results
+from bayesmf.experiments.store import RunCache, atomic_savefig, atomic_write_text, output_lock
 
 TRAIN_RMSE_KEYS = ("rmse", "train_rmse")  # history_ keys holding the training RMSE per iteration
 TRACE_FACTORS = 2  # factor components shown in trace/rank plots
@@ -45,13 +48,22 @@ def _cell(values) -> str:
     return f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {half:.4f}"
 
 
-def _groups(records: list) -> dict:
-    """Successful runs grouped by (dataset, label, params), in grid order."""
-    groups = {}
+def _groups(records: list) -> tuple[dict, int]:
+    """Successful runs grouped by (dataset, label, params), in grid order, each configuration
+    counted once per (split instance, seed): ``(groups, number of duplicate runs left out)``.
+    A configuration listed twice in a grid (which the schema now refuses) ran under two run keys;
+    counting both would double n and narrow the interval."""
+    groups, seen, duplicates = {}, set(), 0
     for r in records:
-        if r["status"] == "ok":
-            groups.setdefault((r["dataset"], r["model"], json.dumps(r["params"])), []).append(r)
-    return groups
+        if r["status"] != "ok":
+            continue
+        key = (r["dataset"], r["model"], json.dumps(r["params"]))
+        if (*key, r["split"], r["seed"]) in seen:
+            duplicates += 1
+            continue
+        seen.add((*key, r["split"], r["seed"]))
+        groups.setdefault(key, []).append(r)
+    return groups, duplicates
 
 
 def _slug(text: str) -> str:
@@ -59,10 +71,19 @@ def _slug(text: str) -> str:
 
 
 def _curves(out_dir: Path, record: dict) -> dict:
-    path = out_dir / "runs" / f"{record['key']}.json"
+    """The curves kept in a run's cached record ({} when the record is gone; an unreadable one is
+    an error, not a figure quietly averaged over fewer runs)."""
+    path = RunCache(out_dir).json_path(record["key"])
     if not path.is_file():
         return {}
-    return json.loads(path.read_text()).get("curves", {})
+    try:
+        return json.loads(path.read_text()).get("curves", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise _unreadable(path, out_dir, exc) from None
+
+
+def _unreadable(path: Path, out_dir: Path, problem) -> ConfigError:
+    return ConfigError(f"{path}: {problem}; `bayesmf run FILE.toml --out {out_dir}` computes the run again")
 
 
 def _params_text(params_json: str) -> str:
@@ -70,9 +91,21 @@ def _params_text(params_json: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
-def write_report(out_dir) -> Path:
+def write_report(out_dir, wait: bool = False) -> Path:
     """(Re)write ``out_dir/report.md`` and ``out_dir/figures/*.png`` from results.json and the
-    cached run records; returns the report's path."""
+    cached run records, holding the directory's lock (busy: an
+    :class:`~bayesmf.errors.OutputBusyError`, or with ``wait`` wait); returns the report's path."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: no such output directory; run `bayesmf run FILE.toml --out {out_dir}` first")
+    with output_lock(out_dir, wait):
+        return render_report(out_dir)
+
+
+def render_report(out_dir) -> Path:
+    """:func:`write_report` for a caller that holds the directory's lock (the runner). Every file
+    is written whole, so an interruption leaves the previous report and figures; figures of the
+    previous report that this one does not draw are removed last."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,9 +114,7 @@ def write_report(out_dir) -> Path:
     config, records, metrics = results["config"], results["runs"], results["metrics"]
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    for old in figures.glob("*.png"):
-        old.unlink()
-    groups = _groups(records)
+    groups, duplicates = _groups(records)
     exp = config["experiment"]
     lines = [f"# {exp['name']}", ""]
     if exp["description"]:
@@ -96,6 +127,7 @@ def write_report(out_dir) -> Path:
     lines += [f"Split: `{json.dumps(config['split'])}`; seeds {exp['seeds']}; "
               f"evaluation `{json.dumps(config['evaluation'])}`.", ""]
     datasets = list(dict.fromkeys(key[0] for key in groups))
+    drawn = set()
     for dataset in datasets:
         mine = {k: v for k, v in groups.items() if k[0] == dataset}
         lines += [f"## {dataset}", ""]
@@ -111,8 +143,14 @@ def write_report(out_dir) -> Path:
                                   ("RMSE versus iterations and posterior draws", "rmse_iterations", _plot_rmse)):
             path = figures / f"{name}_{suffix}.png"
             if plot(curves, path):
+                drawn.add(path.name)
                 lines += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
-        lines += _sampler_section(out_dir, mine, figures, suffix)
+        sampler_lines, sampler_figures = _sampler_section(out_dir, mine, figures, suffix)
+        lines += sampler_lines
+        drawn.update(sampler_figures)
+    if duplicates:
+        lines += [f"Note: {duplicates} duplicate runs (the same configuration, split instance and seed as an "
+                  "earlier run) are left out of the tables.", ""]
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["## Failed runs", "", "| model | params | dataset | split | seed | error |", "|---" * 6 + "|"]
@@ -130,7 +168,10 @@ def write_report(out_dir) -> Path:
               f"written {env['written_at']}.",
               "", "Packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v), ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
+    for old in figures.glob("*.png"):
+        if old.name not in drawn:
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -169,9 +210,11 @@ def _figure(ncols: int = 1):
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def _mean_curve(runs: list, name: str, x: str, y: str):
@@ -253,20 +296,21 @@ def _inference_data(draws: dict):
     return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
 
 
-def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) -> list[str]:
-    """Trace and rank plots plus an R-hat/ESS table for the first run of each sampler configuration."""
+def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) -> tuple[list[str], list[str]]:
+    """Trace and rank plots plus an R-hat/ESS table for the first run of each sampler
+    configuration: ``(report lines, names of the figures written)``."""
     import arviz as az
     import matplotlib.pyplot as plt
 
-    from bayesmf.experiments.runner import RunCache
-
     cache = RunCache(out_dir)
-    lines, rows = [], []
+    lines, rows, written = [], [], []
     for key, runs in groups.items():
         run = next((r for r in runs if r.get("has_draws")), None)
-        draws = cache.load_draws(run["key"]) if run else None
-        if not draws:
+        if run is None:
             continue
+        draws = cache.load_draws(run["key"])
+        if draws is None:
+            raise _unreadable(cache.draws_path(run["key"]), out_dir, "the sampler draws are missing or unreadable")
         idata = _inference_data(draws)
         names = list(idata.posterior.data_vars)
         rank = idata.posterior.sizes.get("factor", 0)
@@ -281,6 +325,7 @@ def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) ->
             _save(np.asarray(axes).ravel()[0].figure, figures / f"rank_{slug}.png")
             plt.close("all")
             summary = az.summary(idata, var_names=names, kind="diagnostics")
+        written += [f"trace_{slug}.png", f"rank_{slug}.png"]
         for name in names:
             part = summary[summary.index.str.startswith(name)]
             divergent = int(draws["diverging"].sum()) if "diverging" in draws else "—"
@@ -296,4 +341,4 @@ def _sampler_section(out_dir: Path, groups: dict, figures: Path, suffix: str) ->
                   "alpha (when learned) is identified.", "",
                   "| model | variable | max R-hat | min ESS bulk | min ESS tail | divergences |",
                   "|---|---|---|---|---|---|", *rows, ""]
-    return lines
+    return lines, written

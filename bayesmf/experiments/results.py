@@ -25,12 +25,15 @@ from __future__ import annotations
 import csv
 import datetime
 import importlib.metadata
+import io
 import json
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from bayesmf.experiments.store import atomic_write_text
 
 CSV_COLUMNS = ("model", "params", "dataset", "split", "seed", "metric", "value", "fit_seconds", "predict_seconds",
                "peak_memory_mb", "status", "error", "run_key")
@@ -103,15 +106,11 @@ def environment() -> dict:
 
 
 def write_results(out_dir, experiment, specs, records: list, status: str, notes: dict | None = None) -> None:
-    """Write results.csv and results.json into ``out_dir`` (atomically, each)."""
+    """Write results.csv and results.json into ``out_dir``, each whole
+    (:func:`~bayesmf.experiments.store.atomic_write`)."""
     out_dir = Path(out_dir)
     rows = tidy_rows(records)
-    tmp = out_dir / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    os.replace(tmp, out_dir / "results.csv")
+    atomic_write_text(out_dir / "results.csv", csv_text(rows))
     lean = [{k: v for k, v in r.items() if k != "curves"} for r in records]  # failures keep their traceback
     notes = {**_previous_notes(out_dir), **(notes or {})}  # data sets not loaded this time (all runs cached)
     payload = {
@@ -126,9 +125,16 @@ def write_results(out_dir, experiment, specs, records: list, status: str, notes:
         "runs": lean,
         "rows": rows,
     }
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, out_dir / "results.json")
+    atomic_write_text(out_dir / "results.json", json.dumps(payload, indent=1, default=str))
+
+
+def csv_text(rows: list[dict]) -> str:
+    """results.csv's text for tidy rows (None written as an empty field)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
 
 
 def _previous_notes(out_dir: Path) -> dict:
@@ -145,4 +151,8 @@ def read_results(out_dir) -> dict:
     path = Path(out_dir) / "results.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run `bayesmf run FILE.toml --out {out_dir}` first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: not a readable results file ({exc}); `bayesmf run FILE.toml --out {out_dir}` "
+                          "rewrites it from the cached runs") from None

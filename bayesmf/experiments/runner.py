@@ -7,6 +7,7 @@ Output directory layout (``bayesmf run FILE --out DIR``)::
     DIR/results.csv        tidy rows, see bayesmf.experiments.results
     DIR/results.json       the same, the resolved configuration and the environment
     DIR/report.md, DIR/figures/*.png
+    DIR/.lock              held by the bayesmf command working in DIR (bayesmf.experiments.store)
 
 **Cache.** A run is skipped when ``runs/<key>.json`` exists with status ``ok``; the key hashes
 the run's resolved configuration (:mod:`bayesmf.experiments.grid`), so a rerun of the same file
@@ -19,13 +20,20 @@ is written to it and removed: a ``DIR`` that is a file, lies under a file, or ca
 is a :class:`~bayesmf.errors.ConfigError` (exit status 2 on the command line), and the folders
 created for the check are removed again, so a refused ``--out`` leaves nothing behind.
 
+**One command per directory.** The whole run (cache, results, report) holds the lock of ``DIR``;
+a second ``bayesmf run`` or ``bayesmf report`` on the same directory is refused with
+:class:`~bayesmf.errors.OutputBusyError` naming the process that holds it, or waits for it with
+``wait=True`` (``--wait``; it then finds the first one's runs in the cache).
+
 **Failures.** An exception inside one run (fit, prediction or evaluation) is recorded with its
 message and traceback as a run with status ``error`` (not cached: the next invocation tries it
 again) and the other runs continue. Data loading and splitting errors stop the experiment: they
 are configuration problems shared by every run.
 
 **Ctrl-C** stops after the current step: finished runs are already cached, and results.csv,
-results.json and the report are written for them (status ``interrupted``). Python sees the
+results.json and the report are written for them (status ``interrupted``). Ctrl-C while the
+report is written returns with ``report_written=False``: the results are complete and the
+previous report and figures are left whole (``bayesmf report DIR`` redoes it). Python sees the
 interrupt only between JAX calls: the Gibbs sampler and the classical engines return to Python
 every sweep, but NumPyro's NUTS and SVI without progress bars run as one compiled call, so an
 interrupt during them takes effect when that call returns.
@@ -40,7 +48,6 @@ before each run through ``/proc/self/clear_refs``; elsewhere it is the process p
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -48,13 +55,14 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from bayesmf.errors import ConfigError
 from bayesmf.experiments import catalogue
 from bayesmf.experiments.data import check_available, make_splits, prepare
 from bayesmf.experiments.grid import RunSpec, expand
 from bayesmf.experiments.measure import evaluate, hyper_draws
+from bayesmf.experiments.report import render_report
+from bayesmf.experiments.results import write_results
+from bayesmf.experiments.store import RunCache, output_lock
 
 
 @dataclass
@@ -66,83 +74,7 @@ class Outcome:
     cached: int
     failed: int
     interrupted: bool
-
-
-class RunCache:
-    """Finished runs in ``DIR/runs``: ``<key>.json`` (+ ``<key>.npz`` with sampler draws)."""
-
-    def __init__(self, out_dir: Path):
-        self.folder = Path(out_dir) / "runs"
-
-    def json_path(self, key: str) -> Path:
-        return self.folder / f"{key}.json"
-
-    def draws_path(self, key: str) -> Path:
-        return self.folder / f"{key}.npz"
-
-    def load(self, key: str) -> dict | None:
-        """The cached record of ``key`` when it finished successfully, else None."""
-        path = self.json_path(key)
-        if not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # unreadable: computed again
-        return record if record.get("status") == "ok" else None
-
-    def load_draws(self, key: str) -> dict | None:
-        path = self.draws_path(key)
-        if not path.is_file():
-            return None
-        with np.load(path) as npz:
-            return {k: npz[k] for k in npz.files}
-
-    def save(self, record: dict, draws: dict | None) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        key = record["key"]
-        if draws:
-            _atomic(self.draws_path(key), lambda f: np.savez(f, **draws), suffix=".npz")
-        _atomic(self.json_path(key), lambda f: f.write(json.dumps(record, indent=1).encode()))
-
-
-def prepare_out_dir(out_dir) -> Path:
-    """Create ``out_dir`` and check that files can be written there (see the module docstring)."""
-    out_dir = Path(out_dir)
-    created = []
-    try:
-        missing, existing = [], out_dir
-        while not existing.exists() and existing != existing.parent:
-            missing.append(existing)
-            existing = existing.parent
-        if not existing.is_dir():
-            where = "is" if existing == out_dir else f"lies under {existing}, which is"
-            raise ConfigError(f"{out_dir}: the output directory {where} a file, not a directory; "
-                              f"choose another --out")
-        for folder in reversed(missing):
-            folder.mkdir()
-            created.append(folder)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out_dir)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as exc:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise ConfigError(f"{out_dir}: cannot write to the output directory ({exc.strerror or exc}); "
-                          f"choose another --out or fix its permissions") from None
-    return out_dir
-
-
-def _atomic(path: Path, write, suffix: str = "") -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    report_written: bool = True
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -213,21 +145,65 @@ def execute(spec: RunSpec, split, prepared, experiment, progress: bool = False) 
     record.update(status="ok", error="", metrics=metrics, fit_seconds=fit_seconds, predict_seconds=predict_seconds,
                   eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb(),
                   peak_memory_scope="run" if scoped else "process", curves=curves,
-                  split_report=split.report(), has_draws=draws is not None)
+                  split_report=split.report(), has_draws=bool(draws))
     return record, draws
 
 
 # -- the grid ---------------------------------------------------------------------------------
-def run_experiment(experiment, out_dir, *, force: bool = False, progress: bool = True, data_dir=None,
-                   log=print) -> Outcome:
-    """Run every run of ``experiment`` not already cached in ``out_dir``, then write
-    results.csv, results.json and the report. See the module docstring."""
-    from bayesmf.experiments.report import write_report
-    from bayesmf.experiments.results import write_results
+def prepare_out_dir(out_dir) -> Path:
+    """Create ``out_dir`` and check that files can be written there (see the module docstring)."""
+    out_dir = Path(out_dir)
+    created = []
+    try:
+        missing, existing = [], out_dir
+        while not existing.exists() and existing != existing.parent:
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "is" if existing == out_dir else f"lies under {existing}, which is"
+            raise ConfigError(f"{out_dir}: the output directory {where} a file, not a directory; "
+                              f"choose another --out")
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise ConfigError(f"{out_dir}: cannot write to the output directory ({exc.strerror or exc}); "
+                          f"choose another --out or fix its permissions") from None
+    return out_dir
 
+
+
+def run_experiment(experiment, out_dir, *, force: bool = False, progress: bool = True, data_dir=None,
+                   log=print, wait: bool = False) -> Outcome:
+    """Run every run of ``experiment`` not already cached in ``out_dir``, then write
+    results.csv, results.json and the report, holding the directory's lock throughout (busy:
+    :class:`~bayesmf.errors.OutputBusyError`, or with ``wait`` wait). See the module docstring."""
     check_available(experiment, data_dir)  # before any computation
     specs = expand(experiment)
     out_dir = prepare_out_dir(out_dir)
+    with output_lock(out_dir, wait):
+        records, prepared, interrupted, counts = _run_grid(experiment, specs, out_dir, force, progress, data_dir, log)
+        ordered = [records[s.key] for s in specs if s.key in records]
+        write_results(out_dir, experiment, specs, ordered, "interrupted" if interrupted else "complete",
+                      notes={name: p.notes for name, p in prepared.items()})
+        try:
+            render_report(out_dir)
+        except KeyboardInterrupt:  # results are written; the previous report and figures stay whole
+            return Outcome(ordered, *counts, interrupted=True, report_written=False)
+    return Outcome(ordered, *counts, interrupted=interrupted)
+
+
+def _run_grid(experiment, specs, out_dir: Path, force: bool, progress: bool, data_dir, log):
+    """The grid loop: ``(records by key, prepared data sets, interrupted, (computed, cached, failed))``.
+    Ctrl-C ends the loop; what finished is kept."""
     cache = RunCache(out_dir)
     records, prepared, splits = {}, {}, {}
     computed = cached = failed = 0
@@ -261,12 +237,7 @@ def run_experiment(experiment, out_dir, *, force: bool = False, progress: bool =
         interrupted = True
     finally:
         bar.close()
-    ordered = [records[s.key] for s in specs if s.key in records]
-    status = "interrupted" if interrupted else "complete"
-    write_results(out_dir, experiment, specs, ordered, status,
-                  notes={name: p.notes for name, p in prepared.items()})
-    write_report(out_dir)
-    return Outcome(ordered, computed, cached, failed, interrupted)
+    return records, prepared, interrupted, (computed, cached, failed)
 
 
 def _grid_bar(total: int, name: str, enabled: bool):

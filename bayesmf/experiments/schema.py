@@ -47,12 +47,16 @@ Schema (every table and key; anything else is an error naming the key and the al
     inference = "gibbs"
 
 Hyperparameter values are checked against the constructor's annotations: integers for ``int``,
-numbers for ``float``, ``true``/``false`` for ``bool``, strings for ``str``, a TOML table for
-``dict``; an argument that accepts ``None`` takes the string ``"none"``; a ``tuple`` argument
-(``noise_prior``) takes an array of numbers, and an array of arrays is then its grid axis.
+finite numbers for ``float``, ``true``/``false`` for ``bool``, strings for ``str``, a TOML table of
+finite numbers for ``dict`` (``learning_rates = {user_bias = 0.01}``); an argument that accepts
+``None`` takes the string ``"none"``; a ``tuple`` argument (``noise_prior``) takes an array of
+numbers, and an array of arrays is then its grid axis. Every number in the file must be finite.
+A grid axis, ``[data].name`` and ``[split].folds`` may not repeat a value (compared once
+resolved: ``[1, 1.0]`` for a number), since the repeat would run the same configuration again.
 ``seed``, ``progress`` and ``checkpoint`` belong to the runner (see :mod:`bayesmf.experiments.grid`
 for how seeds are derived). Finally each grid point is handed to the estimator's own parameter
-check, so a value it would reject (``inference = "mcmc"``) is reported here, not mid-run.
+check, so a value it would reject (``inference = "mcmc"``, an unknown ``learning_rates`` group) is
+reported here, not mid-run.
 
 Experiment files shipped inside the package (``bayesmf/experiments/templates/NAME.toml``, read
 through :mod:`importlib.resources` so they work from a wheel as well as from a checkout) are
@@ -64,6 +68,8 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +178,25 @@ class _Checker:
             self.fail(key, f"must be >= {minimum}, got {value}")
         return value
 
-    def number(self, value, key: str) -> float:
+    def number(self, value, key: str, minimum: float | None = None) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(key, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be >= {minimum}, got {value}")
         return float(value)
+
+    def distinct(self, values: list, key: str, raw) -> None:
+        """Refuse a list (a grid axis, data sets, folds) holding a value twice once resolved
+        (``[1, 1.0]`` for a float argument): each entry would run the same configuration again, and
+        the report would count it twice."""
+        seen = set()
+        for value in values:
+            text = json.dumps(value, sort_keys=True)
+            if text in seen:
+                self.fail(key, f"repeats the value {value!r} ({raw!r}); list each value once")
+            seen.add(text)
 
     def string(self, value, key: str, allowed=None) -> str:
         if not isinstance(value, str):
@@ -276,6 +297,7 @@ def _data(c: _Checker, table: dict) -> dict:
         if not names:
             c.fail("[data].name", "an empty array")
         names = [c.string(n, f"[data].name[{i}]", DATASET_NAMES) for i, n in enumerate(names)]
+        c.distinct(names, "[data].name", table["name"])
     else:
         names = c.string(names, "[data].name", DATASET_NAMES)
     out = {"name": names}
@@ -299,7 +321,10 @@ def _data(c: _Checker, table: dict) -> dict:
         synth = {**SYNTHETIC_KEYS, **(synth or {})}
         for key, value in synth.items():
             where = f"[data.synthetic].{key}"
-            synth[key] = c.number(value, where) if key == "noise" else c.integer(value, where, minimum=0)
+            if key == "noise":
+                synth[key] = c.number(value, where, minimum=0)
+            else:
+                synth[key] = c.integer(value, where, minimum=0 if key == "seed" else 1)
         out["synthetic"] = synth
     return out
 
@@ -332,6 +357,7 @@ def _split(c: _Checker, table: dict, data: dict) -> dict:
             if not folds:
                 c.fail(where, "an empty array")
             out[key] = [c.string(f, f"{where}[{i}]", PREDEFINED_FOLDS) for i, f in enumerate(folds)]
+            c.distinct(out[key], where, value)
     listed = _dataset_names(data)
     if method == "predefined" and listed != ["movielens-100k"]:
         c.fail("[split].method", f"'predefined' folds exist only for [data].name = \"movielens-100k\", got {listed}")
@@ -405,6 +431,7 @@ def _models(c: _Checker, value) -> tuple:
                 if not raw:
                     c.fail(pkey, "an empty array gives an empty grid")
                 axes[key] = [_param_value(c, v, kinds, f"{pkey}[{i}]") for i, v in enumerate(raw)]
+                c.distinct(axes[key], pkey, raw)
             else:
                 fixed[key] = _param_value(c, raw, kinds, pkey)
         entry = ModelEntry(index, model, label, bootstrap, fixed, axes)
@@ -439,14 +466,16 @@ def _param_value(c: _Checker, value, kinds: set[str], key: str):
     if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
         return value
     if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return c.number(value, key)
     if "str" in kinds and isinstance(value, str):
         return value
     if "tuple" in kinds and isinstance(value, list) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        return [float(v) for v in value]
+        return [c.number(v, f"{key}[{i}]") for i, v in enumerate(value)]
     if "dict" in kinds and isinstance(value, dict):
-        return value
+        # the table-valued arguments (FunkSVD/SVDpp learning_rates, regularizations) map names to
+        # numbers; which names are allowed is the estimator's check (_check_with_estimator)
+        return {name: c.number(v, f"{key}.{name}") for name, v in value.items()}
     expected = " or ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
     c.fail(key, f"must be {expected}, got {value!r}")
 
@@ -456,17 +485,18 @@ _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
 
 
 def _check_with_estimator(c: _Checker, entry: ModelEntry, where: str) -> None:
-    """Construct the estimator at every grid point and run its own parameter check."""
+    """Construct the estimator at every grid point and run its own parameter check. Whatever it
+    rejects (a ConfigError, or a TypeError/ValueError of a value it cannot use) becomes a
+    ConfigError naming the file, the model table and the grid point."""
     from bayesmf.experiments.grid import combinations
 
     cls = catalogue.model_class(entry.model)
     for params in combinations(entry):
-        estimator = cls(**params)
-        check = getattr(estimator, "_check_params", None) or getattr(estimator, "_validate", None)
-        if check is None:
-            continue
         try:
-            check()
-        except ConfigError as exc:
+            estimator = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+            check = getattr(estimator, "_check_params", None) or getattr(estimator, "_validate", None)
+            if check is not None:
+                check()
+        except (ConfigError, TypeError, ValueError) as exc:
             shown = {k: params[k] for k in entry.axes}
             c.fail(where, f"{entry.model}{' at ' + str(shown) if shown else ''}: {exc}")
