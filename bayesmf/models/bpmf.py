@@ -141,6 +141,10 @@ class BPMF(FactorModel):
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
     init : "map" (PMF MAP, the authors' choice) or "random".
+    gibbs_rescale : end every Gibbs sweep with the move of
+        :func:`bayesmf.posterior.gibbs.rescale_move`, which carries the factors and their
+        hyperparameters along the likelihood's invariance ``u -> A u``, ``v -> A^-1 v`` in one
+        step (``mu0 = 0`` only; the posterior is the same either way).
     map_iter : coordinate-ascent sweeps for the MAP fit / initialisation.
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
         through the online moments of ``fit(..., track=...)``).
@@ -204,6 +208,7 @@ class BPMF(FactorModel):
         biases: bool = False,
         bias_prior: tuple = (1.0, 1.0),
         init: str = "map",
+        gibbs_rescale: bool = True,
         map_iter: int = 10,
         map_method: str = "als",
         keep_every: int = 1,
@@ -239,6 +244,7 @@ class BPMF(FactorModel):
         self.biases = biases
         self.bias_prior = bias_prior
         self.init = init
+        self.gibbs_rescale = gibbs_rescale
         self.map_iter = map_iter
         self.map_method = map_method
         self.keep_every = keep_every
@@ -291,6 +297,8 @@ class BPMF(FactorModel):
     def _validate(self):
         if self.inference not in INFERENCES:
             raise ConfigError(f"inference must be one of {INFERENCES}, got {self.inference!r}")
+        if not isinstance(self.gibbs_rescale, (bool, np.bool_)):
+            raise ConfigError(f"gibbs_rescale must be True or False, got {self.gibbs_rescale!r}")
         if self.init not in ("map", "random"):
             raise ConfigError(f"init must be 'map' or 'random', got {self.init!r}")
         if self.biases and self.inference == "map":
@@ -417,7 +425,7 @@ class BPMF(FactorModel):
         def collect(state):
             return {site: getattr(state, site) for site in sites}
 
-        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior)
+        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior, rescale=bool(self.gibbs_rescale))
         track_fn = None
         if track is not None:
             track_fn = functools.partial(gibbs.pair_predictions, users=jnp.asarray(track.users),

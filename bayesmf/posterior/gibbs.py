@@ -33,6 +33,10 @@ The ratings are stored centred at a constant ``c`` (``GibbsData.centre``, the tr
 the targets of a half step are ``r_ij - c`` minus the shift ``m - c`` (and the other side's
 biases), which keeps float32 sums of residuals small.
 
+5. a move along the likelihood's invariance ``u_i -> A u_i``, ``v_j -> A^{-1} v_j`` that carries
+   the hyperparameters with it (:func:`rescale_move`), so that the scale the factors share
+   between the two sides mixes in one step instead of by a random walk of the blocked updates.
+
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
 ``r_ij - m - c_j`` and prior precision ``blockdiag(Lambda_U, lambda_b)`` (``u_i`` and ``b_i``
@@ -92,6 +96,7 @@ class GibbsInfo(NamedTuple):
     train_rmse: jnp.ndarray
     alpha: jnp.ndarray
     finite: jnp.ndarray  # False when a factorisation failed (NaN) in this sweep
+    rescale_accept: jnp.ndarray  # share of the rescaling move's D coordinates accepted (0 when off)
 
 
 def prepare(ratings, global_mean: float, rank: int, dtype=np.float32) -> GibbsData:
@@ -261,10 +266,12 @@ def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
     return jnp.sum((data.residual - pred) ** 2)
 
 
-def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> tuple[GibbsState, GibbsInfo]:
-    """One full Gibbs sweep (hyperparameters, users, items, offset, noise). ``prior`` must be
-    static (close over it with ``functools.partial`` before jitting)."""
-    k_hyper, k_u, k_v, k_gamma, k_offset = jax.random.split(key, 5)
+def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
+         rescale: bool = True) -> tuple[GibbsState, GibbsInfo]:
+    """One full Gibbs sweep (hyperparameters, users, items, offset, noise, and with ``rescale``
+    the move of :func:`rescale_move`). ``prior`` and ``rescale`` must be static (close over them
+    with ``functools.partial`` before jitting)."""
+    k_hyper, k_u, k_v, k_gamma, k_offset, k_move = jax.random.split(key, 6)
     n_users, n_items = state.U.shape[0], state.V.shape[0]
     nnz = data.residual.shape[0]
     D, dtype = prior.rank, state.U.dtype
@@ -299,8 +306,58 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0) -> t
         # alpha | U, V ~ Gamma(a0 + nnz/2, b0 + SSE/2): the standard variate drawn above / rate
         alpha = (gammas[2 * D + 2] / (prior.noise_prior[1] + sse / 2.0)).astype(state.alpha.dtype)
     new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset)
-    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(U, V, lam_u, lam_v, b_u, b_v, offset))
+    accepted = jnp.zeros((), dtype)
+    if rescale and rescale_applies(prior):
+        new, accepted = rescale_move(k_move, new, prior)
+    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, b_u, b_v, offset),
+                     accepted)
     return new, info
+
+
+def rescale_applies(prior: Prior) -> bool:
+    """The move leaves the posterior invariant when the mean's prior is centred at 0 (``mu0 = 0``,
+    the default): otherwise ``N(mu; mu0, (beta0 Lambda)^-1)`` is not invariant under ``mu -> A mu``."""
+    return prior.mu0 == 0.0
+
+
+def rescale_move(key, state: GibbsState, prior: Prior):
+    r"""A group move (Liu & Sabatti 2000) along the likelihood's invariance: with
+    ``A = Q diag(c) Q^T`` for a uniformly random rotation ``Q`` (independent of the state),
+
+    .. math::
+        u_i 	o A u_i,\ \mu_U 	o A \mu_U,\ \Lambda_U 	o A^{-1} \Lambda_U A^{-1},\qquad
+        v_j 	o A^{-1} v_j,\ \mu_V 	o A^{-1} \mu_V,\ \Lambda_V 	o A \Lambda_V A.
+
+    Every ``u_i . v_j`` (so the likelihood), every ``N(u_i; mu_U, Lambda_U^-1)`` term with its
+    Jacobian, and ``mu | Lambda`` (``mu0 = 0``) are unchanged, and the Wisharts' determinant
+    factors cancel between the sides (one ``nu0``), so the target of ``a = log c`` (uniform
+    Haar measure) is, per coordinate ``d``, ``exp(-(p_d e^{-2a} + q_d e^{2a}) / 2)`` with
+    ``p_d = (Q^T Lambda_U Q)_dd / w0`` and ``q_d = (Q^T Lambda_V Q)_dd / w0``: only the priors.
+    With ``t = a + log(q/p) / 4`` it is ``exp(-k cosh 2t)``, ``k = sqrt(p q)``, sampled by an
+    independence Metropolis step from ``N(0, 1 / (4k))`` (its Laplace approximation) started at
+    the identity (``a = 0``), each coordinate accepted on its own (the target factorises).
+    Returns ``(state, share of coordinates accepted)``.
+    """
+    D, dtype = prior.rank, state.U.dtype
+    normals = standard_normal(key, (D * D + 2 * D,), dtype)
+    q_mat, r_mat = jnp.linalg.qr(normals[: D * D].reshape(D, D))
+    Q = q_mat * jnp.sign(jnp.diagonal(r_mat))[None, :]  # Haar-distributed rotation
+    p = jnp.diagonal(Q.T @ state.Lambda_U @ Q) / prior.w0
+    q = jnp.diagonal(Q.T @ state.Lambda_V @ Q) / prior.w0
+    k = jnp.sqrt(p * q)
+    t0 = 0.25 * jnp.log(q / p)
+    t1 = normals[D * D: D * D + D] / jnp.sqrt(4.0 * k)
+
+    def log_ratio(t):  # log target minus log proposal, up to a constant
+        return -k * jnp.cosh(2.0 * t) + 2.0 * k * t * t
+
+    # log of a uniform variate as log Phi(z) of the remaining normals (no second sampler call site)
+    accept = jax.scipy.stats.norm.logcdf(normals[D * D + D:]) < log_ratio(t1) - log_ratio(t0)
+    c = jnp.exp(jnp.where(accept, t1 - t0, 0.0))
+    A, A_inv = (Q * c[None, :]) @ Q.T, (Q / c[None, :]) @ Q.T
+    moved = state._replace(U=state.U @ A, mu_U=A @ state.mu_U, Lambda_U=A_inv @ state.Lambda_U @ A_inv,
+                           V=state.V @ A_inv, mu_V=A_inv @ state.mu_V, Lambda_V=A @ state.Lambda_V @ A)
+    return moved, jnp.mean(accept.astype(dtype))
 
 
 def _draw_offset(key, offset, centre, shift, total, sse, nnz: int, alpha, prior: Prior):
@@ -319,11 +376,11 @@ def _draw_offset(key, offset, centre, shift, total, sse, nnz: int, alpha, prior:
     return (centre + new_shift).astype(offset.dtype), sse
 
 
-@functools.partial(jax.jit, static_argnames=("prior",))
-def chain_step(keys, states: GibbsState, jitter, data: GibbsData, prior: Prior):
+@functools.partial(jax.jit, static_argnames=("prior", "rescale"))
+def chain_step(keys, states: GibbsState, jitter, data: GibbsData, prior: Prior, rescale: bool = True):
     """:func:`step` for a batch of chains (leading axis of ``keys`` and ``states``), jitted once
     per data shape and prior (the prior is hashable and static)."""
-    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter))(keys, states)
+    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
 
 
 @jax.jit
