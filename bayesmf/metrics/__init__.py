@@ -7,12 +7,15 @@ exported too; each module's docstring states the definitions (with formulas):
 * :mod:`~bayesmf.metrics.uncertainty` — coverage, width, NLL, CRPS, calibration, risk-coverage;
 * :mod:`~bayesmf.metrics.ranking` — full-catalogue HR/Precision/Recall/NDCG/MAP@k, MRR, AUC;
 * :mod:`~bayesmf.metrics.sampled` — the sampled (1 + N) protocol and Krichene-Rendle corrections;
-* :mod:`~bayesmf.metrics.bootstrap` — bootstrap ensembles giving point models a predictive.
+* :mod:`~bayesmf.metrics.bootstrap` — bootstrap ensembles giving point models a predictive;
+* :mod:`~bayesmf.metrics.conformal` — split-conformal intervals around any point model, the
+  distribution-free reference for Bayesian intervals.
 
 Nothing here imports the engines: models are used through ``predict``/``predict_dist``/``score_users``.
 """
 
 from bayesmf.metrics.bootstrap import BootstrapEnsemble
+from bayesmf.metrics.conformal import ConformalDistribution, ConformalRegressor, conformal_quantile
 from bayesmf.metrics.evaluate import evaluate_ranking, evaluate_ratings
 from bayesmf.metrics.ranking import (
     auc,
@@ -50,11 +53,12 @@ from bayesmf.metrics.uncertainty import (
 from bayesmf.predictive import PredictiveDistribution
 
 __all__ = [
-    "SAMPLED_WARNING", "BootstrapEnsemble", "PredictiveDistribution", "auc", "bootstrap_ci", "calibration_area",
-    "calibration_area_from_pit", "calibration_curve", "coverage", "coverage_from_pit", "crps", "crps_gaussian",
-    "crps_mixture", "crps_samples", "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking",
-    "gaussian_nll", "hit_rate", "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k",
-    "mixture_nll", "mrr", "ndcg_at_k", "per_user_errors", "pit", "posterior_rmse", "precision_at_k",
-    "rank_relevant", "ranking_metrics", "recall_at_k", "risk_coverage", "rmse", "rmse_by_std_bin", "rmse_per_draw",
-    "sampled_metrics", "sampled_ranking", "spearman_error_std",
+    "SAMPLED_WARNING", "BootstrapEnsemble", "ConformalDistribution", "ConformalRegressor", "PredictiveDistribution",
+    "auc", "bootstrap_ci", "calibration_area", "calibration_area_from_pit", "calibration_curve",
+    "conformal_quantile", "coverage", "coverage_from_pit", "crps", "crps_gaussian", "crps_mixture", "crps_samples",
+    "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "hit_rate",
+    "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k", "mixture_nll", "mrr", "ndcg_at_k",
+    "per_user_errors", "pit", "posterior_rmse", "precision_at_k", "rank_relevant", "ranking_metrics", "recall_at_k",
+    "risk_coverage", "rmse", "rmse_by_std_bin", "rmse_per_draw", "sampled_metrics", "sampled_ranking",
+    "spearman_error_std",
 ]

@@ -198,8 +198,11 @@ def crps_mixture(y, means, noise_std, n_shifts: int | None = None, max_evaluatio
 
 
 def crps(y, dist: PredictiveDistribution, fair: bool = False) -> float:
-    """Mean CRPS of ``dist`` at ``y``: closed form (Gaussian), empirical (draws) or mixture."""
+    """Mean CRPS of ``dist`` at ``y``: closed form (Gaussian), empirical (draws) or mixture; a
+    split-conformal predictive (kind ``"conformal"``) computes its own (:mod:`bayesmf.metrics.conformal`)."""
     y = _check_dist(y, dist)
+    if dist.kind == "conformal":
+        return float(dist.crps(y).mean())
     if dist.kind == "gaussian":
         return float(crps_gaussian(y, dist.mean, dist.std).mean())
     if dist.kind == "empirical":

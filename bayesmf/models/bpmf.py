@@ -663,25 +663,120 @@ class BPMF(FactorModel):
         return out
 
     # -- diagnostics --------------------------------------------------------------------------
-    def to_arviz(self, factors: bool = True):
-        """``arviz.InferenceData``: posterior over hyperparameters (and factors unless
-        ``factors=False``), dims (chain, draw, ...), plus sample_stats (NUTS divergences and
-        leapfrog steps; Gibbs training RMSE is in ``history_``)."""
+    def to_arviz(self, factors: bool = True, data: Ratings | None = None, *, log_likelihood: bool | None = None,
+                 posterior_predictive: bool = False, thin: int = 1, seed: int = 0):
+        """``arviz.InferenceData`` for diagnostics and model checking, dims (chain, draw, ...).
+
+        Always: ``posterior`` (hyperparameters, biases, and the factors ``U``, ``V`` unless
+        ``factors=False``) and ``sample_stats`` (NUTS divergences and tree sizes; the Gibbs
+        sweeps' training RMSE averaged over chains stays in ``history_``).
+
+        With ``data`` (a :class:`~bayesmf.data.Ratings` in the training index space — the
+        training ratings for ``az.loo`` / ``az.waic`` / ``az.compare``, or a subset of them:
+        ``train.subset(rows)``), over the ``N`` ratings of ``data`` (dim ``rating``):
+
+        * ``observed_data`` ``y`` and ``constant_data`` ``user``, ``item`` (indices);
+        * ``log_likelihood`` ``y`` (unless ``log_likelihood=False``), pointwise
+          ``log N(r_n | f_s(n), 1/alpha_s)`` with ``f_s(n) = m_s + b_s + c_s + u_s . v_s``
+          the draw's noise-free prediction (the learned offset included);
+        * ``posterior_predictive`` ``y`` when ``posterior_predictive=True``: replicated ratings
+          ``f_s(n) + N(0, 1/alpha_s)`` (seeded by ``seed``), for ``az.plot_ppc``;
+        * ``sample_stats`` ``rmse``: each draw's RMSE of ``f_s`` on ``data``.
+
+        ``thin`` keeps every ``thin``-th draw of each chain in every group. Memory: each of the
+        two (chains, draws, N) groups takes ``4 C S N / thin`` bytes (float32): MovieLens-1M's
+        900,000 training ratings with 200 draws, 720 MB each; thin, or pass a subset, to shrink
+        it (PSIS-LOO needs a few hundred draws in all for stable Pareto-k estimates). Computed in
+        JAX one draw at a time (memory O(N) beyond the output).
+        """
         import arviz as az
 
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws to convert")
-        posterior = {site: getattr(self, f"{site}_samples_") for site in HYPER_SITES + BIAS_SITES
+        thin = check_positive_int("thin", thin)
+        if log_likelihood is None:
+            log_likelihood = data is not None
+        if (log_likelihood or posterior_predictive) and data is None:
+            raise ConfigError("log_likelihood and posterior_predictive need the ratings: pass data=train "
+                              "(a Ratings in the training index space)")
+        keep = slice(None, None, thin)
+        posterior = {site: getattr(self, f"{site}_samples_")[:, keep] for site in HYPER_SITES + BIAS_SITES
                      if getattr(self, f"{site}_samples_") is not None}
         dims = {"mu_U": ["factor"], "mu_V": ["factor"], "Lambda_U": ["factor", "factor_bis"],
                 "Lambda_V": ["factor", "factor_bis"]}
         if factors:
-            posterior["U"], posterior["V"] = self.user_samples_, self.item_samples_
+            posterior["U"], posterior["V"] = self.user_samples_[:, keep], self.item_samples_[:, keep]
             dims.update({"U": ["user", "factor"], "V": ["item", "factor"]})
         if "b_U" in posterior:
             dims.update({"b_U": ["user"], "b_V": ["item"]})
-        stats = {k: v for k, v in self.sample_stats_.items()} if self.sample_stats_ else None
-        return az.from_dict(posterior=posterior, sample_stats=stats, dims=dims)
+        stats = {k: np.asarray(v)[:, keep] for k, v in self.sample_stats_.items()} if self.sample_stats_ else {}
+        groups = {}
+        if data is not None:
+            self._check_same_space(data)
+            ll, rmse, y_rep = self._pointwise(data, thin, log_likelihood, posterior_predictive, seed)
+            stats["rmse"] = rmse
+            groups["observed_data"] = {"y": np.asarray(data.values, np.float32)}
+            groups["constant_data"] = {"user": np.asarray(data.users), "item": np.asarray(data.items)}
+            if ll is not None:
+                groups["log_likelihood"] = {"y": ll}
+            if y_rep is not None:
+                groups["posterior_predictive"] = {"y": y_rep}
+            dims.update({"y": ["rating"], "user": ["rating"], "item": ["rating"]})
+        return az.from_dict(posterior=posterior, sample_stats=stats or None, dims=dims, **groups)
+
+    def _check_same_space(self, data) -> None:
+        if not isinstance(data, Ratings):
+            raise DataError(f"data must be a bayesmf Ratings, got {type(data).__name__}")
+        if data.nnz == 0:
+            raise DataError("data is empty")
+        if data.shape != (self.n_users_, self.n_items_) or data.user_map != self.user_map_ \
+                or data.item_map != self.item_map_:
+            raise DataError(f"data ({data.n_users} users x {data.n_items} items) is not in the model's training "
+                            f"index space ({self.n_users_} x {self.n_items_}, same ID maps): use a bayesmf split "
+                            "of the data the model was fitted on")
+
+    def _pointwise(self, data: Ratings, thin: int, want_ll: bool, want_rep: bool, seed: int):
+        """``(log_lik (C, S', N) or None, rmse (C, S'), y_rep (C, S', N) or None)`` over the
+        kept draws ``[:, ::thin]``; see :meth:`to_arviz`."""
+        C = self.user_samples_.shape[0]
+        U, V, BU, BV = self._flat_draws()
+        S = U.shape[0] // C
+        pick = np.arange(U.shape[0]).reshape(C, S)[:, ::thin].reshape(-1)
+        alpha = self.alpha_samples_.reshape(-1)[pick].astype(U.dtype)
+        draws = tuple(jnp.asarray(a[pick]) for a in (U, V, BU, BV)) + (jnp.asarray(alpha),)
+        key = jax.random.PRNGKey(seed) if want_rep else None
+        ll, sse, rep = _pointwise_draws(draws, jnp.asarray(data.users), jnp.asarray(data.items),
+                                        jnp.asarray(data.values, U.dtype), self.global_mean_, key,
+                                        want_ll=want_ll, want_rep=want_rep)
+        shape = (C, pick.size // C)
+        rmse = np.sqrt(np.asarray(sse, np.float64) / data.nnz).reshape(shape)
+        ll = None if ll is None else np.asarray(ll).reshape(*shape, -1)
+        rep = None if rep is None else np.asarray(rep).reshape(*shape, -1)
+        return ll, rmse, rep
+
+
+@functools.partial(jax.jit, static_argnames=("want_ll", "want_rep"))
+def _pointwise_draws(draws, users, items, values, global_mean, key, *, want_ll: bool, want_rep: bool):
+    """Per draw ``s`` (a ``lax.map`` over draws, memory O(N) per step): the pointwise Gaussian
+    log-likelihood of ``values`` (S, N), the sum of squared errors of ``f_s`` (S,) and replicated
+    ratings ``f_s + N(0, 1/alpha_s)`` (S, N); the arrays not wanted are None."""
+    S = draws[0].shape[0]
+    keys = jax.random.split(key, S) if want_rep else jnp.zeros((S, 2), jnp.uint32)
+    half_log_2pi = 0.5 * np.log(2 * np.pi)
+
+    def one(args):
+        (u, v, bu, bv, a), k = args
+        f = global_mean + bu[users] + bv[items] + jnp.sum(u[users] * v[items], axis=-1)
+        r = values - f
+        out = {"sse": jnp.sum(r * r)}
+        if want_ll:
+            out["ll"] = 0.5 * jnp.log(a) - half_log_2pi - 0.5 * a * r * r
+        if want_rep:
+            out["rep"] = f + jax.random.normal(k, f.shape, f.dtype) / jnp.sqrt(a)
+        return out
+
+    out = jax.lax.map(one, (draws, keys))
+    return out.get("ll"), out["sse"], out.get("rep")
 
 
 class PMF(BPMF):
