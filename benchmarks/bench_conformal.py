@@ -5,16 +5,7 @@ RMSE, coverage of the 50% and 90% intervals, mean width of the 90% interval, CRP
 
     BAYESMF_DATA=../shared/data python -m benchmarks.bench_conformal [--seeds 0 1] [--fraction 0.1]
 
-Measured (seed 0, 2-core machine shared with other jobs, so fit seconds are loose):
-
-| model | seed | RMSE | cov@0.5 | cov@0.9 | width@0.9 | CRPS | fit s |
-|---|---:|---:|---:|---:|---:|---:|---:|
-| BPMF Gibbs (defaults) | 0 | 0.9159 | 0.464 | 0.867 | 2.663 | 0.5101 | 100.7 |
-| BPMF Gibbs (noise learned, biases) | 0 | 0.9063 | 0.502 | 0.899 | 2.895 | 0.5046 | 34.9 |
-| split-conformal ALS (0.1 calibration) | 0 | 0.9929 | 0.484 | 0.891 | 3.167 | 0.5565 | 10.0 |
-| split-conformal FunkSVD (0.1 calibration) | 0 | 0.9532 | 0.489 | 0.892 | 3.020 | 0.5347 | 4.0 |
-
-ALS and FunkSVD at their defaults, untuned; the conformal models are fitted on 90% of u1.base.
+Figures: benchmarks/RESULTS.md, "Split-conformal intervals next to BPMF".
 """
 
 from __future__ import annotations

@@ -86,3 +86,23 @@ def test_the_move_is_off_when_mu0_is_not_zero_and_gibbs_rescale_is_validated():
     assert set(model.history_["rescale_accept"]) == {0.0}
     with pytest.raises(ConfigError, match="gibbs_rescale"):
         BPMF(rank=2, gibbs_rescale="yes").fit(data.ratings)
+
+
+def test_translation_draws_the_closed_form_gaussian_and_keeps_predictions():
+    """``m -> m + d``, ``b -> b - d``: predictions unchanged, and the user-side ``d`` has the
+    closed-form mean and variance (item biases at 0 with a huge precision pin the second move)."""
+    prior = Prior(rank=2, offset_prior=(1.0, 2.0), bias_prior=(1.0, 1.0))
+    rng = np.random.default_rng(4)
+    state = _state(rng, n_users=40, n_items=30, D=2)._replace(
+        b_U=jnp.asarray(rng.normal(0.7, 0.5, 40), jnp.float32), bias_precision_U=jnp.float32(3.0),
+        b_V=jnp.zeros(30, jnp.float32), bias_precision_V=jnp.float32(1e6))
+    moved = jax.vmap(lambda k: gibbs.translate_move(k, state, prior))(jax.random.split(jax.random.PRNGKey(0), 20_000))
+    level = np.asarray(moved.offset)[:, None, None] + np.asarray(moved.b_U)[:, :, None] + np.asarray(moved.b_V)[:, None]
+    before = float(state.offset) + np.asarray(state.b_U)[:, None] + np.asarray(state.b_V)[None]
+    np.testing.assert_allclose(level[:3], np.broadcast_to(before, level[:3].shape), atol=1e-4)
+    b = np.asarray(state.b_U, np.float64)
+    precision = 1 / 2.0**2 + 40 * 3.0
+    mean = (3.0 * b.sum() - (3.0 - 1.0) / 2.0**2) / precision
+    d = np.asarray(moved.offset, np.float64) - 3.0
+    assert abs(d.mean() - mean) < 4 * np.sqrt(1 / precision / d.size)
+    assert abs(d.var() * precision - 1) < 0.05

@@ -35,7 +35,9 @@ biases), which keeps float32 sums of residuals small.
 
 5. a move along the likelihood's invariance ``u_i -> A u_i``, ``v_j -> A^{-1} v_j`` that carries
    the hyperparameters with it (:func:`rescale_move`), so that the scale the factors share
-   between the two sides mixes in one step instead of by a random walk of the blocked updates.
+   between the two sides mixes in one step instead of by a random walk of the blocked updates;
+   with biases and a learned offset, two more along ``m -> m + d``, ``b -> b - d`` (user biases,
+   then item biases; :func:`translate_move`), the level the offset shares with the biases.
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -309,9 +311,35 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     accepted = jnp.zeros((), dtype)
     if rescale and rescale_applies(prior):
         new, accepted = rescale_move(k_move, new, prior)
+    if rescale and prior.has_biases and prior.learns_offset:
+        new = translate_move(jax.random.fold_in(k_move, 1), new, prior)
     info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, b_u, b_v, offset),
                      accepted)
     return new, info
+
+
+def translate_move(key, state: GibbsState, prior: Prior) -> GibbsState:
+    r"""Two group moves along the likelihood's translations: ``m -> m + d``, ``b_i -> b_i - d``
+    for every user, then the same with the item biases. Only the priors of ``m`` and of the
+    biases change (Jacobian 1, Haar measure uniform), so ``d`` is drawn exactly from
+
+    .. math::
+        \pi(d) \propto \exp\Big(-rac{(m + d - m_0)^2}{2 s_0^2} - rac{\lambda_b}{2} \sum_i (b_i - d)^2\Big)
+        = \mathcal N\Big(rac{\lambda_b \sum_i b_i - (m - m_0)/s_0^2}{P},\ rac1P\Big),\quad
+        P = rac1{s_0^2} + n \lambda_b.
+
+    Without it the offset moves only by its conditional spread given the biases (``~sd/sqrt(nnz)``)
+    per sweep, a random walk along a ridge much longer than that."""
+    m0, s0 = prior.offset_prior
+    z = standard_normal(key, (2,), state.U.dtype)
+    offset, biases = state.offset, {}
+    for k, side in enumerate(("b_U", "b_V")):
+        b = getattr(state, side)
+        lam = state.bias_precision_U if side == "b_U" else state.bias_precision_V
+        precision = 1.0 / s0**2 + b.shape[0] * lam
+        d = (lam * jnp.sum(b) - (offset - m0) / s0**2) / precision + z[k] / jnp.sqrt(precision)
+        offset, biases[side] = offset + d, b - d
+    return state._replace(offset=offset.astype(state.offset.dtype), **biases)
 
 
 def rescale_applies(prior: Prior) -> bool:
