@@ -55,6 +55,7 @@ import numpy as np
 from bayesmf.errors import ConfigError
 
 PARAMETERIZATIONS = ("centered", "noncentered", "bartlett")
+NOISE_MODELS = ("gaussian", "student_t", "heteroscedastic")
 
 
 class Prior(NamedTuple):
@@ -70,6 +71,14 @@ class Prior(NamedTuple):
     noise_prior: tuple[float, float] | None = None
     bias_prior: tuple[float, float] | None = None  # None: no biases
     offset_prior: tuple[float, float] | None = None  # (m0, s0) of m ~ N(m0, s0^2); None: m fixed
+    noise: str = "gaussian"  # one of NOISE_MODELS (module docstring)
+    noise_df: float = 4.0  # Student-t degrees of freedom nu (noise="student_t")
+    precision_shape: tuple[float, float] = (2.0, 2.0)  # (a_u, a_v): tau_i ~ Gamma(a_u, a_u), kappa_j ~ Gamma(a_v, a_v)
+
+    @property
+    def gaussian(self) -> bool:
+        """One noise precision ``alpha`` for every rating (the sampler's fast path)."""
+        return self.noise == "gaussian"
 
     @property
     def has_biases(self) -> bool:
@@ -96,6 +105,17 @@ class Prior(NamedTuple):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or min(value) <= 0):
                 raise ConfigError(f"{name} must be a positive (shape, rate) pair, got {value!r}")
+        if self.noise not in NOISE_MODELS:
+            raise ConfigError(f"noise must be one of {NOISE_MODELS}, got {self.noise!r}")
+        if self.noise == "student_t":
+            df = self.noise_df
+            if isinstance(df, bool) or not isinstance(df, (int, float, np.number)) or not np.isfinite(df) or df <= 0:
+                raise ConfigError(f"noise_df (Student-t degrees of freedom) must be a finite number > 0, got {df!r}")
+        if self.noise == "heteroscedastic":
+            value = self.precision_shape
+            if len(value) != 2 or not np.all(np.isfinite(value)) or min(value) <= 0:
+                raise ConfigError(f"precision_shape must be a finite positive (user, item) pair of Gamma shapes, "
+                                  f"got {value!r}")
         if self.offset_prior is not None:
             value = self.offset_prior
             if len(value) != 2 or not np.all(np.isfinite(value)) or value[1] <= 0:
