@@ -204,17 +204,19 @@ def _coverage(model, test, levels=(0.5, 0.9)):
 
 @pytest.mark.slow
 def test_student_t_meets_nominal_coverage_on_t3_noise_where_the_gaussian_misses():
-    """t(3) noise of scale 0.5: the Gaussian model's intervals are too wide at 50% and 90%
-    (measured 0.67 and 0.94: its variance is that of the t, its shape is not), the Student-t
-    model's are nominal, and it recovers the scale (``1/sqrt(alpha)``)."""
+    """t(3) noise of scale 0.5: the Gaussian model's intervals have the t's variance, not its
+    shape — too wide at 50%, too narrow at 99% (measured 0.618, 0.920, 0.977 at 50/90/99%) —
+    the Student-t model's are nominal (0.479, 0.892, 0.990; the Gaussian model on Gaussian
+    noise of the same design measured 0.490, 0.896, 0.992), and it recovers the scale."""
     train, test, _ = _simulated("student_t")
     common = dict(rank=2, n_samples=120, n_warmup=60, noise_prior=(1.0, 1.0), seed=0)
-    gauss = _coverage(BPMF(**common).fit(train), test)
+    levels = (0.5, 0.9, 0.99)
+    gauss = _coverage(BPMF(**common).fit(train), test, levels)
     t_model = BPMF(noise="student_t", noise_df=3.0, **common).fit(train)
-    robust = _coverage(t_model, test)
-    print(f"coverage@0.5/0.9: gaussian {gauss}, student_t {robust}")
-    assert abs(gauss[1] - 0.9) > 0.025 and abs(gauss[0] - 0.5) > 0.1, gauss
-    assert abs(robust[1] - 0.9) <= 0.02 and abs(robust[0] - 0.5) <= 0.03, robust
+    robust = _coverage(t_model, test, levels)
+    print(f"coverage@0.5/0.9/0.99: gaussian {gauss}, student_t {robust}")
+    assert gauss[0] > 0.58 and gauss[2] < 0.982, gauss
+    assert abs(robust[0] - 0.5) <= 0.03 and abs(robust[1] - 0.9) <= 0.02 and abs(robust[2] - 0.99) <= 0.005, robust
     assert abs(np.mean(1 / np.sqrt(t_model.alpha_samples_)) - 0.5) < 0.05
     dist = t_model.predict_dist(test.users[:5], test.items[:5])  # no n_draws: still the t mixture
     assert dist.noise_df == 3.0 and np.all(np.isfinite(dist.std))
@@ -278,3 +280,28 @@ def test_student_t_mixture_quantiles_cdf_and_moments_match_monte_carlo():
     for bad in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="noise_df"):
             PredictiveDistribution.from_samples(samples, noise, noise_df=bad)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_nuts_agrees_with_gibbs_for_student_t_and_numpyro_runs_heteroscedastic():
+    """The NumPyro model (t likelihood with the weights integrated out) and the Gibbs sampler
+    (weights drawn) target the same posterior: on a tiny t(3) problem the noise scale's posterior
+    mean and the predictive means agree within Monte Carlo error. Heteroscedastic NUTS (from the
+    Gibbs start) and SVI run and return ``tau``/``kappa`` draws of the right shapes."""
+    train, test, _ = _simulated("student_t", seed=1, n_users=40, n_items=30, n_ratings=500)
+    common = dict(rank=1, noise="student_t", noise_df=3.0, noise_prior=(2.0, 1.0), seed=0)
+    gibbs_fit = BPMF(n_samples=1500, n_warmup=300, **common).fit(train)
+    nuts_fit = BPMF(inference="nuts", n_samples=300, n_warmup=300, **common).fit(train)
+    scale_g = np.mean(1 / np.sqrt(gibbs_fit.alpha_samples_))
+    scale_n = np.mean(1 / np.sqrt(nuts_fit.alpha_samples_))
+    g, n = gibbs_fit.predict(test.users, test.items), nuts_fit.predict(test.users, test.items)
+    print(f"t scale: gibbs {scale_g:.4f} nuts {scale_n:.4f}; median |d mean| {np.median(np.abs(g - n)):.4f}")
+    assert abs(scale_g - scale_n) < 0.03
+    assert np.median(np.abs(g - n)) < 0.05
+    het = dict(rank=1, noise="heteroscedastic", noise_prior=(2.0, 1.0), seed=0)
+    nuts_het = BPMF(inference="nuts", n_samples=20, n_warmup=20, nuts_init_sweeps=30, **het).fit(train)
+    assert nuts_het.tau_samples_.shape == (1, 20, train.n_users)
+    svi_het = BPMF(inference="svi", n_samples=20, svi_steps=200, **het).fit(train)
+    assert svi_het.kappa_samples_.shape == (1, 20, train.n_items) and np.all(svi_het.kappa_samples_ > 0)
+    assert np.all(np.isfinite(svi_het.predict_dist(test.users, test.items, n_draws=10).std))
