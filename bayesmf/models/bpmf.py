@@ -478,6 +478,8 @@ class BPMF(FactorModel):
         (progress, the checkpoint's own path and period, NUTS/SVI options) stay out, so that a
         checkpoint resumes whatever they are (and across versions that add such settings)."""
         ignored = ("progress", "checkpoint", "checkpoint_every")
+        if self.noise == "gaussian":  # the noise settings change nothing then (and checkpoints predate them)
+            ignored += ("noise", "noise_df", "precision_shape")
         settings = {k: v for k, v in self.get_params().items()
                     if k not in ignored and not k.startswith(("nuts_", "svi_"))}
         return {"data": content_digest(train.users, train.items, train.values, np.asarray(train.shape)),
