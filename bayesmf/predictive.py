@@ -12,11 +12,16 @@ distribution of the *observed* rating ``y_n``. Three forms, chosen by which fiel
   and ``y_n ~ (1/S) sum_s N(samples[s, n], noise_std[s, n]^2)``, where ``noise_std``
   broadcasts to ``(S, n)``: a scalar, shape (n,) (per prediction), (S, 1) (per draw, e.g. BPMF's
   ``1/sqrt(alpha_s)``) or (S, n).
+* **Student-t mixture** (a mixture with ``noise_df`` = ``nu`` set): the components are
+  location-scale Student-t, ``y_n ~ (1/S) sum_s samples[s, n] + noise_std[s, n] t_nu`` (BPMF with
+  ``noise="student_t"``); its ``kind`` is still ``"mixture"``.
 
 ``mean`` and ``std`` are always the first two moments of ``y``; :meth:`from_samples` computes
 them: ``mean = samples.mean(0)`` and ``std^2 = samples.var(0) (+ mean_s noise_std[s]^2)``
 (population variance, ``ddof=0``, i.e. the variance of the empirical distribution itself, plus the
-average noise variance: the law of total variance).
+average noise variance: the law of total variance); a t component's variance is
+``noise_std^2 nu / (nu - 2)``, infinite for ``nu <= 2`` (``std`` is then ``inf``, the one case
+where it may be).
 
 NumPy only (no JAX), so any layer — engines' wrappers, ensembles, metrics — can build and read
 one without starting JAX. Arrays are stored as given when already float64/float32, never
@@ -26,10 +31,12 @@ clipped or reordered.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from functools import cached_property
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr, ndtri, stdtr, stdtrit
+from scipy.stats import t as student_t
 
 from bayesmf.errors import ConfigError, DataError
 
@@ -75,10 +82,19 @@ class PredictiveDistribution:
     std: np.ndarray
     samples: np.ndarray | None = None
     noise_std: np.ndarray | float | None = None
+    noise_df: float | None = None  # Student-t components' degrees of freedom (None: Gaussian)
 
     def __post_init__(self):
+        if self.noise_df is not None:
+            df = self.noise_df
+            if isinstance(df, bool) or not isinstance(df, (int, float, np.number)) or not np.isfinite(df) or df <= 0:
+                raise ConfigError(f"noise_df must be a finite number > 0, got {df!r}")
+            object.__setattr__(self, "noise_df", float(df))
         mean = _finite_1d("mean", self.mean)
-        std = _finite_1d("std", self.std)
+        heavy = self.noise_df is not None and float(self.noise_df) <= 2  # infinite variance
+        std = _finite_1d("std", np.where(np.isposinf(self.std), 0.0, self.std) if heavy else self.std)
+        if heavy:
+            std = np.asarray(self.std, std.dtype)
         if std.shape != mean.shape:
             raise DataError(f"mean and std have different lengths: {mean.size} vs {std.size}")
         if (std < 0).any():
@@ -97,20 +113,23 @@ class PredictiveDistribution:
             if self.samples is None:
                 raise DataError("noise_std is only meaningful with samples (a Gaussian already has std)")
             object.__setattr__(self, "noise_std", noise_matrix(self.noise_std, self.samples.shape))
+        if self.noise_df is not None and self.noise_std is None:
+            raise DataError("noise_df is only meaningful with noise_std (Student-t mixture components)")
 
     # construction -----------------------------------------------------------------------
     @classmethod
-    def from_samples(cls, samples, noise_std=None) -> PredictiveDistribution:
+    def from_samples(cls, samples, noise_std=None, noise_df=None) -> PredictiveDistribution:
         """Build from draws ``samples`` (S, n): empirical when ``noise_std`` is None, otherwise
-        the Gaussian mixture around the draws. Moments as in the module docstring."""
+        the Gaussian (or, with ``noise_df``, Student-t) mixture around the draws. Moments as in
+        the module docstring."""
         samples = np.asarray(samples)
         if samples.ndim != 2:
             raise DataError(f"samples must have shape (S, n), got {samples.shape}")
         var = samples.var(axis=0, dtype=np.float64)
         if noise_std is not None:
             noise_std = noise_matrix(noise_std, samples.shape)
-            var = var + (noise_std**2).mean(axis=0)
-        return cls(samples.mean(axis=0, dtype=np.float64), np.sqrt(var), samples, noise_std)
+            var = var + (noise_std**2).mean(axis=0) * t_variance_factor(noise_df)
+        return cls(samples.mean(axis=0, dtype=np.float64), np.sqrt(var), samples, noise_std, noise_df)
 
     @property
     def kind(self) -> str:
@@ -128,7 +147,7 @@ class PredictiveDistribution:
         if noise is not None and noise.shape[1] > 1:
             noise = noise[:, index]
         samples = None if self.samples is None else self.samples[:, index]
-        return PredictiveDistribution(self.mean[index], self.std[index], samples, noise)
+        return PredictiveDistribution(self.mean[index], self.std[index], samples, noise, self.noise_df)
 
     @cached_property
     def sorted_samples(self) -> np.ndarray:
@@ -153,7 +172,7 @@ class PredictiveDistribution:
                 z = (y - self.mean) / self.std
             return np.where(self.std > 0, ndtr(z), (y >= self.mean).astype(np.float64))
         if self.kind == "mixture":
-            return ndtr((y[None, :] - self.samples) / self.noise_std).mean(axis=0)
+            return self._component_cdf((y[None, :] - self.samples) / self.noise_std).mean(axis=0)
         return _empirical_cdf(self.sorted_samples, y)
 
     def quantile(self, q) -> np.ndarray:
@@ -161,7 +180,8 @@ class PredictiveDistribution:
 
         Gaussian: ``mean + std * Phi^-1(q)``; empirical: ``np.quantile(samples, q, axis=0)``;
         mixture: the root of ``cdf(x) = q``, by bracketed Newton iterations to 1e-9 relative
-        precision (about six iterations from the Gaussian approximation's quantile).
+        precision (about six iterations from the Gaussian approximation's quantile; a t mixture
+        starts from its median ``mean``).
         """
         if np.ndim(q) != 0:
             raise ConfigError(f"q must be a scalar in (0, 1), got {q!r}")
@@ -170,7 +190,13 @@ class PredictiveDistribution:
             return self.mean + self.std * ndtri(q)
         if self.kind == "empirical":
             return _sorted_quantile(self.sorted_samples, q)
+        if self.noise_df is not None:
+            return _mixture_quantile(self.samples, self.noise_std, q, self.mean, self.noise_df)
         return _mixture_quantile(self.samples, self.noise_std, q, self.mean + self.std * ndtri(q))
+
+    def _component_cdf(self, z):
+        """The standardised component's CDF: normal, or Student-t with ``noise_df``."""
+        return ndtr(z) if self.noise_df is None else stdtr(self.noise_df, z)
 
     def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Central interval ``(quantile((1 - level)/2), quantile((1 + level)/2))``, each (n,)."""
@@ -212,15 +238,29 @@ def _empirical_cdf(sorted_samples: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(below == 0, 0.0, np.where(below == S, 1.0, p))
 
 
-def _mixture_quantile(means, noise, q: float, start: np.ndarray, tol: float = 1e-8, max_iter: int = 60):
+def t_variance_factor(noise_df) -> float:
+    """Variance of a standard Student-t with ``noise_df`` degrees of freedom, ``nu / (nu - 2)``
+    (``inf`` for ``nu <= 2``); 1 for ``None`` (a normal)."""
+    if noise_df is None:
+        return 1.0
+    return float(noise_df) / (float(noise_df) - 2.0) if noise_df > 2 else np.inf
+
+
+def _mixture_quantile(means, noise, q: float, start: np.ndarray, df=None, tol: float = 1e-8,
+                      max_iter: int = 60):
     """Solve ``(1/S) sum_s Phi((x - means[s]) / noise[s]) = q`` for each column by Newton's method
     (``noise`` as returned by :func:`noise_matrix`), kept inside a bisection bracket
     ``[min_s (m_s + noise_s z_q), max_s (m_s + noise_s z_q)]`` (the mixture quantile lies between
     its components' quantiles), so it converges from any start. Each round evaluates only the
     columns not yet converged (``|step| <= tol (1 + |x|)``): from the Gaussian approximation most
     columns converge in two or three rounds, and the cost is dominated by the ``S x n`` normal
-    CDF evaluations of those rounds."""
-    z = ndtri(q)
+    CDF evaluations of those rounds. ``df``: Student-t components (their CDF and density)."""
+    if df is None:
+        z, cdf = ndtri(q), ndtr
+        density = lambda t: np.exp(-0.5 * t * t) / np.sqrt(2 * np.pi)  # noqa: E731
+    else:
+        z, cdf = stdtrit(df, q), functools.partial(stdtr, df)
+        density = functools.partial(student_t.pdf, df=df)
     component_quantiles = means + noise * z
     lo, hi = component_quantiles.min(axis=0), component_quantiles.max(axis=0)
     del component_quantiles
@@ -231,8 +271,8 @@ def _mixture_quantile(means, noise, q: float, start: np.ndarray, tol: float = 1e
         xt, lt, ht = x[todo], lo[todo], hi[todo]
         sig = noise[:, todo] if per_column else noise
         t = (xt[None, :] - means[:, todo]) / sig
-        f = ndtr(t).mean(axis=0) - q
-        dens = (np.exp(-0.5 * t * t) / sig).mean(axis=0) / np.sqrt(2 * np.pi)
+        f = cdf(t).mean(axis=0) - q
+        dens = (density(t) / sig).mean(axis=0)
         lt = np.where(f < 0, xt, lt)
         ht = np.where(f > 0, xt, ht)
         with np.errstate(divide="ignore", invalid="ignore"):

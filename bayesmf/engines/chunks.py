@@ -46,7 +46,10 @@ class Chunks(NamedTuple):
     chunk-local row (0..C-1) each virtual row belongs to, non-decreasing (padding: C - 1);
     ``rows`` (n_chunks, C) int32: the global row of each local row (``n_rows`` for an unused one);
     ``slot`` (n_rows,) int32: each row's position in ``rows.reshape(-1)``, ``n_chunks * C`` for a
-    row without ratings (:func:`in_row_order` puts a zero there).
+    row without ratings (:func:`in_row_order` puts a zero there); ``rating`` (n_chunks, C, W)
+    int32 or None: the index of each slot's rating in the input triples, ``nnz`` on padding
+    (built on request, ``build_chunks(..., rating_index=True)``: per-rating weights of
+    :func:`gram_rhs`, the same draw laid out in both sides' chunks).
     """
 
     cols: jnp.ndarray
@@ -54,6 +57,7 @@ class Chunks(NamedTuple):
     owner: jnp.ndarray
     rows: jnp.ndarray
     slot: jnp.ndarray
+    rating: jnp.ndarray | None = None
 
     @property
     def n_slots(self) -> int:
@@ -88,13 +92,14 @@ def _pack(sizes: np.ndarray, capacity: int):
 
 
 def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int = 32,
-                 chunk_slots: int = 8192, dtype=np.float32) -> Chunks:
+                 chunk_slots: int = 8192, dtype=np.float32, rating_index: bool = False) -> Chunks:
     """Pack the (row, col, value) triples by row (see the module docstring).
 
     ``width`` is ``W``; ``chunk_slots`` the target ``C W``, raised to the largest row's padded
     degree when a row would not fit, lowered to the side's total when the side is smaller, and
     then to the least that packs the rows into the same number of chunks (evenly filled chunks).
-    Every rating lands in exactly one slot (nothing is dropped).
+    Every rating lands in exactly one slot (nothing is dropped). ``rating_index``: also record
+    each slot's rating (``Chunks.rating``).
     """
     row_idx = np.asarray(row_idx, np.int64)
     col_idx = np.asarray(col_idx)
@@ -142,19 +147,24 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
     rows[chunk[filled], local[filled]] = filled
     slot = np.full(n_rows, n_chunks * capacity, np.int32)
     slot[filled] = chunk[filled] * capacity + local[filled]
-    return Chunks(*(jnp.asarray(a) for a in (cols, vals, owner, rows, slot)))
+    rating = None
+    if rating_index:
+        rating = np.full((n_chunks, capacity, width), order.size, np.int32)
+        rating[c, v, lane] = order
+        rating = jnp.asarray(rating)
+    return Chunks(*(jnp.asarray(a) for a in (cols, vals, owner, rows, slot)), rating)
 
 
 def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: int = 8192,
-               dtype=np.float32) -> Chunks:
+               dtype=np.float32, rating_index: bool = False) -> Chunks:
     """:class:`Chunks` of a :class:`~bayesmf.data.Ratings` by ``side="user"`` or ``"item"``."""
     vals = ratings.values if values is None else values
     if side == "user":
         return build_chunks(ratings.users, ratings.items, vals, ratings.n_users, ratings.n_items,
-                            width, chunk_slots, dtype)
+                            width, chunk_slots, dtype, rating_index)
     if side == "item":
         return build_chunks(ratings.items, ratings.users, vals, ratings.n_items, ratings.n_users,
-                            width, chunk_slots, dtype)
+                            width, chunk_slots, dtype, rating_index)
     raise ValueError(f"side must be 'user' or 'item', got {side!r}")
 
 
@@ -166,9 +176,10 @@ def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: in
 GRAM_WIDTH = 64
 
 
-def gram_chunks_for(ratings, side: str, rank: int, values=None, dtype=np.float32) -> Chunks:
+def gram_chunks_for(ratings, side: str, rank: int, values=None, dtype=np.float32,
+                    rating_index: bool = False) -> Chunks:
     """:func:`chunks_for` sized for :func:`gram_rhs` with ``rank`` columns of gathered factors."""
-    return chunks_for(ratings, side, values, GRAM_WIDTH, cache_chunk_slots(rank), dtype)
+    return chunks_for(ratings, side, values, GRAM_WIDTH, cache_chunk_slots(rank), dtype, rating_index)
 
 
 def build_gram_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, rank: int,
@@ -195,7 +206,7 @@ def in_row_order(chunks: Chunks, per_chunk):
     return jnp.concatenate([flat, jnp.zeros((1, *flat.shape[1:]), flat.dtype)])[chunks.slot]
 
 
-def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False):
+def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False, weights=None):
     """Every row's ``G_r = sum_j f_j f_j^T`` and ``b_r = sum_j y_rj f_j``, chunk by chunk.
 
     ``other`` (n_other, k): the other side's factors ``f_j`` (``chunks`` built with
@@ -209,6 +220,11 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
     With ``sums``, also ``s_r = sum_j f_j`` (n_rows, k) and ``sum_r sum_j y_rj``: then the sum
     of the residuals of rows ``x_r`` is ``sum_r (sum_j y_rj - x_r.s_r)`` (:func:`residual_sum`),
     which the sampler's offset conditional needs; a reduction of the block already gathered.
+
+    ``weights`` (nnz,), per rating in the order of the triples the chunks were built from
+    (``chunks.rating`` needed): every sum weighted, ``G_r = sum_j w_rj f_j f_j^T``,
+    ``b_r = sum_j w_rj y_rj f_j``, ``yy = sum w y^2``, ``s_r = sum_j w_rj f_j`` and
+    ``sum w y`` (the non-Gaussian noise models of the sampler; one more gather per slot).
     """
     n_other, k = other.shape
     factors = jnp.concatenate([other, jnp.zeros((1, k), other.dtype)])
@@ -226,26 +242,36 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
     # 10: 19.6 -> 18.0; 16: 29.3 -> 26.6; 21: 64.3 -> 54.2.
     square = (k + 1) % 4 == 0
 
+    weighted = weights is not None
+    if weighted:
+        if chunks.rating is None:
+            raise ValueError("per-rating weights need chunks built with rating_index=True")
+        w_ext = jnp.concatenate([weights.astype(other.dtype), jnp.zeros((1,), other.dtype)])
+
     def one_chunk(chunk):
-        cols, vals, owner = chunk
+        cols, vals, owner = chunk[:3]
         f = factors[cols]  # (C, W, k), zero on padding
         shifted = vals - shift if other_bias is None else vals - shift - bias[cols]
         y = jnp.where(cols < n_other, shifted, 0.0)
+        # weighted: the right-hand block times w (zero on padding), the left one as it is
+        fw, yw = (f, y) if not weighted else (f * w_ext[chunk[3]][..., None], y * w_ext[chunk[3]])
         # transposed explicitly, then a plain batched matmul: XLA:CPU runs the equivalent einsum
         # "cwk,cwl->ckl" about 2.5x slower (26 ms against 10 ms per side on MovieLens-1M, rank 11)
         if square:
             extended = jnp.concatenate([f, y[..., None]], axis=2)  # (C, W, k + 1)
-            product = jnp.matmul(jnp.swapaxes(extended, 1, 2), extended, precision=EXACT)
+            right = extended if not weighted else jnp.concatenate([fw, yw[..., None]], axis=2)
+            product = jnp.matmul(jnp.swapaxes(extended, 1, 2), right, precision=EXACT)
         else:  # the same product's first k columns; transposing the extended block instead
             # (the same values) made XLA lay it out so that k = 33 took 251 ms against 163
             left = jnp.concatenate([jnp.swapaxes(f, 1, 2), y[:, None, :]], axis=1)  # (C, k + 1, W)
-            product = jnp.matmul(left, f, precision=EXACT)
-        out = (to_rows(owner, product, n_local), jnp.sum(y * y))
+            product = jnp.matmul(left, fw, precision=EXACT)
+        out = (to_rows(owner, product, n_local), jnp.sum(y * yw))
         if sums:
-            out += (to_rows(owner, jnp.sum(f, axis=1), n_local), jnp.sum(y))
+            out += (to_rows(owner, jnp.sum(fw, axis=1), n_local), jnp.sum(yw))
         return out
 
-    out = jax.lax.map(one_chunk, (chunks.cols, chunks.vals, chunks.owner))
+    blocks = (chunks.cols, chunks.vals, chunks.owner) + ((chunks.rating,) if weighted else ())
+    out = jax.lax.map(one_chunk, blocks)
     product = in_row_order(chunks, out[0])
     result = (product[:, :k, :k], product[:, k, :k], jnp.sum(out[1]))
     if sums:

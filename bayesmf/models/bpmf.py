@@ -37,6 +37,7 @@ from bayesmf.validate import as_indices
 INFERENCES = ("gibbs", "nuts", "svi", "map")
 HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
 BIAS_SITES = ("b_U", "b_V", "bias_precision_U", "bias_precision_V")
+NOISE_SITES = ("tau", "kappa")  # noise="heteroscedastic": per-user and per-item precision factors
 
 
 @jax.jit
@@ -99,6 +100,19 @@ def _fold_in_modes(V, chunks, alpha, lam):
     return ridge_rows_map(V, chunks, alpha, lam)[0]
 
 
+def _noise_scale2(alpha, users, items, tau=None, kappa=None):
+    """``E[1/(alpha tau_i kappa_j)]`` over draws at each pair (n,) (``alpha`` (S,), ``tau``
+    (S, n_users), ``kappa`` (S, n_items)); ``E[1/alpha]`` (a scalar) without ``tau``. A loop over
+    draws keeps memory O(pairs)."""
+    alpha = np.asarray(alpha, np.float64)
+    if tau is None:
+        return float(np.mean(1.0 / alpha))
+    total = np.zeros(np.shape(users), np.float64)
+    for s in range(alpha.size):
+        total += 1.0 / (alpha[s] * tau[s][users].astype(np.float64) * kappa[s][items])
+    return total / alpha.size
+
+
 def overdispersed_starts(U0, V0, chains: int, seed: int):
     """Starting factors for ``chains`` chains, (chains, n, D) per side: chain 0 at ``(U0, V0)``,
     chain ``c`` at them plus ``N(0, (2 s)^2)`` noise with ``s`` the standard deviation of the
@@ -132,6 +146,21 @@ class BPMF(FactorModel):
         ESS >= 100.
     alpha : noise precision (fixed) — or its prior mean's starting value when ``noise_prior``
         ``(a0, b0)`` makes it unknown with a Gamma(a0, b0) prior.
+    noise : the noise model (:mod:`bayesmf.posterior.model`). ``"gaussian"`` (default):
+        ``r ~ N(mean, 1/alpha)``. ``"student_t"``: ``r ~ mean + t_nu / sqrt(alpha)`` with
+        ``nu = noise_df`` (a Gamma scale mixture: robust to heavy-tailed errors); predictive
+        intervals are then mixtures of t's. ``"heteroscedastic"``: ``r ~ N(mean, 1/(alpha tau_i
+        kappa_j))`` with per-user and per-item precision factors ``tau_i ~ Gamma(a_u, a_u)``,
+        ``kappa_j ~ Gamma(a_v, a_v)`` (``precision_shape = (a_u, a_v)``, both mean 1), kept as
+        ``tau_samples_`` (C, S, n_users) and ``kappa_samples_``. Both cost one more pass over the
+        ratings per Gibbs sweep; the Gaussian sampler is unchanged. Not with ``inference="map"``,
+        nor ``fold_in`` (new users' noise weights would need their own sampler).
+    noise_df : Student-t degrees of freedom ``nu`` (fixed; default 4: the robust-regression
+        choice of Lange, Little & Taylor 1989 — tails heavy enough to discount outliers, with a
+        finite predictive variance, which needs ``nu > 2``; at ``nu <= 2`` ``predict_dist``'s std
+        is infinite).
+    precision_shape : ``(a_u, a_v)``, the Gamma shapes (= rates) of ``tau`` and ``kappa``; the
+        default 2 lets a user's noise sd range over about a factor of 3 a priori.
     beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
     offset_prior : the global offset ``m ~ N(m0, s0^2)`` as ``(m0, s0)``; ``"auto"`` (default):
         the training ratings' mean and standard deviation, a prior wide against the offset's
@@ -187,7 +216,7 @@ class BPMF(FactorModel):
     is_bayesian = True
     _per_user_arrays = {"user_factors_": 0, "user_bias_": 0, "user_samples_": -2, "b_U_samples_": -1}
     _state_arrays = FactorModel._state_arrays + (
-        "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES),
+        "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES),
     )
 
     def __init__(
@@ -200,6 +229,9 @@ class BPMF(FactorModel):
         chains: int = 1,
         alpha: float = 2.0,
         noise_prior: tuple | None = None,
+        noise: str = "gaussian",
+        noise_df: float = 4.0,
+        precision_shape: tuple = (2.0, 2.0),
         beta0: float = 2.0,
         nu0: float | None = None,
         w0: float = 1.0,
@@ -236,6 +268,9 @@ class BPMF(FactorModel):
         self.chains = chains
         self.alpha = alpha
         self.noise_prior = noise_prior
+        self.noise = noise
+        self.noise_df = noise_df
+        self.precision_shape = precision_shape
         self.beta0 = beta0
         self.nu0 = nu0
         self.w0 = w0
@@ -269,9 +304,15 @@ class BPMF(FactorModel):
     def prior(self) -> Prior:
         noise = None if self.noise_prior is None else tuple(float(x) for x in self.noise_prior)
         bias = tuple(float(x) for x in self.bias_prior) if self.biases else None
+        shape = self.precision_shape
+        try:
+            shape = tuple(float(x) for x in shape)
+        except (TypeError, ValueError):
+            raise ConfigError(f"precision_shape must be a positive (user, item) pair of Gamma shapes, "
+                              f"got {shape!r}") from None
         return Prior(self.rank, float(self.alpha), float(self.mu0), float(self.beta0),
                      None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias,
-                     self._offset_prior()).validate()
+                     self._offset_prior(), self.noise, self.noise_df, shape).validate()
 
     def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
         """``offset_prior`` as a ``(m0, s0)`` pair or None: ``"auto"`` resolved from ``train``
@@ -301,6 +342,9 @@ class BPMF(FactorModel):
             raise ConfigError(f"gibbs_rescale must be True or False, got {self.gibbs_rescale!r}")
         if self.init not in ("map", "random"):
             raise ConfigError(f"init must be 'map' or 'random', got {self.init!r}")
+        if self.noise != "gaussian" and self.inference == "map":
+            raise ConfigError(f"noise={self.noise!r} needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
+                              "the MAP fit is the Gaussian model's")
         if self.biases and self.inference == "map":
             raise ConfigError("biases=True needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "for a biased point estimate use bayesmf.ALS or FunkSVD")
@@ -339,11 +383,12 @@ class BPMF(FactorModel):
         self.user_bias_ = self.item_bias_ = None
         self.sample_stats_ = {}
         self.diagnostics_ = None
-        data = gibbs.prepare(train, self.global_mean_, self.rank, dtype)
+        data = gibbs.prepare(train, self.global_mean_, self.rank, dtype, rating_index=not prior.gaussian)
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
         U0, V0 = self._initial_factors(k_init, data, prior, train, dtype)
-        for name in ("user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES)):
+        for name in ("user_samples_", "item_samples_",
+                     *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES)):
             setattr(self, name, None)
         if self.inference == "map":
             self.user_factors_, self.item_factors_ = np.asarray(U0), np.asarray(V0)
@@ -420,7 +465,7 @@ class BPMF(FactorModel):
             U, V = overdispersed_starts(np.asarray(U0), np.asarray(V0), chains, self.seed)
             init_state = init_state._replace(U=jnp.asarray(U, dtype), V=jnp.asarray(V, dtype))
         sites = ("U", "V") + tuple(s for s in HYPER_SITES if s != "offset" or prior.learns_offset) + (
-            BIAS_SITES if prior.has_biases else ())
+            BIAS_SITES if prior.has_biases else ()) + (NOISE_SITES if prior.noise == "heteroscedastic" else ())
 
         def collect(state):
             return {site: getattr(state, site) for site in sites}
@@ -441,6 +486,8 @@ class BPMF(FactorModel):
         (progress, the checkpoint's own path and period, NUTS/SVI options) stay out, so that a
         checkpoint resumes whatever they are (and across versions that add such settings)."""
         ignored = ("progress", "checkpoint", "checkpoint_every")
+        if self.noise == "gaussian":  # the noise settings change nothing then (and checkpoints predate them)
+            ignored += ("noise", "noise_df", "precision_shape")
         settings = {k: v for k, v in self.get_params().items()
                     if k not in ignored and not k.startswith(("nuts_", "svi_"))}
         return {"data": content_digest(train.users, train.items, train.values, np.asarray(train.shape)),
@@ -456,7 +503,11 @@ class BPMF(FactorModel):
         for name, values in result.history.items():
             self.history_[name] = values.mean(axis=1).tolist()  # averaged over chains
         if result.tracked is not None:
-            noise_var = float(np.mean(1.0 / result.samples["alpha"]))
+            # E[noise variance] at each tracked pair over the kept draws (module docstring's noise models)
+            samples = result.samples
+            noise_var = _noise_scale2(samples["alpha"].reshape(-1), self._track.users, self._track.items,
+                                      *(samples[s].reshape(-1, samples[s].shape[-1]) if s in samples else None
+                                        for s in NOISE_SITES)) * self._noise_factor()
             self.tracked_mean_ = result.tracked.mean.astype(np.float32)
             self.tracked_var_ = (result.tracked.variance + noise_var).astype(np.float32)
         return result.samples
@@ -464,7 +515,7 @@ class BPMF(FactorModel):
     def _store_draws(self, draws: dict) -> None:
         self.user_samples_ = np.asarray(draws["U"], np.float32)
         self.item_samples_ = np.asarray(draws["V"], np.float32)
-        for site in HYPER_SITES + BIAS_SITES:
+        for site in HYPER_SITES + BIAS_SITES + NOISE_SITES:
             setattr(self, f"{site}_samples_", np.asarray(draws[site], np.float32) if site in draws else None)
         # posterior means: for similarity, export and cold-start scores (predictions use the draws)
         self.user_factors_ = self.user_samples_.mean(axis=(0, 1))
@@ -496,18 +547,43 @@ class BPMF(FactorModel):
             BV = (BV + shift[:, None]).astype(V.dtype)
         return U, V, BU, BV
 
+    def _noise_factor(self) -> float:
+        """Variance of the standardised noise: ``nu / (nu - 2)`` for Student-t (``inf`` for
+        ``nu <= 2``), else 1."""
+        from bayesmf.predictive import t_variance_factor
+
+        return t_variance_factor(self.noise_df) if getattr(self, "noise", "gaussian") == "student_t" else 1.0
+
+    def _noise_scale2(self, users=None, items=None):
+        """Posterior mean of the squared noise scale: ``E[1/alpha]`` — per pair
+        ``E[1/(alpha tau_i kappa_j)]`` (n,) for heteroscedastic noise at ``users``, ``items``
+        (without pairs: averaged over the training users and items, for unknown ones)."""
+        if not self.has_draws:
+            return 1.0 / float(self.alpha)
+        alpha = self.alpha_samples_.reshape(-1)
+        if getattr(self, "tau_samples_", None) is None:
+            return float(np.mean(1.0 / alpha))
+        tau = self.tau_samples_.reshape(alpha.size, -1)
+        kappa = self.kappa_samples_.reshape(alpha.size, -1)
+        if users is None:
+            return float(np.mean(1.0 / alpha * (1.0 / tau).mean(1) * (1.0 / kappa).mean(1)))
+        return _noise_scale2(alpha, users, items, tau, kappa)
+
     def _noise_variance(self) -> float:
-        if self.has_draws:
-            return float(np.mean(1.0 / self.alpha_samples_))
-        return 1.0 / float(self.alpha)
+        """The noise variance averaged over the training users and items."""
+        return float(self._noise_scale2() * self._noise_factor())
 
     def _prior_predictive_variance(self) -> float:
         """Variance of ``u.v`` for a user/item unseen in training, under the posterior-mean
         hyperparameters: ``tr(S_U S_V) + mu_U' S_V mu_U + mu_V' S_U mu_V`` with S = Lambda^-1
         — plus the noise. Used when ``unknown="fallback"``: wide, honest, never a silent zero."""
+        return self._prior_epistemic_variance() + self._noise_variance()
+
+    def _prior_epistemic_variance(self) -> float:
+        """:meth:`_prior_predictive_variance` without the noise."""
         if not self.has_draws:
             lam = self.prior.nu * self.w0
-            return float(self.rank / lam**2 + self._noise_variance())
+            return float(self.rank / lam**2)
         S_U = np.linalg.inv(self.Lambda_U_samples_.reshape(-1, self.rank, self.rank)).mean(0)
         S_V = np.linalg.inv(self.Lambda_V_samples_.reshape(-1, self.rank, self.rank)).mean(0)
         mu_u = self.mu_U_samples_.reshape(-1, self.rank).mean(0)
@@ -515,7 +591,7 @@ class BPMF(FactorModel):
         bias_var = 0.0
         if self.b_U_samples_ is not None:  # an unseen user's bias is a fresh draw from its prior
             bias_var = float(np.mean(1 / self.bias_precision_U_samples_) + np.mean(1 / self.bias_precision_V_samples_))
-        return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + bias_var + self._noise_variance())
+        return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + bias_var)
 
     def _moments(self, users, items, bad):
         """Posterior mean and variance of the noise-free prediction at known pairs."""
@@ -539,6 +615,13 @@ class BPMF(FactorModel):
         ``m + u.v`` with ``noise_std`` (S, 1) = ``1/sqrt(alpha_s)`` (a Gaussian mixture). Unknown
         users/items (``unknown="fallback"``) get the global mean and the prior-predictive
         variance. Not clipped.
+
+        Noise models: ``"student_t"`` gives a mixture of t's (``noise_df`` = ``nu``, ``noise_std``
+        their scales; noise variance ``E[1/alpha] nu/(nu - 2)``); ``"heteroscedastic"`` a
+        Gaussian mixture with ``noise_std`` (S, n) = ``1/sqrt(alpha_s tau_si kappa_sj)`` and noise
+        variance ``E[1/(alpha tau_i kappa_j)]`` per pair. Unknown rows take the training users'
+        and items' average noise scale. Student-t noise always returns the t mixture (200 draws
+        when ``n_draws`` is None): its intervals are not those of a Gaussian.
         """
         from bayesmf.predictive import PredictiveDistribution
 
@@ -549,24 +632,32 @@ class BPMF(FactorModel):
         bad = bad_u | bad_i
         safe_u, safe_i = np.where(bad_u, 0, users), np.where(bad_i, 0, items)
         mean, var = self._moments(safe_u, safe_i, bad)
-        var = var + self._noise_variance()
+        factor = self._noise_factor()
+        var = var + self._noise_scale2(safe_u, safe_i) * factor
         if bad.any():
             mean = np.where(bad, self.global_mean_, mean)
             var = np.where(bad, self._prior_predictive_variance(), var)
         if n_draws is None:
-            return PredictiveDistribution(mean=mean, std=np.sqrt(var))
+            if factor != 1.0:  # Student-t: the predictive is not Gaussian; a t mixture needs draws
+                n_draws = 200
+            else:
+                return PredictiveDistribution(mean=mean, std=np.sqrt(var))
         # noise-free draws f_s plus the per-draw noise std 1/sqrt(alpha_s): a Gaussian mixture,
         # so metrics can report the RMSE of each posterior draw as well as the mixture's intervals
         draws, noise_std = self._predictive_draws(safe_u, safe_i, n_draws)
         if bad.any():
-            draws[:, bad] = mean[bad]  # unknown rows: all spread in noise_std below
+            draws[:, bad] = mean[bad]  # unknown rows: all spread in noise_std below (a t scale for t noise)
             noise_std = np.broadcast_to(noise_std, draws.shape).copy()
-            noise_std[:, bad] = np.sqrt(var[bad])
-        return PredictiveDistribution(mean=mean, std=np.sqrt(var), samples=draws, noise_std=noise_std)
+            # t noise: a t of scale^2 the prior spread plus the noise scale^2 (an approximation)
+            noise_std[:, bad] = np.sqrt(var[bad]) if factor == 1.0 else np.sqrt(
+                self._prior_epistemic_variance() + self._noise_scale2())
+        df = float(self.noise_df) if self.noise == "student_t" else None
+        return PredictiveDistribution(mean=mean, std=np.sqrt(var), samples=draws, noise_std=noise_std, noise_df=df)
 
     def _predictive_draws(self, users, items, n_draws: int):
         """``n_draws`` evenly spaced posterior draws of ``m + u_s.v_s`` (S, n) and the noise std
-        ``1/sqrt(alpha_s)`` of each, (S, 1)."""
+        (the t scale for Student-t noise) ``1/sqrt(alpha_s)`` of each, (S, 1) — heteroscedastic:
+        ``1/sqrt(alpha_s tau_si kappa_sj)`` (S, n)."""
         if not self.has_draws:
             raise ConfigError("a MAP fit has no posterior draws; use inference='gibbs', 'nuts' or 'svi'")
         U, V, BU, BV = self._flat_draws()
@@ -574,6 +665,10 @@ class BPMF(FactorModel):
         pick = np.linspace(0, U.shape[0] - 1, min(n_draws, U.shape[0])).round().astype(int)
         f = self.global_mean_ + BU[pick][:, users] + BV[pick][:, items]
         f = f + np.einsum("snk,snk->sn", U[pick][:, users], V[pick][:, items])
+        if getattr(self, "tau_samples_", None) is not None:
+            tau = self.tau_samples_.reshape(alpha.size, -1)[pick][:, users]
+            kappa = self.kappa_samples_.reshape(alpha.size, -1)[pick][:, items]
+            return f, 1.0 / np.sqrt(alpha[pick][:, None] * tau * kappa)
         return f, (1.0 / np.sqrt(alpha[pick]))[:, None]
 
     def score_users(self, user_indices, items=None, how: str = "mean", q: float = 0.9, seed: int = 0) -> np.ndarray:
@@ -637,6 +732,9 @@ class BPMF(FactorModel):
         """
         from bayesmf.engines.chunks import build_gram_chunks
 
+        if getattr(self, "noise", "gaussian") != "gaussian":
+            raise ConfigError(f"fold_in is not implemented for noise={self.noise!r} (the new users' noise weights "
+                              "would need their own sampler); refit with the new users, or use noise='gaussian'")
         rated, column = np.unique(new.items, return_inverse=True)
         residual = (new.values - self.global_mean_).astype(np.float32)
         chunks = build_gram_chunks(new.users, column, residual, new.n_users, rated.size, self.rank + 1)

@@ -45,6 +45,25 @@ the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targe
 are independent a priori, and the likelihood is linear in ``x_i``); items likewise. The bias
 precisions are conjugate: ``lambda_b | b ~ Gamma(a_b + n/2, b_b + |b|^2 / 2)``.
 
+Noise models (``prior.noise``, :mod:`bayesmf.posterior.model`): each rating has the precision
+``alpha w_ij``; ``w = 1`` for ``"gaussian"``. The others add one step at the *start* of the sweep,
+from the residuals ``e_ij = r_ij - m - b_i - c_j - u_i.v_j`` of the current state (one gather
+pass over the ratings, O(nnz D), which the Gaussian model never pays):
+
+* ``"student_t"``: ``w_ij ~ Gamma(nu/2, nu/2)`` a priori (``e_ij ~ t_nu / sqrt(alpha)``
+  marginally), so ``w_ij | rest ~ Gamma((nu + 1)/2, (nu + alpha e_ij^2)/2)``, drawn afresh each
+  sweep (not kept in the state: nothing else depends on the previous draw);
+* ``"heteroscedastic"``: ``w_ij = tau_i kappa_j`` with ``tau_i ~ Gamma(a_u, a_u)``,
+  ``kappa_j ~ Gamma(a_v, a_v)`` (mean 1: ``alpha`` keeps the overall scale), so
+  ``tau_i | rest ~ Gamma(a_u + n_i/2, a_u + alpha/2 sum_j kappa_j e_ij^2)`` and then
+  ``kappa_j | rest ~ Gamma(a_v + n_j/2, a_v + alpha/2 sum_i tau_i e_ij^2)`` with the new ``tau``.
+
+Given ``w`` every later conditional is the one above with weighted sums: ``P_i = Lambda_U + alpha
+sum_j w_ij v_j v_j^T``, ``h_i = Lambda_U mu_U + alpha sum_j w_ij (r_ij - m) v_j``
+(:func:`~bayesmf.engines.chunks.gram_rhs` with ``weights``), ``P_m = 1/s_0^2 + alpha sum w``
+with the weighted residual sum, and ``alpha ~ Gamma(a_0 + nnz/2, b_0 + sum w e^2 / 2)``. The
+training RMSE of :class:`GibbsInfo` is then that of the sweep's starting state (unweighted).
+
 Wishart draws use the Bartlett decomposition: with ``W = L L^T`` and lower-triangular ``A``,
 ``A_kk = sqrt(chi2(nu - k))`` (k = 0..D-1), ``A_kl ~ N(0, 1)`` below the diagonal,
 ``L A A^T L^T ~ W(W, nu)``.
@@ -92,6 +111,8 @@ class GibbsState(NamedTuple):
     bias_precision_U: jnp.ndarray  # scalar
     bias_precision_V: jnp.ndarray
     offset: jnp.ndarray  # scalar global offset m (the centre, never sampled, when it has no prior)
+    tau: jnp.ndarray | None = None  # (n_users,) precision factors, noise="heteroscedastic" only
+    kappa: jnp.ndarray | None = None  # (n_items,)
 
 
 class GibbsInfo(NamedTuple):
@@ -101,13 +122,14 @@ class GibbsInfo(NamedTuple):
     rescale_accept: jnp.ndarray  # share of the rescaling move's D coordinates accepted (0 when off)
 
 
-def prepare(ratings, global_mean: float, rank: int, dtype=np.float32) -> GibbsData:
+def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_index: bool = False) -> GibbsData:
     """Lay out a :class:`~bayesmf.data.Ratings` for the sampler (host-side, once per fit); the
-    chunk size is chosen for ``rank + 1`` gathered columns (the bias column)."""
+    chunk size is chosen for ``rank + 1`` gathered columns (the bias column). ``rating_index``:
+    record each chunk slot's rating (needed by the non-Gaussian noise models' weights)."""
     residual = (ratings.values - global_mean).astype(dtype)
     return GibbsData(
-        user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype),
-        item_chunks=gram_chunks_for(ratings, "item", rank + 1, residual, dtype),
+        user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype, rating_index),
+        item_chunks=gram_chunks_for(ratings, "item", rank + 1, residual, dtype, rating_index),
         users=jnp.asarray(ratings.users),
         items=jnp.asarray(ratings.items),
         residual=jnp.asarray(residual),
@@ -129,8 +151,12 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
     lam = prior.nu * prior.w0_matrix(dtype)
     mu = jnp.full((D,), prior.mu0, dtype)
     one = jnp.asarray(1.0, dtype)
+    tau = kappa = None
+    if prior.noise == "heteroscedastic":  # at their prior means
+        tau, kappa = jnp.ones(n_users, dtype), jnp.ones(n_items, dtype)
     return GibbsState(jnp.asarray(U, dtype), jnp.asarray(V, dtype), mu, lam, mu, lam, jnp.asarray(prior.alpha, dtype),
-                      jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one, jnp.asarray(offset, dtype))
+                      jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one, jnp.asarray(offset, dtype),
+                      tau, kappa)
 
 
 def wishart_chi2_shapes(df, D: int, dtype=jnp.float32):
@@ -207,7 +233,7 @@ def sample_normal_wishart(key, X, prior: Prior):
 
 
 def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, other_bias=None,
-                     prior_precision=None, prior_shift=None, shift=0.0, sums: bool = False):
+                     prior_precision=None, prior_shift=None, shift=0.0, sums: bool = False, weights=None):
     """Draw every row of one side from ``N(P_i^{-1} h_i, P_i^{-1})`` (see module docstring):
     ``P_i = P0 + alpha G_i``, ``h_i = h0 + alpha b_i`` with the prior ``P0 = Lambda``,
     ``h0 = Lambda mu`` unless ``prior_precision``/``prior_shift`` are given (the augmented
@@ -216,9 +242,10 @@ def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, oth
 
     Returns (draws, conditional means, SSE, R): the draws and means (n_rows, D), the sum of
     squared residuals of every rating given the draws, and (with ``sums``; else 0) the sum of
-    those residuals.
+    those residuals. ``weights`` (nnz,): each rating's precision multiplier ``w_ij`` (noise
+    models, module docstring); every sum, SSE and R included, is then weighted.
     """
-    stats = gram_rhs(chunks, other, other_bias, shift, sums=sums)
+    stats = gram_rhs(chunks, other, other_bias, shift, sums=sums, weights=weights)
     gram, rhs, yy = stats[:3]
     p0 = lam if prior_precision is None else prior_precision
     h0 = lam @ mu if prior_shift is None else prior_shift
@@ -228,7 +255,7 @@ def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, oth
 
 
 def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, alpha, jitter, shift=0.0,
-                     sums: bool = False):
+                     sums: bool = False, weights=None):
     """Joint draw of ``(x_i, bias_i)`` for every row given the other side's factors and biases.
     Returns (factors, biases, SSE, residual sum) (:func:`conditional_rows`)."""
     D = other.shape[-1]
@@ -236,7 +263,7 @@ def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, al
     p0 = jnp.zeros((D + 1, D + 1), other.dtype).at[:D, :D].set(lam).at[D, D].set(bias_precision)
     h0 = jnp.concatenate([lam @ mu, jnp.zeros((1,), other.dtype)])
     x, _, sse, total = conditional_rows(key, features, chunks, mu, lam, alpha, jitter, other_bias, p0, h0, shift,
-                                        sums)
+                                        sums, weights)
     return x[:, :D], x[:, D], sse, total
 
 
@@ -259,13 +286,44 @@ def _gamma_shapes(prior: Prior, n_users: int, n_items: int, nnz: int, dtype):
         jnp.asarray([a_b + n_users / 2.0, a_b + n_items / 2.0, a_0 + nnz / 2.0], dtype)])
 
 
-def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
-    """Sum of squared training residuals ``sum (r - m - b_i - c_j - u.v)^2`` (gathers, no loop),
+def rating_residuals(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Training residuals ``r - m - b_i - c_j - u.v`` per rating (nnz,) (gathers, no loop),
     ``shift = m - centre``."""
     pred = shift + jnp.sum(U[data.users] * V[data.items], axis=-1)
     if b_U is not None:
         pred = pred + b_U[data.users] + b_V[data.items]
-    return jnp.sum((data.residual - pred) ** 2)
+    return data.residual - pred
+
+
+def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Sum of squared training residuals ``sum (r - m - b_i - c_j - u.v)^2``."""
+    return jnp.sum(rating_residuals(U, V, data, b_U, b_V, shift) ** 2)
+
+
+def noise_weights(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
+    """The noise step at the start of a sweep (module docstring), for a non-Gaussian ``prior``:
+    returns (per-rating weights ``w`` (nnz,), new ``tau``, new ``kappa`` (None unless
+    heteroscedastic), the unweighted SSE of the state's residuals)."""
+    dtype = state.U.dtype
+    biases = (state.b_U, state.b_V) if prior.has_biases else (None, None)
+    e = rating_residuals(state.U, state.V, data, *biases, shift)
+    sq = e * e
+    if prior.noise == "student_t":
+        nu = float(prior.noise_df)
+        g = standard_gamma(key, jnp.full(e.shape, (nu + 1.0) / 2.0, dtype))
+        return (2.0 * g / (nu + state.alpha * sq)).astype(dtype), None, None, jnp.sum(sq)
+    n_users, n_items = state.tau.shape[0], state.kappa.shape[0]
+    a_u, a_v = (float(a) for a in prior.precision_shape)
+    ones = jnp.ones_like(e)
+    n_u = jax.ops.segment_sum(ones, data.users, n_users)
+    n_v = jax.ops.segment_sum(ones, data.items, n_items)
+    # one Gamma call for both sides: kappa's standard variates do not depend on tau
+    g = standard_gamma(key, jnp.concatenate([a_u + n_u / 2.0, a_v + n_v / 2.0]))
+    scaled = 0.5 * state.alpha * sq
+    tau = g[:n_users] / (a_u + jax.ops.segment_sum(state.kappa[data.items] * scaled, data.users, n_users))
+    kappa = g[n_users:] / (a_v + jax.ops.segment_sum(tau[data.users] * scaled, data.items, n_items))
+    tau, kappa = tau.astype(dtype), kappa.astype(dtype)
+    return tau[data.users] * kappa[data.items], tau, kappa, jnp.sum(sq)
 
 
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
@@ -288,32 +346,39 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     b_u, b_v, prec_u, prec_v = state.b_U, state.b_V, state.bias_precision_U, state.bias_precision_V
     learn = prior.learns_offset
     shift = (state.offset - data.centre).astype(dtype)
+    w, tau, kappa, weight_total = None, state.tau, state.kappa, nnz
+    if not prior.gaussian:  # its own key: the Gaussian sweep's random streams stay as they were
+        w, tau, kappa, start_sse = noise_weights(jax.random.fold_in(key, 7), state, data, prior, shift)
+        weight_total = jnp.sum(w)
     if prior.has_biases:
         prec_u = _bias_precision(gammas[2 * D], b_u, prior)
         prec_v = _bias_precision(gammas[2 * D + 1], b_v, prior)
         U, b_u, _, _ = rows_with_biases(k_u, state.V, b_v, data.user_chunks, mu_u, lam_u, prec_u, state.alpha,
-                                        jitter, shift)
+                                        jitter, shift, weights=w)
         V, b_v, sse, total = rows_with_biases(k_v, U, b_u, data.item_chunks, mu_v, lam_v, prec_v, state.alpha,
-                                              jitter, shift, sums=learn)
+                                              jitter, shift, sums=learn, weights=w)
     else:
-        U = conditional_rows(k_u, state.V, data.user_chunks, mu_u, lam_u, state.alpha, jitter, shift=shift)[0]
+        U = conditional_rows(k_u, state.V, data.user_chunks, mu_u, lam_u, state.alpha, jitter, shift=shift,
+                             weights=w)[0]
         V, _, sse, total = conditional_rows(k_v, U, data.item_chunks, mu_v, lam_v, state.alpha, jitter,
-                                            shift=shift, sums=learn)
+                                            shift=shift, sums=learn, weights=w)
     offset = state.offset
     if learn:
-        offset, sse = _draw_offset(k_offset, state.offset, data.centre, shift, total, sse, nnz, state.alpha, prior)
+        offset, sse = _draw_offset(k_offset, state.offset, data.centre, shift, total, sse, weight_total,
+                                   state.alpha, prior)
     if prior.noise_prior is None:
         alpha = state.alpha
     else:
         # alpha | U, V ~ Gamma(a0 + nnz/2, b0 + SSE/2): the standard variate drawn above / rate
         alpha = (gammas[2 * D + 2] / (prior.noise_prior[1] + sse / 2.0)).astype(state.alpha.dtype)
-    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset)
+    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset, tau, kappa)
+    rmse = jnp.sqrt((sse if prior.gaussian else start_sse) / nnz)  # unweighted (module docstring)
     accepted = jnp.zeros((), dtype)
     if rescale and rescale_applies(prior):
         new, accepted = rescale_move(k_move, new, prior)
     if rescale and prior.has_biases and prior.learns_offset:
         new = translate_move(jax.random.fold_in(k_move, 1), new, prior)
-    info = GibbsInfo(jnp.sqrt(sse / nnz), alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, b_u, b_v, offset),
+    info = GibbsInfo(rmse, alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, new.b_U, new.b_V, new.offset),
                      accepted)
     return new, info
 
@@ -388,11 +453,12 @@ def rescale_move(key, state: GibbsState, prior: Prior):
     return moved, jnp.mean(accept.astype(dtype))
 
 
-def _draw_offset(key, offset, centre, shift, total, sse, nnz: int, alpha, prior: Prior):
+def _draw_offset(key, offset, centre, shift, total, sse, nnz, alpha, prior: Prior):
     """``m | rest ~ N(mu_m, 1/P_m)`` (module docstring) from ``total``, the sum of the residuals
     ``r - m - b_i - c_j - u.v`` at the current offset, written relative to ``centre`` (float32
     sums of ratings stay small). Returns the new offset and the SSE at it,
-    ``SSE - 2 Delta R + nnz Delta^2``."""
+    ``SSE - 2 Delta R + nnz Delta^2``. With per-rating weights (noise models) ``nnz`` is their
+    sum and ``total``, ``sse`` the weighted sums."""
     m0, s0 = prior.offset_prior
     dtype = sse.dtype
     precision = 1.0 / s0**2 + alpha * nnz

@@ -21,6 +21,15 @@ Options: ``alpha`` unknown with a ``Gamma(a0, b0)`` prior (shape/rate); user and
 ``r_ij ~ N(m + b_i + c_j + u_i' v_j, 1/alpha)`` with ``b_i ~ N(0, 1/lambda_b)``,
 ``c_j ~ N(0, 1/lambda_c)`` and ``lambda_b, lambda_c ~ Gamma(a_b, b_b)`` (``bias_prior``).
 
+Noise models (``noise``): ``"gaussian"`` as above; ``"student_t"``,
+``r_ij = mean_ij + e_ij`` with ``e_ij | w_ij ~ N(0, 1/(alpha w_ij))`` and
+``w_ij ~ Gamma(nu/2, nu/2)`` (``nu = noise_df``), i.e. ``e_ij ~ t_nu / sqrt(alpha)``: the Gibbs
+sampler draws the ``w_ij``, the NumPyro model integrates them out (a ``StudentT`` likelihood: the
+same marginal model for the ratings, so the same posterior of every other parameter);
+``"heteroscedastic"``, ``r_ij ~ N(mean_ij, 1/(alpha tau_i kappa_j))`` with per-user and per-item
+precision factors ``tau_i ~ Gamma(a_u, a_u)``, ``kappa_j ~ Gamma(a_v, a_v)``
+(``precision_shape``; mean 1, so ``alpha`` keeps the overall scale), sites ``tau`` and ``kappa``.
+
 :func:`bpmf_model` is the NumPyro version of this model and the single source of truth for NUTS
 and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its full conditionals.
 Three parameterisations of the same distribution (``parameterization``), which differ only in
@@ -55,6 +64,7 @@ import numpy as np
 from bayesmf.errors import ConfigError
 
 PARAMETERIZATIONS = ("centered", "noncentered", "bartlett")
+NOISE_MODELS = ("gaussian", "student_t", "heteroscedastic")
 
 
 class Prior(NamedTuple):
@@ -70,6 +80,14 @@ class Prior(NamedTuple):
     noise_prior: tuple[float, float] | None = None
     bias_prior: tuple[float, float] | None = None  # None: no biases
     offset_prior: tuple[float, float] | None = None  # (m0, s0) of m ~ N(m0, s0^2); None: m fixed
+    noise: str = "gaussian"  # one of NOISE_MODELS (module docstring)
+    noise_df: float = 4.0  # Student-t degrees of freedom nu (noise="student_t")
+    precision_shape: tuple[float, float] = (2.0, 2.0)  # (a_u, a_v): tau_i ~ Gamma(a_u, a_u), kappa_j ~ Gamma(a_v, a_v)
+
+    @property
+    def gaussian(self) -> bool:
+        """One noise precision ``alpha`` for every rating (the sampler's fast path)."""
+        return self.noise == "gaussian"
 
     @property
     def has_biases(self) -> bool:
@@ -96,6 +114,17 @@ class Prior(NamedTuple):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or min(value) <= 0):
                 raise ConfigError(f"{name} must be a positive (shape, rate) pair, got {value!r}")
+        if self.noise not in NOISE_MODELS:
+            raise ConfigError(f"noise must be one of {NOISE_MODELS}, got {self.noise!r}")
+        if self.noise == "student_t":
+            df = self.noise_df
+            if isinstance(df, bool) or not isinstance(df, (int, float, np.number)) or not np.isfinite(df) or df <= 0:
+                raise ConfigError(f"noise_df (Student-t degrees of freedom) must be a finite number > 0, got {df!r}")
+        if self.noise == "heteroscedastic":
+            value = self.precision_shape
+            if len(value) != 2 or not np.all(np.isfinite(value)) or min(value) <= 0:
+                raise ConfigError(f"precision_shape must be a finite positive (user, item) pair of Gamma shapes, "
+                                  f"got {value!r}")
         if self.offset_prior is not None:
             value = self.offset_prior
             if len(value) != 2 or not np.all(np.isfinite(value)) or value[1] <= 0:
@@ -144,7 +173,9 @@ def bpmf_model(
     Sites: ``Lambda_U``, ``mu_U``, ``U`` (n_users, D) and the same for ``V`` (some of them
     deterministic functions of the sites of :func:`_bartlett_side` unless ``"centered"``); ``alpha``
     and ``offset`` when they have a prior; ``b_U``, ``b_V``, ``bias_precision_U``,
-    ``bias_precision_V`` with biases; ``r`` the likelihood. Without ``layout`` the likelihood is
+    ``bias_precision_V`` with biases; ``tau`` (n_users,), ``kappa`` (n_items,) with
+    heteroscedastic noise; ``r`` the likelihood (the packed ``layout`` is for Gaussian noise only).
+    Without ``layout`` the likelihood is
     one vectorised expression over ratings: a gather of factor rows and a row-wise dot product.
     """
     import numpyro
@@ -177,7 +208,13 @@ def bpmf_model(
     offset = global_mean
     if prior.learns_offset:
         offset = numpyro.sample("offset", dist.Normal(*prior.offset_prior))
+    if prior.noise == "heteroscedastic":
+        a_u, a_v = prior.precision_shape
+        tau = numpyro.sample("tau", dist.Gamma(a_u, a_u).expand([n_users]).to_event(1))
+        kappa = numpyro.sample("kappa", dist.Gamma(a_v, a_v).expand([n_items]).to_event(1))
     if layout is not None:
+        if not prior.gaussian:
+            raise ConfigError(f"layout is the Gaussian likelihood's; noise={prior.noise!r} needs layout=None")
         if ratings is None or likelihood_scale != 1.0:
             raise ConfigError("layout is the full set of observed ratings: not for prior predictive draws or "
                               f"minibatches (ratings={'None' if ratings is None else 'given'}, "
@@ -189,7 +226,13 @@ def bpmf_model(
         mean = offset + jnp.sum(factors["U"][users] * factors["V"][items], axis=-1)
         if prior.has_biases:  # no per-rating gathers of zero biases (at every gradient) without them
             mean = mean + bias["U"][users] + bias["V"][items]
-        numpyro.sample("r", dist.Normal(mean, 1.0 / jnp.sqrt(alpha)), obs=ratings)
+        if prior.noise == "student_t":
+            noise = dist.StudentT(prior.noise_df, mean, 1.0 / jnp.sqrt(alpha))
+        elif prior.noise == "heteroscedastic":
+            noise = dist.Normal(mean, 1.0 / jnp.sqrt(alpha * tau[users] * kappa[items]))
+        else:
+            noise = dist.Normal(mean, 1.0 / jnp.sqrt(alpha))
+        numpyro.sample("r", noise, obs=ratings)
 
 
 def _gaussian_log_likelihood(layout, factors, bias, alpha, nnz: int, shift=None):

@@ -17,7 +17,7 @@ from bayesmf.posterior.model import Prior, bpmf_model
 _STAT_NAMES = {"diverging": "diverging", "num_steps": "num_steps", "accept_prob": "acceptance_rate",
          "adapt_state.step_size": "step_size", "potential_energy": "potential_energy"}
 SITES = ("U", "V", "mu_U", "Lambda_U", "mu_V", "Lambda_V", "b_U", "b_V", "bias_precision_U", "bias_precision_V",
-         "offset")
+         "offset", "tau", "kappa")
 
 
 def _model_args(ratings, global_mean):
@@ -65,7 +65,8 @@ def site_values(prior: Prior, parameterization: str, quantities: dict) -> dict:
             values[f"z_mu_{side}"] = np.sqrt(prior.beta0) * jnp.einsum("...d,...de->...e", mu - prior.mu0, chol)
             values[f"z_{side}"] = jnp.einsum("...nd,...de->...ne", rows - mu[..., None, :], chol)
     names = (("alpha",) if prior.noise_prior is not None else ()) + (("offset",) if prior.learns_offset else ()) + (
-        ("b_U", "b_V", "bias_precision_U", "bias_precision_V") if prior.has_biases else ())
+        ("b_U", "b_V", "bias_precision_U", "bias_precision_V") if prior.has_biases else ()) + (
+        ("tau", "kappa") if prior.noise == "heteroscedastic" else ())
     values.update({name: jnp.asarray(quantities[name]) for name in names})
     return values
 
@@ -92,6 +93,8 @@ def initial_values(prior: Prior, U, V, parameterization: str, ratings=None, glob
             quantities["alpha"] = (a0 + ratings.nnz / 2) / (b0 + sse / 2)
     if prior.learns_offset:
         quantities["offset"] = global_mean  # the factors were fitted with the offset there
+    if prior.noise == "heteroscedastic":  # at their prior means
+        quantities.update(tau=np.ones(U.shape[0]), kappa=np.ones(V.shape[0]))
     if prior.has_biases:
         a, b = prior.bias_prior
         quantities.update(b_U=np.zeros(U.shape[0]), b_V=np.zeros(V.shape[0]),
@@ -158,7 +161,8 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
 
     args = _model_args(ratings, global_mean)
     kwargs, one, sites = _latent_sites(args, prior, global_mean, parameterization)
-    layout = likelihood_layout(ratings, global_mean)
+    # the packed Gaussian likelihood; other noise models use the per-rating one
+    layout = likelihood_layout(ratings, global_mean) if prior.gaussian else None
     # NUTS on the potential (minus the log joint on the unconstrained scale) rather than on the
     # model: NumPyro would trace the model and evaluate it and its gradient eagerly to set up
     # (one XLA compilation per operation, ~15 s on MovieLens-100K); jitted, the start's
@@ -281,7 +285,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     model_kwargs, one, sites = _latent_sites(args, prior, global_mean, "bartlett")
     q = GaussianGuide(sites, rank=guide_rank if guide == "lowrank" else 0)
     kwargs = dict(model_kwargs)
-    if batch == nnz:  # full batch: the likelihood through the packed sum of squares (no scatter-adds)
+    if batch == nnz and prior.gaussian:  # full batch: the packed sum of squares (no scatter-adds)
         kwargs["layout"] = likelihood_layout(ratings, global_mean)
     else:
         kwargs["likelihood_scale"] = nnz / batch
