@@ -129,15 +129,18 @@ def _simulate_prior(key, prior: Prior, n_users, n_items):
 
 
 @pytest.mark.slow
-def test_simulation_based_calibration():
+@pytest.mark.parametrize("biases", [False, True])
+def test_simulation_based_calibration(biases):
     """Talts et al. (2018): for prior draws theta, data y ~ p(y|theta) and L posterior draws,
     the rank of theta among the draws is uniform when the sampler is right. 200 replications
     of a fully observed 6 x 5 rank-1 problem run as vmapped chains, the offset drawn from its
-    prior; chi-square test at a fixed seed."""
+    prior; chi-square test at a fixed seed. Every sweep ends with the invariance moves (the
+    rescaling, and with biases the shifts and translations), so this checks them too."""
     # nu0 = 5, w0 = 0.2 (E[Lambda] = 1): SBC holds for any proper prior, and with the default
     # nu0 = D = 1 the chi-square(1) Lambda has so much mass near 0 that the hierarchical chain
     # mixes too slowly for 99 draws — autocorrelation alone would bend the rank histogram.
-    prior = Prior(rank=1, alpha=4.0, nu0=5.0, w0=0.2, offset_prior=(0.5, 1.0))
+    prior = Prior(rank=1, alpha=4.0, nu0=5.0, w0=0.2, offset_prior=(0.5, 1.0),
+                  bias_prior=(4.0, 4.0) if biases else None)
     n_users, n_items, reps = 6, 5, 200
     users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
     users, items = users.ravel(), items.ravel()
@@ -146,6 +149,13 @@ def test_simulation_based_calibration():
     noise = jax.random.normal(jax.random.PRNGKey(7), (reps, users.size)) / np.sqrt(prior.alpha)
     offset = 0.5 + jax.random.normal(jax.random.PRNGKey(8), (reps,))
     y = offset[:, None] + jnp.einsum("rnk,rnk->rn", truth["U"][:, users], truth["V"][:, items]) + noise
+    bias_u = bias_v = lam_b = jnp.zeros((reps, 1))
+    if biases:  # lambda ~ Gamma(4, 4), b ~ N(0, 1/lambda) per side
+        k_l, k_u, k_v = jax.random.split(jax.random.PRNGKey(10), 3)
+        lam_b = jax.random.gamma(k_l, 4.0, (reps, 2)) / 4.0
+        bias_u = jax.random.normal(k_u, (reps, n_users)) / jnp.sqrt(lam_b[:, :1])
+        bias_v = jax.random.normal(k_v, (reps, n_items)) / jnp.sqrt(lam_b[:, 1:])
+        y = y + bias_u[:, users] + bias_v[:, items]
     pattern = Ratings.from_arrays(users, items, np.zeros(users.size))
 
     def data_for(values):
@@ -167,12 +177,15 @@ def test_simulation_based_calibration():
         # posterior of a sign-carrying quantity such as mu_U is bimodal and no local sampler
         # crosses between the modes — SBC would flag that, correctly, as non-identifiability
         return st, (st.U[:, 0, 0] * st.V[:, 0, 0], st.mu_U[:, 0] * st.mu_V[:, 0], st.Lambda_V[:, 0, 0],
-                    st.Lambda_U[:, 0, 0], st.offset)
+                    st.Lambda_U[:, 0, 0], st.offset, st.b_U[:, 0] + st.b_V[:, 0], st.bias_precision_U)
 
     _, trace = jax.jit(lambda s: jax.lax.scan(sweep, s, jnp.arange(burn + n_draws * thin)))(state)
     true_values = (truth["U"][:, 0, 0] * truth["V"][:, 0, 0], truth["mu_U"][:, 0] * truth["mu_V"][:, 0],
-                   truth["Lambda_V"][:, 0, 0], truth["Lambda_U"][:, 0, 0], offset)
-    for name, draws, true in zip(("u0.v0", "mu_U.mu_V", "Lambda_V", "Lambda_U", "offset"), trace, true_values):
+                   truth["Lambda_V"][:, 0, 0], truth["Lambda_U"][:, 0, 0], offset, bias_u[:, 0] + bias_v[:, 0],
+                   lam_b[:, 0])
+    names = ("u0.v0", "mu_U.mu_V", "Lambda_V", "Lambda_U", "offset") + (("b0 + c0", "bias_precision_U") if biases
+                                                                         else ())
+    for name, draws, true in zip(names, trace, true_values):
         kept = np.asarray(draws)[burn + thin - 1::thin]  # (n_draws, reps)
         ranks = (kept < np.asarray(true)[None]).sum(axis=0)  # 0..n_draws
         counts = np.bincount(ranks * 10 // (n_draws + 1), minlength=10)

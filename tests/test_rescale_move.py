@@ -106,3 +106,27 @@ def test_translation_draws_the_closed_form_gaussian_and_keeps_predictions():
     d = np.asarray(moved.offset, np.float64) - 3.0
     assert abs(d.mean() - mean) < 4 * np.sqrt(1 / precision / d.size)
     assert abs(d.var() * precision - 1) < 0.05
+
+
+def test_shift_draws_the_closed_form_gaussian_and_keeps_predictions():
+    """``u -> u + x``, ``mu_U -> mu_U + x``, ``c -> c - V x`` (then the item side): every
+    ``u.v + b + c`` and every row's prior quadratic form unchanged, and the user-side ``x`` has
+    the closed-form Gaussian ``N(P^-1 h, P^-1)`` (the user biases pinned at 0 by a huge
+    precision keep the item-side shift at 0, so the first shift is seen alone)."""
+    prior = Prior(rank=2, bias_prior=(1.0, 1.0), beta0=2.0)
+    rng = np.random.default_rng(6)
+    state = _state(rng, n_users=40, n_items=30, D=2)._replace(
+        b_V=jnp.asarray(rng.normal(0.3, 0.5, 30), jnp.float32), bias_precision_V=jnp.float32(2.0),
+        b_U=jnp.zeros(40, jnp.float32), bias_precision_U=jnp.float32(1e7))
+    moved = jax.vmap(lambda k: gibbs.shift_move(k, state, prior))(jax.random.split(jax.random.PRNGKey(0), 20_000))
+    pred = lambda st: st.U @ st.V.T + st.b_U[:, None] + st.b_V[None]  # noqa: E731
+    np.testing.assert_allclose(pred(jax.tree.map(lambda a: a[0], moved)), pred(state), atol=1e-4)
+    U, V, c = (np.asarray(a, np.float64) for a in (state.U, state.V, state.b_V))
+    lam, mu = np.asarray(state.Lambda_U, np.float64), np.asarray(state.mu_U, np.float64)
+    P = 2.0 * lam + 2.0 * V.T @ V
+    h = 2.0 * V.T @ c - 2.0 * lam @ mu
+    x = np.asarray(moved.mu_U, np.float64) - mu
+    se = np.sqrt(np.diag(np.linalg.inv(P)).max() / x.shape[0])
+    np.testing.assert_allclose(x.mean(0), np.linalg.solve(P, h), atol=4 * se)
+    np.testing.assert_allclose(np.cov(x.T), np.linalg.inv(P), rtol=0.05, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(moved.U[5]) - U, np.broadcast_to(x[5], U.shape), atol=1e-4)

@@ -36,8 +36,10 @@ biases), which keeps float32 sums of residuals small.
 5. a move along the likelihood's invariance ``u_i -> A u_i``, ``v_j -> A^{-1} v_j`` that carries
    the hyperparameters with it (:func:`rescale_move`), so that the scale the factors share
    between the two sides mixes in one step instead of by a random walk of the blocked updates;
-   with biases and a learned offset, two more along ``m -> m + d``, ``b -> b - d`` (user biases,
-   then item biases; :func:`translate_move`), the level the offset shares with the biases.
+   with biases, two along ``u_i -> u_i + x``, ``c_j -> c_j - x.v_j`` (and the same with the sides
+   swapped; :func:`shift_move`), the means the factors share with the biases, and with a learned
+   offset two more along ``m -> m + d``, ``b -> b - d`` (:func:`translate_move`), the level the
+   offset shares with the biases.
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -376,11 +378,43 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     accepted = jnp.zeros((), dtype)
     if rescale and rescale_applies(prior):
         new, accepted = rescale_move(k_move, new, prior)
-    if rescale and prior.has_biases and prior.learns_offset:
-        new = translate_move(jax.random.fold_in(k_move, 1), new, prior)
+    if rescale and prior.has_biases:
+        new = shift_move(jax.random.fold_in(k_move, 2), new, prior)
+        if prior.learns_offset:
+            new = translate_move(jax.random.fold_in(k_move, 1), new, prior)
     info = GibbsInfo(rmse, alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, new.b_U, new.b_V, new.offset),
                      accepted)
     return new, info
+
+
+def shift_move(key, state: GibbsState, prior: Prior) -> GibbsState:
+    r"""Two group moves along translations of the factors that the biases absorb: first
+    ``u_i -> u_i + x``, ``mu_U -> mu_U + x`` and ``c_j -> c_j - x.v_j`` (every ``u_i.v_j + c_j`` is
+    unchanged, and so is every ``N(u_i; mu_U, Lambda_U^-1)``), then the same with the sides
+    swapped. Only ``mu_U``'s prior and the item biases' prior change (Jacobian 1, Haar measure
+    uniform), so ``x`` is drawn exactly from the Gaussian
+
+    .. math::
+        \pi(x) \propto \exp\Big(-rac{eta_0}{2} (\mu_U + x - \mu_0)^	op \Lambda_U (\mu_U + x - \mu_0)
+        - rac{\lambda_c}{2} \sum_j (c_j - x^	op v_j)^2\Big),\quad
+        P = eta_0 \Lambda_U + \lambda_c V^	op V,\ h = \lambda_c V^	op c - eta_0 \Lambda_U (\mu_U - \mu_0).
+
+    The means of the factors otherwise trade off with the biases and the offset only through
+    the blocked conditionals, a slow random walk."""
+    D, dtype = prior.rank, state.U.dtype
+    z = standard_normal(key, (2, D), dtype)
+    mu0 = jnp.full((D,), prior.mu0, dtype)
+    x_side = (("U", "V", "b_V", "bias_precision_V"), ("V", "U", "b_U", "bias_precision_U"))
+    for k, (side, other, other_bias, other_precision) in enumerate(x_side):
+        rows, mu, lam = getattr(state, side), getattr(state, f"mu_{side}"), getattr(state, f"Lambda_{side}")
+        F, c, lam_c = getattr(state, other), getattr(state, other_bias), getattr(state, other_precision)
+        precision = prior.beta0 * lam + lam_c * (F.T @ F)
+        h = lam_c * (F.T @ c) - prior.beta0 * (lam @ (mu - mu0))
+        chol = jnp.linalg.cholesky(precision)
+        mean = jax.scipy.linalg.cho_solve((chol, True), h)
+        x = mean + solve_triangular(chol, z[k], lower=True, trans=1)
+        state = state._replace(**{side: rows + x, f"mu_{side}": mu + x, other_bias: c - F @ x})
+    return state
 
 
 def translate_move(key, state: GibbsState, prior: Prior) -> GibbsState:
