@@ -285,7 +285,10 @@ class BPMF(FactorModel):
     def prior(self) -> Prior:
         noise = self._noise_prior()
         bias = tuple(float(x) for x in self.bias_prior) if self.biases else None
-        alpha = float(self.alpha) if noise is None or self.noise_prior != "auto" else noise[0] / noise[1]
+        if not np.isfinite(float(self.alpha)) or float(self.alpha) <= 0:  # checked even where "auto" replaces it
+            raise ConfigError(f"alpha must be a positive precision/scale, got {self.alpha!r}")
+        auto = noise is not None and isinstance(self.noise_prior, str) and noise[1] > 0
+        alpha = noise[0] / noise[1] if auto else float(self.alpha)  # "auto": start at its prior mean
         return Prior(self.rank, alpha, float(self.mu0), float(self.beta0),
                      None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias,
                      self._offset_prior()).validate()
