@@ -274,7 +274,7 @@ def test_bad_hyperparameters(small, kw, message):
 
 
 def test_unknown_users_get_prior_predictive_uncertainty(small):
-    model = BPMF(rank=2, n_samples=20, n_warmup=5).fit(small.ratings)
+    model = BPMF(rank=2, n_samples=20, n_warmup=5, noise_prior=None).fit(small.ratings)
     with pytest.raises(Exception, match="not in training"):
         model.predict([small.ratings.n_users], [0])
     dist = model.predict_dist([0, small.ratings.n_users], [0, 0], unknown="fallback")

@@ -113,6 +113,16 @@ def _noise_scale2(alpha, users, items, tau=None, kappa=None):
     return total / alpha.size
 
 
+def auto_noise_prior(train: Ratings, rank: int, biases: bool) -> tuple[float, float]:
+    """``noise_prior="auto"``: ``(a0, b0)`` with ``a0 = P / 2`` and ``b0 = a0 var(r) / 2``, ``P``
+    the factor (and bias) parameters of the users and items that have ratings (:class:`BPMF`)."""
+    values = np.asarray(train.values, np.float64)
+    rows = int(np.count_nonzero(train.user_counts)) + int(np.count_nonzero(train.item_counts))
+    a0 = 0.5 * rows * (rank + int(biases))
+    variance = float(max(values.var(), 1e-6 * max(values.mean() ** 2, 1.0)))
+    return float(a0), float(a0 * variance / 2.0)
+
+
 def overdispersed_starts(U0, V0, chains: int, seed: int):
     """Starting factors for ``chains`` chains, (chains, n, D) per side: chain 0 at ``(U0, V0)``,
     chain ``c`` at them plus ``N(0, (2 s)^2)`` noise with ``s`` the standard deviation of the
@@ -144,8 +154,20 @@ class BPMF(FactorModel):
         ESS of identified summaries (:mod:`bayesmf.posterior.convergence`); a
         :class:`~bayesmf.errors.ConvergenceWarning` names those that miss R-hat <= 1.05 or
         ESS >= 100.
-    alpha : noise precision (fixed) — or its prior mean's starting value when ``noise_prior``
-        ``(a0, b0)`` makes it unknown with a Gamma(a0, b0) prior.
+    alpha : noise precision when it is fixed (``noise_prior=None``); with a ``(a0, b0)`` noise
+        prior, the chains' starting value (and the PMF MAP start's precision).
+    noise_prior : the noise precision's prior ``alpha ~ Gamma(a0, b0)`` (shape, rate) as
+        ``(a0, b0)``; ``None``: ``alpha`` fixed. ``"auto"`` (default): scaled to the training
+        ratings, ``a0 = P / 2`` and ``b0 = a0 var(r) / 2`` — prior mean ``2 / var(r)`` (a noise
+        variance of half the ratings' variance) worth ``P`` pseudo-ratings, where
+        ``P = (users with ratings + items with ratings) (D + 1 if biases else D)`` is the number
+        of factor and bias parameters; the chains then start at ``alpha = 2 / var(r)``. Why: with
+        a weak prior (``(1, 1)``) the posterior's noise precision on sparse data is far above any
+        held-out residual's (NUTS and long Gibbs chains agree), because the factors can absorb
+        the training ratings (on sparse data such as Flixster, where ``P`` exceeds the number of
+        ratings, alpha climbs for thousands of sweeps while test RMSE worsens). Where the
+        ratings outnumber the parameters the data decide (on MovieLens the learned alpha is
+        already near ``2 / var(r)``). Figures: benchmarks/RESULTS.md, "Noise-precision drift".
     noise : the noise model (:mod:`bayesmf.posterior.model`). ``"gaussian"`` (default):
         ``r ~ N(mean, 1/alpha)``. ``"student_t"``: ``r ~ mean + t_nu / sqrt(alpha)`` with
         ``nu = noise_df`` (a Gamma scale mixture: robust to heavy-tailed errors); predictive
@@ -228,7 +250,7 @@ class BPMF(FactorModel):
         thin: int = 1,
         chains: int = 1,
         alpha: float = 2.0,
-        noise_prior: tuple | None = None,
+        noise_prior: tuple | str | None = "auto",
         noise: str = "gaussian",
         noise_df: float = 4.0,
         precision_shape: tuple = (2.0, 2.0),
@@ -302,7 +324,7 @@ class BPMF(FactorModel):
     # -- configuration ------------------------------------------------------------------------
     @property
     def prior(self) -> Prior:
-        noise = None if self.noise_prior is None else tuple(float(x) for x in self.noise_prior)
+        noise = self._noise_prior()
         bias = tuple(float(x) for x in self.bias_prior) if self.biases else None
         shape = self.precision_shape
         try:
@@ -310,9 +332,31 @@ class BPMF(FactorModel):
         except (TypeError, ValueError):
             raise ConfigError(f"precision_shape must be a positive (user, item) pair of Gamma shapes, "
                               f"got {shape!r}") from None
-        return Prior(self.rank, float(self.alpha), float(self.mu0), float(self.beta0),
+        if not np.isfinite(float(self.alpha)) or float(self.alpha) <= 0:  # checked even where "auto" replaces it
+            raise ConfigError(f"alpha must be a positive precision/scale, got {self.alpha!r}")
+        auto = noise is not None and isinstance(self.noise_prior, str) and noise[1] > 0
+        alpha = noise[0] / noise[1] if auto else float(self.alpha)  # "auto": start at its prior mean
+        return Prior(self.rank, alpha, float(self.mu0), float(self.beta0),
                      None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias,
                      self._offset_prior(), self.noise, self.noise_df, shape).validate()
+
+    def _noise_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
+        """``noise_prior`` as a ``(a0, b0)`` pair or None: ``"auto"`` resolved from ``train``
+        (else from the fit, else None: a model not fitted has no data scale)."""
+        value = self.noise_prior
+        if self.inference == "map" or value is None:
+            return None
+        if isinstance(value, str):
+            if value != "auto":
+                raise ConfigError(f"noise_prior must be 'auto', None or a (shape, rate) pair, got {value!r}")
+            if train is None:
+                return getattr(self, "noise_prior_", None)
+            return auto_noise_prior(train, int(self.rank), bool(self.biases))
+        try:
+            a0, b0 = (float(x) for x in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"noise_prior must be 'auto', None or a (shape, rate) pair, got {value!r}") from None
+        return a0, b0
 
     def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
         """``offset_prior`` as a ``(m0, s0)`` pair or None: ``"auto"`` resolved from ``train``
@@ -377,6 +421,7 @@ class BPMF(FactorModel):
 
     def _fit(self, train: Ratings) -> None:
         self.offset_prior_ = self._offset_prior(train)
+        self.noise_prior_ = self._noise_prior(train)
         prior, dtype = self._validate()
         # the data's centre; after a fit with a learned offset, its posterior mean (_store_draws)
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))

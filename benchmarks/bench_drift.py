@@ -1,0 +1,143 @@
+"""Noise-precision drift of BPMF Gibbs on real splits (issue 19, item 2): test RMSE, alpha's
+posterior mean and 90% coverage after a short (50 + 200) and a long (200 + 1,000) chain, from the
+MAP and a random start, for several noise/factor prior variants. Markdown table on stdout.
+
+    BAYESMF_DATA=../shared/data python -m benchmarks.bench_drift [--data flixster ...] \
+        [--variants default learned fixed2] [--seeds 0 1 2] [--lengths short long] [--starts map random]
+
+Data (protocols):
+
+* ``flixster``, ``douban``, ``yahoo``: the 3000 x 3000 Monti et al. (2017) sub-matrices, their own
+  train/test masks (``is_test`` of ``*_ratings.npz``); scales 0.5-5, 1-5, 1-100;
+* ``ml-100k-u1``: MovieLens-100K predefined u1.base / u1.test;
+* ``filmtrust``: the four ``ratings_*.txt`` concatenated, the 3 repeated (user, item) pairs merged
+  by their mean (``duplicates="mean"``), random 80/20 (seed 0);
+* ``ml-latest-small``: random 80/20 (seed 0);
+* ``ml-1m``: random 90/10 (seed 42).
+
+Test pairs whose user or item has no training rating are kept (``unknown="fallback"``: the
+global mean and the prior-predictive variance) on the Monti sets, as their protocol has it, and
+dropped elsewhere (``drop_unseen=True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import bayesmf
+from bayesmf import datasets, splits
+from bayesmf.data.ratings import Ratings
+
+MONTI = {"flixster": ("flixster-monti", "flixster_ratings.npz", (0.5, 5.0)),
+         "douban": ("douban-monti", "douban_ratings.npz", (1.0, 5.0)),
+         "yahoo": ("yahoo_music-monti", "yahoo_music_ratings.npz", (1.0, 100.0))}
+DATA = ("flixster", "douban", "yahoo", "ml-100k-u1", "filmtrust", "ml-latest-small", "ml-1m")
+LENGTHS = {250: (50, 250), 1200: (200, 1200)}  # sweeps: the window [lo, hi) of one chain
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BAYESMF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def load(name: str):
+    """(train, test) of a protocol of the module docstring."""
+    root = data_dir()
+    if name in MONTI:
+        folder, file, scale = MONTI[name]
+        with np.load(root / folder / file) as npz:
+            users, items, values, test = (npz[k] for k in ("user", "item", "rating", "is_test"))
+            n_users, n_items = (int(x) for x in npz["shape"])
+        test = test.astype(bool)
+        parts = [Ratings.from_arrays(users[mask], items[mask], values[mask].astype(np.float32), n_users=n_users,
+                                     n_items=n_items, rating_scale=scale) for mask in (~test, test)]
+        return parts[0], parts[1]
+    if name == "ml-100k-u1":
+        split = splits.predefined("movielens-100k", "u1", data_dir=root, drop_unseen=True)
+    elif name == "ml-1m":
+        split = splits.random(datasets.load("movielens-1m", root), 0.1, seed=42, drop_unseen=True)
+    elif name == "ml-latest-small":
+        split = splits.random(datasets.load("movielens-latest-small", root), 0.2, seed=0, drop_unseen=True)
+    elif name == "filmtrust":
+        rows = []
+        for k in range(4):
+            for line in (root / "filmtrust" / f"ratings_{k}.txt").read_text().split():
+                rows.append(line)
+        triples = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        ratings = Ratings.from_ids(triples[:, 0].astype(np.int64), triples[:, 1].astype(np.int64),
+                                   triples[:, 2].astype(np.float32), rating_scale=(0.5, 4.0), duplicates="mean")
+        split = splits.random(ratings, 0.2, seed=0, drop_unseen=True)
+    else:
+        raise SystemExit(f"unknown data set {name!r}; choose from {DATA}")
+    return split.train, split.test
+
+
+# Variants: keyword arguments of BPMF on top of rank 10, biases=True. "learned" is the README's
+# configuration before this change (alpha ~ Gamma(1, 1)); "fixed2" the authors' fixed alpha = 2.
+VARIANTS = {
+    "default": {},
+    "learned": {"noise_prior": (1.0, 1.0)},
+    "fixed2": {"noise_prior": None, "alpha": 2.0},
+}
+
+
+def window_metrics(model, test: Ratings, warmup: int, lo: int, hi: int, keep: int):
+    """Test RMSE (predictions clipped to the scale), alpha's mean and the 90% interval's coverage
+    from the draws of sweeps ``[lo, hi)`` of one chain (``warmup`` sweeps discarded, every
+    ``keep``-th draw kept): the posterior-predictive mean over those draws, and its variance
+    plus ``E[1/alpha]`` (Gaussian interval), as ``predict_dist`` computes them."""
+    a, b = (lo - warmup) // keep, (hi - warmup) // keep
+    U, V = model.user_samples_[0, a:b], model.item_samples_[0, a:b]
+    f = np.einsum("snk,snk->sn", U[:, test.users], V[:, test.items])
+    f += model.offset_samples_[0, a:b, None] if model.offset_samples_ is not None else model.global_mean_
+    if model.b_U_samples_ is not None:
+        f += model.b_U_samples_[0, a:b][:, test.users] + model.b_V_samples_[0, a:b][:, test.items]
+    alpha = np.asarray(model.history_["alpha"][lo:hi])
+    mean = f.mean(axis=0)
+    sd = np.sqrt(f.var(axis=0) + np.mean(1.0 / alpha))
+    pred = np.clip(mean, *model.rating_scale_) if model.rating_scale_ is not None else mean
+    rmse = float(np.sqrt(np.mean((pred - test.values) ** 2)))
+    cover = float(np.mean(np.abs(test.values - mean) <= 1.6448536 * sd))
+    return rmse, float(alpha.mean()), cover
+
+
+def run(train, test, variant, seed, start, rank=10, keep=5):
+    """One 1,200-sweep chain; metrics of its sweeps 50-250 ("250": 50 + 200) and 200-1,200
+    ("1200": 200 + 1,000)."""
+    kwargs = {"rank": rank, "biases": True, "n_warmup": 50, "n_samples": 1150, "init": start, "seed": seed,
+              "keep_every": keep, **VARIANTS[variant]}
+    model = bayesmf.BPMF(**kwargs).fit(train)
+    return {sweeps: window_metrics(model, test, 50, lo, hi, keep) for sweeps, (lo, hi) in LENGTHS.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=list(DATA))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--starts", nargs="+", default=["map", "random"])
+    parser.add_argument("--rank", type=int, default=10)
+    args = parser.parse_args(argv)
+    print("| data | variant | seed | sweeps | start | test RMSE | alpha mean | cov@0.9 |")
+    print("|---|---|---:|---:|---|---:|---:|---:|", flush=True)
+    for name in args.data:
+        train, test = load(name)
+        for variant in args.variants:
+            for start in args.starts:
+                for seed in args.seeds:
+                    t0 = time.perf_counter()
+                    out = run(train, test, variant, seed, start, args.rank)
+                    seconds = time.perf_counter() - t0
+                    for sweeps, (rmse, alpha, cover) in out.items():
+                        print(f"| {name} | {variant} | {seed} | {sweeps} | {start} | {rmse:.4f} | {alpha:.3g} | "
+                              f"{cover:.3f} |", flush=True)
+                    print(f"<!-- {name} {variant} seed {seed} {start}: 1,200 sweeps in {seconds:.0f} s -->",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
