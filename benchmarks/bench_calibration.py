@@ -24,7 +24,7 @@ import numpy as np
 import bayesmf
 from bayesmf import Ratings, datasets, metrics, splits
 
-BPMF_COMMON = dict(rank=10, noise_prior=(1.0, 1.0), biases=True, seed=0)
+BPMF_COMMON = dict(rank=10, biases=True, seed=0)  # the noise and offset priors at their defaults
 METHODS = {
     "gibbs-gaussian": lambda: bayesmf.BPMF(**BPMF_COMMON),
     "gibbs-student_t": lambda: bayesmf.BPMF(noise="student_t", **BPMF_COMMON),

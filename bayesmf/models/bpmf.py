@@ -451,7 +451,7 @@ class BPMF(FactorModel):
                 sweeps = int(self.nuts_init_sweeps)
                 result = self._gibbs_result(jax.random.fold_in(k_run, 1), data, prior, U0, V0, train, dtype,
                                             n_warmup=sweeps // 3, n_samples=sweeps - sweeps // 3, chains=1,
-                                            desc="BPMF NUTS start (Gibbs)")
+                                            desc="BPMF NUTS start (Gibbs)", rescale=False)
                 warm = {name: v[0] for name, v in result.samples.items()}
                 self.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
             draws, self.sample_stats_ = run_nuts(
@@ -499,7 +499,7 @@ class BPMF(FactorModel):
 
     def _gibbs_result(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype, *, n_warmup: int, n_samples: int,
                       chains: int, thin: int = 1, keep_every: int = 1, track: Ratings | None = None, checkpoint=None,
-                      desc: str = "BPMF Gibbs"):
+                      desc: str = "BPMF Gibbs", rescale: bool | None = None):
         """``run_sampler`` over Gibbs sweeps from the factors ``(U0, V0)``, every chain from the
         same start; kept draws of every site of the model; the posterior-predictive moments at the
         pairs of ``track`` (a :class:`Ratings`) when given."""
@@ -515,7 +515,11 @@ class BPMF(FactorModel):
         def collect(state):
             return {site: getattr(state, site) for site in sites}
 
-        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior, rescale=bool(self.gibbs_rescale))
+        # the short run that starts NUTS goes without the invariance moves: its draws' variance is
+        # NUTS's mass matrix, and along the moves' ridges it is a spread that NUTS, moving the
+        # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
+        rescale = bool(self.gibbs_rescale) if rescale is None else rescale
+        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior, rescale=rescale)
         track_fn = None
         if track is not None:
             track_fn = functools.partial(gibbs.pair_predictions, users=jnp.asarray(track.users),
