@@ -71,3 +71,41 @@ def test_short_gibbs_run_from_overdispersed_starts_warns_with_the_figures():
     assert model.user_samples_.shape[:2] == (2, 10)
     single = BPMF(rank=2, n_warmup=0, n_samples=10, seed=0).fit(data.ratings)
     assert single.diagnostics_ is None
+
+
+def test_a_chain_that_turns_non_finite_stops_naming_the_sweep_and_quantity_and_keeps_earlier_draws():
+    """A real Gibbs kernel whose Lambda_V is made NaN from sweep 7 on (fault injection): the
+    driver retries with jitter, then raises ``DivergenceError`` naming sweep 7 and ``Lambda_V``,
+    with the 5 draws of sweeps 2-6 in ``.partial``."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmf.engines.driver import DivergenceError
+    from bayesmf.posterior import gibbs
+    from bayesmf.posterior.model import Prior
+    from bayesmf.posterior.sampler import run_sampler
+
+    ratings = synthetic(n_users=30, n_items=20, n_ratings=200, rank=2, seed=0).ratings
+    prior = Prior(rank=2)
+    data = gibbs.prepare(ratings, float(ratings.values.mean()), 2)
+    start = jax.tree.map(lambda x: x[None], gibbs.init(jax.random.PRNGKey(0), prior, 30, 20))
+    real = functools.partial(gibbs.chain_step, data=data, prior=prior)
+    calls = []
+
+    def kernel(keys, states, jitter):
+        calls.append(jitter)
+        new, info = real(keys, states, jitter)
+        if len(calls) > 7:  # sweeps 0-6 run once each; sweep 7 and its jitter retry fail
+            new = new._replace(Lambda_V=new.Lambda_V * jnp.nan)
+            info = info._replace(finite=jnp.zeros_like(info.finite))
+        return new, info
+
+    with pytest.warns(RuntimeWarning, match="sweep 7"), pytest.raises(DivergenceError) as caught:
+        run_sampler(kernel, start, jax.random.PRNGKey(1), n_warmup=2, n_samples=10,
+                    collect=lambda st: {"U": st.U, "alpha": st.alpha})
+    message = str(caught.value)
+    assert "sweep 7" in message and "Lambda_V" in message and "U," not in message
+    assert caught.value.partial.samples["U"].shape == (1, 5, 30, 2)
+    assert caught.value.partial.history["train_rmse"].shape == (7, 1)

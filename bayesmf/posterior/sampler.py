@@ -136,7 +136,12 @@ def run_sampler(
                               RuntimeWarning, stacklevel=2)
                 new_state, info = chain_kernel(keys, state, 1e-5)
                 if not bool(np.all(jax.device_get(info.finite))):
-                    raise DivergenceError(f"{desc}: non-finite values at sweep {t} even with jitter")
+                    partial = SamplerResult(_stacked(kept, axis=1), _stacked(history), moments, state)
+                    n_kept = next(iter(partial.samples.values())).shape[1] if partial.samples else 0
+                    raise DivergenceError(
+                        f"{desc}: non-finite {', '.join(non_finite_fields(new_state)) or 'values'} at sweep {t} "
+                        f"(also with jitter 1e-5); the {n_kept} draws kept before it are in this error's .partial",
+                        partial=partial)
             draw = t - n_warmup
             is_draw = draw >= 0 and (draw + 1) % thin == 0
             keep = is_draw and collect is not None and ((draw + 1) // thin - 1) % keep_every == 0
@@ -163,8 +168,8 @@ def run_sampler(
         raise
     finally:
         bar.close()
-    samples = {name: np.stack(values, axis=1) for name, values in kept.items()}  # (chains, draws, ...)
-    hist = {name: np.stack(values) for name, values in history.items()}
+    samples = _stacked(kept, axis=1)  # (chains, draws, ...)
+    hist = _stacked(history)
     if path is not None and path.exists():
         path.unlink()  # the run finished; its result lives in the model now
     return SamplerResult(samples, hist, moments if track is not None else None, state)
@@ -184,6 +189,17 @@ def content_digest(*arrays) -> str:
 def _normalised(fingerprint: dict) -> dict:
     """The fingerprint as it reads back from JSON (tuples become lists, other objects strings)."""
     return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def _stacked(lists: dict, axis: int = 0) -> dict:
+    return {name: np.stack(values, axis=axis) for name, values in lists.items() if values}
+
+
+def non_finite_fields(state) -> list[str]:
+    """Names of the fields of a NamedTuple state (e.g. ``GibbsState``) holding NaN or inf."""
+    fields = state._asdict() if hasattr(state, "_asdict") else {"state": state}
+    return [name for name, value in fields.items()
+            if value is not None and not np.all(np.isfinite(np.asarray(jax.device_get(value))))]
 
 
 def _digest(fingerprint: dict) -> str:
