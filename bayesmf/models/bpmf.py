@@ -113,6 +113,13 @@ def _noise_scale2(alpha, users, items, tau=None, kappa=None):
     return total / alpha.size
 
 
+def auto_offset_prior(train: Ratings) -> tuple[float, float]:
+    """``offset_prior="auto"``: ``(m0, s0)``, the training ratings' mean and standard deviation
+    (floored for constant ratings) (:class:`BPMF`)."""
+    values = np.asarray(train.values, np.float64)
+    return float(values.mean()), float(max(values.std(), 1e-3 * max(abs(values.mean()), 1.0)))
+
+
 def auto_noise_prior(train: Ratings, rank: int, biases: bool) -> tuple[float, float]:
     """``noise_prior="auto"``: ``(a0, b0)`` with ``a0 = P / 2`` and ``b0 = a0 var(r) / 2``, ``P``
     the factor (and bias) parameters of the users and items that have ratings (:class:`BPMF`)."""
@@ -341,43 +348,30 @@ class BPMF(FactorModel):
                      self._offset_prior(), self.noise, self.noise_df, shape).validate()
 
     def _noise_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
-        """``noise_prior`` as a ``(a0, b0)`` pair or None: ``"auto"`` resolved from ``train``
-        (else from the fit, else None: a model not fitted has no data scale)."""
-        value = self.noise_prior
+        """``noise_prior`` as a ``(a0, b0)`` pair or None (:meth:`_prior_pair`)."""
+        return self._prior_pair("noise_prior", "(shape, rate)", train,
+                                lambda r: auto_noise_prior(r, int(self.rank), bool(self.biases)))
+
+    def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
+        """``offset_prior`` as a ``(m0, s0)`` pair or None (:meth:`_prior_pair`)."""
+        return self._prior_pair("offset_prior", "(mean, scale)", train, auto_offset_prior)
+
+    def _prior_pair(self, name: str, what: str, train: Ratings | None, auto) -> tuple[float, float] | None:
+        """Setting ``name`` as a pair of floats, or None when it is None or the inference is MAP
+        (which holds the quantity fixed); ``"auto"`` resolved by ``auto(train)``, or without
+        ``train`` taken from the fit (``name + "_"``; None before a fit: no data scale yet)."""
+        value = getattr(self, name)
         if self.inference == "map" or value is None:
             return None
         if isinstance(value, str):
             if value != "auto":
-                raise ConfigError(f"noise_prior must be 'auto', None or a (shape, rate) pair, got {value!r}")
-            if train is None:
-                return getattr(self, "noise_prior_", None)
-            return auto_noise_prior(train, int(self.rank), bool(self.biases))
+                raise ConfigError(f"{name} must be 'auto', None or a {what} pair, got {value!r}")
+            return getattr(self, f"{name}_", None) if train is None else auto(train)
         try:
-            a0, b0 = (float(x) for x in value)
+            first, second = (float(x) for x in value)
         except (TypeError, ValueError):
-            raise ConfigError(f"noise_prior must be 'auto', None or a (shape, rate) pair, got {value!r}") from None
-        return a0, b0
-
-    def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
-        """``offset_prior`` as a ``(m0, s0)`` pair or None: ``"auto"`` resolved from ``train``
-        (else from the fit, else None: a model not fitted has no data scale)."""
-        value = self.offset_prior
-        if self.inference == "map":
-            return None
-        if isinstance(value, str):
-            if value != "auto":
-                raise ConfigError(f"offset_prior must be 'auto', None or a (mean, scale) pair, got {value!r}")
-            if train is None:
-                return getattr(self, "offset_prior_", None)
-            values = np.asarray(train.values, np.float64)
-            return float(values.mean()), float(max(values.std(), 1e-3 * max(abs(values.mean()), 1.0)))
-        if value is None:
-            return None
-        try:
-            m0, s0 = (float(x) for x in value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"offset_prior must be 'auto', None or a (mean, scale) pair, got {value!r}") from None
-        return m0, s0
+            raise ConfigError(f"{name} must be 'auto', None or a {what} pair, got {value!r}") from None
+        return first, second
 
     def _validate(self):
         if self.inference not in INFERENCES:
