@@ -4,7 +4,7 @@ The fast path hands the file to pandas' C parser with ``skip_blank_lines=False``
 of the frame is line ``r + 1 + header_lines`` of the file; when the fast path finds a problem, the
 error names that file and line. Multi-character separators (MovieLens-1M's ``::``) are rewritten
 to a tab in memory first, because pandas' C parser accepts single characters only and its Python
-parser is ~20x slower.
+parser is much slower.
 """
 
 from __future__ import annotations

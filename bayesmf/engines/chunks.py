@@ -10,15 +10,14 @@ slow to compile. Here the rows of one side are packed into chunks of ``C x W`` s
 (``chunk_slots`` = ``C W``, a cache-sized block of gathered factors), and a ``lax.map`` runs
 one chunk's whole computation — gather, every pass over it — while the block stays in cache.
 Every chunk has the same shape, so the body compiles once per side whatever the degree
-distribution (~0.4 s, against 1.4-1.9 s per side for the degree buckets this replaced).
+distribution (the degree buckets this replaced compiled one body per bucket).
 
 Layout: a row with ``d`` ratings occupies ``ceil(d / W)`` consecutive *virtual rows* of width
 ``W`` inside one chunk (a row never straddles two chunks, so a chunk's rows are complete inside
 it). Per-row sums are the sums over a row's virtual rows (:func:`to_rows`, a sorted segment sum
 of ``C`` entries). The width is the engine's choice: batched matmuls (Gram matrices) want wide
-rows, 64 (:data:`GRAM_WIDTH`); implicit ALS's CG uses 32 (measured warm fits on MovieLens-1M at
-rank 128: 4.67 s against 5.96 s for 16 / 1 MiB and 4.35 s for 64 / 4 MiB; at rank 64 2.17 s
-against 2.51 s and 2.18 s for 64 / 1 MiB); NMF's elementwise passes 8 (``nmf.NMF_WIDTH``).
+rows, 64 (:data:`GRAM_WIDTH`); implicit ALS's CG uses 32; NMF's elementwise passes 8
+(``nmf.NMF_WIDTH``); each chosen by timing (benchmarks/RESULTS.md).
 
 Packing: rows sorted by size (virtual rows), each chunk takes the largest remaining rows that
 fit and fills what is left with the smallest ones (a loop over chunks, vectorised inside), then
@@ -169,10 +168,7 @@ def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: in
 
 
 # Width of the virtual rows for the Gram matrices (one batched (k x W) @ (W x k) matmul per
-# virtual row: wide rows amortise the per-matmul cost). Measured on MovieLens-1M, one thread,
-# users, rank 10 with the bias column (11): width 64 34-47 ms per side with einsum products,
-# width 32 61-81 ms, the degree buckets it replaced 38-44 ms; then 24 ms with the explicitly
-# transposed matmul of :func:`gram_rhs`. At rank 32 (einsum) 135 ms against 121-143 ms.
+# virtual row: wide rows amortise the per-matmul cost; benchmarks/RESULTS.md has the timings).
 GRAM_WIDTH = 64
 
 
@@ -235,11 +231,8 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
     # G and b from one batched matmul of the block extended by the targets' column, [f, y]^T
     # times [f, y] when k + 1 is a multiple of 4, else times f (row k of the product: b^T).
     # XLA:CPU's small batched matmuls are much faster when their shapes suit its vector width,
-    # and a separate (k, W) @ (W, 1) product for b costs nearly what the Gram matrices do.
-    # One side on MovieLens-1M, one thread, ms (one-off script, medians of 11 alternated calls;
-    # before: G and b as two matmuls; other runs differ by 10-20%, benchmarks/RESULTS.md):
-    # k = 7: 18.9 -> 9.3; 11: 23.4 -> 20.3; 15: 40.5 -> 25.0; 31: 166 -> 116; 33: 162 -> 122;
-    # 10: 19.6 -> 18.0; 16: 29.3 -> 26.6; 21: 64.3 -> 54.2.
+    # and a separate (k, W) @ (W, 1) product for b costs nearly what the Gram matrices do
+    # (timings per k: benchmarks/RESULTS.md).
     square = (k + 1) % 4 == 0
 
     weighted = weights is not None
@@ -256,13 +249,13 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
         # weighted: the right-hand block times w (zero on padding), the left one as it is
         fw, yw = (f, y) if not weighted else (f * w_ext[chunk[3]][..., None], y * w_ext[chunk[3]])
         # transposed explicitly, then a plain batched matmul: XLA:CPU runs the equivalent einsum
-        # "cwk,cwl->ckl" about 2.5x slower (26 ms against 10 ms per side on MovieLens-1M, rank 11)
+        # "cwk,cwl->ckl" much slower
         if square:
             extended = jnp.concatenate([f, y[..., None]], axis=2)  # (C, W, k + 1)
             right = extended if not weighted else jnp.concatenate([fw, yw[..., None]], axis=2)
             product = jnp.matmul(jnp.swapaxes(extended, 1, 2), right, precision=EXACT)
         else:  # the same product's first k columns; transposing the extended block instead
-            # (the same values) made XLA lay it out so that k = 33 took 251 ms against 163
+            # (the same values) made XLA choose a slower layout at k = 33
             left = jnp.concatenate([jnp.swapaxes(f, 1, 2), y[:, None, :]], axis=1)  # (C, k + 1, W)
             product = jnp.matmul(left, fw, precision=EXACT)
         out = (to_rows(owner, product, n_local), jnp.sum(y * yw))

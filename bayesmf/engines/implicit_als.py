@@ -16,8 +16,8 @@ Solvers: ``exact=True`` builds every row's matrix (O(nnz k^2)) and uses a batche
 default runs ``cg_steps`` conjugate-gradient steps warm-started from the previous factors
 (Takacs et al. 2011), never forming the per-row matrices: each product costs O(nnz k + n k^2).
 Both run chunk by chunk over the cache-sized layout of :mod:`bayesmf.engines.chunks`: a CG step
-reads each row's gathered factors twice, and from cache that is ~3x faster than streaming the
-whole side's gathered block from memory (MovieLens-1M, rank 64).
+reads each row's gathered factors twice, and from cache that is much faster than streaming the
+whole side's gathered block from memory.
 
 The full objective is computed without the dense matrix from
 ``sum_{all} (x.y)^2 = sum((X^T X) * (Y^T Y))`` plus corrections on the observed pairs.

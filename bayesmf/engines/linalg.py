@@ -22,8 +22,8 @@ def standard_normal(key, shape, dtype=jnp.float32):
     """``N(0, 1)`` variates of ``shape``, drawn as one flat vector and reshaped.
 
     Same distribution as ``jax.random.normal(key, shape)`` (not the same numbers): XLA:CPU compiles
-    the threefry sampler of a flat shape in ~0.3 s against ~1 s for a 2-D or 3-D one (jaxlib 0.9.2),
-    and a Gibbs sweep has one such call site per block of variates.
+    the threefry sampler of a flat shape several times faster than that of a 2-D or 3-D one, and
+    a Gibbs sweep has one such call site per block of variates.
     """
     size = math.prod(shape)
     return jax.random.normal(key, (size,), dtype).reshape(shape)
@@ -49,9 +49,9 @@ def standard_gamma(key, shape_params):
     as 0 (a Gibbs sweep then drew the factors from their prior). The loop also keeps a single
     record of acceptance, the value itself (NaN until accepted).
 
-    Why not ``jax.random.gamma``: on XLA:CPU (jaxlib 0.9.2, one thread) it compiled in 1.04-1.09 s
-    for a sweep's 23 shapes, this loop with one uniform call site in 0.38-0.50 s (and runs in ~30
-    against ~160 us).
+    Why not ``jax.random.gamma``: on XLA:CPU it compiles and runs several times slower for a
+    sweep's shapes than this loop with one uniform call site (benchmarks/RESULTS.md, "Gamma
+    variates without jax.random.gamma").
     """
     a = jnp.asarray(shape_params)
     dtype = a.dtype if jnp.issubdtype(a.dtype, jnp.floating) else jnp.float32
@@ -88,16 +88,12 @@ def standard_gamma(key, shape_params):
 
 # Systems of at most this size, in batches of at least this many rows, can go to the unrolled kernel
 # (:func:`_bordered_cholesky`, :func:`_back_substitute`) instead of XLA's batched LAPACK calls,
-# which cost ~1 us per row for an 11 x 11 system (call overhead, not flops). Measured on one
-# thread, 6,040 rows (MovieLens-1M users; benchmarks/RESULTS.md, "Unrolled Cholesky for the Gibbs
-# draws"): a solve 1.1-2.8 ms against 7.3-8.5 ms; a Gaussian draw
-# (k = 11) 2.1-3.6 ms against 8.5-11 ms, k = 16 5.5 against 13.2 ms, k = 33 58-64 against 70-73 ms.
-# But the unrolled graph compiles in ~0.7 s per call site against ~0.1 s, so it pays only where
-# a compiled function runs hundreds of times: the Gibbs sweep (:func:`sample_gaussian` decides by
-# size), not the tens of sweeps of ALS, PMF MAP or a fold-in (:func:`solve_spd` defaults to LAPACK:
-# an ALS fit of 10 sweeps on MovieLens-1M compiled 1.5 s longer to save 0.1 s). Batches under
-# 2,048 rows keep LAPACK everywhere (MovieLens-100K's 943 users would save ~1 ms per sweep at
-# ~1 us per row, not the compile time back within a 200-sweep fit).
+# whose per-row call overhead dominates small systems. But the unrolled graph compiles several
+# times slower per call site, so it pays only where a compiled function runs hundreds of times:
+# the Gibbs sweep (:func:`sample_gaussian` decides by size), not the tens of sweeps of ALS, PMF
+# MAP or a fold-in (:func:`solve_spd` defaults to LAPACK). Small batches keep LAPACK everywhere:
+# the per-row saving there does not pay back the compile time within a fit. Timings:
+# benchmarks/RESULTS.md, "Unrolled Cholesky for the Gibbs draws".
 UNROLLED_MAX_SIZE = 16
 UNROLLED_MIN_ROWS = 2048
 

@@ -44,9 +44,7 @@ TINY = 1e-12  # floor on denominators and on predictions inside the KL logarithm
 # Width of the virtual rows of NMF's chunked layout (:mod:`bayesmf.engines.chunks`). A half step
 # only needs per-slot dot products and per-row weighted sums, O(nnz k), which run as elementwise
 # products and reductions (not batched matmuls, whose per-row call overhead dominates at these
-# sizes), so narrow rows that pad little win: measured on MovieLens-1M, rank 15, users, one
-# thread, one half step with its loss: width 8 26-31 ms, 16 31 ms, 32 38 ms, 64 50 ms; 4 48 ms;
-# the degree-bucketed layout it replaced 69-82 ms.
+# sizes), so narrow rows that pad little win (timings over widths: benchmarks/RESULTS.md).
 NMF_WIDTH = 8
 
 

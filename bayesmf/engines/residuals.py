@@ -11,13 +11,12 @@ For targets ``y_ij`` (ratings minus a shift) observed at the pairs ``(i, j)``,
 
 with ``e_ij = y_ij - u_i' v_j``. Written as ``sum((y - sum(U[users] * V[items], -1))**2)``, JAX
 differentiates the two gathers into two scatter-adds of an (nnz, k) block, which XLA:CPU runs
-one rating at a time; on MovieLens-1M at rank 10 one value-and-gradient then takes 43-47 ms as a
-lone call and ~20 ms inside a loop of gradient steps (one thread). Here each gradient is a
+one rating at a time. Here each gradient is a
 per-row sum, computed from the ratings packed by rows (:mod:`bayesmf.engines.chunks`): one pass
 over the user chunks gives ``S`` and ``dS/dU`` (gather ``v_j`` into the chunk, residuals by a
 batched matrix-vector product, their weighted sum per virtual row by another, then the sorted
-per-row sum), one pass over the item chunks gives ``dS/dV``; 16-20 ms for both, lone or in a
-loop (benchmarks/RESULTS.md). Memory: the two layouts, O(nnz), and one chunk's gathered block
+per-row sum), one pass over the item chunks gives ``dS/dV`` (timings: benchmarks/RESULTS.md).
+Memory: the two layouts, O(nnz), and one chunk's gathered block
 at a time.
 
 The reverse-mode rule is written by hand (:func:`sum_of_squares` is a ``jax.custom_vjp``): the
@@ -37,9 +36,8 @@ import numpy as np
 from bayesmf.engines.chunks import Chunks, build_chunks, in_row_order, to_rows
 from bayesmf.engines.linalg import EXACT
 
-# Virtual-row width and chunk size of the two passes (matrix-vector products, not Gram matrices):
-# one-off measurement on MovieLens-1M, rank 10, one thread, value and gradient: width 64 22.6 ms,
-# 32 19.6 ms, 16 19.6 ms with 8192 slots per chunk; 15.6-19.1 ms for 4096-32768 slots at width 32.
+# Virtual-row width and chunk size of the two passes (matrix-vector products, not Gram matrices),
+# chosen by timing value and gradient over widths and chunk sizes (benchmarks/RESULTS.md).
 WIDTH = 32
 CHUNK_SLOTS = 8192
 

@@ -16,8 +16,8 @@ stored augmented,
 with a zero learning rate on the constant slots.
 
 Shuffling: a full random permutation per epoch costs more than the epoch itself on CPU (XLA's
-sort of ~1M keys takes ~0.3-0.6 s, a whole k=10 epoch ~0.03 s), and re-dealing the ratings into new
-batches by a per-rating gather still adds ~40% to a k=10 epoch. The ratings are therefore shuffled
+sort of ~1M keys), and re-dealing the ratings into new batches by a per-rating gather still adds
+a large share of a k=10 epoch. The ratings are therefore shuffled
 once on the host into a grid of ``n_batches x batch_size`` (:func:`shuffled_batches`), and every
 epoch visits the rows of that grid in a fresh random order (a permutation of a few hundred rows,
 each fetched as one contiguous slice): the order of the updates changes every epoch, the

@@ -81,8 +81,8 @@ def evaluate_ratings(
 
     Cost: linear in N for point predictions, Gaussians and empirical draws (100,000 x 200 draws:
     about 1 s). A Gaussian mixture (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations
-    per Newton round of each interval end and per lag of the CRPS pair term: measured 23 s for
-    N = 100,000 and S = 100 on the 2-core development machine (under load).
+    per Newton round of each interval end and per lag of the CRPS pair term, so it is the slow
+    case (benchmarks/RESULTS.md).
     """
     if not isinstance(test, Ratings):
         raise DataError(f"test must be a bayesmf Ratings, got {type(test).__name__}")

@@ -213,32 +213,28 @@ class BPMF(FactorModel):
         inferences refuse it.
     svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate: Adam
         steps, guide, ratings per step (``None``: all of them) and step size. The defaults (1,000
-        full-batch steps at 0.01) were measured on MovieLens-1M at rank 10: RMSE 0.8410 in 35-39 s
-        on one CPU thread, against 0.8343 for Gibbs (benchmarks/RESULTS.md); a full-batch step's
+        full-batch steps at 0.01) are measured choices (benchmarks/RESULTS.md); a full-batch step's
         likelihood runs through the packed layout (no scatter-adds), so minibatches (an integer)
         pay off only when the ratings do not fit in memory.
     nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass ("hyper" (default): a dense mass
         matrix over each side's hyperparameter block (Bartlett variables and ``z_mu``), diagonal
         over the factors; False: all diagonal; True: dense over everything, small models only).
         Used with ``nuts_init="map"`` only: the Gibbs start gives a diagonal mass matrix.
-        "hyper" was measured on MovieLens-100K u1 (rank 10, 200 + 200, depth 7, MAP start):
-        median ESS of test predictions 156 against 31 with a diagonal mass, same run time.
+        "hyper" gave several times the ESS of a diagonal mass at the same run time
+        (benchmarks/RESULTS.md).
     nuts_parameterization : "bartlett" (default: rows and ``mu`` centred given Bartlett's ``L``)
         or "noncentered" (rows ``u_i = mu + L^{-T} z_i``); both take ``Lambda`` from Bartlett's
-        variables (:mod:`bayesmf.posterior.model`). Measured at rank 10, depth 7, median ESS of
-        test predictions: MovieLens-1M 90/10 (100 + 100) 59.6 against 5.0; MovieLens-100K u1
-        (200 + 200) 177 against 156. Non-centred rows suit rows with few ratings each.
+        variables (:mod:`bayesmf.posterior.model`); "bartlett" had the higher ESS on MovieLens
+        (benchmarks/RESULTS.md). Non-centred rows suit rows with few ratings each.
     nuts_init, nuts_init_sweeps : where NUTS starts. "gibbs" (default): ``nuts_init_sweeps``
         Gibbs sweeps of the same model from the initial factors, the first third discarded; NUTS
         starts at the last draw (chain ``c`` ``c * n / chains`` draws earlier) with its inverse
         mass matrix the draws' variance per coordinate, kept through the warm-up, which adapts
         the step size only (:func:`bayesmf.posterior.numpyro_inference.run_nuts`). "map": at
         the initial factors with the hyperparameters at their conditional posterior means,
-        NumPyro's warm-up adapting the mass matrix too. On MovieLens-1M (rank 10, 100 + 100,
-        depth 7, seed 3) the Gibbs start with its kept mass matrix gave a median ESS of 99, the
-        MAP start 20, and a Gibbs start with NumPyro's mass adaptation 25: with 100 warm-up
-        iterations NumPyro estimates the mass matrix once, from a 75-iteration window, and left
-        a step size a third as large (benchmarks/RESULTS.md).
+        NumPyro's warm-up adapting the mass matrix too. With 100 warm-up iterations NumPyro
+        estimates the mass matrix once, from a 75-iteration window, which left a much smaller
+        step size and ESS than the Gibbs start's kept mass (benchmarks/RESULTS.md).
     seed, progress, dtype ("float32" | "float64").
     """
 

@@ -179,7 +179,7 @@ def sample_wishart(key, scale, df, gamma_draws=None):
 
     ``gamma_draws`` (D,): standard Gamma variates with shapes :func:`wishart_chi2_shapes` drawn
     by the caller (the sampler draws every Gamma variate of a sweep in one call: each separate
-    Gamma call site adds ~0.5-1 s of XLA compilation on CPU); drawn here when None.
+    Gamma call site adds its own XLA compilation); drawn here when None.
     """
     D = scale.shape[-1]
     k_diag, k_off = jax.random.split(key)
@@ -338,7 +338,7 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     nnz = data.residual.shape[0]
     D, dtype = prior.rank, state.U.dtype
     # every Gamma variate of the sweep in one call, and one vmapped Normal-Wishart draw for both
-    # sides: this keeps the compiled sweep small (each call site costs ~0.4-1 s of XLA compilation)
+    # sides: this keeps the compiled sweep small (each sampler call site is compiled on its own)
     gammas = standard_gamma(k_gamma, _gamma_shapes(prior, n_users, n_items, nnz, dtype))
     post_u, post_v = normal_wishart_posterior(state.U, prior), normal_wishart_posterior(state.V, prior)
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), post_u, post_v)

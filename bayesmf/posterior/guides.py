@@ -21,11 +21,10 @@ guide's density is that of ``x`` and NumPyro's ``Trace_ELBO`` estimates
 ``E_q[log p(x, y) - log q(x)]``.
 
 Why not the autoguides themselves: they learn the model's site shapes by running the model
-and its gradient eagerly, one XLA compilation per operation (on MovieLens-100K ~18 s, about
-half of a 40-s BPMF SVI fit, and 6-7 s more to draw from the fitted guide). Here the sites come
-from an abstract trace (``jax.eval_shape``: no computation), and starting values and draws are
-functions of the parameters that jit as a whole (BPMF SVI on MovieLens-100K: 31-33 s -> 9-12 s;
-on MovieLens-1M 60-62 s -> 35-39 s; benchmarks/RESULTS.md).
+and its gradient eagerly, one XLA compilation per operation (a large share of a small fit).
+Here the sites come from an abstract trace (``jax.eval_shape``: no computation), and starting
+values and draws are functions of the parameters that jit as a whole (fit times before and
+after: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

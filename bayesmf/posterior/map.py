@@ -65,8 +65,8 @@ def make_adam_step(data: GibbsData, alpha: float, lam: float, learning_rate: flo
     opt = optax.adam(learning_rate)
 
     full_batch = batch_size is None or batch_size >= nnz
-    # the sampler's Gram layout (targets: the centred ratings), reused rather than packed again:
-    # its 64-wide rows cost ~3 ms more per gradient on MovieLens-1M than residuals.WIDTH's 32
+    # the sampler's Gram layout (targets: the centred ratings), reused rather than packed again
+    # (its 64-wide rows are a little slower per gradient than residuals.WIDTH's 32)
     layout = RatingLayout(data.user_chunks, data.item_chunks)
 
     def loss(params, idx):

@@ -138,10 +138,9 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     warm-up, which adapts the step size only. ``adapt_mass_matrix`` overrides that choice
     (default: adapt only without ``warm_draws``). Why keep it: with a short warm-up (100
     iterations) NumPyro estimates the mass matrix from one window of 75 iterations (15-90) of a
-    chain that has barely moved; on MovieLens-1M one chain ended its warm-up with a step size
-    of 0.013 and acceptance 0.91 (median ESS 25 of 100 draws), and with the draws' variance kept,
-    0.039 and 0.87 (ESS 99). Either way NumPyro restarts the step size's dual averaging at the
-    window's end (iteration 90).
+    chain that has barely moved, which left much smaller step sizes and lower ESS
+    (benchmarks/RESULTS.md, "NUTS from a Gibbs start"). Either way NumPyro restarts the step
+    size's dual averaging at the window's end (iteration 90).
 
     Sample stats (``stats``, per chain and draw): ``diverging``, ``num_steps`` (leapfrog steps,
     2^depth - 1 at most), ``acceptance_rate``, ``step_size`` and ``potential_energy``.
@@ -260,8 +259,8 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     unconstrained coordinates, and those of ``Lambda`` — log of the squared diagonal and the
     entries below it of ``A = L / sqrt(w0)`` — are an affine map of the centred Wishart's
     ``(log L_dd, L_de)``, so the mean-field family is the same as on the centred model; a step
-    costs a third of the centred model's, whose rows' density runs a triangular solve with ``n``
-    right-hand sides; benchmarks/RESULTS.md). Minibatched over ratings, each step draws
+    is cheaper than the centred model's, whose rows' density runs a triangular solve with ``n``
+    right-hand sides). Minibatched over ratings, each step draws
     ``batch_size`` rating indices with replacement and scales the likelihood by ``nnz /
     batch_size``; full batch (the default) the likelihood runs through :func:`likelihood_layout`.
     Steps run ``chunk`` at a time inside one jitted ``lax.scan``; set-up and the posterior draws

@@ -37,7 +37,7 @@ from bayesmf.errors import ConfigError, DataError, ResumeWarning
 @functools.partial(jax.jit, static_argnums=2)
 def sweep_keys(key, t, n_chains: int):
     """The chains' keys of sweep ``t``: ``split(fold_in(key, t), n_chains)``, as one compiled call
-    (two op-by-op dispatches would each compile on first use, ~0.15 s apiece on CPU)."""
+    (two op-by-op dispatches would each compile on first use)."""
     return jax.random.split(jax.random.fold_in(key, t), n_chains)
 
 
