@@ -199,10 +199,11 @@ class BPMF(FactorModel):
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
     init : "map" (PMF MAP, the authors' choice) or "random".
-    gibbs_rescale : end every Gibbs sweep with the move of
-        :func:`bayesmf.posterior.gibbs.rescale_move`, which carries the factors and their
-        hyperparameters along the likelihood's invariance ``u -> A u``, ``v -> A^-1 v`` in one
-        step (``mu0 = 0`` only; the posterior is the same either way).
+    gibbs_rescale : end every Gibbs sweep with the exact moves along the likelihood's
+        invariances (:mod:`bayesmf.posterior.gibbs`): ``u -> A u``, ``v -> A^-1 v`` with the
+        hyperparameters (``mu0 = 0`` only), and with biases the shifts ``u -> u + x``,
+        ``c -> c - V x`` and translations ``m -> m + d``, ``b -> b - d``. The posterior is the
+        same either way; the chain mixes faster with them.
     map_iter : coordinate-ascent sweeps for the MAP fit / initialisation.
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
         through the online moments of ``fit(..., track=...)``).

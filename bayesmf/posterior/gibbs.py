@@ -331,8 +331,8 @@ def noise_weights(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
          rescale: bool = True) -> tuple[GibbsState, GibbsInfo]:
     """One full Gibbs sweep (hyperparameters, users, items, offset, noise, and with ``rescale``
-    the move of :func:`rescale_move`). ``prior`` and ``rescale`` must be static (close over them
-    with ``functools.partial`` before jitting)."""
+    the invariance moves of the module docstring, item 5). ``prior`` and ``rescale`` must be
+    static (close over them with ``functools.partial`` before jitting)."""
     k_hyper, k_u, k_v, k_gamma, k_offset, k_move = jax.random.split(key, 6)
     n_users, n_items = state.U.shape[0], state.V.shape[0]
     nnz = data.residual.shape[0]
@@ -395,9 +395,9 @@ def shift_move(key, state: GibbsState, prior: Prior) -> GibbsState:
     uniform), so ``x`` is drawn exactly from the Gaussian
 
     .. math::
-        \pi(x) \propto \exp\Big(-rac{eta_0}{2} (\mu_U + x - \mu_0)^	op \Lambda_U (\mu_U + x - \mu_0)
-        - rac{\lambda_c}{2} \sum_j (c_j - x^	op v_j)^2\Big),\quad
-        P = eta_0 \Lambda_U + \lambda_c V^	op V,\ h = \lambda_c V^	op c - eta_0 \Lambda_U (\mu_U - \mu_0).
+        \pi(x) \propto \exp\Big(-\frac{\beta_0}{2} (\mu_U + x - \mu_0)^\top \Lambda_U (\mu_U + x - \mu_0)
+        - \frac{\lambda_c}{2} \sum_j (c_j - x^\top v_j)^2\Big),\quad
+        P = \beta_0 \Lambda_U + \lambda_c V^\top V,\ h = \lambda_c V^\top c - \beta_0 \Lambda_U (\mu_U - \mu_0).
 
     The means of the factors otherwise trade off with the biases and the offset only through
     the blocked conditionals, a slow random walk."""
@@ -423,9 +423,9 @@ def translate_move(key, state: GibbsState, prior: Prior) -> GibbsState:
     biases change (Jacobian 1, Haar measure uniform), so ``d`` is drawn exactly from
 
     .. math::
-        \pi(d) \propto \exp\Big(-rac{(m + d - m_0)^2}{2 s_0^2} - rac{\lambda_b}{2} \sum_i (b_i - d)^2\Big)
-        = \mathcal N\Big(rac{\lambda_b \sum_i b_i - (m - m_0)/s_0^2}{P},\ rac1P\Big),\quad
-        P = rac1{s_0^2} + n \lambda_b.
+        \pi(d) \propto \exp\Big(-\frac{(m + d - m_0)^2}{2 s_0^2} - \frac{\lambda_b}{2} \sum_i (b_i - d)^2\Big)
+        = \mathcal N\Big(\frac{\lambda_b \sum_i b_i - (m - m_0)/s_0^2}{P},\ \frac1P\Big),\quad
+        P = \frac1{s_0^2} + n \lambda_b.
 
     Without it the offset moves only by its conditional spread given the biases (``~sd/sqrt(nnz)``)
     per sweep, a random walk along a ridge much longer than that."""
@@ -452,8 +452,8 @@ def rescale_move(key, state: GibbsState, prior: Prior):
     ``A = Q diag(c) Q^T`` for a uniformly random rotation ``Q`` (independent of the state),
 
     .. math::
-        u_i 	o A u_i,\ \mu_U 	o A \mu_U,\ \Lambda_U 	o A^{-1} \Lambda_U A^{-1},\qquad
-        v_j 	o A^{-1} v_j,\ \mu_V 	o A^{-1} \mu_V,\ \Lambda_V 	o A \Lambda_V A.
+        u_i \to A u_i,\ \mu_U \to A \mu_U,\ \Lambda_U \to A^{-1} \Lambda_U A^{-1},\qquad
+        v_j \to A^{-1} v_j,\ \mu_V \to A^{-1} \mu_V,\ \Lambda_V \to A \Lambda_V A.
 
     Every ``u_i . v_j`` (so the likelihood), every ``N(u_i; mu_U, Lambda_U^-1)`` term with its
     Jacobian, and ``mu | Lambda`` (``mu0 = 0``) are unchanged, and the Wisharts' determinant
