@@ -22,6 +22,12 @@ ESTIMATOR_MODULES = {
     "SVDpp": "bayesmf.models.sgd",
     "BPMF": "bayesmf.models.bpmf",
     "PMF": "bayesmf.models.bpmf",
+    "GMF": "bayesmf.models.ncf",
+    "MLP": "bayesmf.models.ncf",
+    "NeuMF": "bayesmf.models.ncf",
+    "BPR": "bayesmf.models.bpr",
+    "MultVAE": "bayesmf.models.vae",
+    "MultDAE": "bayesmf.models.vae",
 }
 _LAZY = {
     **ESTIMATOR_MODULES,
