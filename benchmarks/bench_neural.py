@@ -11,6 +11,8 @@ with the Krichene-Rendle corrected values) and the full-catalogue HR@10.
 
     BAYESMF_DATA=/work/shared/data python benchmarks/bench_neural.py speed --models NeuMF MultVAE
     BAYESMF_DATA=/work/shared/data python benchmarks/bench_neural.py quality --models NeuMF
+    BAYESMF_DATA=/work/shared/data python benchmarks/bench_neural.py quality --models NeuMF --n-epochs 10 \
+        --params '{"pretrain": false}'
 """
 
 from __future__ import annotations
@@ -57,16 +59,16 @@ def speed(split, names, epochs: int) -> list[dict]:
     return rows
 
 
-def quality(split, names, n_epochs) -> list[dict]:
+def quality(split, names, n_epochs, params: dict) -> list[dict]:
     rows = []
     for name in names:
-        kwargs = {} if n_epochs is None else {"n_epochs": n_epochs}
+        kwargs = {**params, **({} if n_epochs is None else {"n_epochs": n_epochs})}
         start = time.perf_counter()
         model = getattr(bayesmf, name)(**kwargs).fit(split.train)
         fit_s = time.perf_counter() - start
         sampled = sampled_ranking(model, split.train, split.test, ks=(10,), n_negatives=99, seed=0)
         full = full_ranking(model, split.train, split.test, ks=(10,))
-        rows.append({"model": name, "fit_s": round(fit_s, 1), "sampled_hr@10": round(sampled["hr@10"], 4),
+        rows.append({"model": name, "params": kwargs, "fit_s": round(fit_s, 1), "sampled_hr@10": round(sampled["hr@10"], 4),
                      "sampled_ndcg@10": round(sampled["ndcg@10"], 4),
                      "sampled_hr@10_corrected": round(sampled["hr@10_corrected"], 4),
                      "full_hr@10": round(full["hr@10"], 4), "full_ndcg@10": round(full["ndcg@10"], 4),
@@ -81,6 +83,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=["NeuMF", "MultVAE"], choices=sorted(SPEED_SETTINGS))
     parser.add_argument("--epochs", type=int, default=1, help="speed: epochs timed after the first")
     parser.add_argument("--n-epochs", type=int, default=None, help="quality: override the models' n_epochs")
+    parser.add_argument("--params", type=json.loads, default={}, help="quality: other hyperparameters, as JSON")
     args = parser.parse_args(argv)
     split = load_split()
     print(json.dumps({"train": split.train.nnz, "test": split.test.nnz, "users": split.train.n_users,
@@ -88,7 +91,7 @@ def main(argv=None) -> None:
     if args.mode == "speed":
         speed(split, args.models, args.epochs)
     else:
-        quality(split, args.models, args.n_epochs)
+        quality(split, args.models, args.n_epochs, args.params)
 
 
 if __name__ == "__main__":
