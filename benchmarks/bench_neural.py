@@ -68,7 +68,8 @@ def quality(split, names, n_epochs, params: dict) -> list[dict]:
         fit_s = time.perf_counter() - start
         sampled = sampled_ranking(model, split.train, split.test, ks=(10,), n_negatives=99, seed=0)
         full = full_ranking(model, split.train, split.test, ks=(10,))
-        rows.append({"model": name, "params": kwargs, "fit_s": round(fit_s, 1), "sampled_hr@10": round(sampled["hr@10"], 4),
+        rows.append({"model": name, "params": kwargs, "fit_s": round(fit_s, 1),
+                     "sampled_hr@10": round(sampled["hr@10"], 4),
                      "sampled_ndcg@10": round(sampled["ndcg@10"], 4),
                      "sampled_hr@10_corrected": round(sampled["hr@10_corrected"], 4),
                      "full_hr@10": round(full["hr@10"], 4), "full_ndcg@10": round(full["ndcg@10"], 4),
