@@ -282,10 +282,17 @@ def test_too_few_negatives_names_the_user_unless_replacement_is_asked():
     ("BPR", {"negatives": "zipf"}, "negatives must be one of"),
     ("MultVAE", {"dropout": 1.0}, "dropout must lie in"),
     ("MultDAE", {"validation": 1.2}, "validation must be a number strictly between 0 and 1"),
+    ("GMF", {"patience": 3}, "patience=3 needs a validation split"),
 ])
 def test_bad_hyperparameters_are_config_errors(clusters, name, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         model_class(name)(**kwargs).fit(clusters.train)
+
+
+@pytest.mark.slow
+def test_bpr_refuses_fold_in(fitted):
+    with pytest.raises(ConfigError, match="fold_in is not available for BPR"):
+        fitted["BPR"].fold_in(pd.DataFrame({"user": [999], "item": [0], "rating": [1.0]}))
 
 
 # -- fold-in: strong generalization ------------------------------------------------------------------

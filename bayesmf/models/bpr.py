@@ -9,7 +9,8 @@ pairwise loss of :mod:`bayesmf.engines.bpr` over minibatches of triples
 
 The model scores with the plain dot product :math:`x_{ui} = c_i + p_u^\top q_i`
 (``item_bias_``, ``user_factors_``, ``item_factors_``), so ranking, similar items and export are
-the shared ones of :class:`~bayesmf.models.base.FactorModel`.
+the shared ones of :class:`~bayesmf.models.base.FactorModel`; ``fold_in`` is refused (see
+:meth:`BPR._fold_in_solve`).
 
 References
 ----------
@@ -116,3 +117,9 @@ class BPR(NeuralModel):
         self.user_factors_ = np.asarray(params["user"])
         self.item_factors_ = np.asarray(params["item"])
         self.item_bias_ = np.asarray(params["bias"]) if self.biases else None
+
+    def _fold_in_solve(self, new) -> dict:
+        """Refused: the default fold-in solves a squared-error ridge problem, not the pairwise BPR
+        objective this model was trained with."""
+        raise ConfigError("fold_in is not available for BPR: its user factors come from the pairwise BPR objective, "
+                          "which has no closed-form fold-in; refit with the new users")

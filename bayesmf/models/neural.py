@@ -71,6 +71,9 @@ class NeuralModel(ClassicalModel):
             check_fraction("validation", self.validation)
         if self.patience is not None:
             check_positive_int("patience", self.patience)
+            if self.validation == 0:
+                raise ConfigError(f"patience={self.patience!r} needs a validation split to watch; set validation, "
+                                  "e.g. 0.1")
         seed_key(self.seed)
 
     @staticmethod
