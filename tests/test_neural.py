@@ -17,6 +17,7 @@ from bayesmf.engines import optax_loop as loop
 from bayesmf.engines import vae as vae_engine
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.experiments.catalogue import model_class
+from bayesmf.experiments.schema import parse_experiment, template_text, tomllib
 from bayesmf.metrics.ranking import full_ranking
 from bayesmf.models.base import load
 
@@ -276,7 +277,8 @@ def test_too_few_negatives_names_the_user_unless_replacement_is_asked():
 
 @pytest.mark.parametrize(("name", "kwargs", "match"), [
     ("MLP", {"layers": (15, 8)}, "layers\\[0\\] = 15 must be even"),
-    ("NeuMF", {"layers": (64,)}, "at least two layer widths"),
+    ("NeuMF", {"layers": (64,)}, "at least 2 layer widths"),
+    ("MLP", {"layers": (16, 8.5)}, "layers entry must be a positive integer, got 8.5"),
     ("GMF", {"optimizer": "rmsprop"}, "optimizer must be one of"),
     ("NeuMF", {"alpha": 1.5}, "alpha must lie in"),
     ("BPR", {"negatives": "zipf"}, "negatives must be one of"),
@@ -293,6 +295,18 @@ def test_bad_hyperparameters_are_config_errors(clusters, name, kwargs, match):
 def test_bpr_refuses_fold_in(fitted):
     with pytest.raises(ConfigError, match="fold_in is not available for BPR"):
         fitted["BPR"].fold_in(pd.DataFrame({"user": [999], "item": [0], "rating": [1.0]}))
+
+
+def test_experiment_files_accept_the_new_models():
+    doc = tomllib.loads(template_text("quickstart"))
+    doc["models"] = [{"model": "NeuMF", "layers": [[16, 8], [32, 16, 8]], "patience": "none"},
+                     {"model": "MultVAE", "hidden": [40, 10]}, {"model": "BPR", "negatives": "popularity"}]
+    doc["evaluation"] = {"metrics": ["hr@10"]}
+    models = parse_experiment(doc).models
+    assert [m.model for m in models] == ["NeuMF", "MultVAE", "BPR"]
+    doc["models"] = [{"model": "GMF", "negatives": "zipf"}]
+    with pytest.raises(ConfigError, match="negatives must be one of"):
+        parse_experiment(doc)
 
 
 # -- fold-in: strong generalization ------------------------------------------------------------------

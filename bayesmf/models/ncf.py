@@ -29,7 +29,7 @@ import numpy as np
 from bayesmf.engines import ncf as engine
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_nonnegative
-from bayesmf.models.neural import NeuralModel, carve_validation, epoch_negatives
+from bayesmf.models.neural import NeuralModel, carve_validation, epoch_negatives, layer_widths
 from bayesmf.validate import as_indices, check_positive_int
 
 SCORE_BLOCK_BYTES = 2**27
@@ -63,10 +63,7 @@ class _NCF(NeuralModel):
 
     # -- configuration ------------------------------------------------------------------------
     def _layers(self) -> tuple[int, ...]:
-        layers = self.layers
-        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__") or len(layers) < 2:
-            raise ConfigError(f"layers must list at least two layer widths, got {layers!r}")
-        widths = tuple(check_positive_int("layers entry", w) for w in layers)
+        widths = layer_widths("layers", self.layers, 2)
         if widths[0] % 2:
             raise ConfigError(f"layers[0] = {widths[0]} must be even: it is the concatenation of two embeddings")
         return widths

@@ -19,6 +19,20 @@ from bayesmf.models.fitting import ClassicalModel, seed_key
 from bayesmf.validate import check_fraction, check_positive_int
 
 
+def layer_widths(name: str, value, minimum: int) -> tuple[int, ...]:
+    """``value`` (a sequence of at least ``minimum`` positive integers; integral floats, as
+    experiment files' arrays of numbers arrive, are accepted) as a tuple of ints."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) < minimum:
+        raise ConfigError(f"{name} must list at least {minimum} layer width{'s' if minimum > 1 else ''}, "
+                          f"got {value!r}")
+    widths = []
+    for w in value:
+        if isinstance(w, (float, np.floating)) and float(w).is_integer():
+            w = int(w)
+        widths.append(check_positive_int(f"{name} entry", w))
+    return tuple(widths)
+
+
 def carve_validation(train, fraction: float, seed):
     """``(fit_part, valid_part)``: each user sends ``round(fraction * n_u)`` of their positives to
     validation and keeps at least one for training (:func:`bayesmf.data.splits.per_user` with

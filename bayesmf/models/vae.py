@@ -29,9 +29,9 @@ import numpy as np
 from bayesmf.engines import vae as engine
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_nonnegative
-from bayesmf.models.neural import NeuralModel, carve_validation
+from bayesmf.models.neural import NeuralModel, carve_validation, layer_widths
 from bayesmf.models.recommend import seen_pairs
-from bayesmf.validate import as_indices, check_int, check_positive_int
+from bayesmf.validate import as_indices, check_int
 
 SCORE_BLOCK_USERS = 1024
 """Users encoded and decoded together in :meth:`_MultAE.score_users`."""
@@ -74,10 +74,7 @@ class _MultAE(NeuralModel):
         self.progress = progress
 
     def _hidden(self) -> tuple[int, ...]:
-        hidden = self.hidden
-        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__len__") or len(hidden) < 1:
-            raise ConfigError(f"hidden must list at least one layer width, got {hidden!r}")
-        return tuple(check_positive_int("hidden entry", w) for w in hidden)
+        return layer_widths("hidden", self.hidden, 1)
 
     def _param_keys(self):
         return engine.param_keys(len(self._hidden()))
