@@ -1,7 +1,9 @@
 """Evaluation: rating accuracy, uncertainty quality and honest ranking metrics.
 
-Entry points: :func:`evaluate_ratings` and :func:`evaluate_ranking`. The individual metrics are
-exported too; each module's docstring states the definitions (with formulas):
+Entry points: :func:`evaluate_ratings` and :func:`evaluate_ranking`, which return an
+:class:`~bayesmf.metrics.results.EvaluationResult` (a dict that prints as a table of its scalar
+metrics). The individual metrics are exported too; each module's docstring states the definitions
+(with formulas):
 
 * :mod:`~bayesmf.metrics.rating` — RMSE, MAE, bootstrap intervals, per-user errors, posterior RMSE;
 * :mod:`~bayesmf.metrics.uncertainty` — coverage, width, NLL, CRPS, calibration, risk-coverage;
@@ -30,6 +32,7 @@ from bayesmf.metrics.ranking import (
     recall_at_k,
 )
 from bayesmf.metrics.rating import bootstrap_ci, mae, per_user_errors, posterior_rmse, rmse, rmse_per_draw
+from bayesmf.metrics.results import EvaluationResult
 from bayesmf.metrics.sampled import SAMPLED_WARNING, full_rank_metric, kr_correction, sampled_metrics, sampled_ranking
 from bayesmf.metrics.uncertainty import (
     calibration_area,
@@ -53,7 +56,8 @@ from bayesmf.metrics.uncertainty import (
 from bayesmf.predictive import PredictiveDistribution
 
 __all__ = [
-    "SAMPLED_WARNING", "BootstrapEnsemble", "ConformalDistribution", "ConformalRegressor", "PredictiveDistribution",
+    "SAMPLED_WARNING", "BootstrapEnsemble", "ConformalDistribution", "ConformalRegressor", "EvaluationResult",
+    "PredictiveDistribution",
     "auc", "bootstrap_ci", "calibration_area", "calibration_area_from_pit", "calibration_curve",
     "conformal_quantile", "coverage", "coverage_from_pit", "crps", "crps_gaussian", "crps_mixture", "crps_samples",
     "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "hit_rate",

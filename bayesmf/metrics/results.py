@@ -267,5 +267,5 @@ def _axes(ax):
         return ax
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=(4.5, 4.0))
+    _, ax = plt.subplots(figsize=(4.5, 4.0), layout="constrained")
     return ax
