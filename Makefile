@@ -40,10 +40,11 @@ dist: $(VENV)/.installed-dev
 
 # The documentation site into docs/_build/html (not committed), offline, warnings as errors; every
 # notebook in notebooks/ is executed with BAYESMF_FAST=1 (BAYESMF_NB_TIMEOUT: seconds per cell).
-# The generated API pages are rebuilt each time so that a removed object leaves no stale page.
+# Every page is rebuilt each time (-E, generated API pages removed first): a notebook or docstring
+# that no longer works fails the build even when its own file did not change.
 docs: $(VENV)/.installed-docs
 	rm -rf docs/api/generated
-	BAYESMF_FAST=1 $(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	BAYESMF_FAST=1 $(PY) -m sphinx -b html -E -W --keep-going -q docs docs/_build/html
 	@echo "documentation: docs/_build/html/index.html"
 
 clean:

@@ -68,31 +68,28 @@ numpydoc_show_class_members = False  # the class template lists members itself
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 add_module_names = False
+
+
 def _summary_outside_literals(doc, settings):
     """Autosummary's one-line summary, never cut inside an inline literal.
 
-    Docstrings here write dot products as "p_u . q_i" inside literals; autosummary's first-sentence rule would
-    end the summary at that " . " and leave an unterminated literal. When it does, the summary
-    is taken up to the first full stop outside literals of the first paragraph instead.
+    Docstrings here write dot products as "p_u . q_i" inside literals; autosummary's
+    first-sentence rule would end the summary at that " . " and leave the literal unterminated.
+    When it does, the summary runs to the first full stop outside literals of the first paragraph.
     """
     summary = _extract_summary(doc, settings)
     if summary.count("``") % 2 == 0:
         return summary
-    stanza = " ".join(line.strip() for line in _first_paragraph(doc))
-    parts = stanza.split("``")
-    for i, part in enumerate(parts):
-        if i % 2 == 0 and ". " in part + " ":
-            head = part[: (part + " ").index(". ") + 1]
-            return "``".join([*parts[:i], head])
-    return stanza
-
-
-def _first_paragraph(doc):
-    lines = [line for line in doc]
+    lines = list(doc)
     while lines and not lines[0].strip():
         lines.pop(0)
     end = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))
-    return lines[:end]
+    parts = " ".join(line.strip() for line in lines[:end]).split("``")
+    for i in range(0, len(parts), 2):  # even parts lie outside literals
+        text = parts[i] + " "
+        if ". " in text:
+            return "``".join([*parts[:i], text[: text.index(". ") + 1]])
+    return "``".join(parts)
 
 
 _extract_summary = sphinx.ext.autosummary.extract_summary
