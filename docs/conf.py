@@ -56,7 +56,9 @@ extensions = [
 
 root_doc = "index"
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints", "notebooks/.*"]
+# only the notebooks themselves come from notebooks/ (not its README or data files)
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints", "notebooks/.*", "notebooks/*.md",
+                    "notebooks/*.rst", "notebooks/**/*.md"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
 # --- API reference --------------------------------------------------------------------------
