@@ -22,6 +22,7 @@ ESTIMATOR_MODULES = {
     "SVDpp": "bayesmf.models.sgd",
     "BPMF": "bayesmf.models.bpmf",
     "PMF": "bayesmf.models.bpmf",
+    "EASE": "bayesmf.models.ease",
 }
 _LAZY = {
     **ESTIMATOR_MODULES,
