@@ -2,10 +2,11 @@
 
 Protocols (every rating an implicit positive, :func:`bayesmf.data.to_implicit`):
 
-* ``ml-1m``: MovieLens-1M, each user's latest positive held out (``leave_one_out(by="time")``,
-  the NCF protocol of He et al. 2017);
-* ``ml-latest-small``: MovieLens latest-small, the same temporal leave-last-out (its timestamps
-  are complete);
+* ``ml-1m``: MovieLens-1M, one positive per user held out (the NCF protocol of He et al. 2017
+  holds out the latest; the shared ML-1M copy lacks some timestamps, so a random one,
+  ``leave_one_out(by="random")``, as ``experiments/ncf-sampled-vs-full-ml1m.toml``);
+* ``ml-latest-small``: MovieLens latest-small, a temporal leave-last-out
+  (``leave_one_out(by="time")``: its timestamps are complete);
 * ``synthetic`` (``--quick``): a small BPMF synthetic set, a random positive held out.
 
 Each model is scored on the held-out positive over the full catalogue (HR@10, NDCG@10, training
@@ -13,7 +14,8 @@ items excluded) and with the sampled protocol (1 positive + 99 sampled negatives
 plus its Krichene-Rendle corrected estimate (:mod:`bayesmf.metrics.sampled`); the table ranks the
 models under both so that a change of order shows. Hyperparameters of ``EASE``, ``ImplicitALS``
 and ``BPR`` are chosen on a validation split carved from TRAINING
-(:func:`bayesmf.data.splits.validation_split`, the latest training positive of each user) by
+(:func:`bayesmf.data.splits.validation_split`: one training positive per user, the latest when
+the timestamps are complete, else a random one) by
 full-catalogue NDCG@10, then the model is refitted on the whole training set. ``BPMF`` is fitted
 on the training positives with their star ratings as values ("BPMF-on-positives"; on the
 all-ones implicit values it would have nothing to fit); the others on the implicit values (1).
@@ -103,7 +105,8 @@ def tune(cls, fixed: dict, grid: dict, train, log) -> tuple[dict, list]:
 
     if not grid:
         return fixed, []
-    fit_part, val = validation_split(train, by="time" if train.timestamps is not None else "random")
+    complete = train.timestamps is not None and not train.missing_timestamps
+    fit_part, val = validation_split(train, by="time" if complete else "random")
     trials = []
     for values in itertools.product(*grid.values()):
         point = dict(zip(grid, values, strict=True))
@@ -125,6 +128,10 @@ def load_protocol(dataset: str, data_dir, quick: bool):
         split = splits.leave_one_out(ratings, seed=0, by="random")
         return split.train, split.test, "synthetic 150 x 400, a random positive per user held out"
     ratings = datasets.load(DATASETS[dataset], data_dir)
+    if ratings.missing_timestamps:  # ML-1M: "latest" would be a guess for some users
+        split = splits.leave_one_out(ratings, seed=0, by="random")
+        return split.train, split.test, (f"{dataset}, a random positive per user held out (leave_one_out by='random'; "
+                                         f"{ratings.missing_timestamps:,} ratings have no timestamp)")
     split = splits.leave_one_out(ratings, seed=0, by="time")
     return split.train, split.test, f"{dataset}, latest positive per user held out (leave_one_out by='time')"
 
