@@ -128,3 +128,23 @@ def test_catalogue_too_large_names_size():
         EASE(max_items=4).fit(train)
     with pytest.raises(ConfigError, match="max_items"):
         EASE(max_items=0).fit(train)
+
+
+@pytest.mark.slow
+def test_ml100k_weights_match_numpy_and_beat_popularity(data_dir):
+    from bayesmf import datasets, splits
+    from bayesmf.data import to_implicit
+    from bayesmf.metrics import full_ranking
+    from bayesmf.models.baseline import Popularity
+
+    ratings, _ = to_implicit(datasets.load("movielens-100k", data_dir))
+    train, test = splits.leave_one_out(ratings, seed=0, by="random")
+    model = EASE(regularization=100.0).fit(train)
+    x = np.zeros(train.shape)
+    x[train.users, train.items] = 1.0
+    b = _numpy_ease(x, 100.0)
+    np.testing.assert_allclose(model.weights_, b, atol=2e-5)
+    np.testing.assert_allclose(model.score_users(np.arange(50)), x[:50] @ b, atol=1e-4)
+    ease = full_ranking(model, train, test, ks=(10,))["ndcg@10"]
+    popularity = full_ranking(Popularity().fit(train), train, test, ks=(10,))["ndcg@10"]
+    assert ease > popularity + 0.02
