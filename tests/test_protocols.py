@@ -154,3 +154,13 @@ def test_strong_generalization_ranking_refuses_overlap():
     model = EASE(regularization=1.0).fit(split.train)
     with pytest.raises(DataError, match="also in fold_in"):
         strong_generalization_ranking(model, split.fold_in, split.fold_in)
+
+
+def test_strong_generalization_ranking_refuses_a_model_of_other_items():
+    ratings, _ = to_implicit(_random_implicit())
+    split = strong_generalization(ratings, 4, seed=0)
+    other, _ = to_implicit(_random_implicit(raw_offset=5000))
+    model = EASE(regularization=1.0).fit(other)
+    assert model.n_items_ == split.train.n_items  # same catalogue size, other raw item IDs
+    with pytest.raises(DataError, match="item IDs differ"):
+        strong_generalization_ranking(model, split.fold_in, split.target)

@@ -6,6 +6,9 @@ order inside each part. A split knows which test users/items have no training ra
 (:attr:`Split.unseen_users`, :attr:`Split.unseen_items`); ``drop_unseen=True`` removes those test
 ratings and records how many in :attr:`Split.dropped`.
 
+:func:`strong_generalization` is the exception: it holds out whole users and returns a
+:class:`StrongSplit` (training users, and the held-out users' fold-in and target parts).
+
 Random choices come from ``numpy.random.default_rng(seed)``. ``random(r, 0.1, seed=42)`` is the
 common "MovieLens-1M 90/10" protocol: the training rows are the first 90% of
 ``default_rng(42).permutation(nnz)`` (test size ``round(0.1 * nnz)``).

@@ -387,6 +387,8 @@ def strong_generalization_ranking(model, fold_in: Ratings, target: Ratings, ks=(
     if not fold_in.same_index_space(target):
         raise DataError("fold_in and target must share ID maps and shape (use strong_generalization)")
     _check_model(model, fold_in)
+    if getattr(model, "item_map_", fold_in.item_map) != fold_in.item_map:
+        raise DataError("the model's item IDs differ from the split's: fit it on the split's train")
     overlap = fold_in.contains(target.users, target.items)
     if overlap.any():
         row = int(np.flatnonzero(overlap)[0])

@@ -73,8 +73,8 @@ class EASE(ClassicalModel):
     Parameters
     ----------
     regularization : float
-        The L2 penalty :math:`\lambda > 0` on ``B`` (Steck uses 500 on ML-20M and Netflix; small
-        data sets want smaller values: tune it on a validation split).
+        The L2 penalty :math:`\lambda > 0` on ``B``; the paper tunes it per data set (do the same
+        on a validation split carved from training).
     max_items : int
         Largest catalogue accepted: ``B`` is a dense ``m x m`` matrix (``4 m^2`` bytes in float32)
         and its inverse costs ``O(m^3)``; a larger catalogue raises :class:`ConfigError` naming
