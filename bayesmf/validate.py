@@ -14,7 +14,10 @@ import numpy as np
 
 from bayesmf.errors import ConfigError, DataError
 
-__all__ = ["as_indices", "check_fraction", "check_int", "check_positive_int"]
+__all__ = [
+    "as_indices", "as_std", "as_values", "check_fraction", "check_int", "check_ks", "check_level", "check_nonnegative",
+    "check_positive_int", "check_probability", "same_length",
+]
 
 
 def _is_int(value) -> bool:
@@ -47,6 +50,40 @@ def check_positive_int(name: str, value) -> int:
     if not _is_int(value) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_nonnegative(name: str, value) -> float:
+    """``value`` as a finite ``float`` >= 0 (anything ``float()`` accepts); ConfigError otherwise."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def check_ks(ks) -> tuple[int, ...]:
+    """Ranking cut-offs: one positive integer or a non-empty iterable of them, as a tuple of ints."""
+    ks = (ks,) if np.ndim(ks) == 0 else tuple(ks)
+    if not ks:
+        raise ConfigError("ks is empty: give at least one cut-off k >= 1")
+    return tuple(check_positive_int("k", k) for k in ks)
+
+
+def check_probability(name: str, q) -> np.ndarray:
+    """``q`` as a float64 array with every entry strictly inside (0, 1), else ConfigError naming ``name``."""
+    arr = np.asarray(q, dtype=np.float64)
+    if arr.size == 0 or not np.all((arr > 0) & (arr < 1)):
+        raise ConfigError(f"{name} must lie strictly between 0 and 1, got {q!r}")
+    return arr
+
+
+def check_level(level) -> float:
+    """A central-interval level, a scalar strictly inside (0, 1)."""
+    if np.ndim(level) != 0:
+        raise ConfigError(f"level must be a scalar in (0, 1), got {level!r}")
+    return float(check_probability("level", level))
 
 
 def check_fraction(name: str, value) -> float:
@@ -93,3 +130,37 @@ def as_indices(values, name: str, n: int | None = None, *, allow_integral_floats
                 f"(position {pos}; {int(bad.sum())} out of range in all)"
             )
     return out
+
+
+def as_values(name: str, x, allow_empty: bool = False) -> np.ndarray:
+    """``x`` as a finite 1-D float64 array; DataError naming ``name`` otherwise."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iufb":
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size == 0 and not allow_empty:
+        raise DataError(f"{name} is empty: nothing to evaluate")
+    arr = arr.astype(np.float64, copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{name} holds {float(arr[pos])} at position {pos} ({int(bad.sum())} non-finite entries)")
+    return arr
+
+
+def same_length(**arrays) -> int:
+    """The common length of the named arrays; DataError listing every length otherwise."""
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"mismatched lengths: {lengths}")
+    return next(iter(lengths.values()))
+
+
+def as_std(name: str, x) -> np.ndarray:
+    """A finite, non-negative 1-D standard deviation array."""
+    std = as_values(name, x)
+    if (std < 0).any():
+        pos = int(np.flatnonzero(std < 0)[0])
+        raise DataError(f"{name} must be >= 0; {name}[{pos}] = {float(std[pos])}")
+    return std

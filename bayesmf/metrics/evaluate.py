@@ -14,10 +14,10 @@ import numpy as np
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.metrics import rating, uncertainty
-from bayesmf.metrics._validate import as_values, same_length
 from bayesmf.metrics.ranking import full_ranking
 from bayesmf.metrics.sampled import sampled_ranking
 from bayesmf.predictive import PredictiveDistribution, check_level
+from bayesmf.validate import as_values, same_length
 
 __all__ = ["evaluate_ranking", "evaluate_ratings"]
 

@@ -43,9 +43,8 @@ from scipy.special import ndtr
 from scipy.stats import rankdata
 
 from bayesmf.errors import DataError
-from bayesmf.metrics._validate import as_std, as_values, same_length
-from bayesmf.models.base import check_positive_int
 from bayesmf.predictive import PredictiveDistribution, noise_matrix
+from bayesmf.validate import as_std, as_values, check_positive_int, same_length
 
 __all__ = [
     "DEFAULT_LEVELS", "calibration_area", "calibration_area_from_pit", "calibration_curve", "coverage",

@@ -15,13 +15,8 @@ from bayesmf.engines.als import RETRY_JITTER, solve_nonnegative
 from bayesmf.engines.chunks import build_gram_chunks, gram_rhs
 from bayesmf.engines.driver import iterate
 from bayesmf.engines.sparse import check_ratings
-from bayesmf.errors import ConfigError, DataError
+from bayesmf.errors import CholeskyRetryWarning, ConfigError, DataError
 from bayesmf.models.base import FactorModel, check_nonnegative, check_positive_int
-
-
-class CholeskyRetryWarning(RuntimeWarning):
-    """A batched Cholesky factorisation failed (matrix not positive definite in floating point)
-    and the half step was solved again with a small jitter."""
 
 
 class ClassicalModel(FactorModel):

@@ -346,9 +346,7 @@ class RecommendMixin:
         """A function ``users (b,) -> scores (b, m)`` over ``cols`` (None = the catalogue)."""
         if self.is_bayesian:
             return lambda users: self.score_users(users, cols, how=how, q=q, seed=seed)
-        from bayesmf.models.base import FactorModel
-
-        if type(self).score_users is not FactorModel.score_users:
+        if not self._scores_are_linear():
             return lambda users: self.score_users(users, cols)  # a subclass's own rule (SVD++ ...)
         # The plain linear model: item side moved to the device once, users gathered per batch.
         sel = slice(None) if cols is None else cols
@@ -612,9 +610,7 @@ class RecommendMixin:
         has_f, has_b = self.user_factors_ is not None, self.user_bias_ is not None
         if not (has_f or has_b):
             return {}
-        from bayesmf.models.base import FactorModel
-
-        if self.is_bayesian or type(self).score_users is not FactorModel.score_users:
+        if not self._scores_are_linear():
             # The ridge solution is the right answer only for the plain linear model.
             raise ConfigError(
                 f"fold_in is not available for {type(self).__name__}: it does not score with "
