@@ -15,13 +15,22 @@ class ExportMixin:
     """:meth:`export_factors`."""
 
     def export_factors(self, path, format: str = "parquet") -> Path:  # noqa: A002
-        """Write the factors for scoring in another system; returns the directory ``path``.
+        """Write the factors for scoring in another system, atomically (like :meth:`save`).
 
-        Files: ``users.<ext>`` and ``items.<ext>`` with a raw-ID column (``user``/``item``),
-        ``bias`` when the model has that bias, and ``f0 .. f{r-1}`` for the factors (posterior
-        means for Bayesian models); ``factors.json`` holds ``global_mean``, ``rank``,
-        ``rating_scale`` and the scoring rule ``mu + b_u + c_i + sum_f u_f * i_f``. ``format`` is
-        ``"parquet"`` (needs pyarrow) or ``"csv"``. Written atomically, like :meth:`save`.
+        Parameters
+        ----------
+        path : str or Path
+            Output directory (replaced when it holds an earlier export).
+        format : {"parquet", "csv"}
+            ``"parquet"`` needs pyarrow.
+
+        Returns
+        -------
+        Path
+            The directory, holding ``users.<ext>`` and ``items.<ext>`` (a raw-ID column
+            ``user``/``item``, ``bias`` when the model has that bias, ``f0 .. f{r-1}`` the factors,
+            posterior means for Bayesian models) and ``factors.json`` (``global_mean``, ``rank``,
+            ``rating_scale`` and the scoring rule ``mu + b_u + c_i + sum_f u_f * i_f``).
         """
         import json
 

@@ -38,14 +38,26 @@ __all__ = ["FoldInMixin", "nonnegative_fold_in", "nonnegative_rows", "ridge_rows
 
 @partial(jax.jit, static_argnames="minimum_norm")
 def ridge_rows(chunks, features, penalty, minimum_norm: bool = False):
-    """Per-row ridge solutions ``x_r = (Z_r^T Z_r + diag(penalty_r))^-1 Z_r^T y_r``.
+    r"""Per-row ridge solutions :math:`x_r = (Z_r^\top Z_r + \mathrm{diag}(\lambda_r))^{-1} Z_r^\top y_r`.
 
-    ``chunks``: the rows' ratings (:mod:`bayesmf.engines.chunks`; targets ``y`` as values,
-    columns indexing ``features``);
-    ``features`` (n_cols, d) the rows of ``Z``; ``penalty`` (n_rows, d) >= 0. Batched Cholesky;
-    ``minimum_norm=True`` (some penalty is 0, the system may be singular) uses the pseudo-inverse,
-    i.e. the minimum-norm least-squares solution. One compiled call: op-by-op dispatch would cost
-    more than the maths for the few-ratings systems of a fold-in. Returns (n_rows, d).
+    Batched Cholesky, one compiled call (op-by-op dispatch would cost more than the maths for
+    the few-ratings systems of a fold-in).
+
+    Parameters
+    ----------
+    chunks : bayesmf.engines.chunks.Chunks
+        The rows' ratings: targets ``y`` as values, columns indexing ``features``.
+    features : jax.Array, shape (n_cols, d)
+        The rows of ``Z``.
+    penalty : jax.Array, shape (n_rows, d)
+        Ridge penalties :math:`\lambda_r >= 0`.
+    minimum_norm : bool
+        Some penalty is 0 and a system may be singular: use the pseudo-inverse (the minimum-norm
+        least-squares solution) instead of Cholesky.
+
+    Returns
+    -------
+    jax.Array, shape (n_rows, d)
     """
     gram, rhs, _ = gram_rhs(chunks, features)
     precision = gram + penalty[:, :, None] * jnp.eye(features.shape[1], dtype=features.dtype)
@@ -56,10 +68,25 @@ def ridge_rows(chunks, features, penalty, minimum_norm: bool = False):
 
 @partial(jax.jit, static_argnames=("steps", "free_bias"))
 def nonnegative_rows(chunks, features, penalty, steps: int, free_bias: bool):
-    """Per-row ``argmin_x 1/2 x^T (Z_r^T Z_r + diag(penalty_r)) x - x^T Z_r^T y_r`` with the factor
-    entries of ``x`` >= 0 (the last one free when ``free_bias``), by ``steps`` passes of projected
-    coordinate descent from zero (:func:`bayesmf.engines.als.solve_nonnegative`). Shapes as in
-    :func:`ridge_rows`; returns (n_rows, d)."""
+    r"""Per-row non-negative ridge solutions by projected coordinate descent.
+
+    Minimises :math:`\tfrac12 x^\top (Z_r^\top Z_r + \mathrm{diag}(\lambda_r)) x - x^\top Z_r^\top y_r`
+    subject to the factor entries of ``x`` being >= 0 (the last entry free when ``free_bias``),
+    by ``steps`` passes from zero (:func:`bayesmf.engines.als.solve_nonnegative`).
+
+    Parameters
+    ----------
+    chunks, features, penalty
+        As in :func:`ridge_rows`.
+    steps : int
+        Coordinate-descent passes.
+    free_bias : bool
+        The last column of ``features`` is the constant of a free-sign bias.
+
+    Returns
+    -------
+    jax.Array, shape (n_rows, d)
+    """
     gram, rhs, _ = gram_rhs(chunks, features)
     precision = gram + penalty[:, :, None] * jnp.eye(features.shape[1], dtype=features.dtype)
     x0 = jnp.zeros((penalty.shape[0], features.shape[1] - free_bias), features.dtype)
@@ -67,10 +94,33 @@ def nonnegative_rows(chunks, features, penalty, steps: int, free_bias: bool):
 
 
 def nonnegative_fold_in(model, new, lam_factors, lam_bias, steps: int) -> dict:
-    """Fold-in for ``r_hat = mu + b_u + c_i + p_u . q_i`` with ``p_u >= 0`` (``b_u`` free when the
-    model has biases): per new user, ``argmin sum_{i in N(u)} (r_ui - mu - c_i - p.q_i - b)^2
-    + lam_factors |p|^2 + lam_bias b^2`` subject to ``p >= 0``, by projected coordinate descent
-    (``steps`` passes from zero) on the normal equations. ``lam_*`` (n_new,)."""
+    r"""Fold-in for :math:`\hat r_{ui} = \mu + b_u + c_i + p_u \cdot q_i` with :math:`p_u \ge 0`.
+
+    Per new user, :math:`\arg\min \sum_{i \in N(u)} (r_{ui} - \mu - c_i - p \cdot q_i - b)^2 +
+    \lambda_f \lVert p\rVert^2 + \lambda_b b^2` subject to :math:`p \ge 0` (:math:`b` free, present
+    when the model has biases), by :func:`nonnegative_rows`. ALS (``nonnegative=True``) and NMF
+    solve their fold-ins with it.
+
+    Parameters
+    ----------
+    model : FactorModel
+        The fitted model (its item factors, item biases and global mean).
+    new : bayesmf.data.Ratings
+        The new users' ratings, users ``0..new.n_users-1``, items in the model's index space.
+    lam_factors, lam_bias : ndarray, shape (new.n_users,)
+        The penalties :math:`\lambda_f`, :math:`\lambda_b` per user.
+    steps : int
+        Coordinate-descent passes.
+
+    Returns
+    -------
+    dict
+        ``{"user_factors_": (n, rank), "user_bias_": (n,) or None}``.
+
+    References
+    ----------
+    D. D. Lee and H. S. Seung, "Algorithms for non-negative matrix factorization", NeurIPS 2001.
+    """
     dtype = np.asarray(model.item_factors_).dtype
     biased = model.user_bias_ is not None
     targets = new.values.astype(dtype) - dtype.type(model.global_mean_)
@@ -97,14 +147,23 @@ class FoldInMixin:
     out (chains, draws, n_users, rank)."""
 
     def fold_in(self, new_ratings, *, user: str = "user", item: str = "item", rating: str = "rating"):
-        """Add users unseen in training from their ratings, without retraining; returns ``self``.
+        """Add users unseen in training from their ratings, without retraining.
 
-        ``new_ratings``: a DataFrame with columns ``user``, ``item``, ``rating`` (names
-        configurable) or a :class:`~bayesmf.data.Ratings`, in raw IDs. Every user must be new and
-        every item known. The new users' factors come from :meth:`_fold_in_solve` given the
-        item-side parameters (default: the exact regularised least-squares solution), their IDs
-        extend ``user_map_`` (existing indices never change), and their rated items count as seen,
-        so :meth:`recommend` excludes them. ``item_counts_`` (training popularity) is unchanged.
+        The new users' parameters come from :meth:`_fold_in_solve` given the item side (default:
+        the exact ridge solution of the module docstring); their IDs extend ``user_map_``
+        (existing indices never change) and their rated items count as seen, so
+        :meth:`recommend` excludes them. ``item_counts_`` (training popularity) is unchanged.
+
+        Parameters
+        ----------
+        new_ratings : pandas.DataFrame or bayesmf.data.Ratings
+            Ratings in raw IDs; every user must be new and every item known.
+        user, item, rating : str
+            Column names of a DataFrame.
+
+        Returns
+        -------
+        self
         """
         self._require_fitted()
         raw_users, raw_items, values = self._fold_in_input(new_ratings, user, item, rating)
@@ -157,10 +216,21 @@ class FoldInMixin:
         return data[user].to_numpy(), data[item].to_numpy(), values
 
     def fold_in_penalty(self, counts: np.ndarray):
-        """Ridge penalties ``(lambda_factors, lambda_bias)``, each (n,), for new users with
-        ``counts`` ratings. Default: ``self.regularization`` (0 when absent) on the factors and
-        ``self.bias_regularization`` (when present and not None; else the same value) on the bias.
-        Models with another regulariser (e.g. weighted-lambda ``lambda * n_u``) override this."""
+        r"""Ridge penalties of new users' factors and biases for the default fold-in solve.
+
+        Default: ``self.regularization`` (0 when absent) on the factors and
+        ``self.bias_regularization`` (when present and not None; else the same value) on the
+        bias. Models with another regulariser (e.g. weighted-lambda :math:`\lambda n_u`) override it.
+
+        Parameters
+        ----------
+        counts : ndarray, shape (n,)
+            Each new user's number of ratings.
+
+        Returns
+        -------
+        lam_factors, lam_bias : ndarray of float64, shape (n,)
+        """
         reg = self._penalty_value("regularization", 0.0)
         bias_reg = self._penalty_value("bias_regularization", reg)
         return np.full(counts.shape, reg, np.float64), np.full(counts.shape, bias_reg, np.float64)

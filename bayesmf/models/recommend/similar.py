@@ -33,32 +33,83 @@ class SimilarMixin:
     """:meth:`similar_items`, :meth:`similar_users` and their index-space versions."""
 
     def similar_items(self, items=None, k: int = 10, *, metric: str = "cosine", batch_size: int | None = None):
-        """The ``k`` items most similar to each of ``items`` (raw IDs; default: the catalogue).
+        """The ``k`` items most similar to each of ``items``, as a DataFrame in raw IDs.
 
-        DataFrame with columns ``item``, ``similar_item`` (raw IDs), ``score``, ``rank`` (1..k).
-        See :meth:`similar_items_indices` for the similarity.
+        Parameters
+        ----------
+        items : array-like of raw item IDs, optional
+            Query items (default: the whole catalogue).
+        k : int
+            Neighbours per query, ``1 <= k <= n_items - 1``; the query itself is never one.
+        metric : {"cosine", "dot"}
+            Similarity of the factor vectors (posterior-averaged for Bayesian models; see the
+            module docstring).
+        batch_size : int, optional
+            Most queries compared at once.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item``, ``similar_item`` (raw IDs), ``score`` (float32), ``rank`` (1..k).
         """
         return self._similar_frame("item", items, k, metric, batch_size)
 
     def similar_users(self, users=None, k: int = 10, *, metric: str = "cosine", batch_size: int | None = None):
-        """The ``k`` users most similar to each of ``users`` (raw IDs; default: all users); columns
-        ``user``, ``similar_user``, ``score``, ``rank``."""
+        """:meth:`similar_items` for users: columns ``user``, ``similar_user``, ``score``, ``rank``.
+
+        Parameters
+        ----------
+        users : array-like of raw user IDs, optional
+            Query users (default: all of them).
+        k, metric, batch_size
+            As in :meth:`similar_items`.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return self._similar_frame("user", users, k, metric, batch_size)
 
     def similar_items_indices(self, item_indices, k: int = 10, *, metric: str = "cosine", batch_size=None):
-        """``(items, scores)`` (n, k): nearest items by factor similarity, the query itself excluded.
+        r"""Nearest items by factor similarity, in index space.
 
-        ``metric="cosine"``: ``q_i . q_j / (|q_i| |q_j|)`` (0 when a factor vector is zero);
-        ``"dot"``: ``q_i . q_j``. Models with posterior samples ``item_samples_`` (S, n, r)
-        average the similarity over the S samples, computed as one matmul of the samples
-        concatenated along the factor axis and scaled by ``1/sqrt(S)`` (leading axes of the
-        samples, e.g. (chains, draws, n, r), are flattened into S).
+        ``metric="cosine"``: :math:`q_i \cdot q_j / (\lVert q_i\rVert \lVert q_j\rVert)` (0 when a
+        vector is zero); ``"dot"``: :math:`q_i \cdot q_j`. With posterior samples
+        ``item_samples_`` (S, n, r), or more leading axes flattened into S, the similarity is the
+        average over the samples.
+
+        Parameters
+        ----------
+        item_indices : array-like of int
+            Query items.
+        k, metric, batch_size
+            As in :meth:`similar_items`.
+
+        Returns
+        -------
+        items : ndarray of int64, shape (n_queries, k)
+            Neighbour indices, most similar first.
+        scores : ndarray of float32, shape (n_queries, k)
+            Their similarities.
         """
         idx = as_indices(item_indices, "item_indices", self.n_items_)
         return self._similar(self._embeddings("item", metric), idx, k, batch_size)
 
     def similar_users_indices(self, user_indices, k: int = 10, *, metric: str = "cosine", batch_size=None):
-        """:meth:`similar_items_indices` for users (``user_factors_`` / ``user_samples_``)."""
+        """:meth:`similar_items_indices` for users (``user_factors_`` / ``user_samples_``).
+
+        Parameters
+        ----------
+        user_indices : array-like of int
+            Query users.
+        k, metric, batch_size
+            As in :meth:`similar_items`.
+
+        Returns
+        -------
+        users, scores : ndarray, shape (n_queries, k)
+            As in :meth:`similar_items_indices`.
+        """
         idx = as_indices(user_indices, "user_indices", self.n_users_)
         return self._similar(self._embeddings("user", metric), idx, k, batch_size)
 

@@ -93,27 +93,51 @@ class TopKMixin:
         seed: int = 0,
         batch_size: int | None = None,
     ):
-        """Top-``k`` items for each of ``users`` (raw IDs; default: every known user), as a DataFrame.
+        r"""Top-``k`` items for each of ``users``, as a DataFrame in raw IDs.
 
-        Columns: ``user`` and ``item`` (raw IDs), ``score`` (the ranking score: unclipped
-        prediction times weight, float32), ``rank`` (1..k); Bayesian models add ``std``, the
-        standard deviation of the recommended pair's score (``score_std_users``; absent when the
-        model has no posterior draws, ``has_draws`` False). Rows follow the order of
-        ``users`` (duplicates allowed), then rank. A user with fewer than ``k`` allowed items gets
-        fewer rows.
+        Each user's items are ranked by ``S[u, j] * w_j`` over the allowed items (see the module
+        docstring): the model's unclipped score times the item's weight.
 
-        ``candidates``: raw item IDs to choose from (default: the catalogue). ``filter``: which
-        items may be recommended, a boolean array over the catalogue in index order or a boolean
-        ``pandas.Series`` indexed by raw item ID (items absent from the Series are allowed).
-        ``weights``: finite, non-negative per-item multipliers applied to the scores before the
-        top-k, an array in index order or a ``Series`` by raw item ID (absent items weigh 1).
-        Multiplicative weights assume non-negative scores (ratings); for models whose scores can
-        be negative, shift the scores or use ``filter``.
+        Parameters
+        ----------
+        users : array-like of raw user IDs, optional
+            Duplicates allowed; default: every known user, in index order.
+        k : int
+            Items per user, ``1 <= k <= n_items``.
+        exclude_seen : bool
+            Leave out items the user rated in training or fold-in.
+        candidates : array-like of raw item IDs, optional
+            The items to choose from, each listed once (default: the catalogue).
+        filter : bool array (n_items,) or pandas.Series of bool by raw item ID, optional
+            Which items may be recommended; items absent from a Series are allowed.
+        weights : float array (n_items,) or pandas.Series by raw item ID, optional
+            Finite, non-negative multipliers of the scores (absent items weigh 1). They assume
+            non-negative scores (ratings); for models whose scores can be negative use ``filter``.
+        unknown : {"error", "fallback"}
+            A user ID not in the model raises, or gets the cold-start ranking
+            (:meth:`cold_start_scores`) with nothing excluded and ``std`` NaN.
+        how : {"mean", "quantile", "thompson"}
+            The score of a Bayesian model: posterior mean, Gaussian upper ``q`` quantile, or one
+            posterior draw per user keyed by ``seed``; point models take ``"mean"`` only.
+        q : float
+            Quantile level for ``how="quantile"``, strictly inside (0, 1).
+        seed : int
+            Seed of the Thompson draws.
+        batch_size : int, optional
+            Most users scored at once (default: what fits :data:`SCORE_BUDGET_BYTES`).
 
-        ``unknown="error"`` raises on a user ID not in the model; ``"fallback"`` gives such users
-        the cold-start ranking (:meth:`cold_start_scores`: ``mu + c_i`` when the model has item
-        biases, else popularity), with nothing to exclude (and ``std`` NaN). ``how``/``q``/``seed`` choose the score
-        of Bayesian models (see the module docstring); ``batch_size`` caps the users per batch.
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user``, ``item`` (raw IDs), ``score`` (float32), ``rank`` (1..k) and, for a
+            Bayesian model with posterior draws, ``std`` (the score's posterior standard
+            deviation, :meth:`score_std_users`). Rows follow ``users``, then rank; a user with
+            fewer than ``k`` allowed items has fewer rows.
+
+        References
+        ----------
+        O. Chapelle and L. Li, "An empirical evaluation of Thompson sampling", NeurIPS 2011
+        (``how="thompson"``).
         """
         import pandas as pd
 
@@ -164,13 +188,29 @@ class TopKMixin:
         batch_size: int | None = None,
         return_std: bool = False,
     ):
-        """:meth:`recommend` in index space: ``(items, scores)``, each (len(user_indices), k).
+        """:meth:`recommend` in index space, for known users.
 
-        ``items`` int64 item indices, best first, ``-1`` where fewer than ``k`` items are allowed;
-        ``scores`` float32, ``NaN`` there. ``candidates`` are item indices; ``filter``/``weights``
-        arrays over the catalogue in index order. ``return_std=True`` (Bayesian models) also
-        returns the predictive std of each recommended pair (a third array, ``NaN`` for padding).
-        Every index must be a known user (use :meth:`recommend` for cold-start fallback).
+        Parameters
+        ----------
+        user_indices : array-like of int
+            User indices in ``0..n_users-1`` (duplicates allowed).
+        k, exclude_seen, how, q, seed, batch_size
+            As in :meth:`recommend`.
+        candidates : array-like of int, optional
+            Item indices to choose from, each listed once.
+        filter, weights : array (n_items,), optional
+            As in :meth:`recommend`, in item index order only.
+        return_std : bool
+            Also return each recommended pair's posterior std (Bayesian models only).
+
+        Returns
+        -------
+        items : ndarray of int64, shape (len(user_indices), k)
+            Item indices, best first; ``-1`` where fewer than ``k`` items are allowed.
+        scores : ndarray of float32, same shape
+            Their scores; ``NaN`` for padding.
+        std : ndarray of float32, same shape
+            Only with ``return_std=True``: the scores' posterior std, ``NaN`` for padding.
         """
         self._require_fitted()
         users = as_indices(user_indices, "user_indices", self.n_users_)
@@ -185,8 +225,14 @@ class TopKMixin:
         return (items, scores, std) if return_std else (items, scores)
 
     def cold_start_scores(self) -> np.ndarray:
-        """Scores (n_items,) used for users the model does not know: ``mu + c_i`` if the model has
-        item biases, otherwise the training popularity ``item_counts_``. Subclasses may override."""
+        """Scores of every item for a user the model does not know.
+
+        Returns
+        -------
+        ndarray of float32, shape (n_items,)
+            ``mu + c_i`` when the model has item biases, otherwise the training popularity
+            ``item_counts_``. Subclasses may override.
+        """
         if self.item_bias_ is not None:
             return (self.global_mean_ + np.asarray(self.item_bias_)).astype(np.float32)
         return np.asarray(self.item_counts_, dtype=np.float32)
