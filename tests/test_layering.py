@@ -189,3 +189,17 @@ def test_every_package_declares_all(package):
     names = [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
              for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
     assert "__all__" in names, f"{package} has no __all__"
+
+
+def test_every_exception_class_is_defined_in_errors():
+    """Exceptions and warnings live in ``bayesmf/errors.py`` (other modules may re-export them)."""
+    elsewhere = []
+    for module, path in MODULES.items():
+        if module == "bayesmf.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+                if any(b.endswith(("Error", "Warning", "Exception")) for b in bases):
+                    elsewhere.append(f"{module}.{node.name}")
+    assert elsewhere == []

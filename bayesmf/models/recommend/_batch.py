@@ -91,7 +91,10 @@ def top_rows(raw, allowed, weights, k, rows):
         raise DataError(f"the scores for {which} contain NaN or inf; refusing to rank them")
     return values, columns
 
+
 def store_rows(rows, top, cols, items, scores):
+    """Write a batch's top-k ``(values, columns)`` into rows ``rows`` of ``items``/``scores`` (in
+    place), mapping columns back to item indices through ``cols`` (None: the catalogue)."""
     values, columns = (np.asarray(t)[: rows.size] for t in top)
     k = columns.shape[1]
     items[rows, :k] = columns if cols is None else cols[columns]
