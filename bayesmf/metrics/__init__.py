@@ -22,6 +22,7 @@ from bayesmf.metrics.evaluate import evaluate_ranking, evaluate_ratings
 from bayesmf.metrics.ranking import (
     auc,
     full_ranking,
+    heldout_metrics,
     hit_rate,
     map_at_k,
     mrr,
@@ -30,6 +31,7 @@ from bayesmf.metrics.ranking import (
     rank_relevant,
     ranking_metrics,
     recall_at_k,
+    strong_generalization_ranking,
 )
 from bayesmf.metrics.rating import bootstrap_ci, mae, per_user_errors, posterior_rmse, rmse, rmse_per_draw
 from bayesmf.metrics.results import EvaluationResult
@@ -60,9 +62,10 @@ __all__ = [
     "PredictiveDistribution",
     "auc", "bootstrap_ci", "calibration_area", "calibration_area_from_pit", "calibration_curve",
     "conformal_quantile", "coverage", "coverage_from_pit", "crps", "crps_gaussian", "crps_mixture", "crps_samples",
-    "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "hit_rate",
+    "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "heldout_metrics",
+    "hit_rate",
     "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k", "mixture_nll", "mrr", "ndcg_at_k",
     "per_user_errors", "pit", "posterior_rmse", "precision_at_k", "rank_relevant", "ranking_metrics", "recall_at_k",
     "risk_coverage", "rmse", "rmse_by_std_bin", "rmse_per_draw", "sampled_metrics", "sampled_ranking",
-    "spearman_error_std",
+    "spearman_error_std", "strong_generalization_ranking",
 ]
