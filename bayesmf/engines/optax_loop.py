@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bayesmf.engines.driver import DivergenceError, progress_bar
-from bayesmf.errors import ConfigError
+from bayesmf.engines.driver import progress_bar
+from bayesmf.errors import ConfigError, DivergenceError
 
 OPTIMIZERS = ("adam", "sgd", "adagrad")
 
