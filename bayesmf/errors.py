@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BayesmfError", "CholeskyRetryWarning", "ConfigError", "ConvergenceWarning", "DataError", "DataNotFoundError",
-    "DivergenceError", "OutputBusyError", "ParseError", "ResumeWarning",
+    "DivergenceError", "OutputBusyError", "ParseError", "ResumeWarning", "TrainingDivergedError",
 ]
 
 
@@ -72,3 +72,16 @@ class DivergenceError(BayesmfError, FloatingPointError):
 class CholeskyRetryWarning(RuntimeWarning):
     """A batched Cholesky factorisation failed (matrix not positive definite in floating point)
     and the half step was solved again with a small jitter."""
+
+
+class TrainingDivergedError(DivergenceError):
+    """The training loss (or the validation loss) became NaN or infinite.
+
+    ``epoch`` (0-based) and ``learning_rate`` name where and with what it happened; ``partial``
+    holds the last good parameters (those after the previous epoch, or the initial ones) as a
+    pytree of NumPy arrays."""
+
+    def __init__(self, message: str, epoch: int, learning_rate: float, partial=None):
+        super().__init__(message, partial)
+        self.epoch = epoch
+        self.learning_rate = learning_rate

@@ -37,22 +37,9 @@ import numpy as np
 import optax
 
 from bayesmf.engines.driver import progress_bar
-from bayesmf.errors import ConfigError, DivergenceError
+from bayesmf.errors import ConfigError, TrainingDivergedError  # noqa: F401 - re-exported
 
 OPTIMIZERS = ("adam", "sgd", "adagrad")
-
-
-class TrainingDivergedError(DivergenceError):
-    """The training loss (or the validation loss) became NaN or infinite.
-
-    ``epoch`` (0-based) and ``learning_rate`` name where and with what it happened; ``partial``
-    holds the last good parameters (those after the previous epoch, or the initial ones) as a
-    pytree of NumPy arrays."""
-
-    def __init__(self, message: str, epoch: int, learning_rate: float, partial=None):
-        super().__init__(message, partial)
-        self.epoch = epoch
-        self.learning_rate = learning_rate
 
 
 class TrainState(NamedTuple):
