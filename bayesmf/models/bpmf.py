@@ -25,13 +25,12 @@ import numpy as np
 
 from bayesmf.data.ratings import Ratings
 from bayesmf.engines.als import init_factors
-from bayesmf.engines.driver import iterate
+from bayesmf.engines.driver import content_digest, iterate, run
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.models.base import FactorModel, check_dtype, check_positive_int
 from bayesmf.posterior import gibbs
-from bayesmf.posterior.map import MapState, als_step, make_adam_step
+from bayesmf.posterior import map as map_kernels
 from bayesmf.posterior.model import Prior
-from bayesmf.posterior.sampler import content_digest, run_sampler
 from bayesmf.validate import as_indices
 
 INFERENCES = ("gibbs", "nuts", "svi", "map")
@@ -475,27 +474,30 @@ class BPMF(FactorModel):
             return state.U, state.V
         # PMF MAP with the hyperparameters at their prior means: Lambda = nu0 W0, mu = 0.
         lam = prior.nu * prior.w0
-        start = MapState(state.U, state.V)
         if self.map_method == "als":
-            step = functools.partial(als_step, data=data, alpha=prior.alpha, lam=lam)
-            final, hist = iterate(step, start, self.map_iter, None, progress=self.progress, desc="PMF MAP")
+            kernel, desc = map_kernels.build_kernel(data, prior.alpha, lam), "PMF MAP"
         else:
-            opt, adam_step = make_adam_step(data, prior.alpha, lam, 0.01, None)
-            params = (start.U, start.V)
-            carry, hist = iterate(jax.jit(adam_step), (params, opt.init(params)), self.map_iter, key,
-                                  progress=self.progress, desc="PMF MAP (adam)")
-            final = MapState(*carry[0])
+            kernel, desc = map_kernels.build_adam_kernel(data, prior.alpha, lam, 0.01, None), "PMF MAP (adam)"
+        final, hist = iterate(kernel, kernel.init(state.U, state.V), self.map_iter, key, progress=self.progress,
+                              desc=desc)
         self.history_.update({f"map_{k}": v for k, v in hist.items()})
-        return final.U, final.V
+        U, V = final.params if self.map_method == "adam" else final
+        return U, V
 
     def _gibbs_result(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype, *, n_warmup: int, n_samples: int,
                       chains: int, thin: int = 1, keep_every: int = 1, track: Ratings | None = None, checkpoint=None,
                       desc: str = "BPMF Gibbs", rescale: bool | None = None):
-        """``run_sampler`` over Gibbs sweeps from the factors ``(U0, V0)``, every chain from the
-        same start; kept draws of every site of the model; the posterior-predictive moments at the
-        pairs of ``track`` (a :class:`Ratings`) when given."""
-        base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
-                          dtype=dtype, offset=self.global_mean_)
+        """The driver (:func:`~bayesmf.engines.driver.run`) over the Gibbs kernel's sweeps from
+        the factors ``(U0, V0)``, every chain from the same start; kept draws of every site of the
+        model; the posterior-predictive moments at the pairs of ``track`` (a :class:`Ratings`)
+        when given."""
+        # the short run that starts NUTS goes without the invariance moves: its draws' variance is
+        # NUTS's mass matrix, and along the moves' ridges it is a spread that NUTS, moving the
+        # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
+        rescale = bool(self.gibbs_rescale) if rescale is None else rescale
+        kernel = gibbs.build_kernel(data, prior, rescale)
+        base = kernel.init(jax.random.PRNGKey(self.seed), train.n_users, train.n_items, U=U0, V=V0, dtype=dtype,
+                           offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
         if chains > 1:
             U, V = overdispersed_starts(np.asarray(U0), np.asarray(V0), chains, self.seed)
@@ -506,19 +508,14 @@ class BPMF(FactorModel):
         def collect(state):
             return {site: getattr(state, site) for site in sites}
 
-        # the short run that starts NUTS goes without the invariance moves: its draws' variance is
-        # NUTS's mass matrix, and along the moves' ridges it is a spread that NUTS, moving the
-        # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
-        rescale = bool(self.gibbs_rescale) if rescale is None else rescale
-        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior, rescale=rescale)
         track_fn = None
         if track is not None:
             track_fn = functools.partial(gibbs.pair_predictions, users=jnp.asarray(track.users),
                                          items=jnp.asarray(track.items))
-        return run_sampler(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
-                           collect=collect, keep_every=keep_every, track=track_fn, progress=self.progress, desc=desc,
-                           checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
-                           fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
+        return run(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin, collect=collect,
+                   keep_every=keep_every, track=track_fn, draw_axis=1, progress=self.progress, desc=desc,
+                   checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
+                   fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
 
     def _chain_fingerprint(self, train: Ratings, track: Ratings | None) -> dict:
         """What identifies a Gibbs chain, for its checkpoint: the training triples and the tracked

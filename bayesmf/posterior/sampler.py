@@ -26,9 +26,7 @@ from bayesmf.engines.driver import (  # noqa: F401  (re-exported: the sampler's 
     non_finite_fields,
     run,
 )
-
-# The jitter of the retry of a sweep whose factorisation failed (added to every precision matrix).
-RETRY_JITTER = 1e-5
+from bayesmf.posterior.gibbs import RETRY_JITTER
 
 SamplerResult = RunResult
 
