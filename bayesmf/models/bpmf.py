@@ -42,31 +42,9 @@ from bayesmf.models.inference import (
     resolve,
 )
 from bayesmf.posterior import gibbs
-from bayesmf.posterior import map as map_kernels
+from bayesmf.posterior.bpmf_model import ALL_SITES, BIAS_SITES, HYPER_SITES, NOISE_SITES, BPMFModel
 from bayesmf.posterior.model import Prior
 from bayesmf.validate import as_indices
-
-HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
-BIAS_SITES = ("b_U", "b_V", "bias_precision_U", "bias_precision_V")
-NOISE_SITES = ("tau", "kappa")  # noise="heteroscedastic": per-user and per-item precision factors
-
-
-@jax.jit
-def _pair_moments(U, V, BU, BV, users, items, global_mean):
-    """Mean and variance over draws of ``m + b_s + c_s + u_s . v_s`` at pairs; U (S, n_users, D),
-    BU (S, n_users). A scan over draws keeps memory O(pairs), whatever the number of draws.
-    """
-
-    def body(carry, draw):
-        u, v, bu, bv = draw
-        f = global_mean + bu[users] + bv[items] + jnp.sum(u[users] * v[items], axis=-1)
-        return (carry[0] + f, carry[1] + f * f), None
-
-    zeros = jnp.zeros(users.shape, U.dtype)
-    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V, BU, BV))
-    n = U.shape[0]
-    mean = s1 / n
-    return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
 
 
 @jax.jit
@@ -292,6 +270,12 @@ class BPMF(FactorModel):
         self.dtype = dtype
 
     # -- configuration ------------------------------------------------------------------------
+    def bayesian_model(self, prior: Prior | None = None) -> BPMFModel:
+        """The model behind the estimator (:class:`~bayesmf.posterior.bpmf_model.BPMFModel`, a
+        :class:`~bayesmf.posterior.protocol.BayesianModel`): inference, prediction and fold-in go
+        through it. ``prior`` None: for prediction from stored draws only."""
+        return BPMFModel(prior)
+
     def inference_config(self) -> InferenceConfig:
         """The inference's configuration (:func:`bayesmf.models.inference.resolve` of ``inference``)."""
         return resolve(self.inference)
@@ -415,8 +399,7 @@ class BPMF(FactorModel):
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
         U0, V0 = self._initial_factors(k_init, data, prior, train, dtype, config)
-        for name in ("user_samples_", "item_samples_",
-                     *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES)):
+        for name in ("user_samples_", "item_samples_", *(f"{s}_samples_" for s in ALL_SITES[2:])):
             setattr(self, name, None)
         problem = FitProblem(train, data, prior, U0, V0, k_run, dtype)
         draws = INFERENCES[config.name].fit(self, problem, config)
@@ -440,11 +423,8 @@ class BPMF(FactorModel):
             return state.U, state.V
         start = config if isinstance(config, MAPConfig) else getattr(config, "start", MAPConfig())
         # PMF MAP with the hyperparameters at their prior means: Lambda = nu0 W0, mu = 0.
-        lam = prior.nu * prior.w0
-        if start.method == "als":
-            kernel, desc = map_kernels.build_kernel(data, prior.alpha, lam), "PMF MAP"
-        else:
-            kernel, desc = map_kernels.build_adam_kernel(data, prior.alpha, lam, 0.01, None), "PMF MAP (adam)"
+        kernel = self.bayesian_model(prior).map_kernel(data, start.method)
+        desc = "PMF MAP" if start.method == "als" else "PMF MAP (adam)"
         final, hist = iterate(kernel, kernel.init(state.U, state.V), start.n_iter, key, progress=self.progress,
                               desc=desc)
         self.history_.update({f"map_{k}": v for k, v in hist.items()})
@@ -462,15 +442,15 @@ class BPMF(FactorModel):
         # NUTS's mass matrix, and along the moves' ridges it is a spread that NUTS, moving the
         # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
         rescale = bool(self.inference_config().rescale) if rescale is None else rescale
-        kernel = gibbs.build_kernel(data, prior, rescale)
+        model = self.bayesian_model(prior)
+        kernel = model.gibbs_kernel(data, rescale)
         base = kernel.init(jax.random.PRNGKey(self.seed), train.n_users, train.n_items, U=U0, V=V0, dtype=dtype,
                            offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
         if chains > 1:
             U, V = overdispersed_starts(np.asarray(U0), np.asarray(V0), chains, self.seed)
             init_state = init_state._replace(U=jnp.asarray(U, dtype), V=jnp.asarray(V, dtype))
-        sites = ("U", "V") + tuple(s for s in HYPER_SITES if s != "offset" or prior.learns_offset) + (
-            BIAS_SITES if prior.has_biases else ()) + (NOISE_SITES if prior.noise == "heteroscedastic" else ())
+        sites = model.sites()
 
         def collect(state):
             return {site: getattr(state, site) for site in sites}
@@ -540,20 +520,12 @@ class BPMF(FactorModel):
         return getattr(self, "user_samples_", None) is not None
 
     def _flat_draws(self):
-        """Draws with chains merged: U (S, n_users, D), V (S, n_items, D), biases (S, n) (zeros
-        for a model without biases). A learned offset's distance from ``global_mean_`` (its
-        posterior mean) is folded into the item biases, so that ``global_mean_ + b_i + c_j +
-        u_i.v_j`` is each draw's prediction."""
-        U, V = self.user_samples_, self.item_samples_
-        U, V = U.reshape(-1, *U.shape[2:]), V.reshape(-1, *V.shape[2:])
-        if self.b_U_samples_ is None:
-            BU, BV = np.zeros(U.shape[:2], U.dtype), np.zeros(V.shape[:2], V.dtype)
-        else:
-            BU, BV = self.b_U_samples_.reshape(U.shape[:2]), self.b_V_samples_.reshape(V.shape[:2])
-        if getattr(self, "offset_samples_", None) is not None:
-            shift = self.offset_samples_.reshape(-1).astype(np.float64) - self.global_mean_
-            BV = (BV + shift[:, None]).astype(V.dtype)
-        return U, V, BU, BV
+        """The draws' latent factors with chains merged (``BPMFModel.factors``): U (S, n_users, D),
+        V (S, n_items, D), biases (S, n), such that ``global_mean_ + b_i + c_j + u_i.v_j`` is each
+        draw's prediction."""
+        draws = {"U": self.user_samples_, "V": self.item_samples_, "b_U": self.b_U_samples_,
+                 "b_V": self.b_V_samples_, "offset": getattr(self, "offset_samples_", None)}
+        return self.bayesian_model().factors(draws, self.global_mean_)
 
     def _noise_factor(self) -> float:
         """Variance of the standardised noise: ``nu / (nu - 2)`` for Student-t (``inf`` for
@@ -606,9 +578,7 @@ class BPMF(FactorModel):
         if not self.has_draws:
             mean = FactorModel._predict_indices(self, users, items, bad, bad)
             return mean.astype(np.float64), np.zeros(users.shape)
-        U, V, BU, BV = (jnp.asarray(a) for a in self._flat_draws())
-        mean, var = _pair_moments(U, V, BU, BV, jnp.asarray(users), jnp.asarray(items), self.global_mean_)
-        return np.asarray(mean, np.float64), np.asarray(var, np.float64)
+        return self.bayesian_model().predictive_moments(self._flat_draws(), users, items, self.global_mean_)
 
     def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
         mean, _ = self._moments(users, items, bad_u | bad_i)
