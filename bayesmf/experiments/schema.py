@@ -482,13 +482,18 @@ def _param_value(c: _Checker, value, kinds: set[str], key: str):
         return [c.number(v, f"{key}[{i}]") for i, v in enumerate(value)]
     if "InferenceConfig" in kinds and isinstance(value, dict):
         # an inference table ({name = "nuts", max_tree_depth = 7}); the estimator checks its fields
-        return value
+        return _none_strings(value)
     if "dict" in kinds and isinstance(value, dict):
         # the table-valued arguments (FunkSVD/SVDpp learning_rates, regularizations) map names to
         # numbers; which names are allowed is the estimator's check (_check_with_estimator)
         return {name: c.number(v, f"{key}.{name}") for name, v in value.items()}
     expected = " or ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
     c.fail(key, f"must be {expected}, got {value!r}")
+
+
+def _none_strings(table: dict) -> dict:
+    """``table`` with the string "none" read as None, in nested tables too."""
+    return {k: _none_strings(v) if isinstance(v, dict) else None if v == "none" else v for k, v in table.items()}
 
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
