@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench dist clean
+.PHONY: demo test test-fast lint bench dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
+
+# the edit loop: every test not marked slow (CI runs `make test`, the whole suite)
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check bayesmf tests benchmarks

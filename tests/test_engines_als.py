@@ -12,8 +12,8 @@ import bayesmf
 from bayesmf.data import Ratings
 from bayesmf.engines import als, implicit_als
 from bayesmf.engines.chunks import chunks_for, gram_chunks_for
-from bayesmf.engines.driver import CholeskyRetryWarning
 from bayesmf.engines.sparse import rating_arrays
+from bayesmf.errors import CholeskyRetryWarning
 
 
 @pytest.fixture(scope="module")

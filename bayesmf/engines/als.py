@@ -94,7 +94,7 @@ def init_factors(seed, n_users: int, n_items: int, rank: int, scale: float, dtyp
     """Small random factors ``N(0, scale^2)`` (``|N(0, scale^2)|`` when nonnegative), zero biases.
 
     Drawn on the host (NumPy, ``seed``): XLA compiles JAX's threefry sampler anew for every
-    shape, 2-3 s each on a 2-core CPU, several times an ALS fit on MovieLens-1M.
+    shape, which costs more than a whole ALS fit (benchmarks/RESULTS.md, section 9).
     """
     rng = np.random.default_rng(seed)
     u, v = (scale * rng.standard_normal((n, rank)) for n in (n_users, n_items))

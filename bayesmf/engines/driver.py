@@ -35,23 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.errors import BayesmfError, ConfigError, DataError, ResumeWarning
-
-
-class DivergenceError(BayesmfError, FloatingPointError):
-    """An engine produced NaN/inf (diverging learning rate, failed factorisation, ...).
-
-    ``partial``: what was computed before it, when the engine keeps something (a sampler's
-    draws up to the failing sweep), else None."""
-
-    def __init__(self, message: str, partial=None):
-        super().__init__(message)
-        self.partial = partial
-
-
-class CholeskyRetryWarning(RuntimeWarning):
-    """A batched Cholesky factorisation failed (matrix not positive definite in floating point)
-    and the iteration was solved again with a small jitter (:func:`run`)."""
+from bayesmf.errors import CholeskyRetryWarning, ConfigError, DataError, DivergenceError, ResumeWarning
 
 
 class Kernel(NamedTuple):

@@ -14,10 +14,10 @@ import numpy as np
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.metrics import rating, uncertainty
-from bayesmf.metrics._validate import as_values, same_length
 from bayesmf.metrics.ranking import full_ranking
 from bayesmf.metrics.sampled import sampled_ranking
 from bayesmf.predictive import PredictiveDistribution, check_level
+from bayesmf.validate import as_values, same_length
 
 __all__ = ["evaluate_ranking", "evaluate_ratings"]
 
@@ -79,10 +79,9 @@ def evaluate_ratings(
     interval). Empirical draws (``noise_std`` None) are draws of the *observed* rating, noise
     included, so a per-draw RMSE would mix in the noise and is not reported for them.
 
-    Cost: linear in N for point predictions, Gaussians and empirical draws (100,000 x 200 draws:
-    about 1 s). A Gaussian mixture (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations
-    per Newton round of each interval end and per lag of the CRPS pair term, so it is the slow
-    case (benchmarks/RESULTS.md).
+    Cost: linear in N for point predictions, Gaussians and empirical draws. A Gaussian mixture
+    (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations per Newton round of each
+    interval end and per lag of the CRPS pair term, so it is the slow case (benchmarks/RESULTS.md).
     """
     if not isinstance(test, Ratings):
         raise DataError(f"test must be a bayesmf Ratings, got {type(test).__name__}")

@@ -42,7 +42,7 @@ import numpy as np
 
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
-from bayesmf.metrics._validate import check_ks
+from bayesmf.validate import check_ks
 
 __all__ = [
     "HOW", "auc", "full_ranking", "hit_rate", "map_at_k", "mrr", "ndcg_at_k", "precision_at_k", "rank_relevant",
