@@ -27,6 +27,7 @@ ESTIMATOR_MODULES: dict[str, str] = {
     "SVDpp": "bayesmf.models.sgd",
     "BPMF": "bayesmf.models.bpmf",
     "PMF": "bayesmf.models.bpmf",
+    "EASE": "bayesmf.models.ease",
 }
 
 #: Class name -> class, for every estimator class defined so far (built-in or not).

@@ -111,6 +111,7 @@ ESTIMATORS = {
     "NMF": lambda: NMF(rank=2, n_iter=5),
     "FunkSVD": lambda: FunkSVD(rank=2, n_epochs=2, batch_size=256),
     "SVDpp": lambda: SVDpp(rank=2, n_epochs=2, batch_size=256),
+    "EASE": lambda: bayesmf.EASE(regularization=5.0),
 }
 
 

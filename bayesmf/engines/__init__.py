@@ -8,7 +8,7 @@ The submodules are imported on use; this package re-exports nothing, so importin
 
 * :mod:`~bayesmf.engines.als`, :mod:`~bayesmf.engines.implicit_als` — explicit and implicit ALS;
 * :mod:`~bayesmf.engines.nmf` — NMF; :mod:`~bayesmf.engines.sgd` — Funk SVD and SVD++;
-* :mod:`~bayesmf.engines.baseline` — biases only;
+* :mod:`~bayesmf.engines.baseline` — biases only; :mod:`~bayesmf.engines.ease` — EASE's closed form;
 * :mod:`~bayesmf.engines.chunks`, :mod:`~bayesmf.engines.sparse`, :mod:`~bayesmf.engines.linalg`,
   :mod:`~bayesmf.engines.residuals` — the shared layouts and batched linear algebra;
 * :mod:`~bayesmf.engines.driver` — the kernel protocol and the one driver that runs any kernel.

@@ -1,6 +1,6 @@
 """Explicit alternating least squares with weighted-lambda regularisation (Zhou et al. 2008).
 
-Model ``r_hat(u, i) = mu + b_u + c_i + p_u . q_i`` (biases optional) and objective
+Model ``r_hat(u, i) = mu + b_u + c_i + p_u . q_i`` (biases optional) and objective ::
 
     L = sum_{(u,i)} (r_ui - r_hat)^2 + reg sum_u n_u |p_u|^2 + reg sum_i n_i |q_i|^2
         + bias_reg (sum_u n_u b_u^2 + sum_i n_i c_i^2)

@@ -17,7 +17,7 @@ or :func:`bayesmf.metrics.evaluate_ranking` reports under the same name:
   corrected ``sampled_hr@k_corrected``, ``sampled_ndcg@k_corrected``, ``sampled_mrr_corrected``.
 
 **Models** (``[[models]] model``): the estimators of :mod:`bayesmf` (``BPMF``, ``PMF``, ``ALS``,
-``ImplicitALS``, ``NMF``, ``FunkSVD``, ``SVDpp``, ``Baseline``, ``Popularity``); their
+``ImplicitALS``, ``NMF``, ``FunkSVD``, ``SVDpp``, ``Baseline``, ``Popularity``, ``EASE``); their
 hyperparameters are their constructor arguments.
 """
 
