@@ -71,7 +71,7 @@ class DivergenceError(BayesmfError, FloatingPointError):
 
 class CholeskyRetryWarning(RuntimeWarning):
     """A batched Cholesky factorisation failed (matrix not positive definite in floating point)
-    and the half step was solved again with a small jitter."""
+    and the iteration was solved again with a small jitter (:func:`bayesmf.engines.driver.run`)."""
 
 
 class TrainingDivergedError(DivergenceError):

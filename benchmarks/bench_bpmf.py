@@ -96,6 +96,7 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
     from numpyro.infer import MCMC, NUTS
 
     from bayesmf.models.bpmf import BPMF
+    from bayesmf.models.inference import NUTSConfig
 
     pick = np.random.default_rng(0).choice(test.nnz, n_pairs, replace=False)
     pu, pi = test.users[pick], test.items[pick]
@@ -118,8 +119,9 @@ def nuts_ess_per_second(train, test, rank, warmup, samples, depth, learn_noise, 
         out["plain_pmf"] = {"fit_seconds": seconds, "median_ess": median_ess, "ess_per_second": median_ess / seconds,
                             "mean_leapfrog_steps": float(np.mean(mcmc.get_extra_fields()["num_steps"]))}
     t0 = time.perf_counter()
-    model = BPMF(rank=rank, inference="nuts", n_warmup=warmup, n_samples=samples, nuts_max_tree_depth=depth,
-                 nuts_dense_mass=dense_mass, nuts_parameterization=parameterization, seed=seed, nuts_init=nuts_init,
+    config = NUTSConfig(max_tree_depth=depth, dense_mass=dense_mass, parameterization=parameterization,
+                        init=nuts_init)
+    model = BPMF(rank=rank, inference=config, n_warmup=warmup, n_samples=samples, seed=seed,
                  **(dict(noise_prior=(1.0, 1.0)) if learn_noise else {})).fit(train)
     seconds = time.perf_counter() - t0
     median_ess = ess(model.user_samples_[0], model.item_samples_[0])
@@ -205,6 +207,7 @@ def main():
     atexit.register(lambda: print(f"whole-process wall time {time.perf_counter() - START:.1f} s"))
 
     from bayesmf.models.bpmf import BPMF
+    from bayesmf.models.inference import NUTSConfig, SVIConfig
 
     train, test = load(args.data)
     noise = dict(noise_prior=(1.0, 1.0)) if args.learn_noise else {}
@@ -229,13 +232,11 @@ def main():
     kw = dict(rank=args.rank, inference=args.inference, n_samples=args.samples, n_warmup=args.warmup, **noise)
     if args.inference == "nuts":
         kw["chains"] = args.chains
-        if args.max_depth is not None:
-            kw["nuts_max_tree_depth"] = args.max_depth
-        kw["nuts_dense_mass"] = args.dense_mass
-        kw["nuts_parameterization"] = args.parameterization
+        depth = {} if args.max_depth is None else {"max_tree_depth": args.max_depth}
+        kw["inference"] = NUTSConfig(dense_mass=args.dense_mass, parameterization=args.parameterization, **depth)
     if args.inference == "svi":
-        kw.update(svi_steps=args.svi_steps, svi_guide=args.guide, svi_batch_size=args.svi_batch,
-                  svi_learning_rate=args.svi_lr)
+        kw["inference"] = SVIConfig(steps=args.svi_steps, guide=args.guide, batch_size=args.svi_batch,
+                                    learning_rate=args.svi_lr)
     t0 = time.perf_counter()
     model = BPMF(**kw).fit(train)
     out["fit_seconds"] = time.perf_counter() - t0

@@ -64,11 +64,11 @@ def als_sweep_seconds(train, rank: int, sweeps: int) -> float:
                        ratings, jnp.mean(ratings.values))
     config = als.ALSConfig(0.1, 0.1, True)
     state = als.init_factors(0, train.n_users, train.n_items, rank, 0.1)
-    state, _ = jax.block_until_ready(als.step(state, data, config))  # compile
+    state, _ = jax.block_until_ready(als.sweep(state, data, config))  # compile
     times = []
     for _ in range(sweeps):
         start = time.perf_counter()
-        state, _ = jax.block_until_ready(als.step(state, data, config))
+        state, _ = jax.block_until_ready(als.sweep(state, data, config))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

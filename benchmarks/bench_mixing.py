@@ -17,6 +17,7 @@ import numpy as np
 
 import bayesmf
 from bayesmf import datasets, splits
+from bayesmf.models.inference import GibbsConfig
 
 
 def load(name: str):
@@ -52,7 +53,7 @@ def main(argv=None) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = bayesmf.BPMF(rank=10, n_samples=args.samples, n_warmup=args.warmup, chains=args.chains,
-                                     noise_prior=(1.0, 1.0), biases=True, gibbs_rescale=rescale,
+                                     noise_prior=(1.0, 1.0), biases=True, inference=GibbsConfig(rescale=rescale),
                                      seed=args.seed).fit(train)
             seconds = time.perf_counter() - start
             figures = dict(model.diagnostics_)

@@ -240,7 +240,7 @@ def test_checkpoint_resume_is_bit_identical(small, tmp_path, monkeypatch):
     kw = dict(rank=2, n_samples=12, n_warmup=6, thin=2, seed=3, init="random")
     reference = BPMF(**kw).fit(train)
     ckpt = tmp_path / "chain.npz"
-    from bayesmf.posterior import sampler
+    from bayesmf.engines import driver as sampler
 
     calls = {"n": 0}
     real_bar = sampler.progress_bar
@@ -412,14 +412,14 @@ def test_the_layout_likelihood_is_the_same_log_density_and_gradient(parameteriza
 def test_full_batch_adam_map_reaches_the_coordinate_ascent_optimum(small):
     """PMF MAP by Adam (gradient through the packed sum of squares) against exact block
     coordinate ascent on the same objective, from the same start."""
-    from bayesmf.posterior.map import MapState, als_step, make_adam_step, objective
+    from bayesmf.posterior.map import MapState, build_kernel, make_adam_step, objective
 
     r = small.ratings
     data = gibbs.prepare(r, float(np.mean(r.values)), 3)
     rng = np.random.default_rng(0)
     U0, V0 = (jnp.asarray(0.1 * rng.normal(size=(n, 3)), jnp.float32) for n in (r.n_users, r.n_items))
     alpha, lam = 2.0, 3.0
-    als = jax.jit(functools.partial(als_step, data=data, alpha=alpha, lam=lam))
+    als = build_kernel(data, alpha, lam).step
     state = MapState(U0, V0)
     for _ in range(100):
         state, _ = als(None, state)

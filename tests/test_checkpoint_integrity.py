@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bayesmf import ConfigError, DataError, Ratings
+from bayesmf.engines import driver as sampler
 from bayesmf.models.bpmf import BPMF
-from bayesmf.posterior import sampler
 
 KW = dict(rank=2, n_samples=6, n_warmup=4, seed=3, init="random", checkpoint_every=5)
 

@@ -70,6 +70,6 @@ def test_als_compiles_its_sweep_once_across_cross_validation_folds():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-    sweeps = [n for n in handler.names if n.endswith("(step)")]
+    sweeps = [n for n in handler.names if n.endswith("(sweep)")]
     assert sweeps, f"no sweep compilation seen among {handler.names}"
     assert len(sweeps) == 1, handler.names

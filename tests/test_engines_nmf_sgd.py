@@ -55,10 +55,10 @@ def test_nmf_step_loss_equals_objective_from_ratings(nonneg, options):
     np.testing.assert_allclose(model.history_["loss"][-1], float(loss), rtol=1e-4)
     np.testing.assert_allclose(model.history_["rmse"][-1], float(train_rmse), rtol=1e-4)
     # one more sweep on the many-chunk layout: its loss (from the chunks) is the objective's, and lower
-    state, info = nmf.step(state, data, config)
+    state, info = nmf.build_kernel(data, config).step(None, state)
     new_loss, new_rmse = nmf.objective(state, data, config)
-    np.testing.assert_allclose(float(info["loss"]), float(new_loss), rtol=1e-4)
-    np.testing.assert_allclose(float(info["rmse"]), float(new_rmse), rtol=1e-4)
+    np.testing.assert_allclose(float(info.loss), float(new_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(info.rmse), float(new_rmse), rtol=1e-4)
     assert float(new_loss) <= float(loss) * (1 + 1e-6)
 
 

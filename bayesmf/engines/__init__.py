@@ -1,7 +1,8 @@
 """Engines: pure JAX functions over arrays for the classical algorithms.
 
-Each engine is ``init(...) -> State`` and a jitted ``step`` over NamedTuple state, driven by
-:mod:`bayesmf.engines.driver`. Nothing here imports :mod:`bayesmf.models`,
+Each engine's ``build_kernel(data, config)`` returns a :class:`~bayesmf.engines.driver.Kernel`:
+``init(...) -> State`` and ``step(key, state) -> (State, Info)`` over NamedTuples, run by
+:func:`bayesmf.engines.driver.run`. Nothing here imports :mod:`bayesmf.models`,
 :mod:`bayesmf.metrics` or :mod:`bayesmf.experiments` (``tests/test_layering.py`` checks it).
 The submodules are imported on use; this package re-exports nothing, so importing it is cheap.
 
@@ -10,7 +11,7 @@ The submodules are imported on use; this package re-exports nothing, so importin
 * :mod:`~bayesmf.engines.baseline` — biases only; :mod:`~bayesmf.engines.ease` — EASE's closed form;
 * :mod:`~bayesmf.engines.chunks`, :mod:`~bayesmf.engines.sparse`, :mod:`~bayesmf.engines.linalg`,
   :mod:`~bayesmf.engines.residuals` — the shared layouts and batched linear algebra;
-* :mod:`~bayesmf.engines.driver` — the loop that runs any ``step``.
+* :mod:`~bayesmf.engines.driver` — the kernel protocol and the one driver that runs any kernel.
 """
 
 __all__: list[str] = []

@@ -26,7 +26,7 @@ bias is first eliminated exactly through the Schur complement of its 1x1 block,
 
 from __future__ import annotations
 
-from functools import partial
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -36,10 +36,11 @@ import numpy as np
 from bayesmf.engines import linalg
 from bayesmf.engines.chunks import Chunks, gram_rhs, squared_error
 from bayesmf.engines.config import engine_config
+from bayesmf.engines.driver import Kernel
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
-# Relative jitter for the one retry of a failed Cholesky factorisation (scaled by each row's mean
-# diagonal, plus an absolute floor for all-zero rows).
+# Relative jitter of the retry of a sweep whose Cholesky factorisation failed (scaled by each row's
+# mean diagonal, plus an absolute floor for all-zero rows); the driver decides when to retry.
 RETRY_JITTER = 1e-4
 
 
@@ -50,6 +51,17 @@ class FactorState(NamedTuple):
     item_factors: jnp.ndarray  # (n_items, k)
     user_bias: jnp.ndarray  # (n_users,)
     item_bias: jnp.ndarray  # (n_items,)
+
+
+class ALSInfo(NamedTuple):
+    """Diagnostics of one ALS sweep."""
+
+    loss: jnp.ndarray
+    """``L`` of the module docstring after the sweep (from the item systems)."""
+    rmse: jnp.ndarray
+    """Training RMSE after the sweep."""
+    finite: jnp.ndarray
+    """False when a Cholesky factorisation failed (the driver then retries with jitter)."""
 
 
 class ALSData(NamedTuple):
@@ -63,13 +75,18 @@ class ALSData(NamedTuple):
     mu: jnp.ndarray  # scalar
 
 
-@engine_config("biases", "nonnegative", "nnls_steps")
+@engine_config("biases", "nonnegative", "nnls_steps", "jitter")
 class ALSConfig:
+    """ALS settings: ``reg``, ``bias_reg`` (traced), ``biases``, ``nonnegative``, ``nnls_steps``
+    and ``jitter`` (static; the relative diagonal jitter of every solve, 0 but in the driver's
+    retry)."""
+
     reg: float
     bias_reg: float
     biases: bool
     nonnegative: bool = False
     nnls_steps: int = 20
+    jitter: float = 0.0
 
 
 def init_factors(seed, n_users: int, n_items: int, rank: int, scale: float, dtype=jnp.float32,
@@ -86,20 +103,18 @@ def init_factors(seed, n_users: int, n_items: int, rank: int, scale: float, dtyp
     return FactorState(*(jnp.asarray(a, dtype) for a in (u, v, np.zeros(n_users), np.zeros(n_items))))
 
 
-def solve_spd_with_retry(precision, rhs):
-    """:func:`~bayesmf.engines.linalg.solve_spd` that, if any row fails (NaN from a non-PD
-    matrix), solves all rows again with a small relative jitter. Returns ``(x, retried)``; the
-    caller warns on ``retried`` (a host-side decision, outside jit)."""
-    x = linalg.solve_spd(precision, rhs)
-    ok = linalg.all_finite(x)
-
-    def with_jitter(_):
+def solve_spd_jittered(precision, rhs, jitter: float = 0.0):
+    """:func:`~bayesmf.engines.linalg.solve_spd` of ``precision + s I`` per row, ``s = jitter
+    tr(P) / d + 1e-6`` (a relative jitter with an absolute floor for all-zero rows); ``s = 0``
+    when ``jitter`` (a Python float) is 0. Returns ``(x, finite)``: ``finite`` is False when a
+    factorisation failed (NaN from a matrix not positive definite); the driver decides on a retry
+    (:mod:`bayesmf.engines.driver`)."""
+    if jitter:
         d = precision.shape[-1]
-        scale = RETRY_JITTER * jnp.trace(precision, axis1=-2, axis2=-1) / d + 1e-6
-        return linalg.solve_spd(precision + scale[:, None, None] * jnp.eye(d, dtype=precision.dtype), rhs)
-
-    x = jax.lax.cond(ok, lambda _: x, with_jitter, None)
-    return x, ~ok
+        scale = jitter * jnp.trace(precision, axis1=-2, axis2=-1) / d + 1e-6
+        precision = precision + scale[:, None, None] * jnp.eye(d, dtype=precision.dtype)
+    x = linalg.solve_spd(precision, rhs)
+    return x, linalg.all_finite(x)
 
 
 def solve_nonnegative(precision, rhs, x0, steps: int, free_last: bool):
@@ -119,7 +134,7 @@ def solve_nonnegative(precision, rhs, x0, steps: int, free_last: bool):
 def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, config: ALSConfig):
     """Exact minimisation of the objective over one side's factors (and biases).
 
-    Returns ``(factors (n, k), bias (n,), retried, sse)``; ``bias`` is zero when ``config.biases``
+    Returns ``(factors (n, k), bias (n,), finite, sse)``; ``bias`` is zero when ``config.biases``
     is off; ``sse`` is the sum of squared errors after the update, ``sum_r (y_r.y_r - 2 x_r.b_r
     + x_r^T G_r x_r)`` from the row systems already built (``G_r``, ``b_r`` without the penalty),
     so reporting the loss costs no extra pass over the ratings.
@@ -136,13 +151,13 @@ def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, conf
     # n_r * reg on the diagonal; the identity added to rows without ratings makes their solution 0
     diag = counts[:, None] * reg[None, :] + (counts == 0)[:, None].astype(dtype)
     precision = gram + diag[:, :, None] * jnp.eye(d, dtype=dtype)
-    retried = jnp.asarray(False)
+    finite = jnp.asarray(True)
     if config.nonnegative:
         x = solve_nonnegative(precision, rhs, own_factors, config.nnls_steps, config.biases)
     else:
-        x, retried = solve_spd_with_retry(precision, rhs)
+        x, finite = solve_spd_jittered(precision, rhs, config.jitter)
     bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)
-    return x[:, :k], bias, retried, squared_error(x, gram, rhs, yy)
+    return x[:, :k], bias, finite, squared_error(x, gram, rhs, yy)
 
 
 def objective(state: FactorState, data: ALSData, config: ALSConfig):
@@ -162,17 +177,23 @@ def penalty(state: FactorState, data: ALSData, config: ALSConfig):
     return total + config.bias_reg * (data.user_counts @ state.user_bias**2 + data.item_counts @ state.item_bias**2)
 
 
-@partial(jax.jit, donate_argnums=0)
-def step(state: FactorState, data: ALSData, config: ALSConfig):
-    """One sweep: all users in one batched solve, then all items. Returns ``(state, info)`` with
-    ``loss`` (``L`` after the sweep), ``rmse`` (training) and ``cholesky_retries`` (number of half
-    steps that needed jitter). The loss comes from the item systems (:func:`update_side`);
-    :func:`objective` computes the same from the ratings."""
-    p, b_u, retried_u, _ = update_side(data.user_chunks, data.user_counts, state.user_factors,
-                                       state.item_factors, state.item_bias, data.mu, config)
-    q, c_i, retried_i, sse = update_side(data.item_chunks, data.item_counts, state.item_factors,
-                                         p, b_u, data.mu, config)
+@jax.jit
+def sweep(state: FactorState, data: ALSData, config: ALSConfig) -> tuple[FactorState, ALSInfo]:
+    """One sweep: all users in one batched solve, then all items. The loss comes from the item
+    systems (:func:`update_side`); :func:`objective` computes the same from the ratings."""
+    p, b_u, finite_u, _ = update_side(data.user_chunks, data.user_counts, state.user_factors,
+                                      state.item_factors, state.item_bias, data.mu, config)
+    q, c_i, finite_i, sse = update_side(data.item_chunks, data.item_counts, state.item_factors,
+                                        p, b_u, data.mu, config)
     state = FactorState(p, q, b_u, c_i)
-    retries = retried_u.astype(jnp.int32) + retried_i.astype(jnp.int32)
-    return state, {"loss": sse + penalty(state, data, config), "rmse": jnp.sqrt(sse / data.ratings.values.shape[0]),
-                   "cholesky_retries": retries}
+    return state, ALSInfo(sse + penalty(state, data, config), jnp.sqrt(sse / data.ratings.values.shape[0]),
+                          finite_u & finite_i)
+
+
+def build_kernel(data: ALSData, config: ALSConfig) -> Kernel:
+    """The ALS :class:`~bayesmf.engines.driver.Kernel`: ``init`` is :func:`init_factors`,
+    ``step(key, state)`` one :func:`sweep` (deterministic: ``key`` is unused), ``retry`` the
+    sweep with relative jitter :data:`RETRY_JITTER` on every solve."""
+    jittered = dataclasses.replace(config, jitter=RETRY_JITTER)
+    return Kernel(init=init_factors, step=lambda _key, state: sweep(state, data, config),
+                  retry=lambda _key, state: sweep(state, data, jittered), jitter=RETRY_JITTER)

@@ -20,10 +20,35 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bayesmf.engines.driver import Kernel
+from bayesmf.engines.sparse import RatingArrays
+
 
 class BiasState(NamedTuple):
-    user_bias: jnp.ndarray  # (n_users,)
-    item_bias: jnp.ndarray  # (n_items,)
+    """The biases of both sides."""
+
+    user_bias: jnp.ndarray
+    """(n_users,) ``b_u``."""
+    item_bias: jnp.ndarray
+    """(n_items,) ``c_i``."""
+
+
+class BiasInfo(NamedTuple):
+    """Diagnostics of one sweep."""
+
+    loss: jnp.ndarray
+    """The objective after the sweep."""
+    rmse: jnp.ndarray
+    """Training RMSE after the sweep."""
+
+
+class BiasData(NamedTuple):
+    """What a sweep reads: the ratings, rating counts per user and item (float) and ``mu``."""
+
+    ratings: RatingArrays
+    user_counts: jnp.ndarray
+    item_counts: jnp.ndarray
+    mu: jnp.ndarray
 
 
 def damped_mean(residual, index, counts, reg):
@@ -41,16 +66,19 @@ def init(n_users: int, n_items: int, dtype=jnp.float32) -> BiasState:
 
 
 @partial(jax.jit, static_argnames=("reg_user", "reg_item"))
-def step(state: BiasState, data, user_counts, item_counts, mu, reg_user: float, reg_item: float):
-    """One alternating sweep (items, then users, as Surprise); returns ``(state, info)``.
-
-    ``data`` is a :class:`~bayesmf.engines.sparse.RatingArrays`; ``info`` has the objective
-    ``loss`` and the training ``rmse`` after the sweep.
-    """
-    users, items, r = data
-    item_bias = damped_mean(r - mu - state.user_bias[users], items, item_counts, reg_item)
-    user_bias = damped_mean(r - mu - item_bias[items], users, user_counts, reg_user)
+def sweep(state: BiasState, data: BiasData, reg_user: float, reg_item: float) -> tuple[BiasState, BiasInfo]:
+    """One alternating sweep (items, then users, as Surprise)."""
+    users, items, r = data.ratings
+    mu = data.mu
+    item_bias = damped_mean(r - mu - state.user_bias[users], items, data.item_counts, reg_item)
+    user_bias = damped_mean(r - mu - item_bias[items], users, data.user_counts, reg_user)
     err = r - mu - user_bias[users] - item_bias[items]
     sse = jnp.sum(err * err)
     loss = sse + reg_user * jnp.sum(user_bias**2) + reg_item * jnp.sum(item_bias**2)
-    return BiasState(user_bias, item_bias), {"loss": loss, "rmse": jnp.sqrt(sse / r.shape[0])}
+    return BiasState(user_bias, item_bias), BiasInfo(loss, jnp.sqrt(sse / r.shape[0]))
+
+
+def build_kernel(data: BiasData, reg_user: float, reg_item: float) -> Kernel:
+    """The baseline :class:`~bayesmf.engines.driver.Kernel`: ``init(n_users, n_items, dtype)``
+    zero biases, ``step(key, state)`` one :func:`sweep` (deterministic)."""
+    return Kernel(init=init, step=lambda _key, state: sweep(state, data, reg_user, reg_item))

@@ -25,6 +25,7 @@ The full objective is computed without the dense matrix from
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import NamedTuple
 
@@ -32,9 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from bayesmf.engines import linalg
-from bayesmf.engines.als import FactorState, solve_spd_with_retry
+from bayesmf.engines.als import RETRY_JITTER, FactorState, init_factors, solve_spd_jittered
 from bayesmf.engines.chunks import Chunks, in_row_order, to_rows
 from bayesmf.engines.config import engine_config
+from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import EXACT
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
@@ -45,12 +47,26 @@ class ImplicitData(NamedTuple):
     ratings: RatingArrays
 
 
-@engine_config("cg_steps", "exact")
+@engine_config("cg_steps", "exact", "jitter")
 class ImplicitConfig:
+    """Implicit ALS settings: ``reg``, ``alpha`` (traced), ``cg_steps``, ``exact`` (Cholesky
+    instead of conjugate gradients) and ``jitter`` (static; the relative diagonal jitter of the
+    exact solves, 0 but in the driver's retry)."""
+
     reg: float
     alpha: float
     cg_steps: int = 3
     exact: bool = False
+    jitter: float = 0.0
+
+
+class ImplicitInfo(NamedTuple):
+    """Diagnostics of one implicit ALS sweep."""
+
+    loss: jnp.ndarray
+    """``L`` after the sweep (its observed-pair part from the item half step)."""
+    finite: jnp.ndarray
+    """False when an exact solve's Cholesky factorisation failed (the driver retries)."""
 
 
 def _solve_chunk(factors, own, shared, config: ImplicitConfig, chunk):
@@ -59,9 +75,9 @@ def _solve_chunk(factors, own, shared, config: ImplicitConfig, chunk):
     ``factors`` (n_other + 1, k): the other side's factors with a zero row appended (padding
     slots gather it); ``own`` (n_rows + 1, k) this side's current factors, zero row appended (the
     warm start; unused local rows read it); ``chunk`` = ``(cols, vals, owner, rows)`` of one chunk.
-    Returns ``(x (C, k), observed, retried)``: ``observed`` is this chunk's share of the
+    Returns ``(x (C, k), observed, finite)``: ``observed`` is this chunk's share of the
     observed-pair term ``sum c (1 - s)^2 - s^2`` with ``s = x_r . f_j`` at the new factors,
-    ``retried`` whether the exact solve needed the Cholesky jitter retry.
+    ``finite`` whether the exact solve's factorisation succeeded.
 
     The gathered block ``f`` (C, W, k) is read ``2 cg_steps + 3`` times; sized to stay in cache.
     """
@@ -72,9 +88,9 @@ def _solve_chunk(factors, own, shared, config: ImplicitConfig, chunk):
     rhs = to_rows(owner, jnp.einsum("cwk,cw->ck", f, 1 + w, precision=EXACT), n_local)
     if config.exact:
         gram = to_rows(owner, jnp.einsum("cwk,cwl->ckl", f * w[..., None], f, precision=EXACT), n_local)
-        x, retried = solve_spd_with_retry(gram + shared, rhs)
+        x, finite = solve_spd_jittered(gram + shared, rhs, config.jitter)
     else:
-        retried = jnp.asarray(False)
+        finite = jnp.asarray(True)
 
         def matvec(x):
             proj = jnp.einsum("cwk,ck->cw", f, x[owner], precision=EXACT)
@@ -85,15 +101,15 @@ def _solve_chunk(factors, own, shared, config: ImplicitConfig, chunk):
     scores = jnp.einsum("cwk,ck->cw", f, x[owner], precision=EXACT)
     real = cols < factors.shape[0] - 1
     observed = jnp.sum(jnp.where(real, (1 + w) * (1 - scores) ** 2 - scores**2, 0.0))
-    return x, observed, retried
+    return x, observed, finite
 
 
 def update_side(chunks: Chunks, own, other, config: ImplicitConfig):
     """Minimise ``L`` over one side, chunk by chunk (``lax.map``). Returns
-    ``(factors, observed, retried)``:
+    ``(factors, observed, finite)``:
     ``observed`` is the sum over this side's observed pairs of ``c (1 - s)^2 - s^2``, ``s`` = the
-    new ``x_r . f_j`` (the observed-pair part of :func:`objective`), ``retried`` whether any exact
-    solve needed the Cholesky jitter retry. Rows without ratings get 0,
+    new ``x_r . f_j`` (the observed-pair part of :func:`objective`), ``finite`` whether every exact
+    solve's factorisation succeeded. Rows without ratings get 0,
     the exact minimiser ``(Y^T Y + reg I)^-1 0``.
 
     Memory: O(nnz) indices and one chunk's gathered factors at a time, O(chunk_slots k).
@@ -102,9 +118,9 @@ def update_side(chunks: Chunks, own, other, config: ImplicitConfig):
     shared = jnp.matmul(other.T, other, precision=EXACT) + config.reg * jnp.eye(k, dtype=own.dtype)
     zero = jnp.zeros((1, k), own.dtype)
     factors, warm = jnp.concatenate([other, zero]), jnp.concatenate([own, zero])
-    x, observed, retried = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config),
-                                       (chunks.cols, chunks.vals, chunks.owner, chunks.rows))
-    return in_row_order(chunks, x), jnp.sum(observed), jnp.any(retried)
+    x, observed, finite = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config),
+                                      (chunks.cols, chunks.vals, chunks.owner, chunks.rows))
+    return in_row_order(chunks, x), jnp.sum(observed), jnp.all(finite)
 
 
 def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
@@ -119,14 +135,21 @@ def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
     return all_pairs + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
 
 
-@partial(jax.jit, donate_argnums=0)
-def step(state: FactorState, data: ImplicitData, config: ImplicitConfig):
-    """One sweep (users, then items); ``info`` holds ``loss`` (``L`` after the sweep, its
-    observed-pair part from the item half step) and ``cholesky_retries``."""
-    x, _, retried_u = update_side(data.user_chunks, state.user_factors, state.item_factors, config)
-    y, observed, retried_i = update_side(data.item_chunks, state.item_factors, x, config)
+@jax.jit
+def sweep(state: FactorState, data: ImplicitData, config: ImplicitConfig) -> tuple[FactorState, ImplicitInfo]:
+    """One sweep (users, then items)."""
+    x, _, finite_u = update_side(data.user_chunks, state.user_factors, state.item_factors, config)
+    y, observed, finite_i = update_side(data.item_chunks, state.item_factors, x, config)
     state = state._replace(user_factors=x, item_factors=y)
-    retries = retried_u.astype(jnp.int32) + retried_i.astype(jnp.int32)
     all_pairs = jnp.sum(jnp.matmul(x.T, x, precision=EXACT) * jnp.matmul(y.T, y, precision=EXACT))
     loss = all_pairs + observed + config.reg * (jnp.sum(x**2) + jnp.sum(y**2))
-    return state, {"loss": loss, "cholesky_retries": retries}
+    return state, ImplicitInfo(loss, finite_u & finite_i)
+
+
+def build_kernel(data: ImplicitData, config: ImplicitConfig) -> Kernel:
+    """The implicit ALS :class:`~bayesmf.engines.driver.Kernel`: ``init`` is
+    :func:`~bayesmf.engines.als.init_factors`, ``step(key, state)`` one :func:`sweep`
+    (deterministic), ``retry`` the sweep with relative jitter on every exact solve."""
+    jittered = dataclasses.replace(config, jitter=RETRY_JITTER)
+    return Kernel(init=init_factors, step=lambda _key, state: sweep(state, data, config),
+                  retry=lambda _key, state: sweep(state, data, jittered), jitter=RETRY_JITTER)

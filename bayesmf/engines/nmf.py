@@ -37,6 +37,7 @@ from bayesmf.engines.als import FactorState
 from bayesmf.engines.baseline import damped_mean
 from bayesmf.engines.chunks import Chunks, in_row_order, to_rows
 from bayesmf.engines.config import engine_config
+from bayesmf.engines.driver import Kernel
 from bayesmf.engines.sparse import RatingArrays, entry_dot
 
 TINY = 1e-12  # floor on denominators and on predictions inside the KL logarithm
@@ -46,6 +47,15 @@ TINY = 1e-12  # floor on denominators and on predictions inside the KL logarithm
 # products and reductions (not batched matmuls, whose per-row call overhead dominates at these
 # sizes), so narrow rows that pad little win (timings over widths: benchmarks/RESULTS.md).
 NMF_WIDTH = 8
+
+
+class NMFInfo(NamedTuple):
+    """Diagnostics of one NMF sweep."""
+
+    loss: jnp.ndarray
+    """The objective (``F`` or ``D`` of the module docstring) after the sweep."""
+    rmse: jnp.ndarray
+    """Training RMSE after the sweep."""
 
 
 class NMFData(NamedTuple):
@@ -165,9 +175,9 @@ def update_biases(state: FactorState, data: NMFData, config: NMFConfig) -> Facto
 
 
 @partial(jax.jit, donate_argnums=0)
-def step(state: FactorState, data: NMFData, config: NMFConfig):
-    """One sweep: biases (if any), then users, then items. ``info``: ``loss`` and ``rmse`` after
-    the sweep (the data terms from the item half step, no extra pass over the ratings)."""
+def sweep(state: FactorState, data: NMFData, config: NMFConfig) -> tuple[FactorState, NMFInfo]:
+    """One sweep: biases (if any), then users, then items; the data terms of the info come from the
+    item half step (no extra pass over the ratings)."""
     if config.biases:
         state = update_biases(state, data, config)
     p, _ = update_side(data.user_chunks, data.user_counts, state.user_factors, state.user_bias,
@@ -176,4 +186,11 @@ def step(state: FactorState, data: NMFData, config: NMFConfig):
                                p, state.user_bias, data.mu, config, with_loss=True)
     state = state._replace(user_factors=p, item_factors=q)
     loss, rmse = _loss(state, data, config, sse, kl)
-    return state, {"loss": loss, "rmse": rmse}
+    return state, NMFInfo(loss, rmse)
+
+
+def build_kernel(data: NMFData, config: NMFConfig) -> Kernel:
+    """The NMF :class:`~bayesmf.engines.driver.Kernel`: ``init`` is
+    :func:`init_factors`, ``step(key, state)`` one :func:`sweep`
+    (deterministic; no factorisation, so no retry)."""
+    return Kernel(init=init_factors, step=lambda _key, state: sweep(state, data, config))

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.engines.config import engine_config
+from bayesmf.engines.driver import Kernel
 from bayesmf.engines.sparse import RatingArrays
 
 GROUPS = ("user_bias", "item_bias", "user_factors", "item_factors", "implicit_factors")
@@ -62,6 +63,25 @@ class SGDState(NamedTuple):
     user_params: jnp.ndarray  # (n_users, k + 2) = [b_u, 1, p_u]
     item_params: jnp.ndarray  # (n_items, k + 2) = [1, c_i, q_i]
     implicit: jnp.ndarray  # (n_items, k) y_j (SVD++; unused zeros for biased MF)
+
+
+class SGDInfo(NamedTuple):
+    """Diagnostics of one epoch (:func:`epoch`)."""
+
+    loss: jnp.ndarray
+    """The running regularised objective of the epoch."""
+    rmse: jnp.ndarray
+    """The running training RMSE of the epoch."""
+
+
+class EpochState(NamedTuple):
+    """The kernel's state: the parameters and the number of epochs run (which picks the next
+    epoch's batch order)."""
+
+    params: SGDState
+    """The model parameters."""
+    epoch: jnp.ndarray
+    """int32 scalar: epochs done."""
 
 
 class Batches(NamedTuple):
@@ -225,7 +245,24 @@ def epoch(order, state: SGDState, data: SGDData, config: SGDConfig):
     start = (state.user_params, state.item_params, state.implicit, jnp.zeros((), dtype))
     (U, V, Y, sse), _ = jax.lax.scan(chunk_step, start, rows)
     state = SGDState(U, V, Y)
-    return state, {"loss": sse + penalty(state, data, config), "rmse": jnp.sqrt(sse / users.shape[0])}
+    return state, SGDInfo(sse + penalty(state, data, config), jnp.sqrt(sse / users.shape[0]))
+
+
+@partial(jax.jit, donate_argnums=1)
+def _epoch_step(orders, state: EpochState, data: SGDData, config: SGDConfig):
+    params, info = epoch(orders[state.epoch], state.params, data, config)
+    return EpochState(params, state.epoch + 1), info
+
+
+def build_kernel(data: SGDData, config: SGDConfig, orders) -> Kernel:
+    """The SGD :class:`~bayesmf.engines.driver.Kernel` over :class:`EpochState`:
+    ``init(params)`` wraps starting parameters (from :func:`init`) at epoch 0;
+    ``step(key, state)`` runs one :func:`epoch` in the order ``orders[state.epoch]`` (``orders``
+    (n_epochs, n_batches) from :func:`epoch_orders`; the key is unused: the orders carry the
+    randomness)."""
+    orders = jnp.asarray(orders)
+    return Kernel(init=lambda params: EpochState(params, jnp.zeros((), jnp.int32)),
+                  step=lambda _key, state: _epoch_step(orders, state, data, config))
 
 
 def effective_user_factors(state: SGDState, data: SGDData, config: SGDConfig):

@@ -117,7 +117,8 @@ def hyper_draws(model) -> dict[str, np.ndarray] | None:
     """Hyperparameter draws of a sampler fit for trace and rank plots: ``mu_U``, ``mu_V``
     (C, S, D), the diagonals ``Lambda_U``, ``Lambda_V`` (C, S, D) and ``alpha`` (C, S) when it
     varies; None for point fits and for SVI (independent draws from a fitted guide, not a chain)."""
-    if not getattr(model, "has_draws", False) or getattr(model, "inference", None) not in SAMPLER_INFERENCES:
+    name = getattr(model, "inference_name", getattr(model, "inference", None))
+    if not getattr(model, "has_draws", False) or name not in SAMPLER_INFERENCES:
         return None
     out = {}
     for site in HYPER_SITES:

@@ -44,13 +44,18 @@ Schema (every table and key; anything else is an error naming the key and the al
     label = "BPMF (Gibbs)"            # optional display name (default: the model name)
     bootstrap = 10                    # optional: a BootstrapEnsemble of this many copies
     rank = [5, 10]                    # hyperparameters: constructor arguments; an array is a grid axis
-    inference = "gibbs"
+    inference = "gibbs"               # a name, or a table with the name and settings:
+    # inference = {name = "nuts", max_tree_depth = 7}   (bayesmf.models.inference configurations)
 
 Hyperparameter values are checked against the constructor's annotations: integers for ``int``,
 finite numbers for ``float``, ``true``/``false`` for ``bool``, strings for ``str``, a TOML table of
 finite numbers for ``dict`` (``learning_rates = {user_bias = 0.01}``); an argument that accepts
 ``None`` takes the string ``"none"``; a ``tuple`` argument (``noise_prior``) takes an array of
-numbers, and an array of arrays is then its grid axis. Every number in the file must be finite.
+numbers, and an array of arrays is then its grid axis. BPMF's ``inference`` takes a name
+(``"nuts"``: its default settings) or a table ``{name = "nuts", max_tree_depth = 7}`` of the
+fields of that inference's configuration (:mod:`bayesmf.models.inference`); the keys
+``nuts_*``, ``svi_*``, ``map_*`` and ``gibbs_rescale`` of earlier files are still read, with a
+``DeprecationWarning``. Every number in the file must be finite.
 A grid axis, ``[data].name`` and ``[split].folds`` may not repeat a value (compared once
 resolved: ``[1, 1.0]`` for a number), since the repeat would run the same configuration again.
 ``seed``, ``progress`` and ``checkpoint`` belong to the runner (see :mod:`bayesmf.experiments.grid`
@@ -415,7 +420,10 @@ def _models(c: _Checker, value) -> tuple:
         bootstrap = table.get("bootstrap")
         if bootstrap is not None:
             bootstrap = c.integer(bootstrap, f"{where}.bootstrap", minimum=2)
-        params = catalogue.model_parameters(model)
+        # constructor parameters, plus the deprecated keyword names an estimator still maps
+        # (BPMF's nuts_* / svi_* / map_* / gibbs_rescale onto its inference configuration)
+        deprecated = getattr(catalogue.model_class(model), "deprecated_parameters", dict)()
+        params = {**deprecated, **catalogue.model_parameters(model)}
         fixed, axes = {}, {}
         for key, raw in table.items():
             if key in MODEL_KEYS:
@@ -472,12 +480,20 @@ def _param_value(c: _Checker, value, kinds: set[str], key: str):
     if "tuple" in kinds and isinstance(value, list) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return [c.number(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if "InferenceConfig" in kinds and isinstance(value, dict):
+        # an inference table ({name = "nuts", max_tree_depth = 7}); the estimator checks its fields
+        return _none_strings(value)
     if "dict" in kinds and isinstance(value, dict):
         # the table-valued arguments (FunkSVD/SVDpp learning_rates, regularizations) map names to
         # numbers; which names are allowed is the estimator's check (_check_with_estimator)
         return {name: c.number(v, f"{key}.{name}") for name, v in value.items()}
     expected = " or ".join(sorted(_KIND_WORDS.get(k, k) for k in kinds))
     c.fail(key, f"must be {expected}, got {value!r}")
+
+
+def _none_strings(table: dict) -> dict:
+    """``table`` with the string "none" read as None, in nested tables too."""
+    return {k: _none_strings(v) if isinstance(v, dict) else None if v == "none" else v for k, v in table.items()}
 
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",

@@ -78,7 +78,7 @@ class ALS(ClassicalModel):
             scale = float(np.sqrt(max(float(np.mean(train.values)), 1e-3) / self.rank * np.pi / 2))
         state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank, scale, dtype,
                                     nonnegative=self.nonnegative)
-        state = run(self, lambda _, s: engine.step(s, data, config), state, self.n_iter)
+        state = run(self, engine.build_kernel(data, config), state, self.n_iter)
         store_state(self, state, mu, self.biases)
 
     def fold_in_penalty(self, counts: np.ndarray):
@@ -142,7 +142,7 @@ class ImplicitALS(ClassicalModel):
                                                 int(self.cg_steps), self.solver == "cholesky")
         state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank,
                                     self.init_scale, dtype)
-        state = run(self, lambda _, s: implicit_engine.step(s, data, config), state, self.n_iter)
+        state = run(self, implicit_engine.build_kernel(data, config), state, self.n_iter)
         self.rating_scale_ = None
         store_state(self, state, 0.0, biases=False)
 

@@ -244,6 +244,8 @@ def _accepted_params(cls: type, meta: dict, path) -> dict:
     params = meta["params"]
     if not isinstance(params, dict):
         raise DataError(f"{path}: the saved parameters are not a mapping ({type(params).__name__})")
+    if hasattr(cls, "_upgrade_saved_params"):  # parameters an earlier version saved under other names
+        params = cls._upgrade_saved_params(params)
     unknown = sorted(set(params) - set(cls._param_names()))
     if unknown:
         raise DataError(f"{path}: the saved {cls.__name__} has parameter(s) {unknown} that {cls.__name__} of this "

@@ -35,17 +35,12 @@ class Baseline(ClassicalModel):
 
     def _fit(self, train) -> None:
         dtype = check_dtype(self.dtype)
-        data = rating_arrays(train, dtype)
-        mu = jnp.mean(data.values)
-        user_counts = jnp.asarray(train.user_counts, dtype)
-        item_counts = jnp.asarray(train.item_counts, dtype)
-        reg_u, reg_i = float(self.reg_user), float(self.reg_item)
-
-        def step(_, state):
-            return engine.step(state, data, user_counts, item_counts, mu, reg_u, reg_i)
-
-        state = run(self, step, engine.init(train.n_users, train.n_items, dtype), self.n_iter)
-        self.global_mean_ = float(mu)
+        ratings = rating_arrays(train, dtype)
+        data = engine.BiasData(ratings, jnp.asarray(train.user_counts, dtype), jnp.asarray(train.item_counts, dtype),
+                               jnp.mean(ratings.values))
+        kernel = engine.build_kernel(data, float(self.reg_user), float(self.reg_item))
+        state = run(self, kernel, kernel.init(train.n_users, train.n_items, dtype), self.n_iter)
+        self.global_mean_ = float(data.mu)
         self.user_bias_, self.item_bias_ = to_numpy(state.user_bias), to_numpy(state.item_bias)
         self.user_factors_ = self.item_factors_ = None
 

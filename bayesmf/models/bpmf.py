@@ -18,6 +18,7 @@ materialising (draws x pairs x rank) at once.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -25,37 +26,25 @@ import numpy as np
 
 from bayesmf.data.ratings import Ratings
 from bayesmf.engines.als import init_factors
-from bayesmf.engines.driver import iterate
+from bayesmf.engines.driver import content_digest, iterate, run
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.models.base import FactorModel, check_dtype, check_positive_int
+from bayesmf.models.inference import (
+    CHAIN_INFERENCES,
+    INFERENCES,
+    FitProblem,
+    InferenceConfig,
+    MAPConfig,
+    apply_legacy,
+    inference_params,
+    legacy_names,
+    legacy_parameters,
+    resolve,
+)
 from bayesmf.posterior import gibbs
-from bayesmf.posterior.map import MapState, als_step, make_adam_step
+from bayesmf.posterior.bpmf_model import ALL_SITES, BIAS_SITES, HYPER_SITES, NOISE_SITES, BPMFModel
 from bayesmf.posterior.model import Prior
-from bayesmf.posterior.sampler import content_digest, run_sampler
 from bayesmf.validate import as_indices
-
-INFERENCES = ("gibbs", "nuts", "svi", "map")
-HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
-BIAS_SITES = ("b_U", "b_V", "bias_precision_U", "bias_precision_V")
-NOISE_SITES = ("tau", "kappa")  # noise="heteroscedastic": per-user and per-item precision factors
-
-
-@jax.jit
-def _pair_moments(U, V, BU, BV, users, items, global_mean):
-    """Mean and variance over draws of ``m + b_s + c_s + u_s . v_s`` at pairs; U (S, n_users, D),
-    BU (S, n_users). A scan over draws keeps memory O(pairs), whatever the number of draws.
-    """
-
-    def body(carry, draw):
-        u, v, bu, bv = draw
-        f = global_mean + bu[users] + bv[items] + jnp.sum(u[users] * v[items], axis=-1)
-        return (carry[0] + f, carry[1] + f * f), None
-
-    zeros = jnp.zeros(users.shape, U.dtype)
-    (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), (U, V, BU, BV))
-    n = U.shape[0]
-    mean = s1 / n
-    return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
 
 
 @jax.jit
@@ -153,7 +142,17 @@ class BPMF(FactorModel):
     Parameters
     ----------
     rank : latent dimension D.
-    inference : "gibbs" | "nuts" | "svi" | "map".
+    inference : "gibbs" | "nuts" | "svi" | "map", a configuration or a mapping
+        The inference and its settings (:mod:`bayesmf.models.inference`): a name (its default
+        configuration), a configuration object — :class:`~bayesmf.models.inference.GibbsConfig`
+        (``rescale``, the MAP ``start``), :class:`~bayesmf.models.inference.NUTSConfig`
+        (``target_accept``, ``max_tree_depth``, ``dense_mass``, ``parameterization``, ``init``,
+        ``init_sweeps``), :class:`~bayesmf.models.inference.SVIConfig` (``steps``, ``guide``,
+        ``batch_size``, ``learning_rate``), :class:`~bayesmf.models.inference.MAPConfig`
+        (``n_iter``, ``method``) — or a mapping ``{"name": "nuts", "max_tree_depth": 7}``. The
+        keyword arguments ``nuts_*``, ``svi_*``, ``map_iter``, ``map_method`` and
+        ``gibbs_rescale`` of earlier versions still work for one release, with a
+        :class:`DeprecationWarning`, mapped onto the configuration.
     n_samples, n_warmup, thin, chains : draws kept per chain, burn-in sweeps, thinning, chains.
         Several Gibbs chains start over-dispersed (chain 0 at the initial factors, chain ``c`` at
         them plus independent ``N(0, (2 s)^2)`` noise, ``s`` the spread of that side's entries),
@@ -199,12 +198,6 @@ class BPMF(FactorModel):
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
     init : "map" (PMF MAP, the authors' choice) or "random".
-    gibbs_rescale : end every Gibbs sweep with the exact moves along the likelihood's
-        invariances (:mod:`bayesmf.posterior.gibbs`): ``u -> A u``, ``v -> A^-1 v`` with the
-        hyperparameters (``mu0 = 0`` only), and with biases the shifts ``u -> u + x``,
-        ``c -> c - V x`` and translations ``m -> m + d``, ``b -> b - d``. The posterior is the
-        same either way; the chain mixes faster with them.
-    map_iter : coordinate-ascent sweeps for the MAP fit / initialisation.
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
         through the online moments of ``fit(..., track=...)``).
     checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted
@@ -212,30 +205,6 @@ class BPMF(FactorModel):
         bit-identically (with a :class:`~bayesmf.errors.ResumeWarning`); a checkpoint of another
         run raises :class:`ConfigError`, an unreadable one :class:`DataError`. Gibbs only: other
         inferences refuse it.
-    svi_steps, svi_guide ("meanfield" | "lowrank"), svi_batch_size, svi_learning_rate: Adam
-        steps, guide, ratings per step (``None``: all of them) and step size. The defaults (1,000
-        full-batch steps at 0.01) are measured choices (benchmarks/RESULTS.md); a full-batch step's
-        likelihood runs through the packed layout (no scatter-adds), so minibatches (an integer)
-        pay off only when the ratings do not fit in memory.
-    nuts_target_accept, nuts_max_tree_depth, nuts_dense_mass ("hyper" (default): a dense mass
-        matrix over each side's hyperparameter block (Bartlett variables and ``z_mu``), diagonal
-        over the factors; False: all diagonal; True: dense over everything, small models only).
-        Used with ``nuts_init="map"`` only: the Gibbs start gives a diagonal mass matrix.
-        "hyper" gave several times the ESS of a diagonal mass at the same run time
-        (benchmarks/RESULTS.md).
-    nuts_parameterization : "bartlett" (default: rows and ``mu`` centred given Bartlett's ``L``)
-        or "noncentered" (rows ``u_i = mu + L^{-T} z_i``); both take ``Lambda`` from Bartlett's
-        variables (:mod:`bayesmf.posterior.model`); "bartlett" had the higher ESS on MovieLens
-        (benchmarks/RESULTS.md). Non-centred rows suit rows with few ratings each.
-    nuts_init, nuts_init_sweeps : where NUTS starts. "gibbs" (default): ``nuts_init_sweeps``
-        Gibbs sweeps of the same model from the initial factors, the first third discarded; NUTS
-        starts at the last draw (chain ``c`` ``c * n / chains`` draws earlier) with its inverse
-        mass matrix the draws' variance per coordinate, kept through the warm-up, which adapts
-        the step size only (:func:`bayesmf.posterior.numpyro_inference.run_nuts`). "map": at
-        the initial factors with the hyperparameters at their conditional posterior means,
-        NumPyro's warm-up adapting the mass matrix too. With 100 warm-up iterations NumPyro
-        estimates the mass matrix once, from a 75-iteration window, which left a much smaller
-        step size and ESS than the Gibbs start's kept mass (benchmarks/RESULTS.md).
     seed, progress, dtype ("float32" | "float64").
     """
 
@@ -248,7 +217,7 @@ class BPMF(FactorModel):
     def __init__(
         self,
         rank: int = 10,
-        inference: str = "gibbs",
+        inference: str | dict | InferenceConfig = "gibbs",
         n_samples: int = 200,
         n_warmup: int = 50,
         thin: int = 1,
@@ -266,28 +235,16 @@ class BPMF(FactorModel):
         biases: bool = False,
         bias_prior: tuple = (1.0, 1.0),
         init: str = "map",
-        gibbs_rescale: bool = True,
-        map_iter: int = 10,
-        map_method: str = "als",
         keep_every: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 50,
-        svi_steps: int = 1000,
-        svi_guide: str = "meanfield",
-        svi_batch_size: int | None = None,
-        svi_learning_rate: float = 0.01,
-        nuts_target_accept: float = 0.8,
-        nuts_max_tree_depth: int = 8,
-        nuts_dense_mass: bool | str = "hyper",
-        nuts_parameterization: str = "bartlett",
-        nuts_init: str = "gibbs",
-        nuts_init_sweeps: int = 150,
         seed: int = 0,
         progress: bool = False,
         dtype: str = "float32",
+        **deprecated,
     ):
         self.rank = rank
-        self.inference = inference
+        self.inference = apply_legacy(inference, deprecated, type(self).__name__)
         self.n_samples = n_samples
         self.n_warmup = n_warmup
         self.thin = thin
@@ -305,27 +262,58 @@ class BPMF(FactorModel):
         self.biases = biases
         self.bias_prior = bias_prior
         self.init = init
-        self.gibbs_rescale = gibbs_rescale
-        self.map_iter = map_iter
-        self.map_method = map_method
         self.keep_every = keep_every
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
-        self.svi_steps = svi_steps
-        self.svi_guide = svi_guide
-        self.svi_batch_size = svi_batch_size
-        self.svi_learning_rate = svi_learning_rate
-        self.nuts_target_accept = nuts_target_accept
-        self.nuts_max_tree_depth = nuts_max_tree_depth
-        self.nuts_dense_mass = nuts_dense_mass
-        self.nuts_parameterization = nuts_parameterization
-        self.nuts_init = nuts_init
-        self.nuts_init_sweeps = nuts_init_sweeps
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
 
     # -- configuration ------------------------------------------------------------------------
+    def bayesian_model(self, prior: Prior | None = None) -> BPMFModel:
+        """The model behind the estimator (:class:`~bayesmf.posterior.bpmf_model.BPMFModel`, a
+        :class:`~bayesmf.posterior.protocol.BayesianModel`): inference, prediction and fold-in go
+        through it. ``prior`` None: for prediction from stored draws only."""
+        return BPMFModel(prior)
+
+    def inference_config(self) -> InferenceConfig:
+        """The inference's configuration (:func:`bayesmf.models.inference.resolve` of ``inference``)."""
+        return resolve(self.inference)
+
+    @property
+    def inference_name(self) -> str:
+        """The registry name of the inference (``"gibbs"``, ``"nuts"``, ``"svi"``, ``"map"``)."""
+        return self.inference_config().name
+
+    def get_params(self) -> dict:
+        """The constructor's arguments; ``inference`` in the JSON-able form of
+        :func:`~bayesmf.models.inference.inference_params` (a name or a mapping), which the
+        constructor reads back."""
+        params = super().get_params()
+        if "inference" in params:
+            params["inference"] = inference_params(params["inference"])
+        return params
+
+    @classmethod
+    def deprecated_parameters(cls) -> dict:
+        """The deprecated keyword arguments (``nuts_*``, ``svi_*``, ``map_*``, ``gibbs_rescale``)
+        as :class:`inspect.Parameter` objects, for the experiments schema."""
+        return {} if cls is not BPMF else legacy_parameters()
+
+    @classmethod
+    def _upgrade_saved_params(cls, params: dict) -> dict:
+        """Saved parameters of earlier versions (``nuts_*``, ``svi_*``, ``map_*``,
+        ``gibbs_rescale``) folded into ``inference``, without a deprecation warning."""
+        own = set(cls._param_names())
+        legacy = {k: v for k, v in params.items() if k not in own and k in legacy_names()}
+        if not legacy:
+            return params
+        out = {k: v for k, v in params.items() if k not in legacy}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out["inference"] = inference_params(apply_legacy(params.get("inference", "gibbs"), legacy))
+        return out
+
     @property
     def prior(self) -> Prior:
         noise = self._noise_prior()
@@ -358,7 +346,7 @@ class BPMF(FactorModel):
         (which holds the quantity fixed); ``"auto"`` resolved by ``auto(train)``, or without
         ``train`` taken from the fit (``name + "_"``; None before a fit: no data scale yet)."""
         value = getattr(self, name)
-        if self.inference == "map" or value is None:
+        if self.inference_name == "map" or value is None:
             return None
         if isinstance(value, str):
             if value != "auto":
@@ -371,36 +359,24 @@ class BPMF(FactorModel):
         return first, second
 
     def _validate(self):
-        if self.inference not in INFERENCES:
-            raise ConfigError(f"inference must be one of {INFERENCES}, got {self.inference!r}")
-        if not isinstance(self.gibbs_rescale, (bool, np.bool_)):
-            raise ConfigError(f"gibbs_rescale must be True or False, got {self.gibbs_rescale!r}")
+        config = self.inference_config().validate()
+        name = config.name
         if self.init not in ("map", "random"):
             raise ConfigError(f"init must be 'map' or 'random', got {self.init!r}")
-        if self.noise != "gaussian" and self.inference == "map":
+        if self.noise != "gaussian" and name == "map":
             raise ConfigError(f"noise={self.noise!r} needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "the MAP fit is the Gaussian model's")
-        if self.biases and self.inference == "map":
+        if self.biases and name == "map":
             raise ConfigError("biases=True needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "for a biased point estimate use bayesmf.ALS or FunkSVD")
-        if self.checkpoint is not None and self.inference != "gibbs":
+        if self.checkpoint is not None and name != "gibbs":
             raise ConfigError(f"checkpoint={self.checkpoint!r} is used by inference='gibbs' only; "
-                              f"inference={self.inference!r} would ignore it: drop it or use inference='gibbs'")
-        if self.nuts_parameterization not in ("noncentered", "bartlett"):
-            raise ConfigError("nuts_parameterization must be 'noncentered' or 'bartlett', "
-                              f"got {self.nuts_parameterization!r}")
-        if self.nuts_init not in ("gibbs", "map"):
-            raise ConfigError(f"nuts_init must be 'gibbs' or 'map', got {self.nuts_init!r}")
-        if check_positive_int("nuts_init_sweeps", self.nuts_init_sweeps) < 15:
-            # the mass matrix is the variance over the kept two thirds of these sweeps
-            raise ConfigError(f"nuts_init_sweeps must be an integer >= 15, got {self.nuts_init_sweeps!r}")
-        if self.map_method not in ("als", "adam"):
-            raise ConfigError(f"map_method must be 'als' or 'adam', got {self.map_method!r}")
-        for name in ("n_samples", "thin", "chains", "keep_every", "map_iter", "svi_steps", "checkpoint_every"):
-            check_positive_int(name, getattr(self, name))
+                              f"inference={name!r} would ignore it: drop it or use inference='gibbs'")
+        for setting in ("n_samples", "thin", "chains", "keep_every", "checkpoint_every"):
+            check_positive_int(setting, getattr(self, setting))
         if isinstance(self.n_warmup, bool) or int(self.n_warmup) != self.n_warmup or self.n_warmup < 0:
             raise ConfigError(f"n_warmup must be an integer >= 0, got {self.n_warmup!r}")
-        return self.prior, check_dtype(self.dtype)
+        return config, self.prior, check_dtype(self.dtype)
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, train: Ratings, track: Ratings | None = None) -> BPMF:
@@ -413,7 +389,7 @@ class BPMF(FactorModel):
     def _fit(self, train: Ratings) -> None:
         self.offset_prior_ = self._offset_prior(train)
         self.noise_prior_ = self._noise_prior(train)
-        prior, dtype = self._validate()
+        config, prior, dtype = self._validate()
         # the data's centre; after a fit with a learned offset, its posterior mean (_store_draws)
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.user_bias_ = self.item_bias_ = None
@@ -422,114 +398,86 @@ class BPMF(FactorModel):
         data = gibbs.prepare(train, self.global_mean_, self.rank, dtype, rating_index=not prior.gaussian)
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
-        U0, V0 = self._initial_factors(k_init, data, prior, train, dtype)
-        for name in ("user_samples_", "item_samples_",
-                     *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES)):
+        U0, V0 = self._initial_factors(k_init, data, prior, train, dtype, config)
+        for name in ("user_samples_", "item_samples_", *(f"{s}_samples_" for s in ALL_SITES[2:])):
             setattr(self, name, None)
-        if self.inference == "map":
+        problem = FitProblem(train, data, prior, U0, V0, k_run, dtype)
+        draws = INFERENCES[config.name].fit(self, problem, config)
+        if draws is None:  # a point estimate
             self.user_factors_, self.item_factors_ = np.asarray(U0), np.asarray(V0)
             return
-        if self.inference == "gibbs":
-            draws = self._run_gibbs(k_run, data, prior, U0, V0, train, dtype)
-        elif self.inference == "nuts":
-            from bayesmf.posterior.numpyro_inference import run_nuts
-
-            warm = None
-            if self.nuts_init == "gibbs":
-                # a short Gibbs run of the same model from the MAP factors: NUTS starts where the
-                # hyperparameters and the noise have settled, and its warm-up from the draws'
-                # variance per coordinate instead of the identity (run_nuts)
-                sweeps = int(self.nuts_init_sweeps)
-                result = self._gibbs_result(jax.random.fold_in(k_run, 1), data, prior, U0, V0, train, dtype,
-                                            n_warmup=sweeps // 3, n_samples=sweeps - sweeps // 3, chains=1,
-                                            desc="BPMF NUTS start (Gibbs)", rescale=False)
-                warm = {name: v[0] for name, v in result.samples.items()}
-                self.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
-            draws, self.sample_stats_ = run_nuts(
-                train, prior, self.global_mean_, k_run, n_warmup=self.n_warmup, n_samples=self.n_samples,
-                chains=self.chains, init_U=U0, init_V=V0, target_accept=self.nuts_target_accept,
-                max_tree_depth=self.nuts_max_tree_depth, dense_mass=self.nuts_dense_mass,
-                parameterization=self.nuts_parameterization, warm_draws=warm, progress=self.progress)
-        else:
-            from bayesmf.posterior.numpyro_inference import run_svi
-
-            draws, losses = run_svi(
-                train, prior, self.global_mean_, k_run, steps=self.svi_steps, n_samples=self.n_samples,
-                guide=self.svi_guide, batch_size=self.svi_batch_size, learning_rate=self.svi_learning_rate,
-                init_U=U0, init_V=V0, progress=self.progress)
-            self.history_["elbo_loss"] = [float(x) for x in losses]
         self._store_draws(draws)
-        if self.inference in ("gibbs", "nuts") and int(self.chains) > 1:
+        if config.name in CHAIN_INFERENCES and int(self.chains) > 1:
             from bayesmf.posterior.convergence import diagnose, identified_summaries, warn_if_unconverged
 
             self.diagnostics_ = diagnose(identified_summaries(draws))
-            warn_if_unconverged(self.diagnostics_, f"BPMF {self.inference}", stacklevel=5)
+            warn_if_unconverged(self.diagnostics_, f"BPMF {config.name}", stacklevel=5)
 
-    def _initial_factors(self, key, data, prior: Prior, train: Ratings, dtype):
+    def _initial_factors(self, key, data, prior: Prior, train: Ratings, dtype, config: InferenceConfig):
         # N(0, 0.1^2) starting factors drawn on the host (as gibbs.init would draw them with JAX):
         # XLA compiles the threefry sampler anew for each shape, ~1 s per shape on a 2-core CPU
         start = init_factors(self.seed, train.n_users, train.n_items, prior.rank, 0.1, dtype)
         state = gibbs.init(key, prior, train.n_users, train.n_items, U=start.user_factors, V=start.item_factors,
                            dtype=dtype)
-        if self.init == "random" and self.inference != "map":
+        if self.init == "random" and config.name != "map":
             return state.U, state.V
+        start = config if isinstance(config, MAPConfig) else getattr(config, "start", MAPConfig())
         # PMF MAP with the hyperparameters at their prior means: Lambda = nu0 W0, mu = 0.
-        lam = prior.nu * prior.w0
-        start = MapState(state.U, state.V)
-        if self.map_method == "als":
-            step = functools.partial(als_step, data=data, alpha=prior.alpha, lam=lam)
-            final, hist = iterate(step, start, self.map_iter, None, progress=self.progress, desc="PMF MAP")
-        else:
-            opt, adam_step = make_adam_step(data, prior.alpha, lam, 0.01, None)
-            params = (start.U, start.V)
-            carry, hist = iterate(jax.jit(adam_step), (params, opt.init(params)), self.map_iter, key,
-                                  progress=self.progress, desc="PMF MAP (adam)")
-            final = MapState(*carry[0])
+        kernel = self.bayesian_model(prior).map_kernel(data, start.method)
+        desc = "PMF MAP" if start.method == "als" else "PMF MAP (adam)"
+        final, hist = iterate(kernel, kernel.init(state.U, state.V), start.n_iter, key, progress=self.progress,
+                              desc=desc)
         self.history_.update({f"map_{k}": v for k, v in hist.items()})
-        return final.U, final.V
+        U, V = final.params if start.method == "adam" else final
+        return U, V
 
     def _gibbs_result(self, key, data, prior: Prior, U0, V0, train: Ratings, dtype, *, n_warmup: int, n_samples: int,
                       chains: int, thin: int = 1, keep_every: int = 1, track: Ratings | None = None, checkpoint=None,
                       desc: str = "BPMF Gibbs", rescale: bool | None = None):
-        """``run_sampler`` over Gibbs sweeps from the factors ``(U0, V0)``, every chain from the
-        same start; kept draws of every site of the model; the posterior-predictive moments at the
-        pairs of ``track`` (a :class:`Ratings`) when given."""
-        base = gibbs.init(jax.random.PRNGKey(self.seed), prior, train.n_users, train.n_items, U=U0, V=V0,
-                          dtype=dtype, offset=self.global_mean_)
+        """The driver (:func:`~bayesmf.engines.driver.run`) over the Gibbs kernel's sweeps from
+        the factors ``(U0, V0)``, every chain from the same start; kept draws of every site of the
+        model; the posterior-predictive moments at the pairs of ``track`` (a :class:`Ratings`)
+        when given."""
+        # the short run that starts NUTS goes without the invariance moves: its draws' variance is
+        # NUTS's mass matrix, and along the moves' ridges it is a spread that NUTS, moving the
+        # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
+        rescale = bool(self.inference_config().rescale) if rescale is None else rescale
+        model = self.bayesian_model(prior)
+        kernel = model.gibbs_kernel(data, rescale)
+        base = kernel.init(jax.random.PRNGKey(self.seed), train.n_users, train.n_items, U=U0, V=V0, dtype=dtype,
+                           offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
         if chains > 1:
             U, V = overdispersed_starts(np.asarray(U0), np.asarray(V0), chains, self.seed)
             init_state = init_state._replace(U=jnp.asarray(U, dtype), V=jnp.asarray(V, dtype))
-        sites = ("U", "V") + tuple(s for s in HYPER_SITES if s != "offset" or prior.learns_offset) + (
-            BIAS_SITES if prior.has_biases else ()) + (NOISE_SITES if prior.noise == "heteroscedastic" else ())
+        sites = model.sites()
 
         def collect(state):
             return {site: getattr(state, site) for site in sites}
 
-        # the short run that starts NUTS goes without the invariance moves: its draws' variance is
-        # NUTS's mass matrix, and along the moves' ridges it is a spread that NUTS, moving the
-        # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
-        rescale = bool(self.gibbs_rescale) if rescale is None else rescale
-        kernel = functools.partial(gibbs.chain_step, data=data, prior=prior, rescale=rescale)
         track_fn = None
         if track is not None:
             track_fn = functools.partial(gibbs.pair_predictions, users=jnp.asarray(track.users),
                                          items=jnp.asarray(track.items))
-        return run_sampler(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
-                           collect=collect, keep_every=keep_every, track=track_fn, progress=self.progress, desc=desc,
-                           checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
-                           fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
+        return run(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin, collect=collect,
+                   keep_every=keep_every, track=track_fn, draw_axis=1, progress=self.progress, desc=desc,
+                   checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
+                   fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
 
     def _chain_fingerprint(self, train: Ratings, track: Ratings | None) -> dict:
         """What identifies a Gibbs chain, for its checkpoint: the training triples and the tracked
         pairs by content, and every setting that changes the chain. Settings that do not change it
         (progress, the checkpoint's own path and period, NUTS/SVI options) stay out, so that a
-        checkpoint resumes whatever they are (and across versions that add such settings)."""
-        ignored = ("progress", "checkpoint", "checkpoint_every")
+        checkpoint resumes whatever they are (and across versions that add such settings). The
+        inference's settings come from its configuration, under the keyword names of earlier
+        versions (:meth:`~bayesmf.models.inference.InferenceConfig.settings`), so that their
+        checkpoints resume."""
+        ignored = ("progress", "checkpoint", "checkpoint_every", "inference")
         if self.noise == "gaussian":  # the noise settings change nothing then (and checkpoints predate them)
             ignored += ("noise", "noise_df", "precision_shape")
-        settings = {k: v for k, v in self.get_params().items()
-                    if k not in ignored and not k.startswith(("nuts_", "svi_"))}
+        config = self.inference_config()
+        settings = {k: v for k, v in self.get_params().items() if k not in ignored}
+        settings.update(inference=config.name, **config.settings())
         return {"data": content_digest(train.users, train.items, train.values, np.asarray(train.shape)),
                 "track": None if track is None else content_digest(track.users, track.items),
                 "settings": settings}
@@ -572,20 +520,12 @@ class BPMF(FactorModel):
         return getattr(self, "user_samples_", None) is not None
 
     def _flat_draws(self):
-        """Draws with chains merged: U (S, n_users, D), V (S, n_items, D), biases (S, n) (zeros
-        for a model without biases). A learned offset's distance from ``global_mean_`` (its
-        posterior mean) is folded into the item biases, so that ``global_mean_ + b_i + c_j +
-        u_i.v_j`` is each draw's prediction."""
-        U, V = self.user_samples_, self.item_samples_
-        U, V = U.reshape(-1, *U.shape[2:]), V.reshape(-1, *V.shape[2:])
-        if self.b_U_samples_ is None:
-            BU, BV = np.zeros(U.shape[:2], U.dtype), np.zeros(V.shape[:2], V.dtype)
-        else:
-            BU, BV = self.b_U_samples_.reshape(U.shape[:2]), self.b_V_samples_.reshape(V.shape[:2])
-        if getattr(self, "offset_samples_", None) is not None:
-            shift = self.offset_samples_.reshape(-1).astype(np.float64) - self.global_mean_
-            BV = (BV + shift[:, None]).astype(V.dtype)
-        return U, V, BU, BV
+        """The draws' latent factors with chains merged (``BPMFModel.factors``): U (S, n_users, D),
+        V (S, n_items, D), biases (S, n), such that ``global_mean_ + b_i + c_j + u_i.v_j`` is each
+        draw's prediction."""
+        draws = {"U": self.user_samples_, "V": self.item_samples_, "b_U": self.b_U_samples_,
+                 "b_V": self.b_V_samples_, "offset": getattr(self, "offset_samples_", None)}
+        return self.bayesian_model().factors(draws, self.global_mean_)
 
     def _noise_factor(self) -> float:
         """Variance of the standardised noise: ``nu / (nu - 2)`` for Student-t (``inf`` for
@@ -638,9 +578,7 @@ class BPMF(FactorModel):
         if not self.has_draws:
             mean = FactorModel._predict_indices(self, users, items, bad, bad)
             return mean.astype(np.float64), np.zeros(users.shape)
-        U, V, BU, BV = (jnp.asarray(a) for a in self._flat_draws())
-        mean, var = _pair_moments(U, V, BU, BV, jnp.asarray(users), jnp.asarray(items), self.global_mean_)
-        return np.asarray(mean, np.float64), np.asarray(var, np.float64)
+        return self.bayesian_model().predictive_moments(self._flat_draws(), users, items, self.global_mean_)
 
     def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
         mean, _ = self._moments(users, items, bad_u | bad_i)
@@ -924,5 +862,11 @@ class PMF(BPMF):
     def __init__(self, rank: int = 10, alpha: float = 2.0, nu0: float | None = None, w0: float = 1.0,
                  map_iter: int = 20, map_method: str = "als", seed: int = 0, progress: bool = False,
                  dtype: str = "float32"):
-        super().__init__(rank=rank, inference="map", alpha=alpha, nu0=nu0, w0=w0, map_iter=map_iter,
-                         map_method=map_method, seed=seed, progress=progress, dtype=dtype)
+        super().__init__(rank=rank, inference="map", alpha=alpha, nu0=nu0, w0=w0, seed=seed, progress=progress,
+                         dtype=dtype)
+        self.map_iter = map_iter
+        self.map_method = map_method
+
+    def inference_config(self) -> MAPConfig:
+        """:class:`~bayesmf.models.inference.MAPConfig` of ``map_iter`` and ``map_method``."""
+        return MAPConfig(self.map_iter, self.map_method)

@@ -1,18 +1,16 @@
-"""What the classical estimators share around their engines: hyperparameter checks, the
-driver loop with the Cholesky-retry warning, and copying a fitted engine state to NumPy."""
+"""What the classical estimators share around their engines: hyperparameter checks, running a
+kernel through the driver (:mod:`bayesmf.engines.driver`), and copying a fitted engine state to
+NumPy."""
 
 from __future__ import annotations
-
-import warnings
 
 import jax
 import numpy as np
 
 from bayesmf.data.ratings import Ratings
-from bayesmf.engines.als import RETRY_JITTER
 from bayesmf.engines.driver import iterate
 from bayesmf.engines.sparse import check_ratings
-from bayesmf.errors import CholeskyRetryWarning, ConfigError, DataError
+from bayesmf.errors import CholeskyRetryWarning, ConfigError, DataError  # noqa: F401  (CholeskyRetryWarning: re-exported)
 from bayesmf.models.base import FactorModel, check_nonnegative, check_positive_int
 from bayesmf.models.recommend.foldin import nonnegative_fold_in  # noqa: F401 - its former home
 
@@ -39,26 +37,13 @@ def check_common(model, **nonnegative) -> None:
         check_nonnegative(name, value)
 
 
-def run(model, step, state, n_iter: int, key=None, hint: str = ""):
-    """Drive ``step(key, state) -> (state, info)`` for ``n_iter`` iterations, recording
-    ``model.history_``; warns with :class:`CholeskyRetryWarning` when ``info`` reports retries
-    (the count is not kept in the history)."""
-    desc = type(model).__name__
-
-    def host_step(k, s):
-        s, info = step(k, s)
-        retries = info.pop("cholesky_retries", None)
-        if retries is not None and int(retries) > 0:
-            warnings.warn(
-                f"{desc}: a Cholesky factorisation failed (system not positive definite); solved again "
-                f"with relative jitter {RETRY_JITTER:g}. Consider a larger regularization.",
-                CholeskyRetryWarning,
-                stacklevel=4,
-            )
-        return s, info
-
-    state, _ = iterate(host_step, state, n_iter, key, progress=model.progress, desc=desc,
-                       diverged_hint=hint, history=model.history_)
+def run(model, kernel, state, n_iter: int, key=None, hint: str = ""):
+    """Drive ``kernel`` (a :class:`~bayesmf.engines.driver.Kernel`) for ``n_iter`` iterations
+    with :func:`~bayesmf.engines.driver.iterate`, recording ``model.history_``; a failed
+    Cholesky factorisation is solved again with jitter there, with a
+    :class:`CholeskyRetryWarning`."""
+    state, _ = iterate(kernel, state, n_iter, key, progress=model.progress, desc=type(model).__name__,
+                       diverged_hint=hint, retry_hint="Consider a larger regularization.", history=model.history_)
     return state
 
 

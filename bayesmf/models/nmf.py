@@ -72,7 +72,7 @@ class NMF(ClassicalModel):
         # start at the scale of the targets: |r - mu| with biases, r without
         target = float(jnp.mean(jnp.abs(ratings.values - mu)))
         state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank, target, dtype)
-        state = run(self, lambda _, s: engine.step(s, data, config), state, self.n_iter)
+        state = run(self, engine.build_kernel(data, config), state, self.n_iter)
         store_state(self, state, mu, self.biases)
 
     def fold_in_penalty(self, counts: np.ndarray):

@@ -76,11 +76,12 @@ class FunkSVD(ClassicalModel):
         data = engine.sgd_data(rating_arrays(train, dtype), train.users, train.items, train.user_counts,
                                train.item_counts, batches, dtype)
         state = engine.init(seed_init, train.n_users, train.n_items, self.rank, self.init_std, dtype)
-        orders = iter(engine.epoch_orders(seed_orders, self.n_epochs, batches.mask.shape[0]))
+        kernel = engine.build_kernel(data, config, engine.epoch_orders(seed_orders, self.n_epochs,
+                                                                       batches.mask.shape[0]))
         rates = dict(zip(engine.GROUPS, config.lr, strict=True))
         hint = (f"SGD diverged: learning rate(s) {rates} too large for these data; lower learning_rate "
                 f"(now {self.learning_rate}) or learning_rates.")
-        state = run(self, lambda _, s: engine.epoch(next(orders), s, data, config), state, self.n_epochs, hint=hint)
+        state = run(self, kernel, kernel.init(state), self.n_epochs, hint=hint).params
         self.global_mean_ = float(data.mu)
         self.user_bias_ = to_numpy(state.user_params[:, 0])
         self.item_bias_ = to_numpy(state.item_params[:, 1])

@@ -85,6 +85,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, residual_sum, squared_error
+from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal
 from bayesmf.posterior.model import Prior
 
@@ -101,27 +102,50 @@ class GibbsData(NamedTuple):
 
 
 class GibbsState(NamedTuple):
+    """One chain's state: every quantity of the model (a leading chain axis when batched)."""
+
     U: jnp.ndarray
+    """(n_users, D) user factors."""
     V: jnp.ndarray
+    """(n_items, D) item factors."""
     mu_U: jnp.ndarray
+    """(D,) mean of the user rows."""
     Lambda_U: jnp.ndarray
+    """(D, D) precision of the user rows."""
     mu_V: jnp.ndarray
+    """(D,) mean of the item rows."""
     Lambda_V: jnp.ndarray
-    alpha: jnp.ndarray  # scalar noise precision
-    b_U: jnp.ndarray  # (n_users,) user biases (zeros and never sampled without biases)
-    b_V: jnp.ndarray  # (n_items,)
-    bias_precision_U: jnp.ndarray  # scalar
+    """(D, D) precision of the item rows."""
+    alpha: jnp.ndarray
+    """Scalar noise precision."""
+    b_U: jnp.ndarray
+    """(n_users,) user biases (zeros and never sampled without biases)."""
+    b_V: jnp.ndarray
+    """(n_items,) item biases."""
+    bias_precision_U: jnp.ndarray
+    """Scalar precision of the user biases."""
     bias_precision_V: jnp.ndarray
-    offset: jnp.ndarray  # scalar global offset m (the centre, never sampled, when it has no prior)
-    tau: jnp.ndarray | None = None  # (n_users,) precision factors, noise="heteroscedastic" only
-    kappa: jnp.ndarray | None = None  # (n_items,)
+    """Scalar precision of the item biases."""
+    offset: jnp.ndarray
+    """Scalar global offset ``m`` (the centre, never sampled, when it has no prior)."""
+    tau: jnp.ndarray | None = None
+    """(n_users,) noise precision factors, ``noise="heteroscedastic"`` only."""
+    kappa: jnp.ndarray | None = None
+    """(n_items,) noise precision factors, ``noise="heteroscedastic"`` only."""
 
 
 class GibbsInfo(NamedTuple):
+    """Diagnostics of one sweep (per chain when batched)."""
+
     train_rmse: jnp.ndarray
+    """Training RMSE of the sweep's noise-free predictions."""
     alpha: jnp.ndarray
-    finite: jnp.ndarray  # False when a factorisation failed (NaN) in this sweep
-    rescale_accept: jnp.ndarray  # share of the rescaling move's D coordinates accepted (0 when off)
+    """The noise precision drawn."""
+    finite: jnp.ndarray
+    """False when a factorisation failed (NaN) in this sweep (the driver then retries it with
+    jitter)."""
+    rescale_accept: jnp.ndarray
+    """Share of the rescaling move's D coordinates accepted (0 when off)."""
 
 
 def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_index: bool = False) -> GibbsData:
@@ -509,6 +533,43 @@ def chain_step(keys, states: GibbsState, jitter, data: GibbsData, prior: Prior, 
     """:func:`step` for a batch of chains (leading axis of ``keys`` and ``states``), jitted once
     per data shape and prior (the prior is hashable and static)."""
     return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
+
+
+# The jitter of the retry of a sweep whose factorisation failed (added to every precision matrix).
+RETRY_JITTER = 1e-5
+
+
+@functools.partial(jax.jit, static_argnames=("prior", "rescale"))
+def chains_sweep(key, states: GibbsState, jitter, data: GibbsData, prior: Prior, rescale: bool = True):
+    """:func:`chain_step` with the chains' keys ``split(key, chains)`` drawn in the same call."""
+    keys = jax.random.split(key, jax.tree_util.tree_leaves(states)[0].shape[0])
+    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
+
+
+def build_kernel(data: GibbsData, prior: Prior, rescale: bool = True) -> Kernel:
+    """The Gibbs sampler as a :class:`~bayesmf.engines.driver.Kernel` over a batch of chains.
+
+    Parameters
+    ----------
+    data : GibbsData
+        From :func:`prepare`.
+    prior : Prior
+        The model (hashable: the sweep compiles once per prior and data shape).
+    rescale : bool
+        End every sweep with the invariance moves (module docstring, item 5).
+
+    Returns
+    -------
+    Kernel
+        ``init`` is :func:`init` (one chain; broadcast it over chains); ``step(key, states)``
+        one sweep of every chain, chain ``c`` keyed by ``split(key, chains)[c]``; ``retry`` the
+        same sweep with :data:`RETRY_JITTER` added to every precision matrix.
+    """
+    return Kernel(
+        init=lambda key, n_users, n_items, **options: init(key, prior, n_users, n_items, **options),
+        step=lambda key, states: chains_sweep(key, states, 0.0, data, prior, rescale),
+        retry=lambda key, states: chains_sweep(key, states, RETRY_JITTER, data, prior, rescale),
+        jitter=RETRY_JITTER)
 
 
 @jax.jit

@@ -25,14 +25,44 @@ import jax.numpy as jnp
 import optax
 
 from bayesmf.engines.chunks import gram_rhs, squared_error
+from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import solve_spd
 from bayesmf.engines.residuals import RatingLayout, sum_of_squares
 from bayesmf.posterior.gibbs import GibbsData, residual_sse
 
 
 class MapState(NamedTuple):
+    """The factors being optimised."""
+
     U: jnp.ndarray
+    """(n_users, D) user factors."""
     V: jnp.ndarray
+    """(n_items, D) item factors."""
+
+
+class MapInfo(NamedTuple):
+    """Diagnostics of one coordinate-ascent sweep."""
+
+    objective: jnp.ndarray
+    """The negative log joint (:func:`objective`) after the sweep."""
+    train_rmse: jnp.ndarray
+    """Training RMSE after the sweep."""
+
+
+class AdamState(NamedTuple):
+    """The Adam kernel's state."""
+
+    params: tuple
+    """``(U, V)``."""
+    opt_state: tuple
+    """Optax's Adam state."""
+
+
+class AdamInfo(NamedTuple):
+    """Diagnostics of one Adam step."""
+
+    objective: jnp.ndarray
+    """The objective (its minibatch estimate with ``batch_size``) before the step."""
 
 
 def objective(U, V, data: GibbsData, alpha: float, lam: float):
@@ -50,12 +80,37 @@ def ridge_rows_map(other, chunks, alpha, lam):
 
 
 @jax.jit
-def als_step(_key, state: MapState, data: GibbsData, alpha: float, lam: float):
-    """One exact coordinate-ascent sweep (users, then items). Info: objective and train RMSE."""
+def sweep(state: MapState, data: GibbsData, alpha: float, lam: float) -> tuple[MapState, MapInfo]:
+    """One exact coordinate-ascent sweep (users, then items)."""
     U, _ = ridge_rows_map(state.V, data.user_chunks, alpha, lam)
     V, sse = ridge_rows_map(U, data.item_chunks, alpha, lam)
     loss = 0.5 * alpha * sse + 0.5 * lam * (jnp.sum(U**2) + jnp.sum(V**2))
-    return MapState(U, V), {"objective": loss, "train_rmse": jnp.sqrt(sse / data.residual.shape[0])}
+    return MapState(U, V), MapInfo(loss, jnp.sqrt(sse / data.residual.shape[0]))
+
+
+def build_kernel(data: GibbsData, alpha: float, lam: float) -> Kernel:
+    """Exact block coordinate ascent (``method="als"``) as a :class:`~bayesmf.engines.driver.Kernel`:
+    ``init(U, V)`` the starting :class:`MapState`, ``step(key, state)`` one :func:`sweep`
+    (deterministic)."""
+    return Kernel(init=MapState, step=lambda _key, state: sweep(state, data, alpha, lam))
+
+
+def build_adam_kernel(data: GibbsData, alpha: float, lam: float, learning_rate: float,
+                      batch_size: int | None) -> Kernel:
+    """Adam on the objective (``method="adam"``) as a :class:`~bayesmf.engines.driver.Kernel`:
+    ``init(U, V)`` an :class:`AdamState`, ``step(key, state)`` one step (``key`` draws the
+    minibatch); see :func:`make_adam_step`."""
+    opt, adam_step = make_adam_step(data, alpha, lam, learning_rate, batch_size)
+
+    @jax.jit
+    def step(key, state: AdamState):
+        (params, opt_state), info = adam_step(key, (state.params, state.opt_state))
+        return AdamState(params, opt_state), AdamInfo(info["objective"])
+
+    def init(U, V):
+        return AdamState((U, V), opt.init((U, V)))
+
+    return Kernel(init=init, step=step)
 
 
 def make_adam_step(data: GibbsData, alpha: float, lam: float, learning_rate: float, batch_size: int | None):

@@ -317,7 +317,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
 
                 step = start_step + int(np.flatnonzero(~np.isfinite(losses[-1]))[0])
                 raise DivergenceError(f"SVI diverged: the ELBO became non-finite at step {step}; "
-                                      f"lower svi_learning_rate (now {learning_rate})")
+                                      f"lower SVIConfig.learning_rate (now {learning_rate})")
             bar.update(len(keys))
     finally:
         bar.close()

@@ -40,10 +40,31 @@ ALIASES = {
 
 
 def constructor_params(cls) -> list[str]:
+    """The constructor's parameters, plus the deprecated keywords it still maps (BPMF's
+    ``map_iter``, ``svi_*``, ... onto its inference configuration: :func:`fold_deprecated`)."""
     names = getattr(cls, "_param_names", None)
+    deprecated = list(getattr(cls, "deprecated_parameters", dict)())
     if names is not None:
-        return list(names())
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        return list(names()) + deprecated
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"] + deprecated
+
+
+def fold_deprecated(cls, kwargs: dict) -> dict:
+    """``kwargs`` with the deprecated keywords folded into ``inference`` (its mapping form), so
+    that the model is built without a DeprecationWarning."""
+    deprecated = getattr(cls, "deprecated_parameters", dict)()
+    legacy = {k: v for k, v in kwargs.items() if k in deprecated}
+    if not legacy:
+        return kwargs
+    import warnings
+
+    from bayesmf.models.inference import apply_legacy, inference_params
+
+    out = {k: v for k, v in kwargs.items() if k not in legacy}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out["inference"] = inference_params(apply_legacy(kwargs.get("inference", "gibbs"), legacy))
+    return out
 
 
 def map_params(cls, canonical: dict) -> tuple[dict, list[str]]:
@@ -56,7 +77,7 @@ def map_params(cls, canonical: dict) -> tuple[dict, list[str]]:
             ignored.append(name)
         else:
             kwargs[target] = value
-    return kwargs, ignored
+    return fold_deprecated(cls, kwargs), ignored
 
 
 def to_ratings(data):
