@@ -15,6 +15,11 @@ from bayesmf.registry import ESTIMATOR_MODULES  # the one estimator table: bayes
 _LAZY = {
     **ESTIMATOR_MODULES,
     "load": "bayesmf.models.base",
+    # inference configurations: BPMF(inference=NUTSConfig(max_tree_depth=7))
+    "GibbsConfig": "bayesmf.models.inference",
+    "NUTSConfig": "bayesmf.models.inference",
+    "SVIConfig": "bayesmf.models.inference",
+    "MAPConfig": "bayesmf.models.inference",
     "metrics": "bayesmf.metrics",
 }
 
