@@ -271,17 +271,6 @@ def test_ctrl_c_keeps_finished_runs_and_a_rerun_resumes(tmp_path, monkeypatch):
     assert (resumed.computed, resumed.cached, resumed.interrupted) == (2, 2, False)
 
 
-def test_quickstart_notebook_is_valid_nbformat_4_and_its_code_compiles():
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
-    notebook = json.loads(path.read_text())
-    assert notebook["nbformat"] == 4 and notebook["metadata"]["kernelspec"]["language"] == "python"
-    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
-    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    for i, cell in enumerate(code):
-        compile("".join(cell["source"]), f"{path}:cell{i}", "exec")
-    assert {c["cell_type"] for c in notebook["cells"]} == {"code", "markdown"}
-
-
 def test_shipped_experiment_files_are_valid():
     folder = Path(__file__).resolve().parents[1] / "experiments"
     files = sorted(folder.glob("*.toml"))

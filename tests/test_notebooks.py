@@ -1,0 +1,80 @@
+"""The research notebooks in ``notebooks/``, executed end to end by nbclient: an error in any cell
+fails the test. ``BAYESMF_FAST=1`` shrinks their budgets (fewer draws, a smaller rank grid, a
+subsample); the code path is the one a reader runs. Every notebook runs on the real data when the
+data directory holds them, and the quick start also with an empty data directory, where it must
+fall back to synthetic data and say so. Committed notebooks carry no outputs.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _shared_data
+
+nbformat = pytest.importorskip("nbformat", reason="the dev extra installs nbformat")
+nbclient = pytest.importorskip("nbclient", reason="the dev extra installs nbclient")
+
+FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
+KERNEL = "python3"  # ipykernel installs this kernelspec into the environment that has it
+NOTEBOOK_SECONDS = 240  # the limit per notebook under BAYESMF_FAST=1 (pytest-timeout, and per cell)
+SYNTHETIC_NOTE = "running on SYNTHETIC ratings instead"
+
+
+def _execute(path: Path, data_dir: Path, cwd: Path, monkeypatch) -> nbformat.NotebookNode:
+    """Run every cell of ``path`` in a fresh kernel started in ``cwd``, with ``BAYESMF_DATA=data_dir``."""
+    monkeypatch.setenv("BAYESMF_FAST", "1")
+    monkeypatch.setenv("BAYESMF_DATA", str(data_dir))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, so figures are outputs
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=NOTEBOOK_SECONDS, kernel_name=KERNEL,
+                                     resources={"metadata": {"path": str(cwd)}})
+    client.execute()  # raises CellExecutionError naming the cell on any error
+    return notebook
+
+
+def _stdout(notebook) -> str:
+    return "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for out in cell.outputs if out.get("name") == "stdout")
+
+
+def _figures(notebook) -> int:
+    return sum("image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
+               for out in cell.outputs)
+
+
+def test_the_six_research_notebooks_are_there():
+    assert [p.name[:3] for p in NOTEBOOKS[:6]] == ["01-", "02-", "03-", "04-", "05-", "06-"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebooks_have_no_outputs_and_a_python3_kernel(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == KERNEL
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    with_outputs = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
+    assert not with_outputs, f"{path.name}: code cells {with_outputs} carry outputs; clear them before committing"
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown" and "How long it takes" in first.source and "Data." in first.source
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(NOTEBOOK_SECONDS)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_without_error(path, tmp_path, monkeypatch):
+    data = _shared_data()
+    notebook = _execute(path, data if data is not None else tmp_path / "no-data", tmp_path, monkeypatch)
+    assert (SYNTHETIC_NOTE in _stdout(notebook)) == (data is None)
+    assert _figures(notebook) >= 2  # the notebooks show pictures, not only tables
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(NOTEBOOK_SECONDS)
+def test_quickstart_falls_back_to_synthetic_data_with_a_visible_note(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    notebook = _execute(FOLDER / "01-quickstart.ipynb", empty, tmp_path, monkeypatch)
+    assert SYNTHETIC_NOTE in _stdout(notebook)
+    assert not os.listdir(empty)  # nothing downloaded or written into the data directory
