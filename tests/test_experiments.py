@@ -22,6 +22,7 @@ from bayesmf.experiments import (
     run_experiment,
     template_names,
     template_text,
+    write_report,
 )
 from bayesmf.experiments import runner as runner_module
 
@@ -269,6 +270,20 @@ def test_ctrl_c_keeps_finished_runs_and_a_rerun_resumes(tmp_path, monkeypatch):
     assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 2
     resumed = run_experiment(experiment, tmp_path / "out", progress=False, log=lambda *_: None)
     assert (resumed.computed, resumed.cached, resumed.interrupted) == (2, 2, False)
+
+
+def test_a_report_draws_with_agg_and_gives_the_caller_its_matplotlib_backend_back(cli_run):
+    import matplotlib
+
+    _, out, _, _ = cli_run
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's inline backend
+    try:
+        write_report(out)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert {p.name.split("_")[0] for p in (out / "figures").glob("*.png")} >= {"calibration", "risk"}
 
 
 def test_shipped_experiment_files_are_valid():

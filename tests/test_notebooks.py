@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import _shared_data
+from conftest import _shared_data  # tests/ is on sys.path (rootdir conftest, no package)
 
 nbformat = pytest.importorskip("nbformat", reason="the dev extra installs nbformat")
 nbclient = pytest.importorskip("nbclient", reason="the dev extra installs nbclient")

@@ -14,6 +14,7 @@ table of the hyperparameters of sampler runs (Gibbs, NUTS; first run of each con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import warnings
@@ -102,13 +103,30 @@ def write_report(out_dir, wait: bool = False) -> Path:
         return render_report(out_dir)
 
 
+@contextlib.contextmanager
+def _agg_backend():
+    """Draw with matplotlib's Agg backend (no display needed), then give the caller back its own
+    backend, so that a notebook's inline backend keeps showing the figures drawn after a report."""
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("Agg")
+    try:
+        yield
+    finally:
+        matplotlib.use(previous)
+
+
 def render_report(out_dir) -> Path:
     """:func:`write_report` for a caller that holds the directory's lock (the runner). Every file
     is written whole, so an interruption leaves the previous report and figures; figures of the
-    previous report that this one does not draw are removed last."""
-    import matplotlib
+    previous report that this one does not draw are removed last. Figures are drawn with the Agg
+    backend; the caller's matplotlib backend is restored afterwards."""
+    with _agg_backend():
+        return _render_report(out_dir)
 
-    matplotlib.use("Agg")
+
+def _render_report(out_dir) -> Path:
     out_dir = Path(out_dir)
     results = read_results(out_dir)
     config, records, metrics = results["config"], results["runs"], results["metrics"]
