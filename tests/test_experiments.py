@@ -272,17 +272,21 @@ def test_ctrl_c_keeps_finished_runs_and_a_rerun_resumes(tmp_path, monkeypatch):
     assert (resumed.computed, resumed.cached, resumed.interrupted) == (2, 2, False)
 
 
-def test_a_report_draws_with_agg_and_gives_the_caller_its_matplotlib_backend_back(cli_run):
+def test_a_report_leaves_the_callers_matplotlib_backend_as_it_was(cli_run, monkeypatch):
     import matplotlib
 
     _, out, _, _ = cli_run
     previous = matplotlib.get_backend()
-    matplotlib.use("svg")  # stands in for a notebook's inline backend
-    try:
-        write_report(out)
-        assert matplotlib.get_backend() == "svg"
-    finally:
-        matplotlib.use(previous)
+    switched = []
+    monkeypatch.setattr(matplotlib, "use", lambda name, *a, **k: switched.append(name))
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "module://matplotlib_inline.backend_inline")
+    write_report(out)  # a notebook's backend: kept (the test of notebook 6 checks its later figures show)
+    assert switched == []
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "TkAgg")
+    write_report(out)  # a GUI backend: Agg while drawing, then back
+    assert switched == ["Agg", "TkAgg"]
+    monkeypatch.undo()
+    assert matplotlib.get_backend() == previous
     assert {p.name.split("_")[0] for p in (out / "figures").glob("*.png")} >= {"calibration", "risk"}
 
 

@@ -49,9 +49,10 @@ def _stdout(notebook) -> str:
                    for out in cell.outputs if out.get("name") == "stdout")
 
 
-def _figures(notebook) -> int:
-    return sum("image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
-               for out in cell.outputs)
+def _cells_showing_no_figure(notebook) -> list[int]:
+    """Indices of the code cells that call ``plt.show()`` but output no PNG."""
+    return [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and "plt.show()" in cell.source
+            and not any("image/png" in out.get("data", {}) for out in cell.outputs)]
 
 
 def test_the_six_research_notebooks_are_there():
@@ -85,7 +86,8 @@ def test_notebook_runs_without_error(path, tmp_path, monkeypatch):
     data = _shared_data()
     notebook = _execute(path, data if data is not None else tmp_path / "no-data", tmp_path, monkeypatch)
     assert (SYNTHETIC_NOTE in _stdout(notebook)) == (data is None)
-    assert _figures(notebook) >= 1  # the notebooks show pictures, not only tables
+    assert "plt.show()" in "".join(c.source for c in notebook.cells)  # pictures, not only tables
+    assert _cells_showing_no_figure(notebook) == []
 
 
 @pytest.mark.slow
@@ -94,5 +96,5 @@ def test_quickstart_falls_back_to_synthetic_data_with_a_visible_note(tmp_path, m
     empty = tmp_path / "empty"
     empty.mkdir()
     notebook = _execute(FOLDER / "01-quickstart.ipynb", empty, tmp_path, monkeypatch)
-    assert SYNTHETIC_NOTE in _stdout(notebook)
+    assert SYNTHETIC_NOTE in _stdout(notebook) and _cells_showing_no_figure(notebook) == []
     assert not os.listdir(empty)  # nothing downloaded or written into the data directory
