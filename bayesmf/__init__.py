@@ -10,19 +10,8 @@ from bayesmf import datasets, splits
 from bayesmf._version import __version__
 from bayesmf.data import IdMap, Ratings, kcore, sample_negatives, summary, to_implicit
 from bayesmf.errors import BayesmfError, ConfigError, DataError, DataNotFoundError, ParseError
+from bayesmf.registry import ESTIMATOR_MODULES  # the one estimator table: bayesmf.registry
 
-# estimator name -> module; the experiment runner's catalogue and bayesmf.load use this table too
-ESTIMATOR_MODULES = {
-    "Baseline": "bayesmf.models.baseline",
-    "Popularity": "bayesmf.models.baseline",
-    "ALS": "bayesmf.models.als",
-    "ImplicitALS": "bayesmf.models.als",
-    "NMF": "bayesmf.models.nmf",
-    "FunkSVD": "bayesmf.models.sgd",
-    "SVDpp": "bayesmf.models.sgd",
-    "BPMF": "bayesmf.models.bpmf",
-    "PMF": "bayesmf.models.bpmf",
-}
 _LAZY = {
     **ESTIMATOR_MODULES,
     "load": "bayesmf.models.base",

@@ -7,6 +7,11 @@ from :class:`ValueError` (or :class:`FileNotFoundError`) so generic handlers kee
 
 from __future__ import annotations
 
+__all__ = [
+    "BayesmfError", "CholeskyRetryWarning", "ConfigError", "ConvergenceWarning", "DataError", "DataNotFoundError",
+    "DivergenceError", "OutputBusyError", "ParseError", "ResumeWarning",
+]
+
 
 class BayesmfError(Exception):
     """Base class of every error bayesmf raises on purpose."""
@@ -45,3 +50,25 @@ class ConvergenceWarning(UserWarning):
 
 class OutputBusyError(BayesmfError):
     """An experiment's output directory is locked by another running bayesmf command."""
+
+
+class DivergenceError(BayesmfError, FloatingPointError):
+    """An engine produced NaN/inf (diverging learning rate, failed factorisation, ...).
+
+    Parameters
+    ----------
+    message : str
+        What diverged, naming the iteration and the state fields.
+    partial : object, optional
+        What was computed before it, when the engine keeps something (a sampler's draws up to
+        the failing sweep), else None; stored as ``.partial``.
+    """
+
+    def __init__(self, message: str, partial=None):
+        super().__init__(message)
+        self.partial = partial
+
+
+class CholeskyRetryWarning(RuntimeWarning):
+    """A batched Cholesky factorisation failed (matrix not positive definite in floating point)
+    and the half step was solved again with a small jitter."""

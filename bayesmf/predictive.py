@@ -39,23 +39,9 @@ from scipy.special import ndtr, ndtri, stdtr, stdtrit
 from scipy.stats import t as student_t
 
 from bayesmf.errors import ConfigError, DataError
+from bayesmf.validate import check_level, check_probability
 
 __all__ = ["PredictiveDistribution", "check_level", "check_probability"]
-
-
-def check_probability(name: str, q) -> np.ndarray:
-    """``q`` as a float64 array with every entry strictly inside (0, 1), else ConfigError naming ``name``."""
-    arr = np.asarray(q, dtype=np.float64)
-    if arr.size == 0 or not np.all((arr > 0) & (arr < 1)):
-        raise ConfigError(f"{name} must lie strictly between 0 and 1, got {q!r}")
-    return arr
-
-
-def check_level(level) -> float:
-    """A central-interval level, a scalar strictly inside (0, 1)."""
-    if np.ndim(level) != 0:
-        raise ConfigError(f"level must be a scalar in (0, 1), got {level!r}")
-    return float(check_probability("level", level))
 
 
 def _finite_1d(name: str, x) -> np.ndarray:

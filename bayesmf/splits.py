@@ -3,6 +3,20 @@
 The implementation lives in :mod:`bayesmf.data.splits`.
 """
 
-from bayesmf.data.splits import Split, kfold, leave_one_out, per_user, predefined, random, temporal
+from bayesmf.data.splits import (
+    Split,
+    StrongSplit,
+    kfold,
+    leave_one_out,
+    per_user,
+    predefined,
+    random,
+    strong_generalization,
+    temporal,
+    validation_split,
+)
 
-__all__ = ["Split", "kfold", "leave_one_out", "per_user", "predefined", "random", "temporal"]
+__all__ = [
+    "Split", "StrongSplit", "kfold", "leave_one_out", "per_user", "predefined", "random", "strong_generalization",
+    "temporal", "validation_split",
+]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayesmf import ConfigError, Ratings, splits
+from bayesmf import ConfigError, DataError, Ratings, splits
 from bayesmf.data import synthetic
 from bayesmf.engines.chunks import chunks_for, gram_chunks_for
 from bayesmf.engines.linalg import sample_gaussian
@@ -19,6 +19,7 @@ from bayesmf.posterior import gibbs
 from bayesmf.posterior.model import Prior
 
 
+@pytest.mark.slow
 def test_row_conditional_equals_numpy_closed_form(small):
     r = small.ratings
     rng = np.random.default_rng(0)
@@ -60,6 +61,7 @@ def test_wishart_bartlett_moments():
     np.testing.assert_allclose(draws.var(0), var, rtol=0.08)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parameterization", ["noncentered", "bartlett"])
 def test_nuts_coordinates_give_the_normal_wishart_prior(parameterization):
     # the NUTS coordinates (Bartlett chi2/normal, then z_mu, z or centred mu, rows) must give the
@@ -101,6 +103,7 @@ def test_precision_cholesky_normal_density_and_draws():
     np.testing.assert_allclose(draws.mean(0), loc, atol=0.02)
 
 
+@pytest.mark.slow
 def test_normal_wishart_conditional_mean():
     rng = np.random.default_rng(2)
     X = rng.normal(1.0, 0.5, size=(40, 2)).astype(np.float32)
@@ -193,6 +196,7 @@ def test_simulation_based_calibration(biases):
         assert p > 0.001, f"SBC ranks of {name} are not uniform: counts {counts.tolist()}, p = {p:.2g}"
 
 
+@pytest.mark.slow
 def test_predictive_intervals_cover_held_out_ratings():
     data = synthetic(n_users=300, n_items=200, n_ratings=24_000, rank=3, noise=0.5, seed=4)
     train, test = splits.random(data.ratings, 0.2, seed=0)
@@ -206,6 +210,7 @@ def test_predictive_intervals_cover_held_out_ratings():
     assert rmse < 0.5 * 1.1  # within 10% of the noise sigma
 
 
+@pytest.mark.slow
 def test_gibbs_beats_map_and_history_is_recorded(small):
     train, test = splits.random(small.ratings, 0.2, seed=0)
     pmf = PMF(rank=3).fit(train)
@@ -220,6 +225,7 @@ def test_gibbs_beats_map_and_history_is_recorded(small):
     assert idata.posterior["Lambda_U"].shape == (2, 60, 3, 3)
 
 
+@pytest.mark.slow
 def test_tracked_online_moments_equal_kept_draws(small):
     train, test = splits.random(small.ratings, 0.2, seed=0)
     model = BPMF(rank=3, n_samples=30, n_warmup=5, seed=2).fit(train, track=test)
@@ -228,6 +234,7 @@ def test_tracked_online_moments_equal_kept_draws(small):
     np.testing.assert_allclose(model.tracked_var_, dist.std**2, rtol=2e-2, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_is_bit_identical(small, tmp_path, monkeypatch):
     train = small.ratings
     kw = dict(rank=2, n_samples=12, n_warmup=6, thin=2, seed=3, init="random")
@@ -273,9 +280,10 @@ def test_bad_hyperparameters(small, kw, message):
         BPMF(**kw).fit(small.ratings)
 
 
+@pytest.mark.slow
 def test_unknown_users_get_prior_predictive_uncertainty(small):
     model = BPMF(rank=2, n_samples=20, n_warmup=5, noise_prior=None).fit(small.ratings)
-    with pytest.raises(Exception, match="not in training"):
+    with pytest.raises(DataError, match="not in training"):
         model.predict([small.ratings.n_users], [0])
     dist = model.predict_dist([0, small.ratings.n_users], [0, 0], unknown="fallback")
     noise_var = 1 / model.alpha  # fixed alpha = 2
@@ -284,6 +292,7 @@ def test_unknown_users_get_prior_predictive_uncertainty(small):
     assert dist.mean[1] == pytest.approx(model.global_mean_)
 
 
+@pytest.mark.slow
 def test_fold_in_uses_the_conditional_posterior_per_draw(small):
     import pandas as pd
 
@@ -310,6 +319,7 @@ def test_fold_in_uses_the_conditional_posterior_per_draw(small):
     assert not set(recs["item"]) & set(copy["item"])  # rated items are excluded
 
 
+@pytest.mark.slow
 def test_biases_variant_recovers_bias_structure():
     """Ratings with strong user/item offsets: the biased model finds them (correlation with the
     truth) and predicts better than the model without biases."""
@@ -362,6 +372,7 @@ def test_nuts_start_is_the_conditional_posterior_mean_in_every_coordinate_system
     np.testing.assert_allclose(trace["alpha"]["value"], (2.0 + r.nnz / 2) / (1.0 + sse / 2), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parameterization", ["bartlett", "centered"])
 def test_the_layout_likelihood_is_the_same_log_density_and_gradient(parameterization):
     """NUTS's likelihood through the packed sum of squares (``layout``) against the per-rating
@@ -397,6 +408,7 @@ def test_the_layout_likelihood_is_the_same_log_density_and_gradient(parameteriza
             *args, prior=prior, likelihood_scale=0.5, layout=likelihood_layout(r, mean))
 
 
+@pytest.mark.slow
 def test_full_batch_adam_map_reaches_the_coordinate_ascent_optimum(small):
     """PMF MAP by Adam (gradient through the packed sum of squares) against exact block
     coordinate ascent on the same objective, from the same start."""

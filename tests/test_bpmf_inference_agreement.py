@@ -7,6 +7,7 @@ import pytest
 
 from bayesmf import splits
 from bayesmf.data import synthetic
+from bayesmf.errors import ConfigError
 from bayesmf.models.bpmf import BPMF
 
 
@@ -71,7 +72,7 @@ def test_map_is_a_point_estimate_with_no_draws(fits):
     models, test = fits
     pmf = models["map"]
     assert not pmf.has_draws
-    with pytest.raises(Exception, match="no posterior draws"):
+    with pytest.raises(ConfigError, match="no posterior draws"):
         pmf.to_arviz()
     dist = pmf.predict_dist(test.users, test.items)
     expected = pmf.global_mean_ + np.einsum("nk,nk->n", pmf.user_factors_[test.users], pmf.item_factors_[test.items])
@@ -110,6 +111,7 @@ def test_low_rank_guide_fits_at_least_as_well_as_mean_field(fits):
     assert low_loss < mean_field_loss + 1.0  # nats, of an ELBO of ~ -600
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_nuts_runs_several_chains_with_their_own_keys():
     """Several NUTS chains (started at different draws of the Gibbs start, their own keys):
@@ -126,6 +128,7 @@ def test_nuts_runs_several_chains_with_their_own_keys():
     assert len(model.history_["nuts_init_train_rmse"]) == 150
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the deliberate overflow
 def test_nuts_stops_with_an_error_when_its_start_is_not_finite():

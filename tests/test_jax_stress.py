@@ -1,4 +1,4 @@
-"""Regression guard for the jaxlib CPU deadlock (see README, Troubleshooting).
+"""Regression guard for the jaxlib CPU deadlock (see docs/guide/performance.md, "JAX hangs on CPU").
 
 jaxlib 0.10.2 hung nondeterministically in ``block_until_ready`` during repeated JIT-compiled
 Gibbs-style sweeps on this kind of 2-core machine. The guard runs such a sweep in fresh
@@ -36,6 +36,6 @@ def test_repeated_jitted_sweeps_do_not_hang(run):
             capture_output=True, text=True, timeout=120,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"JIT-compiled sweep hung (run {run}); jaxlib {jaxlib.__version__} — see README Troubleshooting")
+        pytest.fail(f"JIT-compiled sweep hung (run {run}); jaxlib {jaxlib.__version__} — see docs/guide/performance.md")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok ")

@@ -166,7 +166,7 @@ def test_bad_ranking_input():
     train, test, scores = _toy(4)
     model = FixedScores(scores)
     for bad in (0, -1, 2.5):
-        with pytest.raises(ConfigError, match="k must be an integer >= 1"):
+        with pytest.raises(ConfigError, match="k must be a positive integer, got " + repr(bad)):
             evaluate_ranking(model, train, test, ks=(bad,))
     with pytest.raises(DataError, match="also in train"):
         evaluate_ranking(model, train, train)

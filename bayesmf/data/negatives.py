@@ -14,6 +14,7 @@ import numpy as np
 
 from bayesmf.data.ratings import Ratings, pair_keys
 from bayesmf.errors import DataError
+from bayesmf.validate import check_positive_int
 
 DISTRIBUTIONS = ("uniform", "popularity")
 
@@ -52,9 +53,7 @@ def sample_negatives(
     ``popularity`` (shape ``(n_items,)``) replaces ``positives.item_counts`` as the popularity
     used by ``distribution="popularity"``.
     """
-    n = int(n)
-    if n < 1:
-        raise DataError(f"n must be >= 1, got {n}")
+    n = check_positive_int("n", n)
     users = np.arange(positives.n_users, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
     if users.ndim != 1 or users.size == 0:
         raise DataError("users must be a non-empty 1-D array of user indices")

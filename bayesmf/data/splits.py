@@ -6,6 +6,9 @@ order inside each part. A split knows which test users/items have no training ra
 (:attr:`Split.unseen_users`, :attr:`Split.unseen_items`); ``drop_unseen=True`` removes those test
 ratings and records how many in :attr:`Split.dropped`.
 
+:func:`strong_generalization` is the exception: it holds out whole users and returns a
+:class:`StrongSplit` (training users, and the held-out users' fold-in and target parts).
+
 Random choices come from ``numpy.random.default_rng(seed)``. ``random(r, 0.1, seed=42)`` is the
 common "MovieLens-1M 90/10" protocol: the training rows are the first 90% of
 ``default_rng(42).permutation(nnz)`` (test size ``round(0.1 * nnz)``).
@@ -14,9 +17,11 @@ common "MovieLens-1M 90/10" protocol: the training rows are the first 90% of
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
+from bayesmf.data.idmap import IdMap
 from bayesmf.data.ratings import MISSING_TIMESTAMP, Ratings
 from bayesmf.errors import DataError
 from bayesmf.validate import check_fraction, check_int
@@ -152,6 +157,27 @@ def leave_one_out(ratings: Ratings, seed: int = 0, by: str = "time", drop_unseen
     return _make(ratings, mask, drop_unseen)
 
 
+def validation_split(train: Ratings, seed: int = 0, by: str = "time", skip_short: bool = False) -> Split:
+    """A validation split carved from a TRAINING set (never from test), for tuning: one rating per
+    user held out by :func:`leave_one_out` (the latest with ``by="time"``, a random one with
+    ``by="random"``), the rest the tuning fit's training set.
+
+    A user with a single training rating cannot give one up: holding it out would leave them
+    without training positives, so that is a :class:`~bayesmf.errors.DataError` naming the
+    user's raw ID, unless ``skip_short=True``, which keeps such users in training with nothing
+    to validate (as :func:`leave_one_out` does).
+    """
+    short = train.user_counts == 1
+    if short.any() and not skip_short:
+        u = int(np.flatnonzero(short)[0])
+        raise DataError(
+            f"user {train.user_map.ids([u])[0].item()!r} has a single training rating; holding it out for "
+            f"validation would leave them without training positives ({int(short.sum())} such users); "
+            "pass skip_short=True to keep them in training without a validation item"
+        )
+    return leave_one_out(train, seed=seed, by=by)
+
+
 def temporal(
     ratings: Ratings, test_fraction: float | None = 0.2, cutoff: int | None = None, drop_unseen: bool = False
 ) -> Split:
@@ -202,3 +228,112 @@ def _require_timestamps(ratings: Ratings, what: str) -> None:
             f"{what} needs timestamps but {missing:,} of {ratings.nnz:,} ratings have an unknown timestamp "
             f"({MISSING_TIMESTAMP}); use a random split, or drop those ratings first"
         )
+
+
+class StrongSplit(NamedTuple):
+    """The strong-generalization protocol's parts (:func:`strong_generalization`).
+
+    ``train``: the ratings of the users not held out, compacted (its users and items only).
+    ``fold_in`` / ``target``: the held-out test users' interactions, split per user; both use the
+    test users' own ID map (raw IDs, in index order of the input) and ``train``'s item map, so
+    their item indices are ``train``'s. ``validation_fold_in`` / ``validation_target``: the same
+    for the validation users (None when none were requested). ``dropped``: held-out ratings
+    removed because their item never occurs in ``train`` (no model can score such an item).
+    """
+
+    train: Ratings
+    fold_in: Ratings
+    target: Ratings
+    validation_fold_in: Ratings | None
+    validation_target: Ratings | None
+    dropped: int
+
+
+def strong_generalization(
+    ratings: Ratings,
+    n_heldout_users: int,
+    fold_in_fraction: float = 0.8,
+    seed: int = 0,
+    n_validation_users: int = 0,
+    min_heldout_ratings: int = 5,
+) -> StrongSplit:
+    """Held-out users: the strong-generalization protocol of Liang, Krishnan, Hoffman & Jebara
+    (2018, "Variational Autoencoders for Collaborative Filtering", the Mult-VAE paper).
+
+    ``n_heldout_users`` test users and ``n_validation_users`` validation users are drawn without
+    replacement, uniformly among the users with at least ``min_heldout_ratings`` ratings
+    (``default_rng(seed).permutation`` of those users: test users first, then validation users).
+    Models are fitted on the other users (``train``); each held-out user's interactions are split
+    at random into ``fold_in`` (``round(fold_in_fraction * n_u)`` of them, clipped to
+    ``1..n_u - 1``), given to the model, and ``target``, the rest, to rank. Ratings of held-out
+    users on items that no training user rated are removed first and counted in ``dropped``.
+
+    For the paper's ML-1M set-up pass ``to_implicit(ratings, threshold=4)`` (ratings >= 4 are the
+    positives) with 600 test and 600 validation users.
+
+    Returns
+    -------
+    StrongSplit
+        ``(train, fold_in, target, validation_fold_in, validation_target, dropped)``.
+
+    References
+    ----------
+    D. Liang, R. G. Krishnan, M. D. Hoffman, T. Jebara, "Variational Autoencoders for
+    Collaborative Filtering", WWW 2018, section 4.
+    """
+    n_test = check_int("n_heldout_users", n_heldout_users, low=1)
+    n_val = check_int("n_validation_users", n_validation_users, low=0)
+    f = check_fraction("fold_in_fraction", fold_in_fraction)
+    min_n = check_int("min_heldout_ratings", min_heldout_ratings, low=2)
+    rng = _rng(seed)
+    eligible = np.flatnonzero(ratings.user_counts >= min_n)
+    if eligible.size < n_test + n_val + 1:
+        raise DataError(
+            f"{n_test} test + {n_val} validation held-out users requested, but only {eligible.size} users have >= "
+            f"{min_n} ratings (and at least one user must stay in training)"
+        )
+    chosen = rng.permutation(eligible)
+    groups = [np.sort(chosen[:n_test]), np.sort(chosen[n_test:n_test + n_val])]
+    group = np.full(ratings.n_users, -1, np.int64)  # -1 train, 0 test, 1 validation
+    group[groups[0]] = 0
+    group[groups[1]] = 1
+    of_rating = group[ratings.users]
+    train = ratings.subset(of_rating < 0)
+    in_train = train.item_counts > 0
+    item_index = np.cumsum(in_train) - 1  # original item index -> train item index
+    train = train.compact()
+    usable = in_train[ratings.items]
+    dropped = int((~usable & (of_rating >= 0)).sum())
+    parts = [None, None, None, None]
+    for g, users in enumerate(groups):  # the (at most two) held-out groups
+        if users.size:
+            held = ratings.subset((of_rating == g) & usable)
+            parts[2 * g:2 * g + 2] = _fold_in_target(held, users, item_index, train.item_map, f, rng)
+    return StrongSplit(train, *parts, dropped)
+
+
+def _fold_in_target(held: Ratings, users: np.ndarray, item_index: np.ndarray, item_map: IdMap, f: float,
+                    rng: np.random.Generator) -> list[Ratings]:
+    """Split the held-out users' ratings into ``[fold_in, target]``, re-indexed to the users' own
+    map (``users`` in order) and the training item map."""
+    counts = held.user_counts[users]
+    if (counts < 2).any():
+        u = users[int(np.flatnonzero(counts < 2)[0])]
+        raise DataError(
+            f"held-out user {held.user_map.ids([u])[0].item()!r} has {int(held.user_counts[u])} rating(s) on items "
+            "known to training; fold-in and target need at least one each (raise min_heldout_ratings)"
+        )
+    n_u = held.user_counts[held.users]
+    n_fold = np.clip(np.round(f * n_u), 1, n_u - 1)
+    to_target = _rank_within_user(held, rng.random(held.nnz)) >= n_fold
+    user_map = IdMap.from_ordered(held.user_map.ids(users))
+    local = np.searchsorted(users, held.users)
+
+    def build(mask):
+        return Ratings.from_arrays(
+            local[mask], item_index[held.items[mask]], held.values[mask],
+            None if held.timestamps is None else held.timestamps[mask], users.size, len(item_map),
+            rating_scale=held.rating_scale, user_map=user_map, item_map=item_map,
+        )
+
+    return [build(~to_target), build(to_target)]

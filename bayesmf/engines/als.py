@@ -1,6 +1,6 @@
 """Explicit alternating least squares with weighted-lambda regularisation (Zhou et al. 2008).
 
-Model ``r_hat(u, i) = mu + b_u + c_i + p_u . q_i`` (biases optional) and objective
+Model ``r_hat(u, i) = mu + b_u + c_i + p_u . q_i`` (biases optional) and objective ::
 
     L = sum_{(u,i)} (r_ui - r_hat)^2 + reg sum_u n_u |p_u|^2 + reg sum_i n_i |q_i|^2
         + bias_reg (sum_u n_u b_u^2 + sum_i n_i c_i^2)
@@ -77,7 +77,7 @@ def init_factors(seed, n_users: int, n_items: int, rank: int, scale: float, dtyp
     """Small random factors ``N(0, scale^2)`` (``|N(0, scale^2)|`` when nonnegative), zero biases.
 
     Drawn on the host (NumPy, ``seed``): XLA compiles JAX's threefry sampler anew for every
-    shape, 2-3 s each on a 2-core CPU, several times an ALS fit on MovieLens-1M.
+    shape, which costs more than a whole ALS fit (benchmarks/RESULTS.md, section 9).
     """
     rng = np.random.default_rng(seed)
     u, v = (scale * rng.standard_normal((n, rank)) for n in (n_users, n_items))

@@ -4,7 +4,7 @@ The biases minimise (Koren 2010, as Surprise's ``BaselineOnly`` with ``method="a
 
     sum_{(u,i)} (r_ui - mu - b_u - c_i)^2 + reg_user sum_u b_u^2 + reg_item sum_i c_i^2
 
-by alternating exact minimisation: with the user biases fixed each item bias is a damped mean
+by alternating exact minimisation: with the user biases fixed each item bias is a damped mean ::
 
     c_i = sum_{u in N(i)} (r_ui - mu - b_u) / (reg_item + |N(i)|)
 

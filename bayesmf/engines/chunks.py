@@ -21,8 +21,10 @@ rows, 64 (:data:`GRAM_WIDTH`); implicit ALS's CG uses 32; NMF's elementwise pass
 
 Packing: rows sorted by size (virtual rows), each chunk takes the largest remaining rows that
 fit and fills what is left with the smallest ones (a loop over chunks, vectorised inside), then
-the capacity is tightened so that the same number of chunks is evenly filled. The waste is the
-padding inside each row's last virtual row plus the unfilled tail of some chunks.
+the capacity is tightened so that the same number of chunks is evenly filled, then rounded up to
+a coarse grid of sizes (:func:`shape_bucket`) so that similar data sets share compiled code. The
+waste is the padding inside each row's last virtual row, the unfilled tail of some chunks and
+the rounding (at most 1/8 of a chunk).
 """
 
 from __future__ import annotations
@@ -121,6 +123,10 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
                 break
     chunk_of_row, first_vrow, local_of_row, n_chunks = packed
     n_chunks = max(n_chunks, 1)
+    # chunks padded to a size on a coarse grid: data sets of nearly the same size (the folds of
+    # a cross-validation, the points of a grid, a refit) give the same shapes and reuse one
+    # compiled sweep; the packing above is unchanged, the extra virtual rows are padding
+    capacity = shape_bucket(capacity)
     # per row (in global order): its chunk, first virtual row and local index
     chunk = np.zeros(n_rows, np.int64)
     start = np.zeros(n_rows, np.int64)
@@ -152,6 +158,17 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
         rating[c, v, lane] = order
         rating = jnp.asarray(rating)
     return Chunks(*(jnp.asarray(a) for a in (cols, vals, owner, rows, slot)), rating)
+
+
+def shape_bucket(n: int, steps: int = 8) -> int:
+    """``n`` rounded up to the grid of ``steps`` sizes per power of two (multiples of
+    ``2**floor(log2 n) / steps``): at most a ``1 / steps`` fraction of padding, and the sizes of
+    similar data sets coincide. Small ``n`` (``<= steps``) is returned as it is."""
+    n = int(n)
+    if n <= steps:
+        return n
+    step = (1 << (n.bit_length() - 1)) // steps
+    return -(-n // step) * step
 
 
 def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: int = 8192,

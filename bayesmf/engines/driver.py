@@ -11,18 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from bayesmf.errors import BayesmfError
-
-
-class DivergenceError(BayesmfError, FloatingPointError):
-    """An engine produced NaN/inf (diverging learning rate, failed factorisation, ...).
-
-    ``partial``: what was computed before it, when the engine keeps something (a sampler's
-    draws up to the failing sweep), else None."""
-
-    def __init__(self, message: str, partial=None):
-        super().__init__(message)
-        self.partial = partial
+from bayesmf.errors import DivergenceError
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -1,7 +1,7 @@
 """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) with a conjugate-gradient inner solver.
 
 Every (user, item) pair is a data point with preference ``p_ui = 1`` if observed (0 otherwise)
-and confidence ``c_ui = 1 + alpha r_ui`` (1 for unobserved pairs). The objective
+and confidence ``c_ui = 1 + alpha r_ui`` (1 for unobserved pairs). The objective ::
 
     L = sum_{all u,i} c_ui (p_ui - x_u . y_i)^2 + reg (sum_u |x_u|^2 + sum_i |y_i|^2)
 

@@ -43,15 +43,15 @@ def standard_gamma(key, shape_params):
 
     Numerics: with ``w = c z`` the bound is written ``d (3 log1p(w) - w (3 + 3 w + w^2))``, the
     same quantity without subtracting ``d v`` from ``d`` — in float32 at the noise precision's
-    shape ``a = a0 + nnz / 2`` (~16,000 to ~450,000) that difference carries rounding errors of
-    0.002-0.06 in a bound whose size is ~z^2 / 2, so XLA's differently fused copies of the test
-    disagreed: one accepted while another left the value unset, and ~1 in 10^5 variates came out
-    as 0 (a Gibbs sweep then drew the factors from their prior). The loop also keeps a single
-    record of acceptance, the value itself (NaN until accepted).
+    shape ``a = a0 + nnz / 2`` (tens or hundreds of thousands) that difference carries rounding
+    errors comparable to the bound itself (~z^2 / 2), so differently fused copies of the test can
+    disagree: one accepting while another leaves the value unset, which returns 0 (and a Gibbs
+    sweep would then draw the factors from their prior). The loop also keeps a single record of
+    acceptance, the value itself (NaN until accepted).
 
     Why not ``jax.random.gamma``: on XLA:CPU it compiles and runs several times slower for a
-    sweep's shapes than this loop with one uniform call site (benchmarks/RESULTS.md, "Gamma
-    variates without jax.random.gamma").
+    sweep's shapes than this loop with one uniform call site (benchmarks/RESULTS.md, section 9;
+    the measurements: benchmarks/archive/2026-notes.md, "Gamma variates without jax.random.gamma").
     """
     a = jnp.asarray(shape_params)
     dtype = a.dtype if jnp.issubdtype(a.dtype, jnp.floating) else jnp.float32

@@ -3,7 +3,7 @@
 Prediction ``r_hat(u, i) = o_ui + p_u . q_i`` with ``p_u, q_i >= 0`` and offset ``o_ui = 0``, or
 ``o_ui = mu + b_u + c_i`` with free-sign biases (as Surprise's ``NMF(biased=True)``).
 
-Frobenius objective (sums over the observed pairs only; ``n_u``, ``n_i`` rating counts):
+Frobenius objective (sums over the observed pairs only; ``n_u``, ``n_i`` rating counts)::
 
     F = 1/2 sum (y_ui - p_u . q_i)^2 + reg/2 (sum_u n_u |p_u|^2 + sum_i n_i |q_i|^2)
         + bias_reg/2 (sum_u b_u^2 + sum_i c_i^2),                 y_ui = r_ui - o_ui.

@@ -16,14 +16,14 @@ stored augmented,
 with a zero learning rate on the constant slots.
 
 Shuffling: a full random permutation per epoch costs more than the epoch itself on CPU (XLA's
-sort of ~1M keys), and re-dealing the ratings into new batches by a per-rating gather still adds
+sort of one key per rating), and re-dealing the ratings into new batches by a per-rating gather still adds
 a large share of a k=10 epoch. The ratings are therefore shuffled
 once on the host into a grid of ``n_batches x batch_size`` (:func:`shuffled_batches`), and every
 epoch visits the rows of that grid in a fresh random order (a permutation of a few hundred rows,
 each fetched as one contiguous slice): the order of the updates changes every epoch, the
 composition of each minibatch does not. Since a minibatch's ratings are applied simultaneously,
-only the order across batches matters to first order in the learning rate; on MovieLens-1M the
-test RMSE matched that of a full per-epoch permutation within the seed-to-seed spread.
+only the order across batches matters to first order in the learning rate, and the test RMSE
+matches that of a full per-epoch permutation within the seed-to-seed spread (benchmarks/RESULTS.md).
 
 SVD++ splits each epoch into ``chunks``: ``z`` is recomputed from ``y`` at the start of a chunk
 (one segment sum, O(nnz k)); inside the chunk each rating adds ``e q_i |N(u)|^-1/2`` to an
@@ -54,7 +54,7 @@ from bayesmf.engines.sparse import RatingArrays
 GROUPS = ("user_bias", "item_bias", "user_factors", "item_factors", "implicit_factors")
 
 # Indices are validated on the host (check_ratings) and padding points at row 0, so the gathers
-# and scatters skip XLA's bounds handling (clamping / dropping costs ~30% of a k=100 epoch).
+# and scatters skip XLA's bounds handling (clamping / dropping is a sizeable share of an epoch).
 IN_BOUNDS = "promise_in_bounds"
 
 
@@ -133,7 +133,7 @@ def init(seed, n_users: int, n_items: int, rank: int, std: float, dtype=np.float
     """``N(0, std^2)`` factors (as Surprise: ``init_std_dev``), zero biases.
 
     Drawn on the host (NumPy, ``seed``): XLA compiles JAX's threefry sampler anew for every
-    shape, 2-3 s each on a 2-core CPU, which would cost more than a whole k=10 fit.
+    shape, which would cost more than a whole k=10 fit (benchmarks/RESULTS.md, section 9).
     """
     rng = np.random.default_rng(seed)
     p, q, y = (std * rng.standard_normal((n, rank)) for n in (n_users, n_items, n_items))

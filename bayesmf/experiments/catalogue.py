@@ -17,17 +17,17 @@ or :func:`bayesmf.metrics.evaluate_ranking` reports under the same name:
   corrected ``sampled_hr@k_corrected``, ``sampled_ndcg@k_corrected``, ``sampled_mrr_corrected``.
 
 **Models** (``[[models]] model``): the estimators of :mod:`bayesmf` (``BPMF``, ``PMF``, ``ALS``,
-``ImplicitALS``, ``NMF``, ``FunkSVD``, ``SVDpp``, ``Baseline``, ``Popularity``); their
+``ImplicitALS``, ``NMF``, ``FunkSVD``, ``SVDpp``, ``Baseline``, ``Popularity``, ``EASE``); their
 hyperparameters are their constructor arguments.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 
-from bayesmf import ESTIMATOR_MODULES
+from bayesmf.errors import ConfigError
+from bayesmf.registry import ESTIMATOR_MODULES, estimator_class
 
 RATING_METRICS = ("rmse", "mae", "rmse_unclipped", "mae_unclipped", "user_rmse_p10", "user_rmse_p50",
                   "user_rmse_p90", "rmse_truth")
@@ -39,7 +39,7 @@ RANKING_PLAIN = ("mrr", "auc")
 SAMPLED_AT_K = ("hr", "ndcg")
 SAMPLED_PLAIN = ("mrr", "auc")
 
-MODEL_MODULES = ESTIMATOR_MODULES
+MODEL_MODULES = ESTIMATOR_MODULES  # the names an experiment may use: bayesmf.registry's table
 # set by the runner, never by the experiment file
 RUNNER_PARAMS = ("seed", "progress", "checkpoint")
 
@@ -100,7 +100,9 @@ def parse_metric(name: str) -> MetricSpec | None:
 
 def model_class(name: str) -> type:
     """The estimator class called ``name`` (imported on demand)."""
-    return getattr(importlib.import_module(MODEL_MODULES[name]), name)
+    if name not in MODEL_MODULES:
+        raise ConfigError(f"unknown model {name!r}; allowed values: {list(MODEL_MODULES)}")
+    return estimator_class(name)
 
 
 def model_parameters(name: str) -> dict[str, inspect.Parameter]:

@@ -1,7 +1,9 @@
 """Evaluation: rating accuracy, uncertainty quality and honest ranking metrics.
 
-Entry points: :func:`evaluate_ratings` and :func:`evaluate_ranking`. The individual metrics are
-exported too; each module's docstring states the definitions (with formulas):
+Entry points: :func:`evaluate_ratings` and :func:`evaluate_ranking`, which return an
+:class:`~bayesmf.metrics.results.EvaluationResult` (a dict that prints as a table of its scalar
+metrics). The individual metrics are exported too; each module's docstring states the definitions
+(with formulas):
 
 * :mod:`~bayesmf.metrics.rating` — RMSE, MAE, bootstrap intervals, per-user errors, posterior RMSE;
 * :mod:`~bayesmf.metrics.uncertainty` — coverage, width, NLL, CRPS, calibration, risk-coverage;
@@ -20,6 +22,7 @@ from bayesmf.metrics.evaluate import evaluate_ranking, evaluate_ratings
 from bayesmf.metrics.ranking import (
     auc,
     full_ranking,
+    heldout_metrics,
     hit_rate,
     map_at_k,
     mrr,
@@ -28,8 +31,10 @@ from bayesmf.metrics.ranking import (
     rank_relevant,
     ranking_metrics,
     recall_at_k,
+    strong_generalization_ranking,
 )
 from bayesmf.metrics.rating import bootstrap_ci, mae, per_user_errors, posterior_rmse, rmse, rmse_per_draw
+from bayesmf.metrics.results import EvaluationResult
 from bayesmf.metrics.sampled import SAMPLED_WARNING, full_rank_metric, kr_correction, sampled_metrics, sampled_ranking
 from bayesmf.metrics.uncertainty import (
     calibration_area,
@@ -53,12 +58,14 @@ from bayesmf.metrics.uncertainty import (
 from bayesmf.predictive import PredictiveDistribution
 
 __all__ = [
-    "SAMPLED_WARNING", "BootstrapEnsemble", "ConformalDistribution", "ConformalRegressor", "PredictiveDistribution",
+    "SAMPLED_WARNING", "BootstrapEnsemble", "ConformalDistribution", "ConformalRegressor", "EvaluationResult",
+    "PredictiveDistribution",
     "auc", "bootstrap_ci", "calibration_area", "calibration_area_from_pit", "calibration_curve",
     "conformal_quantile", "coverage", "coverage_from_pit", "crps", "crps_gaussian", "crps_mixture", "crps_samples",
-    "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "hit_rate",
+    "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "heldout_metrics",
+    "hit_rate",
     "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k", "mixture_nll", "mrr", "ndcg_at_k",
     "per_user_errors", "pit", "posterior_rmse", "precision_at_k", "rank_relevant", "ranking_metrics", "recall_at_k",
     "risk_coverage", "rmse", "rmse_by_std_bin", "rmse_per_draw", "sampled_metrics", "sampled_ranking",
-    "spearman_error_std",
+    "spearman_error_std", "strong_generalization_ranking",
 ]

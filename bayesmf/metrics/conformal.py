@@ -2,7 +2,7 @@ r"""Split-conformal prediction intervals for any point model: the distribution-f
 
 ``ConformalRegressor(ALS(rank=10)).fit(train)`` carves a calibration set out of the training
 ratings, fits a copy of the estimator on the rest (the *proper* training set, same ID maps and
-index space), and keeps the sorted nonconformity scores of the calibration ratings,
+index space), and keeps the sorted nonconformity scores of the calibration ratings, ::
 
     s_i = |r_i - f(u_i, j_i)|            (normalized=False)
     s_i = |r_i - f(u_i, j_i)| / sigma_i  (normalized=True: sigma the model's predictive std)

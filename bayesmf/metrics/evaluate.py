@@ -1,8 +1,9 @@
 """The two public entry points: :func:`evaluate_ratings` and :func:`evaluate_ranking`.
 
-Both return a flat ``dict`` whose scalar entries go straight into a results table (keys such as
-``rmse``, ``coverage@0.9``, ``ndcg@10``) and whose few non-scalar entries (curves, per-bin
-tables) are NumPy arrays or dicts of them, for plots. Definitions live in the modules
+Both return an :class:`~bayesmf.metrics.results.EvaluationResult`: a flat ``dict`` whose scalar
+entries go straight into a results table (keys such as ``rmse``, ``coverage@0.9``, ``ndcg@10``)
+and whose few non-scalar entries (curves, per-bin tables) are NumPy arrays or dicts of them; it
+prints as a compact table of the scalars and offers the curves as DataFrames and plots. Definitions live in the modules
 :mod:`~bayesmf.metrics.rating`, :mod:`~bayesmf.metrics.uncertainty`,
 :mod:`~bayesmf.metrics.ranking` and :mod:`~bayesmf.metrics.sampled`.
 """
@@ -14,10 +15,11 @@ import numpy as np
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.metrics import rating, uncertainty
-from bayesmf.metrics._validate import as_values, same_length
 from bayesmf.metrics.ranking import full_ranking
+from bayesmf.metrics.results import EvaluationResult
 from bayesmf.metrics.sampled import sampled_ranking
 from bayesmf.predictive import PredictiveDistribution, check_level
+from bayesmf.validate import as_values, same_length
 
 __all__ = ["evaluate_ranking", "evaluate_ratings"]
 
@@ -52,7 +54,7 @@ def evaluate_ratings(
     ci_level: float = 0.95,
     by_user: bool = False,
     seed: int = 0,
-) -> dict:
+) -> EvaluationResult:
     """Accuracy and, when a predictive distribution is available, uncertainty metrics on ``test``.
 
     ``model_or_predictions`` is a fitted model (``predict``, and ``predict_dist`` for a
@@ -79,10 +81,9 @@ def evaluate_ratings(
     interval). Empirical draws (``noise_std`` None) are draws of the *observed* rating, noise
     included, so a per-draw RMSE would mix in the noise and is not reported for them.
 
-    Cost: linear in N for point predictions, Gaussians and empirical draws (100,000 x 200 draws:
-    about 1 s). A Gaussian mixture (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations
-    per Newton round of each interval end and per lag of the CRPS pair term, so it is the slow
-    case (benchmarks/RESULTS.md).
+    Cost: linear in N for point predictions, Gaussians and empirical draws. A Gaussian mixture
+    (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations per Newton round of each
+    interval end and per lag of the CRPS pair term, so it is the slow case (benchmarks/RESULTS.md).
     """
     if not isinstance(test, Ratings):
         raise DataError(f"test must be a bayesmf Ratings, got {type(test).__name__}")
@@ -114,7 +115,7 @@ def evaluate_ratings(
             draws = np.clip(dist.samples, *clip_to) if clip_to else dist.samples
             post = rating.posterior_rmse(y, draws, ci_level)
             report.update(rmse_draws_mean=post["mean"], rmse_draws_lo=post["lo"], rmse_draws_hi=post["hi"])
-    return report
+    return EvaluationResult(report, kind="ratings")
 
 
 def _uncertainty_report(y, pred, dist: PredictiveDistribution, levels) -> dict:
@@ -155,7 +156,7 @@ def evaluate_ranking(
     q: float = 0.9,
     gamma: float = 0.1,
     memory_budget: int = 2**28,
-) -> dict:
+) -> EvaluationResult:
     """Top-k ranking metrics of ``model`` on ``test`` (relevant: ``value >= threshold``).
 
     ``protocol="full"`` (recommended): every catalogue item is a candidate, training items
@@ -169,9 +170,11 @@ def evaluate_ranking(
     users within ``memory_budget`` bytes.
     """
     if protocol == "full":
-        return full_ranking(model, train, test, ks, threshold, exclude_train, how, q, seed, memory_budget)
-    if protocol == "sampled":
+        report = full_ranking(model, train, test, ks, threshold, exclude_train, how, q, seed, memory_budget)
+    elif protocol == "sampled":
         if not exclude_train:
             raise ConfigError("the sampled protocol always draws negatives outside the training items")
-        return sampled_ranking(model, train, test, ks, n_negatives, seed, threshold, how, q, gamma, memory_budget)
-    raise ConfigError(f"protocol must be 'full' or 'sampled', got {protocol!r}")
+        report = sampled_ranking(model, train, test, ks, n_negatives, seed, threshold, how, q, gamma, memory_budget)
+    else:
+        raise ConfigError(f"protocol must be 'full' or 'sampled', got {protocol!r}")
+    return EvaluationResult(report, kind="ranking")

@@ -42,11 +42,11 @@ import numpy as np
 
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
-from bayesmf.metrics._validate import check_ks
+from bayesmf.validate import check_ks
 
 __all__ = [
-    "HOW", "auc", "full_ranking", "hit_rate", "map_at_k", "mrr", "ndcg_at_k", "precision_at_k", "rank_relevant",
-    "ranking_metrics", "recall_at_k", "score_batch",
+    "HOW", "auc", "full_ranking", "heldout_metrics", "hit_rate", "map_at_k", "mrr", "ndcg_at_k", "precision_at_k",
+    "rank_relevant", "ranking_metrics", "recall_at_k", "score_batch", "strong_generalization_ranking",
 ]
 
 HOW = ("mean", "quantile", "thompson")
@@ -333,4 +333,84 @@ def full_ranking(
     per_user = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     report = _summarise(per_user, n_skipped)
     report.update(protocol="full", threshold=threshold, exclude_train=bool(exclude_train), how=how)
+    return report
+
+
+# --- strong generalization (held-out users) ----------------------------------------------------------
+def heldout_metrics(scores, relevant, ks=(20, 50, 100), exclude=None) -> dict:
+    r"""Per-user metrics of the strong-generalization protocol (Liang et al. 2018) for a dense score
+    matrix (n_users, n_items), boolean ``relevant`` (the held-out targets) and ``exclude`` (the
+    folded-in items, never ranked): ``recall@k`` normalised by :math:`\min(k, |R_u|)`,
+
+    .. math:: \mathrm{Recall@}k(u) = \frac{\#\{i \in R_u : \mathrm{rank}_i \le k\}}{\min(k, |R_u|)},
+
+    so 1 is reachable whatever ``|R_u|`` (unlike the module's ``recall@k``, divided by ``|R_u|``),
+    and ``ndcg@k`` as in the module docstring. Ranks are pessimistic, as everywhere in this module.
+    Returns ``{name: array (n_users,)}`` over the users with a relevant item (rows without one are
+    dropped, in order).
+
+    References
+    ----------
+    D. Liang, R. G. Krishnan, M. D. Hoffman, T. Jebara, "Variational Autoencoders for
+    Collaborative Filtering", WWW 2018, section 4.2.
+    """
+    ks = check_ks(ks)
+    scores, relevant, exclude, _ = _dense_inputs(scores, relevant, exclude)
+    user_pos, pair_item = np.nonzero(relevant)
+    per_user = _batch_metrics(scores, user_pos, pair_item, *np.nonzero(exclude), ks)
+    return _heldout_from(per_user, relevant.sum(axis=1), ks)
+
+
+def _heldout_from(per_user: dict, n_rel: np.ndarray, ks) -> dict:
+    """Liang's recall (hits / min(k, |R_u|), hits = precision@k * k) and ndcg@k per user."""
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"] = per_user[f"precision@{k}"] * k / np.minimum(k, n_rel)
+        out[f"ndcg@{k}"] = per_user[f"ndcg@{k}"]
+    return out
+
+
+def strong_generalization_ranking(model, fold_in: Ratings, target: Ratings, ks=(20, 50, 100),
+                                  memory_budget: int = 2**28) -> dict:
+    """The strong-generalization protocol on a model fitted on the training users of a
+    :func:`bayesmf.data.splits.strong_generalization` split.
+
+    Calls ``model.fold_in(fold_in)`` (which adds the held-out users to ``model``: it is modified),
+    then scores every held-out user over the whole catalogue with ``model.score_users`` in
+    memory-bounded batches, excludes the user's folded-in items and ranks the ``target`` items:
+    means over users of :func:`heldout_metrics` (``recall@k`` normalised by ``min(k, |R_u|)``,
+    ``ndcg@k``), plus ``n_users``.
+    """
+    ks = check_ks(ks)
+    if not isinstance(fold_in, Ratings) or not isinstance(target, Ratings):
+        raise DataError("fold_in and target must be bayesmf Ratings (from strong_generalization)")
+    if not fold_in.same_index_space(target):
+        raise DataError("fold_in and target must share ID maps and shape (use strong_generalization)")
+    _check_model(model, fold_in)
+    if getattr(model, "item_map_", fold_in.item_map) != fold_in.item_map:
+        raise DataError("the model's item IDs differ from the split's: fit it on the split's train")
+    overlap = fold_in.contains(target.users, target.items)
+    if overlap.any():
+        row = int(np.flatnonzero(overlap)[0])
+        raise DataError(f"target pair (user {target.users[row]}, item {target.items[row]}) is also in fold_in")
+    missing = np.flatnonzero((target.user_counts > 0) & (fold_in.user_counts == 0))
+    if missing.size:
+        raise DataError(f"held-out user {fold_in.user_map.ids(missing[:1])[0].item()!r} has targets but no fold-in "
+                        "interactions")
+    model.fold_in(fold_in)
+    model_index = model.user_map_.lookup(fold_in.user_map.ids()).astype(np.int64)
+    eval_users = np.flatnonzero(target.user_counts > 0)
+    tgt, seen = target.by_user, fold_in.by_user
+    tgt_item, seen_item = target.items[tgt.order].astype(np.int64), fold_in.items[seen.order].astype(np.int64)
+    batch = users_per_batch(fold_in.n_items, memory_budget)
+    parts = []
+    for start in range(0, eval_users.size, batch):  # a loop over memory-bounded batches of users
+        users = eval_users[start:start + batch]
+        scores = score_batch(model, model_index[users])
+        user_pos, flat = _gather_groups(tgt.indptr, users)
+        removed_row, flat_seen = _gather_groups(seen.indptr, users)
+        per_user = _batch_metrics(scores, user_pos, tgt_item[flat], removed_row, seen_item[flat_seen], ks)
+        parts.append(_heldout_from(per_user, tgt.counts[users], ks))
+    report = {name: float(np.concatenate([p[name] for p in parts]).mean()) for name in parts[0]}
+    report.update(n_users=int(eval_users.size), protocol="strong_generalization")
     return report

@@ -25,9 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from bayesmf.errors import ConfigError, DataError
-from bayesmf.metrics._validate import as_values, same_length
-from bayesmf.models.base import check_positive_int
 from bayesmf.predictive import check_level
+from bayesmf.validate import as_values, check_positive_int, same_length
 
 __all__ = ["bootstrap_ci", "mae", "per_user_errors", "posterior_rmse", "rmse", "rmse_per_draw"]
 

@@ -38,9 +38,8 @@ from scipy.stats import hypergeom
 
 from bayesmf.data.negatives import candidate_sets
 from bayesmf.errors import ConfigError, DataError
-from bayesmf.metrics._validate import check_ks
 from bayesmf.metrics.ranking import _check_model, relevant_test, score_batch, users_per_batch
-from bayesmf.models.base import check_positive_int
+from bayesmf.validate import check_ks, check_positive_int
 
 __all__ = [
     "SAMPLED_WARNING", "full_rank_metric", "kr_correction", "sampled_metrics", "sampled_ranking", "sampled_ranks",

@@ -43,9 +43,8 @@ from scipy.special import ndtr
 from scipy.stats import rankdata
 
 from bayesmf.errors import DataError
-from bayesmf.metrics._validate import as_std, as_values, same_length
-from bayesmf.models.base import check_positive_int
 from bayesmf.predictive import PredictiveDistribution, noise_matrix
+from bayesmf.validate import as_std, as_values, check_positive_int, same_length
 
 __all__ = [
     "DEFAULT_LEVELS", "calibration_area", "calibration_area_from_pit", "calibration_curve", "coverage",
@@ -167,9 +166,9 @@ def crps_mixture(y, means, noise_std, n_shifts: int | None = None, max_evaluatio
     ``max(16, max_evaluations // (S N))``), the lags ``k`` at the midpoints of ``n_shifts`` equal
     parts of ``1..S-1`` (each shift pairs every draw with another; spreading the lags keeps their
     average representative of all pairs even for autocorrelated
-    MCMC draws). That estimate is unbiased for exchangeable draws but noisy per prediction (about
-    10% at worst with 16 shifts of 100 draws); the noise averages out in the mean CRPS over many
-    predictions, the number :func:`crps` reports (within 0.5% over 2,000 predictions in the tests).
+    MCMC draws). That estimate is unbiased for exchangeable draws but noisy per prediction; the
+    noise averages out in the mean CRPS over many predictions, the number :func:`crps` reports
+    (``tests/test_metrics_uncertainty.py`` bounds the error of that mean).
     """
     y = as_values("y", y)
     m = np.asarray(means, dtype=np.float64)

@@ -17,11 +17,11 @@ from bayesmf.models.fitting import (
     ClassicalModel,
     check_common,
     check_nonnegative_values,
-    nonnegative_fold_in,
     run,
     seed_key,
     store_state,
 )
+from bayesmf.models.recommend.foldin import nonnegative_fold_in
 
 
 class ALS(ClassicalModel):
@@ -100,7 +100,7 @@ class ALS(ClassicalModel):
 
 class ImplicitALS(ClassicalModel):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): confidence ``1 + alpha r``, preference 1
-    for every observed pair and 0 for all others; ``reg`` (|x_u|^2 + |y_i|^2) unweighted.
+    for every observed pair and 0 for all others; ``reg (|x_u|^2 + |y_i|^2)`` unweighted.
 
     ``solver="cg"`` (default) runs ``cg_steps`` conjugate-gradient steps per half sweep,
     warm-started (Takacs et al. 2011, as the ``implicit`` library); ``solver="cholesky"`` solves

@@ -18,21 +18,19 @@ posterior samples. Recommendation, similar items, fold-in and factor export come
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 
 import numpy as np
 
+from bayesmf import registry
 from bayesmf.data.idmap import IdMap
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.models import persist
 from bayesmf.models.persist import FORMAT_VERSION  # noqa: F401 - re-exported
 from bayesmf.models.recommend import RecommendMixin
-from bayesmf.validate import as_indices, check_positive_int  # noqa: F401 - check_positive_int re-exported
-
-_REGISTRY: dict[str, type] = {}
+from bayesmf.validate import as_indices, check_nonnegative, check_positive_int  # noqa: F401 - re-exported
 
 
 class Estimator:
@@ -40,7 +38,7 @@ class Estimator:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        registry.register(cls)
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -61,16 +59,6 @@ class Estimator:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
-
-
-def check_nonnegative(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
-    return v
 
 
 def check_dtype(dtype: str):
@@ -193,6 +181,12 @@ class FactorModel(RecommendMixin, Estimator):
             scores += self.user_factors_[users] @ self.item_factors_[cols].T
         return scores
 
+    def _scores_are_linear(self) -> bool:
+        """Whether this model scores by ``mu + b_u + c_i + p_u . q_i`` alone (it keeps
+        :meth:`score_users` of this class and is not Bayesian): the recommendation layer then
+        scores on the device and fold-in may use the ridge solution."""
+        return not self.is_bayesian and type(self).score_users is FactorModel.score_users
+
     def seen_items(self, user_index: int) -> np.ndarray:
         """Items the user rated in training (indices)."""
         if np.ndim(user_index) != 0:
@@ -233,14 +227,9 @@ class FactorModel(RecommendMixin, Estimator):
 
 
 def _model_class(name: str, path) -> type:
-    """The registered class ``name``; estimators named in ``bayesmf``'s lazy map are imported on
-    demand (a class registers itself when its module is imported)."""
-    if name not in _REGISTRY:
-        from bayesmf import _LAZY
-
-        if name in _LAZY:
-            importlib.import_module(_LAZY[name])
-    cls = _REGISTRY.get(name)
+    """The estimator class ``name`` from :mod:`bayesmf.registry` (a built-in one is imported on
+    demand; a user's class must have been imported before loading)."""
+    cls = registry.estimator_class(name)
     if cls is None:
         raise DataError(f"{path}: unknown model class {name!r}; import the module that defines it before loading")
     return cls

@@ -4,24 +4,17 @@ driver loop with the Cholesky-retry warning, and copying a fitted engine state t
 from __future__ import annotations
 
 import warnings
-from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.data.ratings import Ratings
-from bayesmf.engines.als import RETRY_JITTER, solve_nonnegative
-from bayesmf.engines.chunks import build_gram_chunks, gram_rhs
+from bayesmf.engines.als import RETRY_JITTER
 from bayesmf.engines.driver import iterate
 from bayesmf.engines.sparse import check_ratings
-from bayesmf.errors import ConfigError, DataError
+from bayesmf.errors import CholeskyRetryWarning, ConfigError, DataError
 from bayesmf.models.base import FactorModel, check_nonnegative, check_positive_int
-
-
-class CholeskyRetryWarning(RuntimeWarning):
-    """A batched Cholesky factorisation failed (matrix not positive definite in floating point)
-    and the half step was solved again with a small jitter."""
+from bayesmf.models.recommend.foldin import nonnegative_fold_in  # noqa: F401 - its former home
 
 
 class ClassicalModel(FactorModel):
@@ -98,32 +91,3 @@ def check_nonnegative_values(train, why: str) -> None:
         raise DataError(f"{why} needs values >= 0; value {train.values[row]} at row {row}")
 
 
-# -- fold-in of new users for the classical models (hooks of bayesmf.models.recommend) ----------
-@partial(jax.jit, static_argnames=("steps", "free_bias"))
-def _nonnegative_rows(chunks, features, penalty, steps: int, free_bias: bool):
-    gram, rhs, _ = gram_rhs(chunks, features)
-    precision = gram + penalty[:, :, None] * jnp.eye(features.shape[1], dtype=features.dtype)
-    x0 = jnp.zeros((penalty.shape[0], features.shape[1] - free_bias), features.dtype)
-    return solve_nonnegative(precision, rhs, x0, steps, free_bias)
-
-
-def nonnegative_fold_in(model, new, lam_factors, lam_bias, steps: int) -> dict:
-    """Fold-in for ``r_hat = mu + b_u + c_i + p_u . q_i`` with ``p_u >= 0`` (``b_u`` free when the
-    model has biases): per new user, ``argmin sum_{i in N(u)} (r_ui - mu - c_i - p.q_i - b)^2
-    + lam_factors |p|^2 + lam_bias b^2`` subject to ``p >= 0``, by projected coordinate descent
-    (``steps`` passes from zero) on the normal equations. ``lam_*`` (n_new,)."""
-    dtype = np.asarray(model.item_factors_).dtype
-    biased = model.user_bias_ is not None
-    targets = new.values.astype(dtype) - dtype.type(model.global_mean_)
-    if biased:
-        targets -= np.asarray(model.item_bias_, dtype)[new.items]
-    features = np.asarray(model.item_factors_, dtype)
-    if biased:
-        features = np.concatenate([features, np.ones((features.shape[0], 1), dtype)], axis=1)
-    rank = model.item_factors_.shape[1]
-    penalty = np.repeat(np.asarray(lam_factors, dtype)[:, None], rank, 1)
-    if biased:
-        penalty = np.concatenate([penalty, np.asarray(lam_bias, dtype)[:, None]], axis=1)
-    chunks = build_gram_chunks(new.users, new.items, targets, new.n_users, *features.shape, dtype=dtype)
-    x = np.asarray(_nonnegative_rows(chunks, features, penalty, steps, biased))
-    return {"user_factors_": x[:, :rank], "user_bias_": x[:, rank] if biased else None}

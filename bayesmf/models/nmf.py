@@ -14,11 +14,11 @@ from bayesmf.models.fitting import (
     ClassicalModel,
     check_common,
     check_nonnegative_values,
-    nonnegative_fold_in,
     run,
     seed_key,
     store_state,
 )
+from bayesmf.models.recommend.foldin import nonnegative_fold_in
 
 
 class NMF(ClassicalModel):

@@ -38,7 +38,7 @@ Not guaranteed: durability of the directory entries across power loss (files are
 directories are not), nor any of the above on file systems without atomic rename or ``flock``.
 
 This module knows nothing about models: :mod:`bayesmf.models.base` decides what goes into the
-arrays and the metadata; :meth:`~bayesmf.models.recommend.RecommendMixin.export_factors` reuses
+arrays and the metadata; :meth:`~bayesmf.models.recommend.export.ExportMixin.export_factors` reuses
 :func:`write_dir_atomically`.
 """
 

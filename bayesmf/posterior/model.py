@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.errors import ConfigError
+from bayesmf.validate import check_positive_int
 
 PARAMETERIZATIONS = ("centered", "noncentered", "bartlett")
 NOISE_MODELS = ("gaussian", "student_t", "heteroscedastic")
@@ -102,8 +103,7 @@ class Prior(NamedTuple):
         return float(self.rank if self.nu0 is None else self.nu0)
 
     def validate(self) -> Prior:
-        if isinstance(self.rank, bool) or int(self.rank) != self.rank or self.rank < 1:
-            raise ConfigError(f"rank must be a positive integer, got {self.rank!r}")
+        check_positive_int("rank", self.rank)
         for name in ("alpha", "beta0", "w0"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:

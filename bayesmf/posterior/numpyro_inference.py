@@ -196,7 +196,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     same = (first == first[:, :1]) | (np.isnan(first) & np.isnan(first[:, :1]))  # NaN counts as not moving
     stuck = [int(c) for c in np.flatnonzero(same.all(axis=(1, 2)))] if n_samples > 1 else []
     if stuck:  # a start where the log density or its gradient is not finite: no move is ever accepted
-        from bayesmf.engines.driver import DivergenceError
+        from bayesmf.errors import DivergenceError
 
         raise DivergenceError(f"NUTS chain(s) {stuck} never moved from their start in {n_warmup} + {n_samples} "
                               "iterations: the log density or its gradient is not finite there (check the "
@@ -313,7 +313,7 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
             state, loss = run_chunk(state, keys)
             losses.append(np.asarray(loss))
             if not np.all(np.isfinite(losses[-1])):
-                from bayesmf.engines.driver import DivergenceError
+                from bayesmf.errors import DivergenceError
 
                 step = start_step + int(np.flatnonzero(~np.isfinite(losses[-1]))[0])
                 raise DivergenceError(f"SVI diverged: the ELBO became non-finite at step {step}; "

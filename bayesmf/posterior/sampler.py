@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.engines.driver import DivergenceError, progress_bar
-from bayesmf.errors import ConfigError, DataError, ResumeWarning
+from bayesmf.engines.driver import progress_bar
+from bayesmf.errors import ConfigError, DataError, DivergenceError, ResumeWarning
 
 
 @functools.partial(jax.jit, static_argnums=2)
