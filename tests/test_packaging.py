@@ -187,7 +187,7 @@ def test_the_sdist_carries_the_tests_readme_and_package_data(dists):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     assert {"README.md", "LICENSE", "pyproject.toml", "Makefile", "tests/test_packaging.py", "tests/conftest.py",
             "bayesmf/experiments/templates/quickstart.toml", "bayesmf/py.typed",
-            "experiments/ml100k-u1.toml", "notebooks/quickstart.ipynb", "benchmarks/__init__.py"} <= names
+            "experiments/ml100k-u1.toml", "notebooks/01-quickstart.ipynb", "benchmarks/__init__.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 

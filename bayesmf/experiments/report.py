@@ -14,6 +14,7 @@ table of the hyperparameters of sampler runs (Gibbs, NUTS; first run of each con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import warnings
@@ -102,13 +103,38 @@ def write_report(out_dir, wait: bool = False) -> Path:
         return render_report(out_dir)
 
 
+# backends that draw to files only: a report can use them as they are
+FILE_BACKENDS = ("agg", "cairo", "pdf", "pgf", "ps", "svg", "template")
+
+
+@contextlib.contextmanager
+def _agg_backend():
+    """Draw without a display. A GUI backend is swapped for Agg and restored afterwards; a file
+    backend, or a notebook's (``module://...``, e.g. the inline backend, which a swap would leave
+    unable to show the caller's later figures), is kept: the report closes every figure it draws."""
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    if previous.lower() in FILE_BACKENDS or previous.startswith("module://"):
+        yield
+        return
+    matplotlib.use("Agg")
+    try:
+        yield
+    finally:
+        matplotlib.use(previous)
+
+
 def render_report(out_dir) -> Path:
     """:func:`write_report` for a caller that holds the directory's lock (the runner). Every file
     is written whole, so an interruption leaves the previous report and figures; figures of the
-    previous report that this one does not draw are removed last."""
-    import matplotlib
+    previous report that this one does not draw are removed last. Figures are drawn without a
+    display (:func:`_agg_backend`); the caller's matplotlib backend is the same afterwards."""
+    with _agg_backend():
+        return _render_report(out_dir)
 
-    matplotlib.use("Agg")
+
+def _render_report(out_dir) -> Path:
     out_dir = Path(out_dir)
     results = read_results(out_dir)
     config, records, metrics = results["config"], results["runs"], results["metrics"]
