@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from bayesmf import ALS, splits
+from bayesmf import ALS, BPMF, splits
 from bayesmf.data import synthetic
 from bayesmf.engines.chunks import build_chunks, shape_bucket
 
@@ -73,3 +73,24 @@ def test_als_compiles_its_sweep_once_across_cross_validation_folds():
     sweeps = [n for n in handler.names if n.endswith("(sweep)")]
     assert sweeps, f"no sweep compilation seen among {handler.names}"
     assert len(sweeps) == 1, handler.names
+
+
+@pytest.mark.slow
+def test_bpmf_compiles_its_gibbs_sweep_once_across_folds():
+    # the 'auto' noise and offset priors are scaled to each fold's ratings: traced, not static
+    data = synthetic(n_users=200, n_items=150, n_ratings=6000, rank=3, seed=5).ratings
+    folds = splits.kfold(data, k=3, seed=0)
+    handler, logger = _Compiles(), logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            for train, _ in folds:
+                BPMF(rank=3, biases=True, n_warmup=2, n_samples=3).fit(train)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    gibbs_sweeps = [n for n in handler.names if n.endswith("_chains_sweep)")]
+    assert gibbs_sweeps, f"no Gibbs sweep compilation seen among {handler.names}"
+    assert len(gibbs_sweeps) == 1, handler.names

@@ -126,6 +126,11 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
     # chunks padded to a size on a coarse grid: data sets of nearly the same size (the folds of
     # a cross-validation, the points of a grid, a refit) give the same shapes and reuse one
     # compiled sweep; the packing above is unchanged, the extra virtual rows are padding
+    if n_chunks == 1:
+        # one chunk holds the whole side: size it by a bound that depends only on the row count
+        # and the number of ratings (sum_r ceil(d_r / W) <= n_rows + nnz // W), so that folds of
+        # one data set agree exactly; a small side's padding is cheap
+        capacity = max(capacity, min(n_rows + row_idx.size // width, chunk_slots // width))
     capacity = shape_bucket(capacity)
     # per row (in global order): its chunk, first virtual row and local index
     chunk = np.zeros(n_rows, np.int64)

@@ -528,22 +528,58 @@ def _draw_offset(key, offset, centre, shift, total, sse, nnz, alpha, prior: Prio
     return (centre + new_shift).astype(offset.dtype), sse
 
 
-@functools.partial(jax.jit, static_argnames=("prior", "rescale"))
+# The prior's numbers that are scaled to the data (the noise precision or its "auto" prior, the
+# "auto" offset prior) are traced arguments of the compiled sweep; the rest of the prior (rank,
+# noise model, which parts exist) is static. Data sets with the same shapes (cross-validation
+# folds, a grid over another setting) then share one compiled sweep.
+_TRACED_PRIOR_FIELDS = ("alpha", "noise_prior", "offset_prior")
+
+
+def _split_prior(prior: Prior):
+    """``(structure, values)``: the hashable prior with the traced numbers replaced by
+    placeholders (whether a pair exists is kept), and those numbers as Python floats (weakly
+    typed when traced)."""
+    def floats(v):
+        return None if v is None else float(v) if np.ndim(v) == 0 else tuple(float(x) for x in v)
+
+    values = {name: floats(getattr(prior, name)) for name in _TRACED_PRIOR_FIELDS}
+    placeholder = {name: v if v is None else 1.0 if isinstance(v, float) else (1.0,) * len(v)
+                   for name, v in values.items()}
+    return prior._replace(**placeholder), values
+
+
+def _join_prior(structure: Prior, values: dict) -> Prior:
+    return structure._replace(**values)  # pairs stay tuples through jit (tuples are pytrees)
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "rescale"))
+def _chain_step(keys, states, jitter, data, structure, values, rescale):
+    prior = _join_prior(structure, values)
+    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
+
+
 def chain_step(keys, states: GibbsState, jitter, data: GibbsData, prior: Prior, rescale: bool = True):
     """:func:`step` for a batch of chains (leading axis of ``keys`` and ``states``), jitted once
-    per data shape and prior (the prior is hashable and static)."""
-    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
+    per data shape and prior structure (the data-scaled noise and offset priors are traced)."""
+    structure, values = _split_prior(prior)
+    return _chain_step(keys, states, jitter, data, structure, values, rescale)
 
 
 # The jitter of the retry of a sweep whose factorisation failed (added to every precision matrix).
 RETRY_JITTER = 1e-5
 
 
-@functools.partial(jax.jit, static_argnames=("prior", "rescale"))
+@functools.partial(jax.jit, static_argnames=("structure", "rescale"))
+def _chains_sweep(key, states, jitter, data, structure, values, rescale):
+    keys = jax.random.split(key, jax.tree_util.tree_leaves(states)[0].shape[0])
+    prior = _join_prior(structure, values)
+    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
+
+
 def chains_sweep(key, states: GibbsState, jitter, data: GibbsData, prior: Prior, rescale: bool = True):
     """:func:`chain_step` with the chains' keys ``split(key, chains)`` drawn in the same call."""
-    keys = jax.random.split(key, jax.tree_util.tree_leaves(states)[0].shape[0])
-    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter, rescale=rescale))(keys, states)
+    structure, values = _split_prior(prior)
+    return _chains_sweep(key, states, jitter, data, structure, values, rescale)
 
 
 def build_kernel(data: GibbsData, prior: Prior, rescale: bool = True) -> Kernel:
@@ -554,7 +590,7 @@ def build_kernel(data: GibbsData, prior: Prior, rescale: bool = True) -> Kernel:
     data : GibbsData
         From :func:`prepare`.
     prior : Prior
-        The model (hashable: the sweep compiles once per prior and data shape).
+        The model (the sweep compiles once per data shape and prior structure).
     rescale : bool
         End every sweep with the invariance moves (module docstring, item 5).
 
