@@ -415,7 +415,7 @@ class BPMF(FactorModel):
 
     def _initial_factors(self, key, data, prior: Prior, train: Ratings, dtype, config: InferenceConfig):
         # N(0, 0.1^2) starting factors drawn on the host (as gibbs.init would draw them with JAX):
-        # XLA compiles the threefry sampler anew for each shape, ~1 s per shape on a 2-core CPU
+        # XLA would compile the threefry sampler anew for each data shape
         start = init_factors(self.seed, train.n_users, train.n_items, prior.rank, 0.1, dtype)
         state = gibbs.init(key, prior, train.n_users, train.n_items, U=start.user_factors, V=start.item_factors,
                            dtype=dtype)

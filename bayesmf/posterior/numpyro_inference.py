@@ -164,7 +164,7 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     layout = likelihood_layout(ratings, global_mean) if prior.gaussian else None
     # NUTS on the potential (minus the log joint on the unconstrained scale) rather than on the
     # model: NumPyro would trace the model and evaluate it and its gradient eagerly to set up
-    # (one XLA compilation per operation, ~15 s on MovieLens-100K); jitted, the start's
+    # (one XLA compilation per operation, slow on a real data set); jitted, the start's
     # potential and gradient compile once
     potential = jax.jit(lambda z: potential_energy(bpmf_model, args, dict(kwargs, layout=layout), z))
     k_start, k_run = jax.random.split(key)
