@@ -32,6 +32,7 @@ def numpy_loglik(model, data, chain, draw):
     return 0.5 * np.log(alpha / (2 * np.pi)) - 0.5 * alpha * r * r, f
 
 
+@pytest.mark.slow
 def test_pointwise_log_likelihood_matches_numpy(fitted):
     model, train, _ = fitted
     idata = model.to_arviz(factors=False, data=train, posterior_predictive=True, seed=5)

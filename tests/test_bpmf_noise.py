@@ -158,6 +158,7 @@ def test_heteroscedastic_precision_conditionals(problem):
     np.testing.assert_allclose(w, tau[:, r.users] * kappa[:, r.items], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_noise_model_sweeps_run_jitted(problem):
     """A full sweep compiles and stays finite for both noise models, with and without biases."""
     r = problem[0]

@@ -130,6 +130,7 @@ def test_predictive_intervals_are_calibrated_under_the_prior():
     assert plug_in[0.5] < 0.47 and plug_in[0.9] < 0.87, plug_in
 
 
+@pytest.mark.slow
 def test_estimator_learns_the_offset_and_predicts_with_its_draws():
     """``offset_prior="auto"`` (default) draws the offset: its posterior is near the data's
     offset, ``global_mean_`` is its posterior mean, ``to_arviz`` reports it, and predictions

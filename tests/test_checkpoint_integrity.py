@@ -58,6 +58,7 @@ def test_relabelled_users_do_not_resume(small, tmp_path, monkeypatch):
     assert ckpt.exists()  # never deleted behind the user's back
 
 
+@pytest.mark.slow
 def test_other_track_pairs_do_not_resume(halves, tmp_path, monkeypatch):
     train, other = halves
     track = train.subset(np.arange(50))

@@ -60,6 +60,7 @@ def test_diagnose_flags_chains_that_disagree_and_passes_ones_that_agree():
         assert not warn_if_unconverged({"same": figures["same"]}, "test")
 
 
+@pytest.mark.slow
 def test_short_gibbs_run_from_overdispersed_starts_warns_with_the_figures():
     """Two chains of 10 draws with no burn-in from over-dispersed starts cannot have converged:
     the fit warns once, and ``diagnostics_`` holds the figures for every identified summary."""
@@ -73,6 +74,7 @@ def test_short_gibbs_run_from_overdispersed_starts_warns_with_the_figures():
     assert single.diagnostics_ is None
 
 
+@pytest.mark.slow
 def test_a_chain_that_turns_non_finite_stops_naming_the_sweep_and_quantity_and_keeps_earlier_draws():
     """A real Gibbs kernel whose Lambda_V is made NaN from sweep 7 on (fault injection): the
     driver retries with jitter, then raises ``DivergenceError`` naming sweep 7 and ``Lambda_V``,

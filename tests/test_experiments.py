@@ -190,6 +190,7 @@ def metric_values(csv_text: str) -> list[tuple]:
     return [(r["model"], r["seed"], r["metric"], r["value"]) for r in csv.DictReader(csv_text.splitlines())]
 
 
+@pytest.mark.slow
 def test_cli_writes_tidy_results_report_and_figures(cli_run):
     path, out, first, first_csv = cli_run
     assert first.returncode == 1, first.stderr  # the NMF runs failed, the others finished
@@ -242,6 +243,7 @@ def test_rerun_is_served_from_the_cache_with_identical_results(cli_run, monkeypa
     assert metric_values((out / "results.csv").read_text()) == metric_values(first_csv)
 
 
+@pytest.mark.slow
 def test_force_recomputes_bit_identical_metrics(cli_run):
     path, out, _, first_csv = cli_run
     forced = run_experiment(load_experiment(path), out, force=True, progress=False, log=lambda *_: None)
@@ -272,6 +274,7 @@ def test_ctrl_c_keeps_finished_runs_and_a_rerun_resumes(tmp_path, monkeypatch):
     assert (resumed.computed, resumed.cached, resumed.interrupted) == (2, 2, False)
 
 
+@pytest.mark.slow
 def test_a_report_leaves_the_callers_matplotlib_backend_as_it_was(cli_run, monkeypatch):
     import matplotlib
 

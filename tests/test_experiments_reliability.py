@@ -278,6 +278,7 @@ def test_a_wrongly_typed_or_invalid_value_exits_2_naming_file_and_key(tmp_path, 
         assert part in err
 
 
+@pytest.mark.slow
 def test_the_cli_reports_a_string_in_a_table_without_a_traceback(tmp_path):
     path = write(tmp_path, SGD.replace("n_epochs = 2", 'n_epochs = 2\nlearning_rates = {user_bias = "x"}'))
     done = subprocess.run([sys.executable, "-m", "bayesmf", "run", str(path), "--out", str(tmp_path / "out")],

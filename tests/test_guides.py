@@ -49,6 +49,7 @@ def test_sites_come_from_an_abstract_trace_in_model_order():
     assert GaussianGuide(sites).dim == 4
 
 
+@pytest.mark.slow
 def test_mean_field_recovers_a_gaussian_posterior_through_the_log_transform():
     q, params = _fit(_lognormal_model, rank=0)
     # unconstrained coordinates: (log s_0..2, x); exact posterior means sum_i log y_ij / 5 and 1,
@@ -63,6 +64,7 @@ def test_mean_field_recovers_a_gaussian_posterior_through_the_log_transform():
     assert draws["s"].shape == (20000, 3) and np.all(draws["s"] > 0)
 
 
+@pytest.mark.slow
 def test_low_rank_guide_recovers_a_correlated_posterior_mean_field_cannot():
     exact_cov = np.linalg.inv(np.eye(2) + 4.0 * np.ones((2, 2)))  # [[5, -4], [-4, 5]] / 9
     exact_mean = exact_cov @ np.array([4 * 1.8, 4 * 1.8])

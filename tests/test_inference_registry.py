@@ -85,6 +85,7 @@ def test_bad_inferences_fail_at_fit_with_a_named_error(ratings, inference, match
         BPMF(rank=2, inference=inference).fit(ratings)
 
 
+@pytest.mark.slow
 def test_the_configuration_reaches_the_fit(ratings):
     """The MAP start's sweeps and the chain's length come from the configuration: a PMF-MAP start
     of 3 sweeps is recorded as 3 objective values, and MAPConfig and PMF agree exactly."""

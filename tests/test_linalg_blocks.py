@@ -78,6 +78,7 @@ def test_rows_without_ratings_get_zero_gram():
     assert np.all(np.asarray(G)[empty] == 0)
 
 
+@pytest.mark.slow
 def test_solve_sample_cg_nnls_against_closed_forms():
     rng = np.random.default_rng(1)
     A = rng.normal(size=(50, 6, 6))
@@ -103,6 +104,7 @@ def test_solve_sample_cg_nnls_against_closed_forms():
 
 
 @pytest.mark.parametrize("k", [1, 4, 11])
+@pytest.mark.slow
 def test_unrolled_and_lapack_kernels_agree_with_numpy(k):
     rng = np.random.default_rng(k)
     A = rng.normal(size=(30, k, 2 * k))

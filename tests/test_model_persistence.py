@@ -121,6 +121,7 @@ def _forked(child) -> int:
 
 
 @posix_only
+@pytest.mark.slow
 def test_kill_9_at_any_step_of_a_replacement_leaves_a_loadable_model(tmp_path, ratings):
     path = tmp_path / "m"
     models = {1.0: fitted(ratings, 1.0), 2.0: fitted(ratings, 2.0)}

@@ -59,6 +59,7 @@ def _numpy_draws(model) -> np.ndarray:
 
 
 # -- BPMF scores against the stored draws ---------------------------------------------------------
+@pytest.mark.slow
 def test_score_users_mean_and_std_are_the_moments_of_the_draws(bpmf):
     f = _numpy_draws(bpmf)
     assert f.shape[0] == 24  # 2 chains x 12 draws

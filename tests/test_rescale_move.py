@@ -79,6 +79,7 @@ def test_repeated_moves_sample_the_scale_from_its_closed_form_target():
     assert abs(a.var() / var - 1) < 0.1, (a.var(), var)
 
 
+@pytest.mark.slow
 def test_the_move_is_off_when_mu0_is_not_zero_and_gibbs_rescale_is_validated():
     assert gibbs.rescale_applies(Prior(rank=2)) and not gibbs.rescale_applies(Prior(rank=2, mu0=0.5))
     data = synthetic(n_users=30, n_items=20, n_ratings=200, rank=2, seed=0)
@@ -88,6 +89,7 @@ def test_the_move_is_off_when_mu0_is_not_zero_and_gibbs_rescale_is_validated():
         BPMF(rank=2, gibbs_rescale="yes").fit(data.ratings)
 
 
+@pytest.mark.slow
 def test_translation_draws_the_closed_form_gaussian_and_keeps_predictions():
     """``m -> m + d``, ``b -> b - d``: predictions unchanged, and the user-side ``d`` has the
     closed-form mean and variance (item biases at 0 with a huge precision pin the second move)."""
@@ -108,6 +110,7 @@ def test_translation_draws_the_closed_form_gaussian_and_keeps_predictions():
     assert abs(d.var() * precision - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_shift_draws_the_closed_form_gaussian_and_keeps_predictions():
     """``u -> u + x``, ``mu_U -> mu_U + x``, ``c -> c - V x`` (then the item side): every
     ``u.v + b + c`` and every row's prior quadratic form unchanged, and the user-side ``x`` has

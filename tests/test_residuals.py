@@ -36,6 +36,7 @@ def test_sum_of_squares_and_its_gradient_equal_the_per_rating_formulas(small, wi
     np.testing.assert_allclose(g_scaled, -0.25 * grad_U, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_float64_targets_with_float32_factors_under_x64():
     """With x64 on (``BPMF(dtype="float64")`` turns it on for the process) the packed targets are
     float64 while NumPyro's starting values may be float32: the gradient keeps each factor's
