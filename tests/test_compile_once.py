@@ -55,10 +55,8 @@ class _Compiles(logging.Handler):
             self.names.append(message.split()[1])
 
 
-@pytest.mark.slow
-def test_als_compiles_its_sweep_once_across_cross_validation_folds():
-    data = synthetic(n_users=300, n_items=200, n_ratings=9000, rank=3, seed=4).ratings
-    folds = splits.kfold(data, k=5, seed=0)
+def _compiled_names(fit_each, folds) -> list[str]:
+    """Names of the functions XLA compiled while ``fit_each(train)`` ran on every fold."""
     handler, logger = _Compiles(), logging.getLogger("jax")
     old_level = logger.level
     logger.addHandler(handler)
@@ -66,31 +64,28 @@ def test_als_compiles_its_sweep_once_across_cross_validation_folds():
     try:
         with jax.log_compiles(True):
             for train, _ in folds:
-                ALS(rank=4, n_iter=2).fit(train)
+                fit_each(train)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-    sweeps = [n for n in handler.names if n.endswith("(sweep)")]
-    assert sweeps, f"no sweep compilation seen among {handler.names}"
-    assert len(sweeps) == 1, handler.names
+    return handler.names
+
+
+@pytest.mark.slow
+def test_als_compiles_its_sweep_once_across_cross_validation_folds():
+    data = synthetic(n_users=300, n_items=200, n_ratings=9000, rank=3, seed=4).ratings
+    names = _compiled_names(lambda train: ALS(rank=4, n_iter=2).fit(train), splits.kfold(data, k=5, seed=0))
+    sweeps = [n for n in names if n.endswith("(sweep)")]
+    assert sweeps, f"no sweep compilation seen among {names}"
+    assert len(sweeps) == 1, names
 
 
 @pytest.mark.slow
 def test_bpmf_compiles_its_gibbs_sweep_once_across_folds():
     # the 'auto' noise and offset priors are scaled to each fold's ratings: traced, not static
     data = synthetic(n_users=200, n_items=150, n_ratings=6000, rank=3, seed=5).ratings
-    folds = splits.kfold(data, k=3, seed=0)
-    handler, logger = _Compiles(), logging.getLogger("jax")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        with jax.log_compiles(True):
-            for train, _ in folds:
-                BPMF(rank=3, biases=True, n_warmup=2, n_samples=3).fit(train)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    gibbs_sweeps = [n for n in handler.names if n.endswith("_chains_sweep)")]
-    assert gibbs_sweeps, f"no Gibbs sweep compilation seen among {handler.names}"
-    assert len(gibbs_sweeps) == 1, handler.names
+    names = _compiled_names(lambda train: BPMF(rank=3, biases=True, n_warmup=2, n_samples=3).fit(train),
+                            splits.kfold(data, k=3, seed=0))
+    sweeps = [n for n in names if n.endswith("_chains_sweep)")]
+    assert sweeps, f"no Gibbs sweep compilation seen among {names}"
+    assert len(sweeps) == 1, names
