@@ -6,7 +6,7 @@ use, so ``import bayesmf`` stays cheap and does not start JAX.
 
 import importlib
 
-from bayesmf import datasets, splits
+from bayesmf import datasets, features, splits
 from bayesmf._version import __version__
 from bayesmf.data import IdMap, Ratings, kcore, sample_negatives, summary, to_implicit
 from bayesmf.errors import BayesmfError, ConfigError, DataError, DataNotFoundError, ParseError
@@ -36,5 +36,5 @@ def __getattr__(name):
 __all__ = [
     "ESTIMATOR_MODULES", "BayesmfError", "ConfigError", "DataError", "DataNotFoundError", "IdMap", "ParseError",
     "Ratings",
-    "__version__", "datasets", "kcore", "sample_negatives", "splits", "summary", "to_implicit", *_LAZY,
+    "__version__", "datasets", "features", "kcore", "sample_negatives", "splits", "summary", "to_implicit", *_LAZY,
 ]

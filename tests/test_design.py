@@ -47,3 +47,16 @@ def test_malformed_designs_name_the_fault():
         check_design(d._replace(groups=np.array([0, 0, 0, 1, 1, 1, 1, 1], np.int32)))
     with pytest.raises(DataError, match="rating 3 points to row 5"):
         check_design(d._replace(blocks=(d.blocks[0]._replace(index=np.array([0, 1, 1, 5], np.int32)),) + d.blocks[1:]))
+
+
+def test_one_hot_features_are_bpmf_with_biases():
+    from bayesmf import Ratings, features
+
+    train = Ratings.from_arrays([0, 1, 2, 2], [1, 0, 1, 2], [3.0, 4.0, 5.0, 1.0], n_users=3, n_items=3)
+    d = features.Features().fit(train).design_of(train)
+    rng = np.random.default_rng(1)
+    w, V = rng.normal(size=6), rng.normal(size=(6, 2))
+    u, i = train.users, train.items + 3
+    expect = 0.5 + w[u] + w[i] + np.sum(V[u] * V[i], axis=1)
+    np.testing.assert_allclose(fm_predict_numpy(d, 0.5, w, V), expect, rtol=1e-12)
+    assert d.group_names == ("user", "item") and d.feature_names[4] == "item=1"
