@@ -83,6 +83,7 @@ def test_colouring_puts_no_two_columns_of_a_row_in_one_colour():
     assert sorted(seen) == list(range(F))
 
 
+@pytest.mark.slow
 def test_every_column_conditional_is_the_dense_closed_form():
     """For each block and colour, the conditional N(P^-1 s, P^-1) of each column's (w_j, v_j)
     equals the one computed in NumPy from the dense design: f is linear in theta_j, so
@@ -143,6 +144,7 @@ def test_group_hyperparameter_posterior_is_the_grid_posterior():
         assert kappa[g] == 3.0 + xs.size
 
 
+@pytest.mark.slow
 def test_w0_and_alpha_conditionals_are_the_closed_forms():
     """Many draws of w0 (alpha fixed) and of alpha (w0 fixed) against the Normal and Gamma closed
     forms from the dense design's residuals."""
@@ -171,6 +173,7 @@ def test_w0_and_alpha_conditionals_are_the_closed_forms():
     np.testing.assert_allclose(np.var(alphas), shape / rate**2, rtol=0.1)
 
 
+@pytest.mark.slow
 def test_sweep_predictions_match_the_dense_formula_and_chains_differ():
     K = 3
     d = _design(seed=6)

@@ -9,7 +9,8 @@ a second-order factorization machine over a :class:`~bayesmf.data.design.Design`
     \qquad y_r \sim \mathcal N(f(x_r), 1/\alpha),\quad \alpha \sim \mathrm{Gamma}(a_0, b_0), \\
     w_j &\sim \mathcal N(\mu^w_g, 1/\lambda^w_g),\qquad v_{jf} \sim \mathcal N(\mu^v_{gf}, 1/\lambda^v_{gf})
     \qquad (g = \text{group of column } j), \\
-    \mu \mid \lambda &\sim \mathcal N(0, 1/(\gamma_0 \lambda)),\qquad \lambda \sim \mathrm{Gamma}(\alpha_\lambda, \beta_\lambda)
+    \mu \mid \lambda &\sim \mathcal N(0, 1/(\gamma_0 \lambda)),\qquad
+    \lambda \sim \mathrm{Gamma}(\alpha_\lambda, \beta_\lambda)
     \quad\text{(each } (\mu^w_g, \lambda^w_g) \text{ and } (\mu^v_{gf}, \lambda^v_{gf})\text{)},\qquad
     w_0 \sim \mathcal N(m_0, s_0^2).
 
@@ -21,7 +22,9 @@ One sweep draws, each from its exact full conditional:
    ``mu | lambda ~ N(n xbar / (gamma0 + n), 1 / ((gamma0 + n) lambda))``;
 2. each block's parameters in turn (below);
 3. ``w0 ~ N(P^{-1} (m_0/s_0^2 + alpha sum_r (y_r - f_r + w_0)), P^{-1})``, ``P = 1/s_0^2 + alpha nnz``;
-4. ``alpha ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)``.
+4. ``alpha ~ Gamma(a_0 + nnz/2, b_0 + SSE/2)``;
+5. with ``w0`` learned, an exact move along each translation ``w0 -> w0 + d``, ``w_j -> w_j - d``
+   of a one-hot group (:func:`translate_move`), as BPMF's sampler has for its offset and biases.
 
 **A column's conditional.** Given everything else, ``f`` is linear in the (K+1)-vector
 ``theta_j = (w_j, v_j)`` of one column: ``f_r = const_r + h_r . theta_j`` with
@@ -90,7 +93,8 @@ from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, standard_
 from bayesmf.errors import ConfigError
 
 __all__ = ["FMBlockData", "FMData", "FMInfo", "FMPrior", "FMState", "block_statistics", "build_kernel",
-           "colour_columns", "colour_conditional", "draw_global", "group_posterior", "init", "predict", "prepare", "step"]
+           "colour_columns", "colour_conditional", "draw_global", "group_posterior", "init", "predict", "prepare",
+           "step", "translatable_groups", "translate_move"]
 
 
 class FMPrior(NamedTuple):
@@ -150,13 +154,15 @@ class FMBlockData(NamedTuple):
 
 class FMData(NamedTuple):
     """A design laid out for the sampler: its blocks, each column's group, ``y`` the ratings
-    minus ``centre`` and ``group_sizes`` (G,) the columns per group."""
+    minus ``centre``, ``group_sizes`` (G,) the columns per group and ``translatable`` (T,) the
+    groups that :func:`translate_move` moves."""
 
     blocks: tuple
     groups: jnp.ndarray
     group_sizes: jnp.ndarray
     y: jnp.ndarray
     centre: jnp.ndarray
+    translatable: jnp.ndarray
 
 
 class FMState(NamedTuple):
@@ -279,7 +285,26 @@ def prepare(design: Design, values, rank: int, centre: float = 0.0, dtype=np.flo
     blocks = tuple(_block_data(b, F, design.nnz, rank, dtype) for b in design.blocks)
     sizes = np.bincount(groups, minlength=len(design.group_names)).astype(dtype)
     return FMData(blocks, jnp.asarray(groups), jnp.asarray(sizes), jnp.asarray((values - centre).astype(dtype)),
-                  jnp.asarray(centre, dtype))
+                  jnp.asarray(centre, dtype), jnp.asarray(translatable_groups(design), jnp.int32))
+
+
+def translatable_groups(design: Design) -> np.ndarray:
+    """The groups along which ``w0 -> w0 + d``, ``w_j -> w_j - d`` (j in the group) leaves every
+    prediction unchanged: all the group's columns in one block, and every block row that a
+    rating points to holds exactly one entry, of value 1 (a one-hot block such as the user's or
+    the item's index)."""
+    out = []
+    groups = np.asarray(design.groups)
+    for b in design.blocks:
+        g = np.unique(groups[b.columns])
+        if g.size != 1 or np.count_nonzero(groups == g[0]) != np.unique(b.columns).size:
+            continue
+        used = np.unique(b.index)
+        counts = np.diff(b.indptr)[used]
+        first = np.asarray(b.indptr)[used]
+        if np.all(counts == 1) and np.all(np.asarray(b.values)[first] == 1.0):
+            out.append(int(g[0]))
+    return np.asarray(out, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,13 +324,8 @@ def _row_parts(block: FMBlockData, w, V):
 
 
 def _rating_parts(data: FMData, parts):
-    """Per rating and block: ``Q_b[i]`` (nnz, K), ``a_b[i] = L + P`` (nnz,) and ``|Q_b[i]|^2``."""
-    out = []
-    for block, (L, Q, S) in zip(data.blocks, parts):
-        qq = jnp.sum(Q * Q, axis=1)
-        a = L + 0.5 * (qq - S)
-        out.append((Q[block.index], a[block.index], qq[block.index]))
-    return out
+    """:func:`_gather` of every block's row parts."""
+    return [_gather(block, *p) for block, p in zip(data.blocks, parts)]
 
 
 def _predict_parts(w0c, gathered):
@@ -324,17 +344,8 @@ def block_statistics(data: FMData, b: int, w0c, w, V, target):
     r"""Block ``b``'s row statistics given every other block (module docstring): ``G`` (n_rows,
     K+1, K+1) ``= sum_r [1, O_r][1, O_r]^T`` and ``c`` (n_rows, K+1) ``= sum_r z_r [1, O_r]``
     over each block row's ratings, with ``w0c`` the global bias minus the centre."""
-    parts = [_row_parts(blk, w, V) for blk in data.blocks]
-    gathered = _rating_parts(data, parts)
-    q = sum(g[0] for g in gathered)
-    others = [g for k, g in enumerate(gathered) if k != b]
-    O = q - gathered[b][0]
-    rest = w0c + sum((g[1] for g in others), jnp.zeros_like(target)) + 0.5 * (
-        jnp.sum(O * O, axis=1) - sum((g[2] for g in others), jnp.zeros_like(target)))
-    z = target - rest
-    E = jnp.concatenate([jnp.ones_like(O[:, :1]), O], axis=1)
-    G, c, _ = gram_rhs(data.blocks[b].chunks, E, other_bias=-z)
-    return G, c
+    gathered = [_gather(blk, *_row_parts(blk, w, V)) for blk in data.blocks]
+    return _statistics(data.blocks[b], b, gathered, w0c, target)
 
 
 def _colour_system(block: FMBlockData, c: int, w, V, L, Q, S, G, rhs, alpha, prior_prec, prior_shift):
@@ -405,31 +416,53 @@ def group_posterior(x, groups, n_groups: int, prior: FMPrior):
     return shape, rate, n * xbar / kappa, kappa + jnp.zeros_like(xbar)
 
 
-def _draw_hypers(key, state: FMState, data: FMData, prior: FMPrior):
+def _draw_hypers(key, state: FMState, data: FMData, prior: FMPrior, extra_shapes=None):
+    """Every group's ``(mu, lambda)`` (module docstring, item 1). ``extra_shapes``: the shapes
+    of further standard Gamma variates drawn in the same call (one Gamma call site per sweep
+    keeps the compiled sweep small), returned last."""
     G = data.group_sizes.shape[0]
     K = state.V.shape[1]
     post_w = group_posterior(state.w, data.groups, G, prior)
     post_v = group_posterior(state.V, data.groups, G, prior)
     k_gamma, k_normal = jax.random.split(key)
-    gammas = standard_gamma(k_gamma, jnp.concatenate([post_w[0], post_v[0].reshape(-1)]))
-    lam = gammas / jnp.concatenate([post_w[1], post_v[1].reshape(-1)])
+    shapes = [post_w[0], post_v[0].reshape(-1)] + ([] if extra_shapes is None else [extra_shapes])
+    gammas = standard_gamma(k_gamma, jnp.concatenate(shapes))
+    n_hyper = G + G * K
+    lam = gammas[:n_hyper] / jnp.concatenate([post_w[1], post_v[1].reshape(-1)])
     kappa = jnp.concatenate([post_w[3], post_v[3].reshape(-1)])
     mean = jnp.concatenate([post_w[2], post_v[2].reshape(-1)])
     mu = mean + standard_normal(k_normal, mean.shape, mean.dtype) / jnp.sqrt(kappa * lam)
-    return mu[:G], lam[:G], mu[G:].reshape(G, K), lam[G:].reshape(G, K)
+    return mu[:G], lam[:G], mu[G:].reshape(G, K), lam[G:].reshape(G, K), gammas[n_hyper:]
 
 
-def _update_block(key, data: FMData, b: int, state: FMState, w, V, prior_prec, prior_shift, jitter):
-    """Draw every column of block ``b`` (a scan over its colours); ``w``, ``V`` extended."""
-    block = data.blocks[b]
-    G, rhs = block_statistics(data, b, state.w0 - data.centre, w[:-1], V[:-1], state.target)
-    L, Q, S = _row_parts(block, w[:-1], V[:-1])
+def _gather(block: FMBlockData, L, Q, S):
+    """Per rating: ``Q_b[i]`` (nnz, K), ``a_b[i] = L + P`` and ``|Q_b[i]|^2`` (nnz,)."""
+    qq = jnp.sum(Q * Q, axis=1)
+    return Q[block.index], (L + 0.5 * (qq - S))[block.index], qq[block.index]
+
+
+def _statistics(block: FMBlockData, b: int, gathered, w0c, target):
+    """:func:`block_statistics` from every block's gathered per-rating parts."""
+    q = sum(g[0] for g in gathered)
+    others = [g for k, g in enumerate(gathered) if k != b]
+    other = q - gathered[b][0]  # O_r: the other blocks' part of q_r
+    rest = w0c + sum((g[1] for g in others), jnp.zeros_like(target)) + 0.5 * (
+        jnp.sum(other * other, axis=1) - sum((g[2] for g in others), jnp.zeros_like(target)))
+    E = jnp.concatenate([jnp.ones_like(other[:, :1]), other], axis=1)
+    G, c, _ = gram_rhs(block.chunks, E, other_bias=-(target - rest))
+    return G, c
+
+
+def _update_block(key, block: FMBlockData, G, rhs, alpha, w, V, L, Q, S, prior_prec, prior_shift, jitter):
+    """Draw every column of one block (a scan over its colours) given its row statistics
+    ``G``, ``rhs``; ``w``, ``V`` extended by the dummy column. Returns ``w``, ``V`` and the
+    block rows' ``L``, ``Q``, ``S`` at the new values."""
     n_colours = block.colour_cols.shape[0]
 
     def one_colour(carry, xs):
         w, V, L, Q, S = carry
         c, k = xs
-        P, s, (cols, rows, x, slot, w_old, v_old) = _colour_system(block, c, w, V, L, Q, S, G, rhs, state.alpha,
+        P, s, (cols, rows, x, slot, w_old, v_old) = _colour_system(block, c, w, V, L, Q, S, G, rhs, alpha,
                                                                    prior_prec, prior_shift)
         theta, _ = sample_gaussian(k, P, s, jitter)
         w = w.at[cols].set(theta[:, 0])
@@ -441,33 +474,54 @@ def _update_block(key, data: FMData, b: int, state: FMState, w, V, prior_prec, p
         return (w, V, L, Q, S), None
 
     keys = jax.random.split(key, n_colours)
-    (w, V, _, _, _), _ = jax.lax.scan(one_colour, (w, V, L, Q, S), (jnp.arange(n_colours), keys))
-    return w, V
+    (w, V, L, Q, S), _ = jax.lax.scan(one_colour, (w, V, L, Q, S), (jnp.arange(n_colours), keys))
+    return w, V, L, Q, S
 
 
 def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple[FMState, FMInfo]:
-    """One Gibbs sweep (module docstring). ``prior`` static (close over it before jitting)."""
-    k_hyper, k_blocks, k_w0, k_alpha = jax.random.split(key, 4)
-    mu_w, lambda_w, mu_v, lambda_v = _draw_hypers(k_hyper, state, data, prior)
+    """One Gibbs sweep (module docstring). ``prior`` static (close over it before jitting).
+
+    Every block's row parts ``L``, ``Q``, ``S`` and their per-rating gathers are computed once
+    at the start; after a block's update only its own are refreshed (from the colour scan's
+    carry), so a sweep over ``B`` blocks costs ``B`` Gram passes and ``B`` gathers."""
+    k_hyper, k_blocks, k_w0 = jax.random.split(key, 3)
+    nnz = state.target.shape[0]
+    dtype = state.V.dtype
+    a0 = 1.0 if prior.noise_prior is None else prior.noise_prior[0]
+    mu_w, lambda_w, mu_v, lambda_v, gamma = _draw_hypers(k_hyper, state, data, prior,
+                                                         jnp.asarray([a0 + 0.5 * nnz], dtype))
     state = state._replace(mu_w=mu_w, lambda_w=lambda_w, mu_v=mu_v, lambda_v=lambda_v)
     prior_prec, prior_shift = _column_priors(data, state)
+    parts = [_row_parts(blk, state.w, state.V) for blk in data.blocks]
+    gathered = [_gather(blk, *p) for blk, p in zip(data.blocks, parts)]
     w, V = _extended(state.w, state.V)
+    w0c = state.w0 - data.centre
     for b, k in enumerate(jax.random.split(k_blocks, len(data.blocks))):  # a loop over blocks (a few)
-        w, V = _update_block(k, data, b, state, w, V, prior_prec, prior_shift, jitter)
+        block = data.blocks[b]
+        G, rhs = _statistics(block, b, gathered, w0c, state.target)
+        w, V, L, Q, S = _update_block(k, block, G, rhs, state.alpha, w, V, *parts[b], prior_prec, prior_shift,
+                                      jitter)
+        gathered[b] = _gather(block, L, Q, S)
     w, V = w[:-1], V[:-1]
-    w0, alpha, rmse = draw_global(k_w0, k_alpha, state, data, prior, w, V)
+    f = _predict_parts(w0c, gathered)
+    w0, alpha, rmse = draw_global(k_w0, None, state, data, prior, w, V, f=f, gamma=gamma[0])
     new = state._replace(w0=w0, w=w, V=V, alpha=alpha)
-    return new, FMInfo(rmse, alpha, all_finite(w, V, w0, alpha))
+    if prior.offset_prior is not None and data.translatable.shape[0]:
+        new = translate_move(jax.random.fold_in(key, 1), new, data, prior)
+    return new, FMInfo(rmse, alpha, all_finite(new.w, V, new.w0, alpha))
 
 
-def draw_global(k_w0, k_alpha, state: FMState, data: FMData, prior: FMPrior, w, V):
+def draw_global(k_w0, k_alpha, state: FMState, data: FMData, prior: FMPrior, w, V, f=None, gamma=None):
     """``w0`` then ``alpha`` from their conditionals (module docstring, items 3 and 4) given the
     new ``w``, ``V``: returns ``(w0, alpha, training RMSE before the w0 draw)``. With
-    ``offset_prior`` None ``w0`` stays, with ``noise_prior`` None ``alpha`` stays."""
+    ``offset_prior`` None ``w0`` stays, with ``noise_prior`` None ``alpha`` stays. ``f``: the
+    predictions minus the centre at ``w``, ``V`` and the current ``w0`` when known; ``gamma``: a
+    standard Gamma variate of shape ``a0 + nnz/2`` drawn by the caller (else from ``k_alpha``)."""
     nnz = state.target.shape[0]
     dtype = V.dtype
     w0c = state.w0 - data.centre
-    f = _predict_parts(w0c, _rating_parts(data, [_row_parts(blk, w, V) for blk in data.blocks]))
+    if f is None:
+        f = _predict_parts(w0c, _rating_parts(data, [_row_parts(blk, w, V) for blk in data.blocks]))
     e = state.target - f
     total, sse = jnp.sum(e), jnp.sum(e * e)
     rmse = jnp.sqrt(sse / nnz)
@@ -483,8 +537,35 @@ def draw_global(k_w0, k_alpha, state: FMState, data: FMData, prior: FMPrior, w, 
     alpha = state.alpha
     if prior.noise_prior is not None:
         a0, b0 = prior.noise_prior
-        alpha = (standard_gamma(k_alpha, jnp.asarray([a0 + 0.5 * nnz], dtype))[0] / (b0 + 0.5 * sse)).astype(dtype)
+        if gamma is None:
+            gamma = standard_gamma(k_alpha, jnp.asarray([a0 + 0.5 * nnz], dtype))[0]
+        alpha = (gamma / (b0 + 0.5 * sse)).astype(dtype)
     return w0, alpha, rmse
+
+
+def translate_move(key, state: FMState, data: FMData, prior: FMPrior) -> FMState:
+    r"""Group moves (Liu & Sabatti 2000) along the likelihood's translations, one per group of
+    ``data.translatable`` in turn: ``w0 -> w0 + d``, ``w_j -> w_j - d`` for the group's columns
+    and ``mu^w_g -> mu^w_g - d``. Every prediction and every ``N(w_j; mu^w_g, 1/lambda^w_g)`` is
+    unchanged; only the priors of ``w0`` and ``mu^w_g`` change (Jacobian 1, uniform Haar
+    measure), so ``d`` is drawn exactly from
+
+    .. math::
+        \pi(d) \propto \exp\Big(-\frac{(w_0 + d - m_0)^2}{2 s_0^2}
+                                - \frac{\gamma_0 \lambda^w_g}{2} (\mu^w_g - d)^2\Big).
+
+    Without it ``w0`` moves by its conditional spread given the biases per sweep, a random walk
+    along the ridge ``w0 + mu^w_user + mu^w_item``."""
+    m0, s0 = prior.offset_prior
+    z = standard_normal(key, data.translatable.shape, state.w.dtype)
+    w0, w, mu_w = state.w0, state.w, state.mu_w
+    for k in range(data.translatable.shape[0]):  # a loop over the translatable groups (one or two)
+        g = data.translatable[k]
+        lam = prior.gamma0 * state.lambda_w[g]
+        precision = 1.0 / s0**2 + lam
+        d = ((m0 - w0) / s0**2 + lam * mu_w[g]) / precision + z[k] / jnp.sqrt(precision)
+        w0, w, mu_w = w0 + d, jnp.where(data.groups == g, w - d, w), mu_w.at[g].add(-d)
+    return state._replace(w0=w0.astype(state.w0.dtype), w=w, mu_w=mu_w)
 
 
 def init(key, data: FMData, prior: FMPrior, chains: int = 1, dtype=jnp.float32) -> FMState:
