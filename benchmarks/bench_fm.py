@@ -1,10 +1,12 @@
 """BayesFM Gibbs on MovieLens-100K u1: seconds per sample and test RMSE, against BPMF(biases=True).
 
 Usage: ``BAYESMF_DATA=... python -m benchmarks.bench_fm [--samples 200] [--warmup 50] [--rank 10]``.
-Three runs on the same split: ``BPMF(biases=True)``, ``BayesFM(features=Features())`` (user and
-item one-hot) and the FM sampler on a design with a hand-built SVD++-style implicit block (the
-items each user rated, values ``1/sqrt(|N(u)|)``, user-owned), predicting the test ratings by the
-online mean over the draws. Seconds per sample: wall time of the kept sweeps after a first
+Runs on the same split (``--which``, comma-separated): ``bpmf`` (``BPMF(biases=True)``),
+``fm_estimator`` (``BayesFM()``), ``fm`` (the FM sampler with ``Features()``, user and item
+one-hot), ``fm_implicit`` (plus a hand-built SVD++-style implicit block: the items each user
+rated, values ``1/sqrt(|N(u)|)``, user-owned; its columns drawn by colours) and
+``fm_implicit_columns`` (the same, column by column); the FM runs predict the test ratings by
+the online mean over the draws. Seconds per sample: wall time of the kept sweeps after a first
 sweep that compiles (warm-up sweeps excluded).
 """
 
@@ -40,7 +42,7 @@ def rmse(pred, values) -> float:
     return float(np.sqrt(np.mean((np.clip(pred, 1, 5) - values) ** 2)))
 
 
-def run_fm_design(train, test, rank, n_warmup, n_samples, implicit: bool, seed=0):
+def run_fm_design(train, test, rank, n_warmup, n_samples, implicit: bool, seed=0, colouring=True):
     """The FM sampler over the driver, test predictions as the online mean of the draws."""
     from bayesmf.data.features import Features
     from bayesmf.engines.driver import run
@@ -54,7 +56,7 @@ def run_fm_design(train, test, rank, n_warmup, n_samples, implicit: bool, seed=0
         d_test = implicit_design(d_test, train, test.users, train.n_items)
     centre = float(np.mean(train.values))
     prior = fm_gibbs.FMPrior(rank, 1.0, auto_noise_prior(train, rank, True), auto_offset_prior(train))
-    data = fm_gibbs.prepare(d_train, train.values, rank, centre)
+    data = fm_gibbs.prepare(d_train, train.values, rank, centre, colouring=colouring)
     test_data = fm_gibbs.prepare(d_test, test.values, rank, centre)
     kernel = fm_gibbs.build_kernel(data, prior)
     k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
@@ -101,7 +103,9 @@ def main(argv=None):
             out[which] = {"rmse": rmse(m.predict_ratings(test, clip=False), test.values),
                           "fit_s": wall, "s_per_sweep_incl_compile": wall / (args.samples + args.warmup)}
         else:
-            out[which] = run_fm_design(train, test, args.rank, args.warmup, args.samples, which == "fm_implicit")
+            implicit = which.startswith("fm_implicit")
+            out[which] = run_fm_design(train, test, args.rank, args.warmup, args.samples, implicit,
+                                       colouring=which != "fm_implicit_columns")
         print(which, json.dumps(out[which]), flush=True)
     return out
 

@@ -240,12 +240,14 @@ def colour_columns(rows: np.ndarray, cols: np.ndarray, n_rows: int):
     return colour
 
 
-def _block_data(block, n_features: int, nnz: int, rank: int, dtype) -> FMBlockData:
+def _block_data(block, n_features: int, nnz: int, rank: int, dtype, colouring: bool = True) -> FMBlockData:
     rows = np.repeat(np.arange(block.n_rows), np.diff(block.indptr)).astype(np.int32)
     cols = np.asarray(block.columns, np.int32)
     vals = np.asarray(block.values, dtype)
     uniq = np.unique(cols)
     colour = colour_columns(rows, cols, block.n_rows)
+    if not colouring and colour.size and colour.max() > 0:  # column by column: one colour per column
+        colour = np.arange(uniq.size)
     n_colours = int(colour.max()) + 1 if colour.size else 1
     col_colour = np.zeros(n_features, np.int64)
     col_colour[uniq] = colour
@@ -274,15 +276,19 @@ def _block_data(block, n_features: int, nnz: int, rank: int, dtype) -> FMBlockDa
                        *(jnp.asarray(a) for a in (colour_cols, colour_rows, colour_vals, colour_slot)))
 
 
-def prepare(design: Design, values, rank: int, centre: float = 0.0, dtype=np.float32) -> FMData:
+def prepare(design: Design, values, rank: int, centre: float = 0.0, dtype=np.float32,
+            colouring: bool = True) -> FMData:
     """Lay out a design and its ratings ``values`` (nnz,) for the sampler (host-side, once per
-    fit); ``centre`` is subtracted from the stored targets (keeps float32 sums small)."""
+    fit); ``centre`` is subtracted from the stored targets (keeps float32 sums small).
+    ``colouring=False``: the columns of a multi-hot block are drawn one at a time (exact
+    coordinate Gibbs, a scan over columns) instead of by colours; one-hot blocks are one
+    batched draw either way."""
     values = np.asarray(values, np.float64)
     if values.shape != (design.nnz,):
         raise ConfigError(f"values has shape {values.shape}; the design describes {design.nnz} ratings")
     F = design.n_features
     groups = np.asarray(design.groups, np.int32)
-    blocks = tuple(_block_data(b, F, design.nnz, rank, dtype) for b in design.blocks)
+    blocks = tuple(_block_data(b, F, design.nnz, rank, dtype, colouring) for b in design.blocks)
     sizes = np.bincount(groups, minlength=len(design.group_names)).astype(dtype)
     return FMData(blocks, jnp.asarray(groups), jnp.asarray(sizes), jnp.asarray((values - centre).astype(dtype)),
                   jnp.asarray(centre, dtype), jnp.asarray(translatable_groups(design), jnp.int32))
