@@ -105,6 +105,30 @@ def test_save_load_round_trip_and_registry(fitted, tmp_path):
     assert unknown.std[1] > unknown.std[0] and unknown.mean[1] == pytest.approx(m.global_mean_)
 
 
+def test_fold_in_draws_new_users_from_their_conditional(fitted):
+    """A new user folded in with training user u's ratings predicts like u (the conditional of
+    one row given the rest, per posterior draw); one with two ratings is far less certain."""
+    import copy
+
+    import pandas as pd
+
+    train, m = fitted
+    u = int(np.argmax(train.user_counts))
+    rows = train.users == u
+    new = pd.DataFrame({"user": 10_001, "item": train.item_map.ids(train.items[rows]), "rating": train.values[rows]})
+    model = copy.deepcopy(m)
+    model.fold_in(new)
+    model.fold_in(new.iloc[:2].assign(user=10_002))
+    assert model.user_samples_.shape[:3] == (2, 15, train.n_users + 2)
+    items = np.arange(train.n_items)
+    trained = model.predict_dist(np.full(items.size, u), items)
+    folded = model.predict_dist(np.full(items.size, train.n_users), items)
+    few = model.predict_dist(np.full(items.size, train.n_users + 1), items)
+    assert np.median(np.abs(folded.mean - trained.mean)) < 0.15
+    assert np.median(np.abs(folded.std / trained.std - 1)) < 0.15
+    assert np.median(few.std) > 1.1 * np.median(folded.std)
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"inference": "nuts"}, "inference='gibbs' only"),
     ({"features": "user"}, "features must be a Features"),

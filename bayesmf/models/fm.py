@@ -194,7 +194,42 @@ class BayesFM(BPMF):
         return total
 
     def _fold_in_solve(self, new: Ratings) -> dict:
-        raise ConfigError("fold_in is not implemented for BayesFM yet; refit with the new users")
+        r"""New users' one-hot rows ``(v_u, w_u)`` drawn per posterior draw from their exact
+        conditional given the items' effective vectors and biases (BPMF's fold-in with the
+        user group's prior ``N(mu^v, diag(1/lambda^v))``, ``w_u ~ N(mu^w, 1/lambda^w)``: the
+        bias is drawn as ``w_u - mu^w`` against targets lowered by ``mu^w``). Only for designs
+        whose user-owned features are the user's one-hot index alone (a new user has no side
+        features here)."""
+        import jax.numpy as jnp
+
+        from bayesmf.engines.chunks import build_gram_chunks
+        from bayesmf.models.bpmf import _fold_in_draws
+
+        spec = self.feature_spec()
+        others = [f.name for f in dataclasses.fields(spec) if f.name not in ("user", "item") and getattr(spec, f.name)]
+        if not spec.user or others:
+            raise ConfigError(f"fold_in needs features with the user one-hot index and no other user features; "
+                              f"got {spec!r}")
+        g = 0  # Features puts the "user" group first
+        rated, column = np.unique(new.items, return_inverse=True)
+        residual = (new.values - self.global_mean_).astype(np.float32)
+        chunks = build_gram_chunks(new.users, column, residual, new.n_users, rated.size, self.rank + 1)
+        C, S = self.w0_samples_.shape[:2]
+        K = self.rank
+        lam_v = self.lambda_v_samples_.reshape(C * S, -1, K)[:, g]
+        lam = jnp.asarray(lam_v[:, :, None] * np.eye(K, dtype=np.float32))
+        mu = jnp.asarray(self.mu_v_samples_.reshape(C * S, -1, K)[:, g])
+        mu_w = self.mu_w_samples_.reshape(C * S, -1)[:, g]
+        precision = jnp.asarray(self.lambda_w_samples_.reshape(C * S, -1)[:, g])
+        alpha = jnp.asarray(self.alpha_samples_.reshape(C * S))
+        _, V, _, BV = self._flat_draws()
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n_users_)
+        x, b = _fold_in_draws(key, jnp.asarray(V[:, rated]), jnp.asarray(BV[:, rated] + mu_w[:, None]), lam, mu,
+                              alpha, precision, chunks)
+        draws = np.asarray(x).reshape(C, S, new.n_users, K)
+        bias = (np.asarray(b) + mu_w[:, None]).reshape(C, S, new.n_users).astype(np.float32)
+        return {"user_samples_": draws, "user_factors_": draws.mean(axis=(0, 1)), "b_U_samples_": bias,
+                "user_bias_": bias.mean(axis=(0, 1))}
 
     def to_arviz(self, *args, **kwargs):
         """``arviz.InferenceData`` of the FM's sites (``w0``, ``alpha``, the group
