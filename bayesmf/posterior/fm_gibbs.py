@@ -366,13 +366,17 @@ def _colour_system(block: FMBlockData, c: int, w, V, L, Q, S, G, rhs, alpha, pri
     cvec = Qr - x[:, None] * v_old
     a_rest = L[rows] + 0.5 * (jnp.sum(Qr * Qr, axis=1) - S[rows]) - x * w_old - x * jnp.sum(v_old * cvec, axis=1)
     u = jnp.concatenate([a_rest[:, None], cvec], axis=1)
-    K1 = u.shape[1]
-    M = jnp.zeros((u.shape[0], K1, K1), u.dtype).at[:, 1:, 0].set(cvec) + jnp.eye(K1, dtype=u.dtype)
     Ge = G[rows]
-    MG = jnp.matmul(M, Ge, precision=EXACT)
-    prec_e = (x * x)[:, None, None] * jnp.matmul(MG, jnp.swapaxes(M, 1, 2), precision=EXACT)
+    # M G M^T and M r in O(K^2): with G = [[n, s^T], [s, T]] and M [1; O] = [1; c + O],
+    # M G M^T = [[n, (n c + s)^T], [n c + s, T + c s^T + s c^T + n c c^T]], M r = [r_0; r' + r_0 c]
+    n, s_o, T = Ge[:, 0, 0], Ge[:, 1:, 0], Ge[:, 1:, 1:]
+    top = n[:, None] * cvec + s_o
+    cs = cvec[:, :, None] * s_o[:, None, :]
+    block = T + cs + jnp.swapaxes(cs, 1, 2) + n[:, None, None] * cvec[:, :, None] * cvec[:, None, :]
+    prec_e = jnp.concatenate([jnp.concatenate([n[:, None, None], top[:, None, :]], axis=2),
+                              jnp.concatenate([top[:, :, None], block], axis=2)], axis=1) * (x * x)[:, None, None]
     resid = rhs[rows] - jnp.einsum("ekl,el->ek", Ge, u, precision=EXACT)
-    rhs_e = x[:, None] * jnp.einsum("ekl,el->ek", M, resid, precision=EXACT)
+    rhs_e = x[:, None] * jnp.concatenate([resid[:, :1], resid[:, 1:] + resid[:, :1] * cvec], axis=1)
     precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * jax.ops.segment_sum(prec_e, slot, J)
     shift = prior_shift[cols] + alpha * jax.ops.segment_sum(rhs_e, slot, J)
     return precision, shift, (cols, rows, x, slot, w_old, v_old)
