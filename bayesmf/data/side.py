@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmf.data.datasets import _spec, locate
-from bayesmf.data.idmap import IdMap
+from bayesmf.data.idmap import IdMap, _as_id_array
 from bayesmf.errors import ConfigError, DataError, DataNotFoundError, ParseError
 
 __all__ = [
@@ -126,8 +126,9 @@ class SideTable:
                 bad = np.isinf(col.values)
                 if bad.any():
                     row = int(np.flatnonzero(bad)[0])
-                    raise DataError(f"side table {self.name}: column {cname!r}, row {row} (ID "
-                                    f"{self.ids.ids()[row].item()!r}) has the non-finite value {col.values[row]!r}")
+                    raw = self.ids.ids()[row].item()
+                    raise DataError(f"side table {self.name}: column {cname!r}, row {row} (ID {raw!r}) has the "
+                                    f"non-finite value {float(col.values[row])!r}")
             elif col.values.size and (col.values.min() < 0 or col.values.max() >= len(col.levels)):
                 raise DataError(f"side table {self.name}: column {cname!r} has codes outside its "
                                 f"{len(col.levels)} levels")
@@ -174,7 +175,8 @@ class SideTable:
             if df[c].isna().any():
                 row = int(np.flatnonzero(df[c].isna().to_numpy())[0])
                 raise DataError(f"{name}: column {c!r} is missing at row {row}")
-        ids = _distinct_ids(df[id_column].to_numpy(), lambda row, msg: DataError(f"{name}: row {row}: {msg}"))
+        ids = _distinct_ids(df[id_column].to_numpy(), lambda row, first, value: DataError(
+            f"{name}: ID {value!r} at row {row} repeats (first at row {first})"))
         for c in categorical:
             cols[c] = _categorical(df[c].astype(str).to_numpy())
         for c in numeric:
@@ -183,7 +185,7 @@ class SideTable:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise DataError(f"{name}: column {c!r}, row {row} (ID {ids.ids()[row].item()!r}): "
-                                f"{df[c].iloc[row]!r} is not a finite number")
+                                f"{str(df[c].iloc[row])!r} is not a finite number")
             cols[c] = SideColumn("numeric", num)
         for c in multi or ():
             cols[c] = _multi_from_strings(df[c].astype(str), sep)
@@ -221,12 +223,12 @@ def _multi_from_pairs(rows: np.ndarray, names: np.ndarray, n_rows: int, levels=N
 
 
 def _distinct_ids(raw: np.ndarray, error) -> IdMap:
-    ids = np.asarray(raw)
+    ids = _as_id_array(raw)
     order = np.argsort(ids, kind="stable")
     dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if dup.size:
         first, second = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
-        raise error(second, f"ID {ids[second].item()!r} repeats (first at row {first})")
+        raise error(second, first, ids[second].item())
     return IdMap.from_ordered(ids)
 
 
@@ -260,7 +262,8 @@ def _integers(path: Path, field: pd.Series, what: str) -> np.ndarray:
 
 
 def _ids(path: Path, field: pd.Series, what: str) -> IdMap:
-    return _distinct_ids(_integers(path, field, what), lambda row, msg: ParseError(path, row + 1, f"{what} {msg}"))
+    return _distinct_ids(_integers(path, field, what), lambda row, first, value: ParseError(
+        path, row + 1, f"{what} {value!r} repeats (first on line {first + 1})"))
 
 
 def _prefix(values: np.ndarray) -> np.ndarray:
@@ -321,7 +324,7 @@ def load_ml100k_items(path, genre_path=None) -> SideTable:
     not_flag = (flags != "0") & (flags != "1")
     if not_flag.any():
         row, col = (int(a[0]) for a in np.nonzero(not_flag))
-        raise ParseError(path, row + 1, f"genre flag {genres[col]!r} is {flags[row, col]!r}, not 0 or 1")
+        raise ParseError(path, row + 1, f"genre flag {str(genres[col])!r} is {str(flags[row, col])!r}, not 0 or 1")
     rows, cols = np.nonzero(flags == "1")
     columns = {
         "release_year": SideColumn("numeric", parsed.dt.year.to_numpy(np.float64, na_value=np.nan)),
