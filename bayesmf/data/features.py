@@ -277,7 +277,7 @@ class Features:
         return out
 
     @classmethod
-    def from_mapping(cls, mapping, data_dir=None) -> Features:
+    def from_mapping(cls, mapping, data_dir=None, *, check_counts: bool = True) -> Features:
         """The feature set of an experiment file's mapping (see :meth:`to_mapping`); side tables
         are loaded with :func:`bayesmf.datasets.side` from ``data_dir`` (default: the usual
         data directory)."""
@@ -293,7 +293,7 @@ class Features:
             if not isinstance(ref, dict) or set(ref) - {"dataset", "columns"} or "dataset" not in ref:
                 raise ConfigError(f"features.{owner}_side must be {{dataset = ..., columns = [...]}}, got {ref!r}")
             if ref["dataset"] not in loaded:
-                loaded[ref["dataset"]] = side(ref["dataset"], data_dir)
+                loaded[ref["dataset"]] = side(ref["dataset"], data_dir, check_counts=check_counts)
             kwargs[f"{owner}_side"] = loaded[ref["dataset"]][which]
             if "columns" in ref:
                 kwargs[f"{owner}_columns"] = tuple(ref["columns"])
