@@ -106,7 +106,7 @@ def one_hot_block(name: str, owner: str, index, n_rows: int, first_column: int) 
 def _csr(rows, cols, vals, n_rows: int):
     """CSR (indptr int64, columns int32, values float32) of COO entries, sorted by row then column."""
     rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-    order = np.lexsort((cols, rows))
+    order = np.argsort(rows * (int(cols.max()) + 1 if cols.size else 1) + cols, kind="stable")
     indptr = np.zeros(n_rows + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
     return indptr, cols[order].astype(np.int32), np.asarray(vals, np.float32)[order]
@@ -223,20 +223,17 @@ class Features:
     def fit(self, train: Ratings) -> FittedFeatures:
         """Learn the index spaces, side levels and bins, implicit sets and time bins from ``train``."""
         groups = []
-        if self.user:
-            groups.append(_OneHot("user", "user", train.n_users, train.user_map))
-        if self.user_side is not None:
-            groups.append(_fit_side(self, "user", train.user_map))
-        if self.implicit:
-            groups.append(_fit_implicit("implicit_user", "user", train.by_user, train.items, train.n_users,
-                                        train.n_items, train.item_map, "rated="))
-        if self.item:
-            groups.append(_OneHot("item", "item", train.n_items, train.item_map))
-        if self.item_side is not None:
-            groups.append(_fit_side(self, "item", train.item_map))
-        if self.implicit_items:
-            groups.append(_fit_implicit("implicit_item", "item", train.by_item, train.users, train.n_items,
-                                        train.n_users, train.user_map, "rated_by="))
+        for owner, other, one_hot, implicit, prefix in (("user", "item", self.user, self.implicit, "rated="),
+                                                        ("item", "user", self.item, self.implicit_items, "rated_by=")):
+            n, idmap = getattr(train, f"n_{owner}s"), getattr(train, f"{owner}_map")
+            if one_hot:
+                groups.append(_OneHot(owner, owner, n, idmap))
+            if getattr(self, f"{owner}_side") is not None:
+                groups.append(_fit_side(self, owner, idmap))
+            if implicit:
+                groups.append(_fit_implicit(f"implicit_{owner}", owner, getattr(train, f"by_{owner}"),
+                                            getattr(train, f"{other}s"), n, getattr(train, f"n_{other}s"),
+                                            getattr(train, f"{other}_map"), prefix))
         if self.time is not None:
             time = _fit_time(self, train)
             groups.append(time)
@@ -328,7 +325,7 @@ class _OneHot:
     def empty_reason(self, _):
         return "the training index space is empty"
 
-    def block(self, index, space: _Space, first: int, **_):
+    def block(self, index, space: _Space, first: int):
         n = len(space.ids)
         known = np.arange(n) < self.n_columns
         indptr = np.zeros(n + 1, np.int64)
@@ -352,7 +349,7 @@ class _Implicit:
     def empty_reason(self, _):
         return "no training ratings"
 
-    def block(self, index, space: _Space, first: int, **_):
+    def block(self, index, space: _Space, first: int):
         n = len(space.ids)
         indptr = np.concatenate([self.indptr, np.full(n - space.n_train, self.indptr[-1])])
         return Block(self.name, self.owner, index, indptr, (first + self.columns).astype(np.int32), self.values, n)
@@ -400,7 +397,7 @@ class _Side:
         return (f"side column {gname!r} of {self.table.name} has no value in the {self.fit_rows} rows of the "
                 "training index space")
 
-    def block(self, index, space: _Space, first: int, **_):
+    def block(self, index, space: _Space, first: int):
         n = len(space.ids)
         trow = self.table.rows_of(space.ids.ids(), self.missing, self.owner)
         present = np.flatnonzero(trow >= 0)
@@ -541,7 +538,7 @@ class _Time:
         pos = np.minimum(np.searchsorted(self.bins, b), self.bins.size - 1)
         return np.where(~absent & (self.bins[pos] == b), pos, self.bins.size)
 
-    def block(self, index, space, first: int, **_):
+    def block(self, index, space, first: int):
         return one_hot_block("time", "context", index, self.n_columns, first)
 
 
@@ -576,7 +573,7 @@ class _UserTime:
             if self.keys.size else np.zeros(keys.size, bool)
         return np.where(found, pos, self.keys.size)
 
-    def block(self, index, space, first: int, **_):
+    def block(self, index, space, first: int):
         n = self.keys.size
         indptr = np.concatenate([np.arange(n + 1, dtype=np.int64), [n]])
         return Block("user_time", "context", index, indptr, np.arange(first, first + n, dtype=np.int32),
