@@ -161,6 +161,14 @@ class Features:
         A pair without a timestamp: DataError, or the ``unknown`` time bin.
     user_time : bool
         One-hot of the (user, time bin) pair (group ``"user_time"``; needs ``time``).
+
+    Examples
+    --------
+    myFM's ``ml-100k-extended`` feature set (one-hot, side information, implicit feedback, date):
+
+    >>> users, items = bayesmf.datasets.side("ml-100k")  # doctest: +SKIP
+    >>> Features(user_side=users, user_columns=["age", "occupation", "zip_prefix"], item_side=items,
+    ...          implicit=True, implicit_items=True, time="day")  # doctest: +SKIP
     """
 
     user: bool = True
