@@ -3,6 +3,7 @@ hand-built expectation on a tiny fixture, unseen values and missing rows fail na
 column and ID (or take the documented fallback), cold-start pairs keep their side features, and a
 feature set survives the experiment-file round trip."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -140,6 +141,17 @@ def test_cold_start_pairs_have_side_features_only():
         fitted.design([0], [0], [10 * DAY], user_map=IdMap.from_ordered([20, 10, 30, 40]))
 
 
+def test_a_missing_value_training_never_had_is_unseen():
+    train = Ratings.from_ids([10, 20], [100, 200], [1.0, 2.0])  # items 100 and 200 both have a year
+    test = Ratings.from_ids([10], [300], [3.0], user_map=train.user_map, item_map=train.item_map)
+    spec = Features(user=False, item_side=_items(), item_columns=["year"], n_bins=1)
+    with pytest.raises(DataError, match="side table items, column 'year', ID 300: a missing value does not occur"):
+        spec.fit(train).design_of(test)
+    lenient = dataclasses.replace(spec, unknown="level").fit(train)
+    assert lenient.feature_names == ("item=100", "item=200", "year=<=1995", "year=>1995", "year=<unknown>")
+    np.testing.assert_array_equal(design_matrix(lenient.design_of(test)), [[0, 0, 0, 0, 1]])
+
+
 def test_missing_side_rows_fail_or_stay_empty():
     train = _train()
     with pytest.raises(DataError, match="side table users has no row for user 30"):
@@ -178,6 +190,9 @@ def test_groups_without_columns_and_bad_options_are_named():
         Features(user_side=_users(), user_columns=())
     with pytest.raises(DataError, match="side table users has no column 'zip'"):
         Features(user_side=_users(), user_columns=["zip"])
+    with pytest.raises(ConfigError, match=r"user_columns=\['job', 'job'\]\) names a column twice"):
+        Features(user_side=_users(), user_columns=["job", "job"])
+    assert Features(user_side=_users(), standardize="age").standardize == ("age",)
     with pytest.raises(ConfigError, match=r"Features\(unknown='skip'\)"):
         Features(unknown="skip")
     with pytest.raises(ConfigError, match="user_time=True\\) needs time"):

@@ -200,7 +200,8 @@ class Features:
             if not isinstance(getattr(self, key), (bool, np.bool_)):
                 raise ConfigError(f"Features({key}=...) must be True or False, got {getattr(self, key)!r}")
         check_positive_int("n_bins", self.n_bins)
-        object.__setattr__(self, "standardize", tuple(self.standardize))
+        object.__setattr__(self, "standardize", (self.standardize,) if isinstance(self.standardize, str)
+                           else tuple(self.standardize))
         numeric = set()
         for owner in ("user", "item"):
             table, key = getattr(self, f"{owner}_side"), f"{owner}_columns"
@@ -216,6 +217,8 @@ class Features:
             columns = tuple(table.columns) if columns is None else tuple(columns)
             if not columns:
                 raise ConfigError(f"feature group {owner}_side has no columns: {key} is empty")
+            if len(set(columns)) != len(columns):
+                raise ConfigError(f"Features({key}={list(columns)}) names a column twice")
             for c in columns:
                 if table.column(c).kind == "numeric":
                     numeric.add(c)
@@ -224,8 +227,8 @@ class Features:
         if stray:
             raise ConfigError(f"Features(standardize={list(self.standardize)}): {stray} are not selected numeric "
                               f"side columns (those are {sorted(numeric)})")
-        if not (self.user or self.item or self.user_side or self.item_side or self.implicit or self.implicit_items
-                or self.time):
+        if not (self.user or self.item or self.user_side is not None or self.item_side is not None or self.implicit
+                or self.implicit_items or self.time):
             raise ConfigError("Features(...) selects no feature group")
 
     def fit(self, train: Ratings) -> FittedFeatures:
@@ -472,19 +475,20 @@ def _encode(code: _ColumnCode, table: SideTable, ids: IdMap, rows: np.ndarray, t
     if code.kind == "bins":
         x = col.values[trow]
         c = np.searchsorted(code.column_of, x, side="left").astype(np.int64)
-        nan = np.isnan(x)
-        c[nan] = code.missing_col
-        c = _unseen(code, table, ids, rows, c, lambda k: "missing", "a missing value")
+        if not code.column_of.size:
+            c[:] = -1  # training had no value of this column: any value is unseen
+        c[np.isnan(x)] = code.missing_col
+        c = _unseen(code, table, ids, rows, c, lambda k: "a missing value" if np.isnan(x[k]) else f"the value {x[k]:g}")
         return rows, c, np.ones(c.size)
     if code.kind == "categorical":
         c = code.column_of[col.values[trow]]
-        c = _unseen(code, table, ids, rows, c, lambda k: col.levels[col.values[trow[k]]], "level")
+        c = _unseen(code, table, ids, rows, c, lambda k: f"level {col.levels[col.values[trow[k]]]!r}")
         return rows, c, np.ones(c.size)
     lengths = np.diff(col.indptr)[trow]
     flat = _ranges(col.indptr[trow], lengths)
     r = np.repeat(rows, lengths)
     c = code.column_of[col.values[flat]]
-    c = _unseen(code, table, ids, r, c, lambda k: col.levels[col.values[flat[k]]], "level")
+    c = _unseen(code, table, ids, r, c, lambda k: f"level {col.levels[col.values[flat[k]]]!r}")
     keys = np.unique(r * (len(code.labels) + 1) + c)
     r, c = keys // (len(code.labels) + 1), keys % (len(code.labels) + 1)
     counts = np.bincount(r)[r] if r.size else np.zeros(0)
@@ -492,7 +496,7 @@ def _encode(code: _ColumnCode, table: SideTable, ids: IdMap, rows: np.ndarray, t
     return r, c, v
 
 
-def _unseen(code, table, ids, rows, c, value_of, what):
+def _unseen(code, table, ids, rows, c, describe):
     """Map the -1 entries of ``c`` (values the training rows did not have) to the unknown level,
     or raise a DataError naming the table, column, ID and value."""
     bad = c < 0
@@ -502,7 +506,7 @@ def _unseen(code, table, ids, rows, c, value_of, what):
         return np.where(bad, code.unknown_col, c)
     k = int(np.flatnonzero(bad)[0])
     raw = ids.ids()[rows[k]].item()
-    raise DataError(f"side table {table.name}, column {code.name!r}, ID {raw!r}: {what} {value_of(k)!r} "
+    raise DataError(f"side table {table.name}, column {code.name!r}, ID {raw!r}: {describe(k)} "
                     f"does not occur in the training rows ({int(bad.sum())} such entries); pass unknown='level' "
                     "to map unseen values to an explicit unknown level")
 

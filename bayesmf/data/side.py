@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from bayesmf.data.datasets import _spec, locate
+from bayesmf.data.datasets import locate
 from bayesmf.data.idmap import IdMap, _as_id_array
 from bayesmf.errors import ConfigError, DataError, DataNotFoundError, ParseError
 
@@ -391,7 +391,6 @@ def side(name: str, data_dir=None, download: bool = True, *, check_counts: bool 
     canonical = _ALIASES.get(name, name)
     if canonical not in SIDE_FILES:
         raise ConfigError(f"no side tables for data set {name!r}; known: {sorted(SIDE_FILES) + sorted(_ALIASES)}")
-    _spec(canonical)
     folder = locate(canonical, data_dir, download).parent
     tables = []
     for which, (fname, loader, published) in zip(("users", "items"), SIDE_FILES[canonical]):
