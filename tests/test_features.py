@@ -122,8 +122,8 @@ def test_cold_start_pairs_have_side_features_only():
     test = Ratings.from_ids([40, 10, 40], [100, 400, 400], [1.0, 2.0, 3.0], [50 * DAY, 10 * DAY, 11 * DAY],
                             user_map=train.user_map, item_map=train.item_map)
     assert (test.n_users, test.n_items) == (4, 4)
-    with pytest.raises(DataError, match=r"side table users, column 'job', ID 40: level 'c' does not occur in the "
-                                        r"training rows"):
+    with pytest.raises(DataError, match=r"side table users, column 'job', ID 40 \(index 3\): level 'c' does not "
+                                        r"occur in the training rows"):
         _full().fit(train).design_of(test)
     fitted = _full(unknown="level").fit(train)
     d = fitted.design_of(test)
@@ -145,7 +145,7 @@ def test_a_missing_value_training_never_had_is_unseen():
     train = Ratings.from_ids([10, 20], [100, 200], [1.0, 2.0])  # items 100 and 200 both have a year
     test = Ratings.from_ids([10], [300], [3.0], user_map=train.user_map, item_map=train.item_map)
     spec = Features(user=False, item_side=_items(), item_columns=["year"], n_bins=1)
-    with pytest.raises(DataError, match="side table items, column 'year', ID 300: a missing value does not occur"):
+    with pytest.raises(DataError, match=r"column 'year', ID 300 \(index 2\): a missing value does not occur"):
         spec.fit(train).design_of(test)
     lenient = dataclasses.replace(spec, unknown="level").fit(train)
     assert lenient.feature_names == ("item=100", "item=200", "year=<=1995", "year=>1995", "year=<unknown>")

@@ -506,7 +506,7 @@ def _unseen(code, table, ids, rows, c, describe):
         return np.where(bad, code.unknown_col, c)
     k = int(np.flatnonzero(bad)[0])
     raw = ids.ids()[rows[k]].item()
-    raise DataError(f"side table {table.name}, column {code.name!r}, ID {raw!r}: {describe(k)} "
+    raise DataError(f"side table {table.name}, column {code.name!r}, ID {raw!r} (index {int(rows[k])}): {describe(k)} "
                     f"does not occur in the training rows ({int(bad.sum())} such entries); pass unknown='level' "
                     "to map unseen values to an explicit unknown level")
 
