@@ -317,7 +317,11 @@ def _unique_name(name: str, taken: list, owner: str) -> str:
     return prefixed
 
 
-# -- fitted groups: each knows its columns and builds its block for an index space ------------
+# -- fitted groups ----------------------------------------------------------------------------
+# Each fitted part has ``name`` (its block's), ``owner``, ``n_columns``, ``groups()`` -> [(group
+# name, feature names)], ``empty_reason(group)`` for the error on a group without columns, and
+# ``block(index, space, first)`` -> its Block for the pairs' rows ``index`` in an index space whose
+# columns start at ``first``.
 class _Space(NamedTuple):
     """The index space of one owner at design time: its IdMap and the training size."""
 
@@ -326,6 +330,8 @@ class _Space(NamedTuple):
 
 
 class _OneHot:
+    """One-hot of the training index (rows beyond training are empty)."""
+
     def __init__(self, name, owner, n, idmap):
         self.name, self.owner, self.n_columns = name, owner, int(n)
         self.labels = idmap.ids()
