@@ -129,10 +129,47 @@ def test_fold_in_draws_new_users_from_their_conditional(fitted):
     assert np.median(few.std) > 1.1 * np.median(folded.std)
 
 
+def _side_features():
+    import pandas as pd
+
+    from bayesmf.data import IdMap
+    from bayesmf.data.features import Features
+    from bayesmf.data.side import SideColumn, SideTable
+
+    users = SideTable("users", IdMap.from_ordered([10, 20, 30]),
+                      {"job": SideColumn("categorical", np.array([0, 1, 0], np.int32), ("a", "b"))})
+    sets = SideTable.from_pandas(pd.DataFrame({"id": [100, 200, 300], "genres": ["x|y", "y", "z"]}), "id",
+                                 multi=["genres"])
+    return Features(user_side=users, item_side=sets, implicit=True, implicit_items=True)
+
+
+def test_side_and_implicit_features_predict_the_dense_fm():
+    """With user/item side tables and both implicit blocks, predict_dist's mean is the mean
+    over the stored draws of the naive FM on the dense design of the query pairs."""
+    from bayesmf.data.design import design_matrix
+
+    train = Ratings.from_ids([10, 10, 20, 30, 30, 20], [100, 200, 100, 300, 200, 300], [4.0, 3.0, 5.0, 2.0, 1.0, 3.0])
+    features = _side_features()
+    m = bayesmf.BayesFM(rank=2, features=features, n_samples=6, n_warmup=2, seed=1).fit(train)
+    users, items = np.array([0, 1, 2, 2]), np.array([2, 0, 1, 2])
+    X = design_matrix(features.fit(train).design(users, items))
+    F = X.shape[1]
+    f = np.stack([_dense_f(X, w0, w.astype(np.float64), V.astype(np.float64)) for w0, w, V in
+                  zip(m.w0_samples_.reshape(-1), m.w_samples_.reshape(-1, F), m.V_samples_.reshape(-1, F, 2))])
+    np.testing.assert_allclose(m.predict_dist(users, items).mean, f.mean(0), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="fold_in needs"):
+        m.fold_in(Ratings.from_ids([99], [100], [3.0]))
+    from bayesmf.data.features import Features
+
+    with pytest.raises(ConfigError, match="context blocks.*time"):
+        bayesmf.BayesFM(rank=2, features=Features(time="day"), n_samples=2).fit(
+            Ratings.from_ids([1, 2], [1, 1], [3.0, 4.0], timestamps=[86_400, 2 * 86_400]))
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"inference": "nuts"}, "inference='gibbs' only"),
     ({"features": "user"}, "features must be a Features"),
-    ({"features": {"users": True}}, "features="),
+    ({"features": {"users": True}}, "unknown key"),
     ({"hyper_prior": (1.0, -1.0)}, "hyper_rate must be finite and > 0"),
     ({"rank": 0}, "rank"),
     ({"n_samples": 0}, "n_samples"),

@@ -21,8 +21,6 @@ Rendle, S. (2013). Scaling factorization machines to relational data. VLDB.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 
@@ -60,7 +58,7 @@ class BayesFM(BPMF):
     init_std, keep_every, seed, progress, dtype : as :class:`BPMF`.
     """
 
-    _state_arrays = BPMF._state_arrays + _FM_ARRAYS
+    _state_arrays = BPMF._state_arrays + _FM_ARRAYS + ("group_index_",)
 
     def __init__(self, rank: int = 10, features=None, inference="gibbs", n_samples: int = 200, n_warmup: int = 50,
                  thin: int = 1, chains: int = 1, noise_prior="auto", offset_prior="auto",
@@ -78,7 +76,10 @@ class BayesFM(BPMF):
         """The constructor's arguments; ``features`` as a mapping of its fields (JSON-able)."""
         params = super().get_params()
         if isinstance(params.get("features"), Features):
-            params["features"] = dataclasses.asdict(params["features"])
+            try:
+                params["features"] = params["features"].to_mapping()
+            except ConfigError:  # side tables not from bayesmf.datasets.side: kept as objects (not savable)
+                pass
         if isinstance(params.get("hyper_prior"), tuple):
             params["hyper_prior"] = list(params["hyper_prior"])  # as JSON reads it back
         return params
@@ -91,10 +92,7 @@ class BayesFM(BPMF):
         if isinstance(spec, Features):
             return spec
         if isinstance(spec, dict):
-            try:
-                return Features(**spec)
-            except TypeError as err:
-                raise ConfigError(f"features={spec!r}: {err}") from None
+            return Features.from_mapping(spec)
         raise ConfigError(f"features must be a Features, a mapping of its fields or None, got {spec!r}")
 
     def bayesian_model(self, prior=None, design=None) -> BayesFMModel:
@@ -127,6 +125,13 @@ class BayesFM(BPMF):
         prior = self.fm_prior(train)
         self.noise_prior_, self.offset_prior_ = prior.noise_prior, prior.offset_prior
         design = self.feature_spec().fit(train).design_of(train)
+        context = [b.name for b in design.blocks if b.owner == "context"]
+        if context:
+            raise ConfigError(f"features with context blocks {context} (time) make every prediction need the "
+                              "rating's timestamp; BayesFM does not predict from timestamps yet (the sampler, "
+                              "bayesmf.posterior.fm_gibbs, handles such designs)")
+        names = list(design.group_names)
+        self.group_index_ = np.asarray([names.index(g) if g in names else -1 for g in ("user", "item")], np.int64)
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.sample_stats_, self.diagnostics_ = {}, None
         data = fm_gibbs.prepare(design, train.values, prior.rank, self.global_mean_, dtype)
@@ -174,23 +179,20 @@ class BayesFM(BPMF):
                 flat(self.b_V_samples_))
 
     def _prior_epistemic_variance(self) -> float:
-        """Prior variance of a new user's and item's terms under the posterior-mean group
+        """Prior variance of a new user's and item's one-hot terms under the posterior-mean group
         hyperparameters of the ``"user"`` and ``"item"`` groups (0 for a group the design lacks):
         ``1/lambda_w`` per side plus ``sum_f (s_uf s_if + mu_uf^2 s_if + mu_if^2 s_uf)`` with
-        ``s = 1/lambda_v``."""
-        names = ["user", "item"]
-        spec = self.feature_spec()
-        present = [spec.user, spec.item]
+        ``s = 1/lambda_v``; other features of an unseen user or item are not counted."""
         G = self.lambda_w_samples_.shape[-1]
         lam_w = self.lambda_w_samples_.reshape(-1, G)
         lam_v = self.lambda_v_samples_.reshape(-1, G, self.rank)
         mu_v = self.mu_v_samples_.reshape(-1, G, self.rank)
-        index = {n: k for k, n in enumerate(n for n, p in zip(names, present) if p)}
-        total = sum(float(np.mean(1.0 / lam_w[:, k])) for k in index.values())
-        if len(index) == 2:
-            su, si = 1.0 / lam_v[:, index["user"]], 1.0 / lam_v[:, index["item"]]
-            mu_u, mu_i = mu_v[:, index["user"]], mu_v[:, index["item"]]
-            total += float(np.mean(np.sum(su * si + mu_u**2 * si + mu_i**2 * su, axis=-1)))
+        present = [int(g) for g in self.group_index_ if g >= 0]
+        total = sum(float(np.mean(1.0 / lam_w[:, g])) for g in present)
+        if len(present) == 2:
+            gu, gi = present
+            su, si = 1.0 / lam_v[:, gu], 1.0 / lam_v[:, gi]
+            total += float(np.mean(np.sum(su * si + mu_v[:, gu] ** 2 * si + mu_v[:, gi] ** 2 * su, axis=-1)))
         return total
 
     def _fold_in_solve(self, new: Ratings) -> dict:
@@ -206,11 +208,10 @@ class BayesFM(BPMF):
         from bayesmf.models.bpmf import _fold_in_draws
 
         spec = self.feature_spec()
-        others = [f.name for f in dataclasses.fields(spec) if f.name not in ("user", "item") and getattr(spec, f.name)]
-        if not spec.user or others:
-            raise ConfigError(f"fold_in needs features with the user one-hot index and no other user features; "
-                              f"got {spec!r}")
-        g = 0  # Features puts the "user" group first
+        if not spec.user or spec.user_side is not None or spec.implicit or spec.user_time:
+            raise ConfigError("fold_in needs features with the user one-hot index and no other user features "
+                              "(user_side, implicit, user_time): a new user has none of them here")
+        g = int(self.group_index_[0])
         rated, column = np.unique(new.items, return_inverse=True)
         residual = (new.values - self.global_mean_).astype(np.float32)
         chunks = build_gram_chunks(new.users, column, residual, new.n_users, rated.size, self.rank + 1)
