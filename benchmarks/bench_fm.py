@@ -5,9 +5,11 @@ Runs on the same split (``--which``, comma-separated): ``bpmf`` (``BPMF(biases=T
 ``fm_estimator`` (``BayesFM()``), ``fm`` (the FM sampler with ``Features()``, user and item
 one-hot), ``fm_implicit`` (plus a hand-built SVD++-style implicit block: the items each user
 rated, values ``1/sqrt(|N(u)|)``, user-owned; its columns drawn by colours) and
-``fm_implicit_columns`` (the same, column by column); the FM runs predict the test ratings by
-the online mean over the draws. Seconds per sample: wall time of the kept sweeps after a first
-sweep that compiles (warm-up sweeps excluded).
+``fm_implicit_columns`` (the same, column by column), ``fm_extended`` (myFM's ml-100k-extended
+features: user and item side tables, both implicit blocks) and ``fm_extended_day`` (plus day
+bins); the FM runs predict the test ratings by the online mean over the draws. Seconds per
+sample: wall time of all sweeps (burn-in and kept) divided by their number, after a first sweep
+that compiles.
 """
 
 from __future__ import annotations
@@ -42,15 +44,27 @@ def rmse(pred, values) -> float:
     return float(np.sqrt(np.mean((np.clip(pred, 1, 5) - values) ** 2)))
 
 
-def run_fm_design(train, test, rank, n_warmup, n_samples, implicit: bool, seed=0, colouring=True):
-    """The FM sampler over the driver, test predictions as the online mean of the draws."""
+def extended_features(time: str | None = None):
+    """myFM's ml-100k-extended set: user side (age, occupation, zip prefix), item side (release
+    year, genres), both implicit blocks, and with ``time`` the day bins."""
+    from bayesmf.data.features import Features
+    from bayesmf.data.side import side
+
+    users, items = side("ml-100k")
+    return Features(user_side=users, user_columns=("age", "occupation", "zip_prefix"), item_side=items,
+                    implicit=True, implicit_items=True, time=time)
+
+
+def run_fm_design(train, test, rank, n_warmup, n_samples, implicit: bool, seed=0, colouring=True, spec=None):
+    """The FM sampler over the driver, test predictions as the online mean of the draws;
+    ``spec``: the feature set (default ``Features()``), ``implicit``: add the hand-built block."""
     from bayesmf.data.features import Features
     from bayesmf.engines.driver import run
     from bayesmf.models.bpmf import auto_noise_prior, auto_offset_prior
     from bayesmf.posterior import fm_gibbs
 
-    fitted = Features().fit(train)
-    d_train, d_test = fitted.design_of(train), fitted.design(test.users, test.items)
+    fitted = (spec or Features()).fit(train)
+    d_train, d_test = fitted.design_of(train), fitted.design_of(test)
     if implicit:
         d_train = implicit_design(d_train, train, train.users, train.n_items)
         d_test = implicit_design(d_test, train, test.users, train.n_items)
@@ -102,6 +116,9 @@ def main(argv=None):
             wall = time.perf_counter() - t0
             out[which] = {"rmse": rmse(m.predict_ratings(test, clip=False), test.values),
                           "fit_s": wall, "s_per_sweep_incl_compile": wall / (args.samples + args.warmup)}
+        elif which in ("fm_extended", "fm_extended_day"):
+            spec = extended_features("day" if which == "fm_extended_day" else None)
+            out[which] = run_fm_design(train, test, args.rank, args.warmup, args.samples, False, spec=spec)
         else:
             implicit = which.startswith("fm_implicit")
             out[which] = run_fm_design(train, test, args.rank, args.warmup, args.samples, implicit,
