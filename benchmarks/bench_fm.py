@@ -83,7 +83,7 @@ def run_fm_design(train, test, rank, n_warmup, n_samples, implicit: bool, seed=0
     t0 = time.perf_counter()
     result = run(kernel, state, k_run, n_warmup=n_warmup, n_samples=n_samples, track=predict, draw_axis=1)
     wall = time.perf_counter() - t0
-    colours = [int(b.colour_cols.shape[0]) for b in data.blocks]
+    colours = [b.n_colours for b in data.blocks]
     return {"rmse": rmse(result.tracked.mean[0] if result.tracked.mean.ndim > 1 else result.tracked.mean,
                          test.values),
             "s_per_sweep": wall / (n_warmup + n_samples), "first_sweep_s": compile_s, "colours": colours}

@@ -55,7 +55,8 @@ of a user's implicit set) included through ``c`` and ``u``.
 **Which columns are drawn together.** Columns that share no block row are conditionally
 independent given the other columns (their conditionals read only their own rows). The columns
 of each block are coloured greedily (:func:`colour_columns`: no two columns of a colour share a
-row) and a ``lax.scan`` over colours draws each colour's columns as one batched Gaussian draw
+row) and a ``lax.scan`` over colours (one per batch of colours of similar size, padded to one
+shape) draws each colour's columns as one batched Gaussian draw
 (:func:`~bayesmf.engines.linalg.sample_gaussian`), updating the block rows' ``L_b``, ``Q_b`` and
 squared norms in place. A one-hot block (user, item, time-bin ids) is one colour: one batched
 draw over all its columns, as BPMF draws all rows of a side. The sweep is exact Gibbs in either
@@ -92,7 +93,8 @@ from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, standard_gamma, standard_normal
 from bayesmf.errors import ConfigError
 
-__all__ = ["FMBlockData", "FMData", "FMInfo", "FMPrior", "FMState", "block_statistics", "build_kernel",
+__all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMPrior", "FMState",
+           "block_statistics", "build_kernel",
            "colour_columns", "colour_conditional", "draw_global", "group_posterior", "init", "predict", "prepare",
            "step", "translatable_groups", "translate_move"]
 
@@ -133,23 +135,63 @@ class FMBlockData(NamedTuple):
     ``index`` (nnz,): block row of each rating; ``entry_rows``, ``entry_cols``, ``entry_vals``
     (block_nnz,): ``X_b`` as (row, column, value) triples; ``chunks``: the ratings packed by block
     row (:func:`~bayesmf.engines.chunks.build_gram_chunks`, one "column" per rating) for the
-    block-row statistics; ``colour_cols`` (C, J): the columns of each colour (``F`` on padding);
-    ``colour_rows``, ``colour_vals``, ``colour_slot`` (C, E): each colour's entries, their value
-    (0 on padding) and their column's position in ``colour_cols``."""
+    block-row statistics; ``colours``: the colours of the block's columns as a tuple of
+    :class:`ColourBatch` (colours of similar size padded together, at most
+    :data:`COLOUR_BATCHES`)."""
 
     index: jnp.ndarray
     entry_rows: jnp.ndarray
     entry_cols: jnp.ndarray
     entry_vals: jnp.ndarray
     chunks: Chunks
-    colour_cols: jnp.ndarray
-    colour_rows: jnp.ndarray
-    colour_vals: jnp.ndarray
-    colour_slot: jnp.ndarray
+    colours: tuple
 
     @property
     def n_rows(self) -> int:
         return int(self.chunks.slot.shape[0])
+
+    @property
+    def n_colours(self) -> int:
+        return sum(int(batch.cols.shape[0]) for batch in self.colours)
+
+    def colour(self, c: int):
+        """``(batch, index within it)`` of colour ``c`` (host-side)."""
+        for batch in self.colours:
+            if c < batch.cols.shape[0]:
+                return batch, c
+            c -= int(batch.cols.shape[0])
+        raise IndexError(f"colour {c} out of range")
+
+
+class ColourBatch(NamedTuple):
+    """Colours padded to one shape: ``cols`` (C, J) the columns of each colour (``F`` on
+    padding); ``rows``, ``vals``, ``slot`` (C, E): each colour's entries, their value (0 on
+    padding) and their column's position in ``cols``."""
+
+    cols: jnp.ndarray
+    rows: jnp.ndarray
+    vals: jnp.ndarray
+    slot: jnp.ndarray
+
+
+# Colours of one block are padded in at most this many batches of similar sizes (each batch is
+# one scan, compiled on its own).
+COLOUR_BATCHES = 3
+
+
+def _batch_split(sizes: np.ndarray, n_batches: int) -> list:
+    """Split points of ascending ``sizes`` into at most ``n_batches`` contiguous batches that
+    minimise the padded total ``sum_b count_b * max_b`` (an exhaustive search over two split
+    points, vectorised)."""
+    C = sizes.size
+    if n_batches < 3 or C < 3:
+        return []
+    i = np.arange(1, C)[:, None]
+    j = np.arange(1, C)[None, :]
+    cost = i * sizes[i - 1] + (j - i) * sizes[j - 1] + (C - j) * sizes[C - 1]
+    cost = np.where(j > i, cost, np.iinfo(np.int64).max)
+    a, b = np.unravel_index(np.argmin(cost), cost.shape)
+    return [int(a + 1), int(b + 1)]
 
 
 class FMData(NamedTuple):
@@ -249,31 +291,41 @@ def _block_data(block, n_features: int, nnz: int, rank: int, dtype, colouring: b
     if not colouring and colour.size and colour.max() > 0:  # column by column: one colour per column
         colour = np.arange(uniq.size)
     n_colours = int(colour.max()) + 1 if colour.size else 1
+    counts = np.bincount(colour, weights=np.bincount(np.searchsorted(uniq, cols), minlength=uniq.size),
+                         minlength=n_colours).astype(np.int64)
+    by_size = np.argsort(counts, kind="stable")  # colours in batches of similar sizes
+    rank_of = np.empty(n_colours, np.int64)
+    rank_of[by_size] = np.arange(n_colours)
+    colour = rank_of[colour]
+    counts = counts[by_size]
+    bounds = [0] + _batch_split(counts, COLOUR_BATCHES) + [n_colours]
     col_colour = np.zeros(n_features, np.int64)
     col_colour[uniq] = colour
-    # columns of each colour, padded with the dummy column F
-    per_colour = [uniq[colour == c] for c in range(n_colours)]
-    J = max(1, max(len(p) for p in per_colour))
-    colour_cols = np.full((n_colours, J), n_features, np.int32)
     slot_of = np.zeros(n_features, np.int64)
-    for c, p in enumerate(per_colour):  # a loop over colours
-        colour_cols[c, :len(p)] = p
+    per_colour = [uniq[colour == c] for c in range(n_colours)]
+    for p in per_colour:  # a loop over colours
         slot_of[p] = np.arange(len(p))
     entry_colour = col_colour[cols]
-    counts = np.bincount(entry_colour, minlength=n_colours)
-    E = max(1, int(counts.max()))
     order = np.argsort(entry_colour, kind="stable")
     pos = np.arange(order.size) - np.concatenate([[0], np.cumsum(counts)])[entry_colour[order]]
-    colour_rows = np.zeros((n_colours, E), np.int32)
-    colour_vals = np.zeros((n_colours, E), dtype)
-    colour_slot = np.zeros((n_colours, E), np.int32)
-    colour_rows[entry_colour[order], pos] = rows[order]
-    colour_vals[entry_colour[order], pos] = vals[order]
-    colour_slot[entry_colour[order], pos] = slot_of[cols[order]]
+    batches = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):  # a loop over the (at most three) batches
+        J = max(1, max(len(p) for p in per_colour[lo:hi]))
+        E = max(1, int(counts[lo:hi].max()))
+        b_cols = np.full((hi - lo, J), n_features, np.int32)
+        for c in range(lo, hi):
+            b_cols[c - lo, :len(per_colour[c])] = per_colour[c]
+        b_rows = np.zeros((hi - lo, E), np.int32)
+        b_vals = np.zeros((hi - lo, E), dtype)
+        b_slot = np.zeros((hi - lo, E), np.int32)
+        mine = (entry_colour[order] >= lo) & (entry_colour[order] < hi)
+        at = (entry_colour[order][mine] - lo, pos[mine])
+        b_rows[at], b_vals[at], b_slot[at] = rows[order][mine], vals[order][mine], slot_of[cols[order][mine]]
+        batches.append(ColourBatch(*(jnp.asarray(x) for x in (b_cols, b_rows, b_vals, b_slot))))
     index = np.asarray(block.index, np.int32)
     chunks = build_gram_chunks(index, np.arange(nnz), np.zeros(nnz, dtype), block.n_rows, nnz, rank + 1, dtype)
     return FMBlockData(jnp.asarray(index), jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(vals), chunks,
-                       *(jnp.asarray(a) for a in (colour_cols, colour_rows, colour_vals, colour_slot)))
+                       tuple(batches))
 
 
 def prepare(design: Design, values, rank: int, centre: float = 0.0, dtype=np.float32,
@@ -354,11 +406,11 @@ def block_statistics(data: FMData, b: int, w0c, w, V, target):
     return _statistics(data.blocks[b], b, gathered, w0c, target)
 
 
-def _colour_system(block: FMBlockData, c: int, w, V, L, Q, S, G, rhs, alpha, prior_prec, prior_shift):
-    """Precision (J, K+1, K+1) and shift (J, K+1) of the columns of colour ``c`` (module
-    docstring), and the entries' pieces the update needs. ``w``, ``V`` extended by the dummy
-    column; ``prior_prec``, ``prior_shift`` (F+1, K+1)."""
-    cols, rows, x, slot = block.colour_cols[c], block.colour_rows[c], block.colour_vals[c], block.colour_slot[c]
+def _colour_system(batch: ColourBatch, c: int, w, V, L, Q, S, G, rhs, alpha, prior_prec, prior_shift):
+    """Precision (J, K+1, K+1) and shift (J, K+1) of the columns of colour ``c`` of ``batch``
+    (module docstring), and the entries' pieces the update needs. ``w``, ``V`` extended by the
+    dummy column; ``prior_prec``, ``prior_shift`` (F+1, K+1)."""
+    cols, rows, x, slot = batch.cols[c], batch.rows[c], batch.vals[c], batch.slot[c]
     J = cols.shape[0]
     col_e = cols[slot]
     w_old, v_old = w[col_e], V[col_e]
@@ -391,7 +443,8 @@ def colour_conditional(data: FMData, state: FMState, b: int, c: int):
     L, Q, S = _row_parts(data.blocks[b], state.w, state.V)
     w, V = _extended(state.w, state.V)
     prior_prec, prior_shift = _column_priors(data, state)
-    P, s, pieces = _colour_system(data.blocks[b], c, w, V, L, Q, S, G, rhs, state.alpha, prior_prec, prior_shift)
+    batch, c = data.blocks[b].colour(c)
+    P, s, pieces = _colour_system(batch, c, w, V, L, Q, S, G, rhs, state.alpha, prior_prec, prior_shift)
     return pieces[0], P, s
 
 
@@ -464,15 +517,22 @@ def _statistics(block: FMBlockData, b: int, gathered, w0c, target):
 
 
 def _update_block(key, block: FMBlockData, G, rhs, alpha, w, V, L, Q, S, prior_prec, prior_shift, jitter):
-    """Draw every column of one block (a scan over its colours) given its row statistics
-    ``G``, ``rhs``; ``w``, ``V`` extended by the dummy column. Returns ``w``, ``V`` and the
-    block rows' ``L``, ``Q``, ``S`` at the new values."""
-    n_colours = block.colour_cols.shape[0]
+    """Draw every column of one block (a scan over its colours per colour batch) given its row
+    statistics ``G``, ``rhs``; ``w``, ``V`` extended by the dummy column. Returns ``w``, ``V``
+    and the block rows' ``L``, ``Q``, ``S`` at the new values."""
+    carry = (w, V, L, Q, S)
+    for batch, k in zip(block.colours, jax.random.split(key, len(block.colours))):  # at most COLOUR_BATCHES
+        carry = _scan_colours(k, batch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter)
+    return carry
+
+
+def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter):
+    n_colours = batch.cols.shape[0]
 
     def one_colour(carry, xs):
         w, V, L, Q, S = carry
         c, k = xs
-        P, s, (cols, rows, x, slot, w_old, v_old) = _colour_system(block, c, w, V, L, Q, S, G, rhs, alpha,
+        P, s, (cols, rows, x, slot, w_old, v_old) = _colour_system(batch, c, w, V, L, Q, S, G, rhs, alpha,
                                                                    prior_prec, prior_shift)
         theta, _ = sample_gaussian(k, P, s, jitter)
         w = w.at[cols].set(theta[:, 0])
@@ -484,8 +544,8 @@ def _update_block(key, block: FMBlockData, G, rhs, alpha, w, V, L, Q, S, prior_p
         return (w, V, L, Q, S), None
 
     keys = jax.random.split(key, n_colours)
-    (w, V, L, Q, S), _ = jax.lax.scan(one_colour, (w, V, L, Q, S), (jnp.arange(n_colours), keys))
-    return w, V, L, Q, S
+    carry, _ = jax.lax.scan(one_colour, carry, (jnp.arange(n_colours), keys))
+    return carry
 
 
 def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple[FMState, FMInfo]:
