@@ -71,6 +71,7 @@ def fitted():
     return train, bayesmf.BayesFM(rank=2, n_samples=15, n_warmup=5, chains=2, seed=3).fit(train)
 
 
+@pytest.mark.slow
 def test_predictive_moments_are_the_draws_moments(fitted):
     """predict_dist's mean and variance are the mean and variance over the stored draws of the
     dense FM (user + item one-hot), plus E[1/alpha]."""
@@ -93,6 +94,7 @@ def test_predictive_moments_are_the_draws_moments(fitted):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_and_registry(fitted, tmp_path):
     train, m = fitted
     assert bayesmf.BayesFM is type(m)
@@ -105,6 +107,7 @@ def test_save_load_round_trip_and_registry(fitted, tmp_path):
     assert unknown.std[1] > unknown.std[0] and unknown.mean[1] == pytest.approx(m.global_mean_)
 
 
+@pytest.mark.slow
 def test_fold_in_draws_new_users_from_their_conditional(fitted):
     """A new user folded in with training user u's ratings predicts like u (the conditional of
     one row given the rest, per posterior draw); one with two ratings is far less certain."""
@@ -136,13 +139,14 @@ def _side_features():
     from bayesmf.data.features import Features
     from bayesmf.data.side import SideColumn, SideTable
 
-    users = SideTable("users", IdMap.from_ordered([10, 20, 30]),
-                      {"job": SideColumn("categorical", np.array([0, 1, 0], np.int32), ("a", "b"))})
+    users = SideTable("users", IdMap.from_ordered([10, 20, 30, 40]),
+                      {"job": SideColumn("categorical", np.array([0, 1, 0, 1], np.int32), ("a", "b"))})
     sets = SideTable.from_pandas(pd.DataFrame({"id": [100, 200, 300], "genres": ["x|y", "y", "z"]}), "id",
                                  multi=["genres"])
     return Features(user_side=users, item_side=sets, implicit=True, implicit_items=True)
 
 
+@pytest.mark.slow
 def test_side_and_implicit_features_predict_the_dense_fm():
     """With user/item side tables and both implicit blocks, predict_dist's mean is the mean
     over the stored draws of the naive FM on the dense design of the query pairs."""
@@ -157,6 +161,20 @@ def test_side_and_implicit_features_predict_the_dense_fm():
     f = np.stack([_dense_f(X, w0, w.astype(np.float64), V.astype(np.float64)) for w0, w, V in
                   zip(m.w0_samples_.reshape(-1), m.w_samples_.reshape(-1, F), m.V_samples_.reshape(-1, F, 2))])
     np.testing.assert_allclose(m.predict_dist(users, items).mean, f.mean(0), rtol=1e-4, atol=1e-4)
+    # the design path gives the same moments, and serves a user outside the training space
+    # (cold start: side features only) against the dense formula too
+    fitted = features.fit(train)
+    direct = m.predict_design(fitted.design(users, items))
+    np.testing.assert_allclose(direct.mean, f.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(direct.std ** 2, f.var(0) + np.mean(1 / m.alpha_samples_.astype(np.float64)),
+                               rtol=1e-3)
+    # user 40: no training ratings, a side row
+    cold = fitted.design(np.array([3]), np.array([0]), user_map=train.user_map.extend([40]))
+    Xc = design_matrix(cold)
+    fc = [_dense_f(Xc, w0, w.astype(np.float64), V.astype(np.float64))[0] for w0, w, V in
+          zip(m.w0_samples_.reshape(-1), m.w_samples_.reshape(-1, F), m.V_samples_.reshape(-1, F, 2))]
+    assert Xc[0, :3].sum() == 0 and Xc[0].sum() > 1  # no one-hot user, but side features
+    np.testing.assert_allclose(m.predict_design(cold).mean, [np.mean(fc)], rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="fold_in needs"):
         m.fold_in(Ratings.from_ids([99], [100], [3.0]))
     from bayesmf.data.features import Features
@@ -174,8 +192,8 @@ def test_side_and_implicit_features_predict_the_dense_fm():
     ({"rank": 0}, "rank"),
     ({"n_samples": 0}, "n_samples"),
 ])
-def test_bad_settings_are_named(fitted, kw, message):
-    train, _ = fitted
+def test_bad_settings_are_named(kw, message):
+    train = Ratings.from_arrays([0, 1, 1], [0, 0, 1], [3.0, 4.0, 5.0])
     with pytest.raises(ConfigError, match=message):
         bayesmf.BayesFM(**kw).fit(train)
 

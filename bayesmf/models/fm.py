@@ -195,6 +195,30 @@ class BayesFM(BPMF):
             total += float(np.mean(np.sum(su * si + mu_v[:, gu] ** 2 * si + mu_v[:, gi] ** 2 * su, axis=-1)))
         return total
 
+    def predict_design(self, design):
+        """Posterior predictive distribution at the rows of ``design``, a design built by the
+        fitted feature set (``features.fit(train).design(users, items, user_map=...,
+        item_map=...)``): the cold-start path — users and items outside the training index
+        space get their side features' terms (their one-hot and implicit rows are empty), with
+        the spread of the draws of those terms. ``design`` must have the training design's
+        columns. Returns a :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std with
+        the noise variance ``E[1/alpha]``)."""
+        from bayesmf.data.design import check_design
+        from bayesmf.posterior.fm_model import design_moments
+        from bayesmf.predictive import PredictiveDistribution
+
+        self._require_fitted()
+        check_design(design)
+        F = self.w_samples_.shape[-1]
+        if design.n_features != F:
+            raise ConfigError(f"design has {design.n_features} features; the model was fitted on {F} "
+                              "(build it with the same fitted feature set)")
+        K = self.rank
+        mean, var = design_moments(design, self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F),
+                                   self.V_samples_.reshape(-1, F, K))
+        noise = float(np.mean(1.0 / self.alpha_samples_.astype(np.float64)))
+        return PredictiveDistribution(mean=mean, std=np.sqrt(var + noise))
+
     def _fold_in_solve(self, new: Ratings) -> dict:
         r"""New users' one-hot rows ``(v_u, w_u)`` drawn per posterior draw from their exact
         conditional given the items' effective vectors and biases (BPMF's fold-in with the

@@ -124,3 +124,27 @@ class BayesFMModel(NamedTuple):
         mean, var = pair_moments(*(jnp.asarray(a) for a in factors), jnp.asarray(users), jnp.asarray(items),
                                  global_mean)
         return np.asarray(mean, np.float64), np.asarray(var, np.float64)
+
+
+def design_moments(design: Design, w0, w, V) -> tuple:
+    """Mean and variance over draws of the noise-free prediction at every row of ``design``
+    (any blocks, context included), by relation blocks: ``w0`` (S,), ``w`` (S, F), ``V``
+    (S, F, K). A ``lax.map`` over draws keeps memory O(rows K + block entries K)."""
+    blocks = []
+    for b in design.blocks:
+        rows = jnp.asarray(np.repeat(np.arange(b.n_rows), np.diff(b.indptr)))
+        blocks.append((rows, jnp.asarray(b.columns), jnp.asarray(b.values, V.dtype), jnp.asarray(b.index), b.n_rows))
+
+    def one(draw):
+        w0_s, w_s, V_s = draw
+        q = lin = sq = 0.0
+        for rows, cols, x, index, n in blocks:  # a loop over blocks (a few)
+            v = V_s[cols]
+            q = q + jax.ops.segment_sum(x[:, None] * v, rows, n)[index]
+            lin = lin + jax.ops.segment_sum(x * w_s[cols], rows, n)[index]
+            sq = sq + jax.ops.segment_sum(x * x * jnp.sum(v * v, axis=1), rows, n)[index]
+        return w0_s + lin + 0.5 * (jnp.sum(q * q, axis=-1) - sq)
+
+    f = jax.lax.map(one, (jnp.asarray(w0, V.dtype), jnp.asarray(w), jnp.asarray(V)))
+    f = np.asarray(f, np.float64)
+    return f.mean(axis=0), f.var(axis=0)
