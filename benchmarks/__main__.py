@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import envs, pairs, report, runner
+from benchmarks import envs, fm_features, pairs, report, runner
 from benchmarks.data import PROTOCOLS, write_split
 
 HERE = Path(__file__).resolve().parent
@@ -74,6 +74,10 @@ def run(args: argparse.Namespace, progress=print, on_record=None) -> list[dict]:
                     started = time.perf_counter()
                     splits[protocol] = write_split(protocol, tmp, args.data_dir)
                     progress(f"split {protocol}: written in {time.perf_counter() - started:.1f} s")
+                if not args.quick and args.only != "bayesmf":  # the peers' copy of bayesmf's FM designs
+                    for name in sorted({job.params["features"] for job in pair.peers if "features" in job.params}):
+                        if not fm_features.design_path(splits[protocol], name).exists():
+                            fm_features.write_design(splits[protocol], name)
                 progress(f"{pair.name} on {protocol}")
                 reps = args.repeats_1m if args.repeats_1m and protocol.startswith("ml1m") else repeats
                 record = runner.run_pair(pair, protocol, splits[protocol], repeats=reps, threads=args.threads,

@@ -12,6 +12,12 @@ Array layout of a split file::
     test_users,  test_items  (int32, nnz_test)    test_values  (float32, nnz_test)
     n_users, n_items (int), rating_min, rating_max (float), kind ("explicit" | "implicit"),
     dropped_unseen (int), name (str)
+    user_ids, item_ids: the raw IDs of the index spaces (``user_ids[k]`` is user index ``k``)
+    train_timestamps, test_timestamps (int64, Unix seconds; -1 = unknown): present when the
+    ratings have timestamps (the factorization machine's time features need them)
+    data_dir (str): the data directory the split was read from ("" = the default)
+
+Factorization-machine pairs also read a design file next to the split (``benchmarks.fm_features``).
 
 For ``kind == "implicit"`` the train values are all 1 (a positive interaction) and the test pairs
 are the held-out positives; the confidence weighting is a hyperparameter of each job. Implicit
@@ -82,6 +88,9 @@ def write_split(protocol: str, directory, data_dir=None) -> Path:
     scale = train.rating_scale or (float(train.values.min()), float(train.values.max()))
     path = Path(directory) / f"{protocol}.npz"
     extra = {}
+    for part, ratings in (("train", train), ("test", test)):
+        if ratings.timestamps is not None:
+            extra[f"{part}_timestamps"] = np.asarray(ratings.timestamps, np.int64)
     if kind == "implicit":  # the sampled protocol's candidates (shown in the leave-one-out tables)
         from bayesmf.data import candidate_sets
 
@@ -94,6 +103,7 @@ def write_split(protocol: str, directory, data_dir=None) -> Path:
         test_users=test.users.astype(np.int32), test_items=test.items.astype(np.int32),
         test_values=test.values.astype(np.float32),
         n_users=train.n_users, n_items=train.n_items, rating_min=scale[0], rating_max=scale[1],
-        kind=kind, dropped_unseen=int(dropped), name=protocol, **extra,
+        kind=kind, dropped_unseen=int(dropped), name=protocol, user_ids=train.user_map.ids(),
+        item_ids=train.item_map.ids(), data_dir="" if data_dir is None else str(data_dir), **extra,
     )
     return path
