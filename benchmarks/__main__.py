@@ -66,7 +66,8 @@ def run(args: argparse.Namespace, progress=print, on_record=None) -> list[dict]:
         for pair in selected:
             if args.quick:
                 implicit = any(p.endswith("implicit") for p in pair.protocols)
-                protocols = ["synthetic-implicit" if implicit else "synthetic"]
+                ordinal = pair.bayesmf.params.get("likelihood") == "ordinal"
+                protocols = ["synthetic-implicit" if implicit else "synthetic-ordinal" if ordinal else "synthetic"]
             else:
                 protocols = [p for p in pair.protocols if not args.protocols or p in args.protocols]
             for protocol in protocols:

@@ -43,6 +43,8 @@ PROTOCOLS = {
     "(smoke test only)",
     "synthetic-implicit": "the synthetic split above, ratings >= the training median kept as positives "
     "(smoke test only)",
+    "synthetic-ordinal": "the synthetic split above, ratings rounded to the integers 1..5 (smoke test of "
+    "ordinal models only)",
 }
 
 IMPLICIT_THRESHOLD = 4.0
@@ -68,12 +70,14 @@ def _split(protocol: str, data_dir=None):
         positives, _ = bayesmf.to_implicit(datasets.load("movielens-1m", data_dir))
         split = splits.leave_one_out(positives, seed=0, by="random", drop_unseen=True)
         return split.train, split.test, "implicit", split.dropped
-    if protocol in ("synthetic", "synthetic-implicit"):
+    if protocol in ("synthetic", "synthetic-implicit", "synthetic-ordinal"):
         toy = datasets.synthetic(n_users=300, n_items=200, n_ratings=6000, rank=5, noise=0.5, seed=0)
         # clipped to a 1..5 scale like MovieLens (NMF needs values >= 0)
-        ratings = toy.ratings.with_values(np.clip(toy.ratings.values, 1.0, 5.0)).with_scale((1.0, 5.0))
+        values = np.clip(toy.ratings.values, 1.0, 5.0)
+        ratings = toy.ratings.with_values(np.rint(values) if protocol == "synthetic-ordinal" else values)
+        ratings = ratings.with_scale((1.0, 5.0))
         split = splits.random(ratings, 0.2, seed=0, drop_unseen=True)
-        if protocol == "synthetic":
+        if protocol != "synthetic-implicit":
             return split.train, split.test, "explicit", split.dropped
         threshold = float(np.median(split.train.values))
         train, _ = bayesmf.to_implicit(split.train, threshold=threshold)

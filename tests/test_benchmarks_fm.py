@@ -129,6 +129,15 @@ def test_harness_writes_the_design_of_a_feature_set_next_to_the_split(tmp_path):
     assert sum(_fm.myfm_layout(train)["group_shapes"]) == train["n_features"]
 
 
+def test_ordinal_smoke_split_is_the_synthetic_one_rounded(tmp_path):
+    with np.load(write_split("synthetic", tmp_path)) as f, np.load(write_split("synthetic-ordinal", tmp_path)) as g:
+        for key in ("train_users", "train_items", "test_users", "test_items"):
+            assert np.array_equal(f[key], g[key])
+        for part in ("train", "test"):
+            np.testing.assert_array_equal(g[f"{part}_values"], np.rint(f[f"{part}_values"]))
+        assert set(np.unique(g["train_values"])) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
 def test_fm_pairs_name_known_feature_sets_and_match_sweeps():
     fm = [p for p in pairs.PAIRS if p.bayesmf.algo == "BayesFM"]
     assert {p.name for p in fm} >= {"fm-ml100k-extended", "fm-ordinal-ml100k", "fm-ml1m-side"}
