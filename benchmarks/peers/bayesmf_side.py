@@ -96,15 +96,16 @@ def to_ratings(data):
                                n_users=data["n_users"], n_items=data["n_items"], rating_scale=scale)
 
 
+def signature(method) -> list[str]:
+    """The parameter names of ``method``."""
+    return list(inspect.signature(method).parameters)
+
+
 def fm_predict(model, test, timed: bool):
     """(predictive means, class probabilities or None) of a factorization machine on the test
-    ratings' pairs; ``timed``: its features include time, so the pairs' timestamps are passed."""
-    kwargs = {}
-    if timed:
-        if "timestamps" not in inspect.signature(model.predict).parameters:
-            raise TypeError(f"{type(model).__name__}.predict takes no timestamps: the test pairs' time "
-                            "features cannot be given")
-        kwargs["timestamps"] = test.timestamps
+    ratings' pairs; ``timed``: its features include time, so the pairs' timestamps are passed
+    (``main`` checked that ``predict`` takes them)."""
+    kwargs = {"timestamps": test.timestamps} if timed else {}
     if getattr(model, "likelihood", "gaussian") == "gaussian":
         return np.asarray(model.predict(test.users, test.items, clip=False, **kwargs)), None
     dist = model.predict_dist(test.users, test.items, **kwargs)
@@ -136,6 +137,10 @@ def main():
     if params.get("likelihood", "gaussian") != "gaussian" and "likelihood" in ignored:
         _common.emit(unavailable=f"bayesmf.{args.algo} has no likelihood parameter "
                      f"(likelihood={params['likelihood']!r} not available yet)")
+        return
+    if test is not None and params["features"].time is not None and "timestamps" not in signature(cls.predict):
+        _common.emit(unavailable=f"bayesmf.{args.algo}.predict takes no timestamps: the test pairs' time "
+                     "features cannot be given")
         return
     with _common.Timer() as fit:
         model = cls(**kwargs).fit(train)
