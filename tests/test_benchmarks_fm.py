@@ -129,6 +129,17 @@ def test_harness_writes_the_design_of_a_feature_set_next_to_the_split(tmp_path):
     assert sum(_fm.myfm_layout(train)["group_shapes"]) == train["n_features"]
 
 
+def test_ratings_of_a_split_keep_raw_ids_and_timestamps():
+    data = {"kind": "explicit", "rating_min": 1.0, "rating_max": 5.0, "n_users": 2, "n_items": 3,
+            "user_ids": np.array([10, 20]), "item_ids": np.array([7, 8, 9]),
+            "train_users": np.array([0, 1], np.int32), "train_items": np.array([2, 0], np.int32),
+            "train_values": np.array([4.0, 2.0], np.float32), "train_timestamps": np.array([DAY, -1])}
+    train = fm_features.ratings_of(data, "train")
+    assert train.user_map.ids()[train.users].tolist() == [10, 20]
+    assert train.item_map.ids()[train.items].tolist() == [9, 7]
+    assert train.timestamps.tolist() == [DAY, -1] and train.rating_scale == (1.0, 5.0)
+
+
 def test_ordinal_smoke_split_is_the_synthetic_one_rounded(tmp_path):
     with np.load(write_split("synthetic", tmp_path)) as f, np.load(write_split("synthetic-ordinal", tmp_path)) as g:
         for key in ("train_users", "train_items", "test_users", "test_items"):
