@@ -18,7 +18,7 @@ from bayesmf.data import Ratings
 from bayesmf.data.design import design_matrix
 from bayesmf.data.features import Features
 from bayesmf.data.side import SideTable
-from benchmarks import fm_features, pairs, runner
+from benchmarks import fm_features, pairs, report, runner
 from benchmarks.data import write_split
 
 sys.path.append(str(runner.PEERS_DIR))
@@ -159,3 +159,15 @@ def test_fm_pairs_name_known_feature_sets_and_match_sweeps():
         assert p.bayesmf.params["burn_in"] + p.bayesmf.params["n_samples"] == peer.params["n_iter"]
         assert p.bayesmf.params["n_samples"] == peer.params["n_kept_samples"]
         assert p.quick_params["features"] in fm_features.FEATURE_SETS
+
+
+def test_report_shows_categorical_scores_only_where_a_job_has_them():
+    row = {"side": "myfm", "rmse": 0.9, "mae": 0.7, "fit_seconds": 2.0, "repeats": 1, "of": 1}
+    plain = [{"pair": "p", "protocol": "ml100k-u1", "jobs": {"myfm FM": row}}]
+    ordinal = [{"pair": "q", "protocol": "ml100k-u1", "jobs": {"myfm FMOrdinal": {**row, "nll": 1.25, "rps": 0.125,
+                                                                                 "ece": 0.0165}}}]
+    assert "NLL" not in report.results_table(plain, "ml100k-u1")[0]
+    header, _, plain_line, ordinal_line = report.results_table(plain + ordinal, "ml100k-u1")
+    assert "| RMSE | MAE | NLL | RPS | ECE |" in header
+    assert "| 0.9000 | 0.7000 |  |  |  |" in plain_line
+    assert "| 0.9000 | 0.7000 | 1.2500 | 0.1250 | 0.0165 |" in ordinal_line
