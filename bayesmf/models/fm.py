@@ -13,6 +13,12 @@ prediction, ranking and export code shared with BPMF, each draw's effective per-
 vectors and biases (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) as
 ``user_samples_``, ``item_samples_``, ``b_U_samples_``, ``b_V_samples_``.
 
+Cold start and context: :meth:`BayesFM.predict_design` averages the FM itself over the draws at
+the rows of any design the fitted feature set builds — users and items outside the training index
+space (their side features), and, once the estimator accepts them, context (time) blocks, whose
+terms depend on each rating's timestamp and so have no per-user/item form. The fit refuses
+feature sets with context blocks for now (``predict(users, items)`` could not serve them).
+
 References
 ----------
 Freudenthaler, C., Schmidt-Thieme, L. and Rendle, S. (2011). Bayesian factorization machines.
