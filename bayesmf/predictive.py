@@ -385,7 +385,7 @@ class CategoricalDistribution(PredictiveDistribution):
         bad = np.abs(self.levels[k] - y) > 1e3 * self._tol()
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{name}[{pos}] = {y[pos]!r} is not one of the levels {self.levels.tolist()} "
+            raise DataError(f"{name}[{pos}] = {float(y[pos])!r} is not one of the levels {self.levels.tolist()} "
                             f"({int(bad.sum())} such values)")
         return k
 

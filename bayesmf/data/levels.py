@@ -30,7 +30,7 @@ def rating_levels(values) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"ordinal ratings must be finite; row {row} holds {values[row]!r}")
+        raise DataError(f"ordinal ratings must be finite; row {row} holds {float(values[row])!r}")
     low, high = float(values.min()), float(values.max())
     for step in LEVEL_STEPS:
         off = _off_grid(values, low, step)
@@ -39,7 +39,7 @@ def rating_levels(values) -> np.ndarray:
     else:
         row = int(np.flatnonzero(off)[0])
         raise DataError(f"ordinal ratings must lie on an integer or half-star scale; row {row} holds "
-                        f"{values[row]!r} (from {low:g}: not a multiple of {step:g})")
+                        f"{float(values[row])!r} (from {low:g}: not a multiple of {step:g})")
     k = int(round((high - low) / step)) + 1
     if k < 2 or k > MAX_CATEGORIES:
         raise DataError(f"the ordinal likelihood needs 2..{MAX_CATEGORIES} rating levels; the ratings span "
@@ -66,6 +66,6 @@ def encode_levels(values, levels, name: str = "ratings") -> np.ndarray:
     bad = ~(np.abs(levels[nearest] - values) <= tol)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{name}: row {row} holds {values[row]!r}, not one of the training scale's levels "
+        raise DataError(f"{name}: row {row} holds {float(values[row])!r}, not one of the training scale's levels "
                         f"{levels.tolist()} ({int(bad.sum())} such rows)")
     return nearest.astype(np.int32)
