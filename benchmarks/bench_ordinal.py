@@ -69,7 +69,8 @@ def mixing(n_sweeps: int, seed: int = 0) -> None:
         c, acc = ordinal.sample_cutpoints_mh(key, c, f, y)
         return c, (c, acc)
 
-    print("| scheme | sweeps | acceptance | lag-1 autocorr c_1 / c_2 / c_3 | ESS per 1000 sweeps c_1 / c_2 / c_3 | s/sweep |")
+    print("| scheme | sweeps | acceptance | lag-1 autocorr c_1 / c_2 / c_3 | ESS per 1000 sweeps c_1 / c_2 / c_3 "
+          "| s/sweep |")
     print("|---|---:|---:|---|---|---:|")
     keys = jax.random.split(jax.random.PRNGKey(seed), n_sweeps)
     for name, body, init in (("Albert-Chib c | z", albert_chib, (start, f)), ("collapsed MH c | f", collapsed, start)):

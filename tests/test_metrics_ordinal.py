@@ -78,7 +78,8 @@ def test_ece_and_reliability_by_hand(dist):
     # class-wise with 2 bins [0, 0.5), [0.5, 1]: 12 pairs
     p, o = PROBS.ravel(), (np.searchsorted(LEVELS, Y)[:, None] == np.arange(3)).ravel().astype(float)
     high = p >= 0.5
-    ece_cw = (high.sum() * abs(o[high].mean() - p[high].mean()) + (~high).sum() * abs(o[~high].mean() - p[~high].mean()))
+    ece_cw = (high.sum() * abs(o[high].mean() - p[high].mean())
+              + (~high).sum() * abs(o[~high].mean() - p[~high].mean()))
     assert expected_calibration_error(Y, dist, n_bins=2, which="classwise") == pytest.approx(ece_cw / 12)
 
 
