@@ -102,6 +102,25 @@ def test_cutpoint_conditional_matches_a_numpy_grid():
 
 
 @pytest.mark.slow
+def test_cutpoint_gradient_and_precision_match_autodiff():
+    """The analytic gradient equals autodiff's of the log density; the Gauss-Newton precision
+    equals minus the autodiff Hessian minus the term of the cutpoints' curvature in ``a``,
+    ``diag(e^{a_k} sum_{j >= k} dL/dc_j)``, which vanishes for linear maps."""
+    rng = np.random.default_rng(5)
+    f = jnp.asarray(rng.normal(1.0, 1.2, 300))
+    y = jnp.asarray(rng.integers(0, 5, 300), jnp.int32)
+    a = jnp.asarray([0.2, -0.4, 0.1])
+    prior = (0.0, 0.8)
+    target = functools.partial(ordinal.cutpoint_log_posterior, f=f, y_cat=y, gap_prior=prior)
+    grad, precision = ordinal._gradient_and_precision(a, f, y, prior)
+    assert np.allclose(grad, jax.grad(target)(a), rtol=1e-4, atol=1e-4)
+    c = ordinal.cutpoints_from_log_gaps(a)
+    grad_c = jax.grad(lambda c: ordinal.cutpoint_log_posterior(ordinal.log_gaps(c), f, y, (0.0, 1e9)))(c)
+    curvature = jnp.diag(jnp.exp(a) * jnp.cumsum(grad_c[::-1])[::-1][1:])
+    assert np.allclose(precision, -jax.hessian(target)(a) + curvature, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
 def test_albert_chib_step_draws_inside_the_free_interval():
     """Under a very wide gap prior the step is Albert & Chib's uniform conditional: each free
     cutpoint lands between the largest latent value below it and the smallest above."""
@@ -197,6 +216,7 @@ def test_a_category_without_training_ratings_gets_a_small_probability():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 150 s on an idle 2-core machine; several times that under load
 def test_simulation_based_calibration_of_the_ordinal_sampler():
     """Talts et al. (2018), as the Gaussian sampler's SBC test: 200 replications of a fully
     observed 6 x 5 rank-1 problem with 4 categories drawn from the prior (offset, log gaps,

@@ -23,11 +23,14 @@ posterior is proper and simulation-based calibration applies; positive gaps keep
 1. ``c | f, y`` with ``z`` integrated out, target
    ``log p(a | f, y) = sum_r log(Phi(c_{y_r} - f_r) - Phi(c_{y_r - 1} - f_r)) + sum_k log N(a_k; m_g, s_g^2)``,
    by an independence Metropolis-Hastings step in ``a``: the proposal a multivariate Student-t
-   (5 degrees of freedom) centred at the conditional mode (Newton iterations from the current
-   point) with scale the inverse negative Hessian there — myFM's ``OprobitSampler`` scheme
-   (there with a flat prior on ``a``), a Laplace-approximation proposal that is accepted nearly
-   always when the data are many, so the cutpoints move by their whole posterior spread each
-   sweep (:func:`sample_cutpoints_mh`);
+   (5 degrees of freedom) centred at the conditional mode with scale the inverse of a
+   Gauss-Newton precision there — myFM's ``OprobitSampler`` scheme (there with a flat prior on
+   ``a`` and the exact Hessian), a Laplace-approximation proposal that is accepted nearly always
+   when the data are many, so the cutpoints move by their whole posterior spread each sweep
+   (:func:`sample_cutpoints_mh`). The mode is found by a fixed number of damped Gauss-Newton
+   steps from a start computed from ``(f, y)`` alone (:func:`moment_start`), so the proposal
+   never depends on the current cutpoints and the step is an exact independence sampler
+   whether or not the iterations have fully converged;
 2. ``z_r | c, f, y ~ N(f_r, 1)`` truncated to ``(c_{y_r - 1}, c_{y_r}]`` (:func:`sample_latent`).
 
 Given ``z`` the model is a Gaussian regression with noise precision 1, which the conjugate
@@ -118,24 +121,70 @@ def cutpoint_log_posterior(a, f, y_cat, gap_prior):
     return jnp.sum(log_interval_probability(lo - f, hi - f)) - 0.5 * jnp.sum(((a - m) / s) ** 2)
 
 
-def _mode_and_precision(a, f, y_cat, gap_prior, steps: int):
-    """Newton iterations (step halved when it would lower the target) from ``a``; returns the
-    point reached and the negative Hessian there, (K-2,) and (K-2, K-2)."""
-    target = lambda x: cutpoint_log_posterior(x, f, y_cat, gap_prior)  # noqa: E731
-    grad, hess = jax.grad(target), jax.hessian(target)
-    n = a.shape[0]
+def _interval_derivatives(a, b):
+    r"""``l = log(Phi(b) - Phi(a))`` and its first and second derivatives in ``a`` and ``b``,
+    elementwise, from the stable ratios ``r_a = phi(a)/Z``, ``r_b = phi(b)/Z`` (``Z = e^l``):
+    ``l_a = -r_a``, ``l_b = r_b``, ``l_aa = a r_a - r_a^2``, ``l_bb = -b r_b - r_b^2``,
+    ``l_ab = r_a r_b``."""
+    ell = log_interval_probability(a, b)
+    half_log_2pi = 0.5 * np.log(2 * np.pi)
+    ra = jnp.exp(-0.5 * a * a - half_log_2pi - ell)
+    rb = jnp.exp(-0.5 * b * b - half_log_2pi - ell)
+    return ell, -ra, rb, a * ra - ra * ra, -b * rb - rb * rb, ra * rb
 
+
+def _gradient_and_precision(a, f, y_cat, gap_prior):
+    r"""Gradient of :func:`cutpoint_log_posterior` in the log gaps ``a`` (K - 2,) and a positive
+    definite precision (K - 2, K - 2) for the Newton steps and the proposal: the Gauss-Newton
+    form ``J^T (-H_c) J + I / s_g^2``, with ``H_c`` the likelihood's Hessian in the cutpoints
+    (tridiagonal, negative definite: the ordered probit is log-concave in them) and
+    ``J_jk = dc_j / da_k = e^{a_k} [k < j]`` (gaps numbered from 1). One pass over the ratings:
+    per-rating derivatives (:func:`_interval_derivatives`) summed by category."""
+    cutpoints = cutpoints_from_log_gaps(a)
+    K1 = cutpoints.shape[0]
+    lo, hi = category_bounds(y_cat, cutpoints)
+    _, d_a, d_b, d_aa, d_bb, d_ab = _interval_derivatives(lo - f, hi - f)
+    sums = jax.ops.segment_sum(jnp.stack([d_a, d_b, d_aa, d_bb, d_ab], axis=1), y_cat, K1 + 1)
+    s_a, s_b, s_aa, s_bb, s_ab = (sums[:, i] for i in range(5))
+    # category k has lower cutpoint c_{k-1} and upper c_k
+    grad_c = s_b[:K1] + s_a[1:]
+    diag = s_bb[:K1] + s_aa[1:]
+    off = s_ab[1:K1]
+    hess_c = jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    gaps = jnp.exp(a)
+    J = jnp.where(jnp.arange(K1)[:, None] > jnp.arange(a.shape[0])[None, :], gaps[None, :], 0.0)
+    m, s = gap_prior
+    grad = J.T @ grad_c - (a - m) / s**2
+    precision = -(J.T @ hess_c @ J) + jnp.eye(a.shape[0], dtype=a.dtype) / s**2
+    return grad, precision
+
+
+def moment_start(f, y_cat, n_categories: int):
+    r"""Log gaps matching the categories' shares under ``z ~ N(mean f, 1 + var f)``:
+    ``c_k = sd Phi^{-1}(F_k)`` with ``F_k`` the share of ratings in categories ``<= k`` (floored
+    at half a rating). A function of ``(f, y)`` only, so that the Metropolis-Hastings proposal
+    built from it does not depend on the chain's current cutpoints."""
+    n = f.shape[0]
+    counts = jax.ops.segment_sum(jnp.ones_like(f), y_cat, n_categories)
+    share = jnp.clip(jnp.cumsum(counts)[:-1] / n, 0.5 / n, 1.0 - 0.5 / n)
+    c = jnp.sqrt(1.0 + jnp.var(f)) * ndtri(share)
+    return jnp.log(jnp.maximum(jnp.diff(c), 1e-3))
+
+
+def _mode_and_precision(a, f, y_cat, gap_prior, steps: int):
+    """Damped Gauss-Newton iterations (step halved, then dropped, when it would lower the
+    target) from ``a``; returns the point reached and the precision there."""
     def newton(_, x):
-        h = -hess(x) + 1e-6 * jnp.eye(n, dtype=x.dtype)
-        step = jnp.linalg.solve(h, grad(x))
-        step = jnp.clip(step, -2.0, 2.0)  # log gaps: no step beyond a factor e^2 per iteration
-        t0 = target(x)
-        better = target(x + step) >= t0
-        half = x + 0.5 * step
-        return jnp.where(better, x + step, jnp.where(target(half) >= t0, half, x))
+        grad, precision = _gradient_and_precision(x, f, y_cat, gap_prior)
+        step = jnp.clip(jnp.linalg.solve(precision, grad), -2.0, 2.0)  # at most a factor e^2 per gap
+        t0 = cutpoint_log_posterior(x, f, y_cat, gap_prior)
+        full, half = x + step, x + 0.5 * step
+        take_full = cutpoint_log_posterior(full, f, y_cat, gap_prior) >= t0
+        take_half = cutpoint_log_posterior(half, f, y_cat, gap_prior) >= t0
+        return jnp.where(take_full, full, jnp.where(take_half, half, x))
 
     mode = jax.lax.fori_loop(0, steps, newton, a)
-    return mode, -hess(mode) + 1e-6 * jnp.eye(n, dtype=a.dtype)
+    return mode, _gradient_and_precision(mode, f, y_cat, gap_prior)[1]
 
 
 def _log_t_density(x, mode, chol, df):
@@ -166,7 +215,8 @@ def sample_cutpoints_mh(key, cutpoints, f, y_cat, gap_prior=(0.0, 1.0), steps: i
     dtype = cutpoints.dtype
     f = f.astype(dtype)
     a0 = log_gaps(cutpoints)
-    mode, precision = _mode_and_precision(a0, f, y_cat, gap_prior, steps)
+    # the proposal is a function of (f, y) alone: Newton from a start that ignores the chain's state
+    mode, precision = _mode_and_precision(moment_start(f, y_cat, cutpoints.shape[0] + 1), f, y_cat, gap_prior, steps)
     chol = jnp.linalg.cholesky(precision)
     k_z, k_g, k_u = jax.random.split(key, 3)
     n = a0.shape[0]
