@@ -16,6 +16,10 @@ distribution of the *observed* rating ``y_n``. Three forms, chosen by which fiel
   location-scale Student-t, ``y_n ~ (1/S) sum_s samples[s, n] + noise_std[s, n] t_nu`` (BPMF with
   ``noise="student_t"``); its ``kind`` is still ``"mixture"``.
 
+* **Categorical** (:class:`CategoricalDistribution`, kind ``"categorical"``): probabilities
+  ``(n, K)`` over the ``K`` levels of an ordinal rating scale (an ordinal model's predictive, or
+  any other one discretised onto the levels by :meth:`CategoricalDistribution.from_predictive`).
+
 ``mean`` and ``std`` are always the first two moments of ``y``; :meth:`from_samples` computes
 them: ``mean = samples.mean(0)`` and ``std^2 = samples.var(0) (+ mean_s noise_std[s]^2)``
 (population variance, ``ddof=0``, i.e. the variance of the empirical distribution itself, plus the
