@@ -73,7 +73,8 @@ def mixing(n_sweeps: int, seed: int = 0) -> None:
           "| s/sweep |")
     print("|---|---:|---:|---|---|---:|")
     keys = jax.random.split(jax.random.PRNGKey(seed), n_sweeps)
-    for name, body, init in (("Albert-Chib c | z", albert_chib, (start, f)), ("collapsed MH c | f", collapsed, start)):
+    schemes = (("Albert-Chib (c given z)", albert_chib, (start, f)), ("collapsed MH (c given f)", collapsed, start))
+    for name, body, init in schemes:
         run = jax.jit(lambda init, keys, body=body: jax.lax.scan(body, init, keys)[1])
         jax.block_until_ready(run(init, keys[:2]))  # compile
         t0 = time.perf_counter()
