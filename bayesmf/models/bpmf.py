@@ -532,6 +532,8 @@ class BPMF(FactorModel):
         ignored = ("progress", "checkpoint", "checkpoint_every", "inference")
         if self.noise == "gaussian":  # the noise settings change nothing then (and checkpoints predate them)
             ignored += ("noise", "noise_df", "precision_shape")
+        if not self.ordinal:  # likewise the ordinal likelihood's settings
+            ignored += ("likelihood", "gap_prior")
         config = self.inference_config()
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
         settings.update(inference=config.name, **config.settings())
