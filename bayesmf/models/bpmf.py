@@ -208,8 +208,8 @@ class BPMF(FactorModel):
         (the latent scale) and ``noise_prior``/``alpha`` are ignored. ``predict_dist`` returns a
         :class:`~bayesmf.predictive.CategoricalDistribution` (category probabilities, the expected
         rating as ``mean``, intervals as sets of categories) and ``predict`` the expected rating;
-        ranking scores are the latent ``f``. Gibbs only; not with ``fold_in`` or ``to_arviz``'s
-        log-likelihood.
+        ranking scores and ``fit(..., track=)``'s moments are those of the latent ``f``. Gibbs
+        only; not with ``fold_in`` or ``to_arviz``'s log-likelihood.
     gap_prior : ``(m_g, s_g)``: the ordinal cutpoints' log gaps ``~ N(m_g, s_g^2)``.
     beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
     offset_prior : the global offset ``m ~ N(m0, s0^2)`` as ``(m0, s0)``; ``"auto"`` (default):
