@@ -4,12 +4,16 @@ The implementation lives in :mod:`bayesmf.data.datasets` and :mod:`bayesmf.data.
 """
 
 from bayesmf.data.datasets import (
+    ALIASES,
     DATASETS,
     ENV_VAR,
     available,
     default_data_dir,
     load,
     load_file,
+    load_netflix,
+    load_netflix_probe_split,
+    load_netflix_qualifying,
     load_npz,
     locate,
     resolve_data_dir,
@@ -17,6 +21,7 @@ from bayesmf.data.datasets import (
 from bayesmf.data.synthetic import SyntheticData, synthetic
 
 __all__ = [
-    "DATASETS", "ENV_VAR", "SyntheticData", "available", "default_data_dir", "load", "load_file",
-    "load_npz", "locate", "resolve_data_dir", "synthetic",
+    "ALIASES", "DATASETS", "ENV_VAR", "SyntheticData", "available", "default_data_dir", "load", "load_file",
+    "load_netflix", "load_netflix_probe_split", "load_netflix_qualifying", "load_npz", "locate", "resolve_data_dir",
+    "synthetic",
 ]
