@@ -1,6 +1,7 @@
 """Public entry point for data sets: ``bayesmf.datasets.load(name)`` and ``synthetic(...)``.
 
-The implementation lives in :mod:`bayesmf.data.datasets` and :mod:`bayesmf.data.synthetic`.
+``synthetic_large(...)`` generates a Netflix-shaped matrix chunk by chunk. The implementation
+lives in :mod:`bayesmf.data.datasets` and :mod:`bayesmf.data.synthetic`.
 """
 
 from bayesmf.data.datasets import (
@@ -18,10 +19,10 @@ from bayesmf.data.datasets import (
     locate,
     resolve_data_dir,
 )
-from bayesmf.data.synthetic import SyntheticData, synthetic
+from bayesmf.data.synthetic import SyntheticData, synthetic, synthetic_large
 
 __all__ = [
     "ALIASES", "DATASETS", "ENV_VAR", "SyntheticData", "available", "default_data_dir", "load", "load_file",
     "load_netflix", "load_netflix_probe_split", "load_netflix_qualifying", "load_npz", "locate", "resolve_data_dir",
-    "synthetic",
+    "synthetic", "synthetic_large",
 ]
