@@ -106,10 +106,32 @@ def synthetic(
         raise DataError("could not draw enough distinct pairs; lower n_ratings or the exponents")
     users = (keys // n_items).astype(np.int32)
     items = (keys % n_items).astype(np.int32)
-    truth = global_mean + np.einsum("nd,nd->n", user_factors[users], item_factors[items])
-    values = truth + noise * rng.standard_normal(n_ratings)
-    ratings = Ratings.from_arrays(users, items, values, n_users=n_users, n_items=n_items)
-    return SyntheticData(ratings, user_factors, item_factors, float(global_mean), float(noise))
+    del keys
+    values = _low_rank_values(user_factors, item_factors, users, items, global_mean)
+    values += noise * rng.standard_normal(n_ratings)
+    return SyntheticData(_trusted(users, items, values.astype(np.float32), n_users, n_items, None), user_factors,
+                         item_factors, float(global_mean), float(noise))
+
+
+def _low_rank_values(user_factors, item_factors, users, items, global_mean: float, block: int = 1 << 20):
+    """``global_mean + u_users . v_items`` (float64), ``block`` ratings at a time: the gathered
+    factors of all ratings at once would take ``2 nnz rank`` floats."""
+    out = np.empty(users.size, np.float64)
+    for lo in range(0, users.size, block):  # blocks of ratings: bounded memory
+        hi = lo + block
+        out[lo:hi] = global_mean + np.einsum("nd,nd->n", user_factors[users[lo:hi]], item_factors[items[lo:hi]])
+    return out
+
+
+def _trusted(users, items, values, n_users: int, n_items: int, rating_scale) -> Ratings:
+    """Ratings from arrays that are valid by construction (distinct pairs, indices in range,
+    finite float32 values): the trusted constructor skips :meth:`Ratings.from_arrays`'s
+    O(nnz log nnz) duplicate check and its copies."""
+    from bayesmf.data.idmap import IdMap
+    from bayesmf.data.ratings import _readonly
+
+    return Ratings(_readonly(users), _readonly(items), _readonly(values), None, n_users, n_items,
+                   IdMap.range(n_users), IdMap.range(n_items), rating_scale)
 
 
 def _degrees(weights: np.ndarray, total: int, cap: int) -> np.ndarray:
@@ -267,17 +289,11 @@ def synthetic_large(
         keys = _block_pairs(block_rng, block, degrees[block], cdf, log_w, n_items)
         lo, hi = int(end[start] - degrees[start]), int(end[block[-1]])
         u, i = keys // n_items, keys % n_items
-        truth = global_mean + np.einsum("nd,nd->n", user_factors[u], item_factors[i])
-        val = truth + noise * block_rng.standard_normal(u.size)
+        val = _low_rank_values(user_factors, item_factors, u, i, global_mean)
+        val += noise * block_rng.standard_normal(u.size)
         if rating_scale is not None:
             val = np.clip(np.round(val), *rating_scale)
         users[lo:hi], items[lo:hi], values[lo:hi] = u, i, val
-    # the pairs are distinct and in range by construction: the trusted constructor skips the
-    # O(nnz log nnz) duplicate check of Ratings.from_arrays
-    from bayesmf.data.idmap import IdMap
-    from bayesmf.data.ratings import _readonly
-
-    ratings = Ratings(_readonly(users), _readonly(items), _readonly(values), None, n_users, n_items,
-                      IdMap.range(n_users), IdMap.range(n_items),
-                      None if rating_scale is None else (float(rating_scale[0]), float(rating_scale[1])))
+    scale = None if rating_scale is None else (float(rating_scale[0]), float(rating_scale[1]))
+    ratings = _trusted(users, items, values, n_users, n_items, scale)
     return SyntheticData(ratings, user_factors, item_factors, float(global_mean), float(noise))
