@@ -18,13 +18,15 @@ the PMF MAP start for BPMF, compilation) — split into the time before the firs
 the driver (host layouts and everything before the MAP start or the ALS loop), the MAP start
 (BPMF) and the first sweep's extra time (mostly compilation); seconds per warm sweep (median over
 sweeps 2..n); rating-updates per second (``nnz / sweep seconds``: every sweep visits every
-rating once from each side) and the same per thread; peak RSS after generating the data and at
-the end. The sweep times come from the driver's per-sweep progress updates (the one sampling
-loop, :func:`bayesmf.engines.driver.run`, syncs on every sweep's Info), read through a recording
-progress bar. BPMF keeps ``--keep`` draws (the factors of every kept draw stay in memory:
-``keep x n_users x rank`` floats). ``--devices 2`` runs the same fits with
-``XLA_FLAGS=--xla_force_host_platform_device_count=2`` and ``devices=jax.devices()`` when the
-estimators take ``devices=``; otherwise it says so and skips.
+rating once from each side) and the same per thread; the process's CPU seconds of the set-up and
+of a warm sweep (all threads; steadier than wall time on a machine shared with other work); peak
+RSS after generating the data and at the end. The sweep times come from the driver's per-sweep
+progress updates (the one sampling loop, :func:`bayesmf.engines.driver.run`, syncs on every
+sweep's Info), read through a recording progress bar. BPMF keeps every ``--keep-every``-th
+draw (the factors of every kept draw stay in memory: ``n_users x rank`` floats a draw).
+``--devices 2`` runs the same fits with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+and ``devices=jax.devices()`` when the estimators take ``devices=``; otherwise it says so and
+skips.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def child(cfg) -> dict:
     from bayesmf.engines import driver
 
     bars = []  # (desc, creation time, [time after each iteration])
+    cpu = []  # process CPU seconds after each iteration of every loop
 
     class Recorder:
         def __init__(self, total, desc, enabled):
@@ -100,6 +103,7 @@ def child(cfg) -> dict:
         def update(self, n=1):
             if n:
                 self.times.append(time.perf_counter())
+                cpu.append(time.process_time())
 
         def set_postfix(self, *args, **kwargs):
             pass
@@ -109,7 +113,7 @@ def child(cfg) -> dict:
 
     driver.progress_bar = Recorder
     model = estimator(cfg, devices)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(train)
     total = time.perf_counter() - start
     main_desc = "BPMF Gibbs" if cfg["model"] == "gibbs" else None
@@ -118,13 +122,17 @@ def child(cfg) -> dict:
     sweep = float(np.median(steps[1:])) if steps.size > 1 else float("nan")
     first_driver = bars[0][1] - start  # before the first loop of the driver (MAP start or the ALS loop)
     setup = times[0] - start - sweep
+    cpu_main = np.diff(np.array(cpu[-len(times):]))  # the main loop's iterations are the last ones
+    cpu_sweep = float(np.median(cpu_main)) if cpu_main.size else float("nan")
+    cpu_setup = cpu[-len(times)] - cpu_start - cpu_sweep
     nnz = train.nnz
     return {
         **cfg, "nnz": nnz, "n_users": train.n_users, "n_items": train.n_items, "generate_s": round(gen, 2),
         "setup_s": round(setup, 2), "before_driver_s": round(first_driver, 2),
         "map_start_s": round(created - bars[0][1], 2) if cfg["model"] == "gibbs" else 0.0,
         "first_sweep_extra_s": round(float(steps[0]) - sweep, 2), "sweep_s": round(sweep, 6),
-        "sweeps_timed": int(steps.size - 1), "fit_s": round(total, 2),
+        "sweeps_timed": int(steps.size - 1), "fit_s": round(total, 2), "cpu_setup_s": round(cpu_setup, 2),
+        "cpu_sweep_s": round(cpu_sweep, 6),
         "updates_per_s": round(nnz / sweep), "updates_per_s_per_thread": round(nnz / sweep / (os.cpu_count() or 1)),
         "peak_rss_data_gib": round(rss_data, 3), "peak_rss_gib": round(peak_rss_gib(), 3),
     }
@@ -151,16 +159,17 @@ def run_config(cfg, timeout: float) -> dict:
 
 def table(rows) -> str:
     head = ("| ratings | model | devices | users | generate s | set-up s | (before driver / MAP / 1st sweep extra) "
-            "| s / sweep | rating-updates/s | peak RSS GiB (data / end) |")
-    out = [head, "|" + "---|" * 10]
+            "| s / sweep | rating-updates/s | CPU s: set-up / sweep | peak RSS GiB (data / end) |")
+    out = [head, "|" + "---|" * 11]
     for r in rows:
         if "error" in r:
-            out.append(f"| {int(r['ratings']):,} | {r['model']} | {r['devices']} | | | | | {r['error']} | | |")
+            out.append(f"| {int(r['ratings']):,} | {r['model']} | {r['devices']} | | | | | {r['error']} | | | |")
             continue
         parts = f"{r['before_driver_s']:.1f} / {r['map_start_s']:.1f} / {r['first_sweep_extra_s']:.1f}"
         out.append(
             f"| {r['nnz']:,} | {r['model']} | {r['devices']} | {r['n_users']:,} | {r['generate_s']:.1f} "
             f"| {r['setup_s']:.1f} | {parts} | {r['sweep_s']:.3f} | {r['updates_per_s'] / 1e6:.1f} M "
+            f"| {r['cpu_setup_s']:.1f} / {r['cpu_sweep_s']:.3f} "
             f"| {r['peak_rss_data_gib']:.2f} / {r['peak_rss_gib']:.2f} |")
     return "\n".join(out)
 
