@@ -65,3 +65,19 @@ def test_layout_from_the_ratings_groupings_equals_the_standalone_one():
         b = build_chunks(rows.astype(np.int64), cols, r.values, n_rows, n_cols, 64, 4096, rating_index=True)
         for name, x, y in zip(a._fields, a, b):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+
+
+@pytest.mark.slow
+def test_predictions_equal_those_with_a_comparison_sort(monkeypatch):
+    # the fit with the radix grouping against the same fit with NumPy's stable comparison sort:
+    # bit-identical draws, so bit-identical predictions
+    from bayesmf import BPMF
+    from bayesmf.data import ratings as ratings_module
+
+    def fit():
+        r = datasets.synthetic(n_users=80, n_items=50, n_ratings=1_500, rank=2, seed=7).ratings
+        return BPMF(rank=3, n_warmup=2, n_samples=3, seed=0).fit(r).predict(r.users, r.items)
+
+    radix = fit()
+    monkeypatch.setattr(ratings_module, "group_order", lambda keys, n: np.argsort(keys, kind="stable"))
+    np.testing.assert_array_equal(fit(), radix)
