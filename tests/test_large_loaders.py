@@ -6,19 +6,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from test_loaders import write
 
 from bayesmf import DataError, DataNotFoundError, ParseError, datasets, splits
 from bayesmf.data.io import read_delimited
 
 ML10M = "1::122::5::838985046\n1::185::4.5::838983525\n2::122::3::868245777\n3::4::0.5::1230000000\n"
 ML20M = "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n7,2,4.0,1094785740\n"
-
-
-def write(tmp_path, rel, text):
-    path = tmp_path / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def day(text):
