@@ -81,3 +81,14 @@ def test_predictions_equal_those_with_a_comparison_sort(monkeypatch):
     radix = fit()
     monkeypatch.setattr(ratings_module, "group_order", lambda keys, n: np.argsort(keys, kind="stable"))
     np.testing.assert_array_equal(fit(), radix)
+
+
+@pytest.mark.parametrize("values", [np.array([], np.int64), np.array([3], np.int32), np.arange(10)[::-1],
+                                    np.random.default_rng(0).integers(-5, 40, 2_000),
+                                    np.array(["b", "a", "b"]), np.array([np.nan, 1.0, np.nan])])
+def test_sorted_distinct_is_numpys_unique(values):
+    from bayesmf.data.idmap import sorted_distinct
+
+    got = sorted_distinct(values)
+    np.testing.assert_array_equal(got, np.unique(values))
+    assert got.dtype == values.dtype

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bayesmf.data.idmap import sorted_distinct
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import DataError
 
@@ -177,8 +178,7 @@ def _top_k_items(rng, log_w: np.ndarray, need: np.ndarray, taken: np.ndarray | N
 def _merge_distinct(keys: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``keys`` (sorted, distinct) joined with the distinct values of ``new`` it lacks; returns
     the sorted union and those added values. Sort-based (a merge of two sorted runs)."""
-    new = np.sort(new)
-    new = new[np.concatenate([[True], new[1:] != new[:-1]])]
+    new = sorted_distinct(new)
     if keys.size:
         pos = np.searchsorted(keys, new).clip(max=keys.size - 1)
         new = new[keys[pos] != new]
