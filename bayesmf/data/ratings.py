@@ -495,9 +495,11 @@ def _merge_duplicates(users, items, values, timestamps, n_items, policy):
     if policy not in DUPLICATE_POLICIES:
         raise DataError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}")
     keys = pair_keys(users, items, n_items)
-    uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    if uniq.size == keys.size:
+    ordered = np.sort(keys)  # the common case, no repeat, costs one sort and no index arrays
+    if not (ordered[1:] == ordered[:-1]).any():
         return users, items, values, timestamps
+    del ordered
+    uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
     if policy == "error":
         dup_key = uniq[counts > 1][0]
         rows = np.flatnonzero(keys == dup_key)[:2]
