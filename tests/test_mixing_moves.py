@@ -127,8 +127,8 @@ def test_bias_block_samples_the_conditional_of_the_precision_and_the_biases():
     log_p = stats.gamma(a, scale=1 / b).logpdf(grid)
     for j in range(6):
         yj = y[items == j]
-        log_p = log_p + np.array([stats.multivariate_normal(np.zeros(yj.size), np.eye(yj.size) / alpha + 1 / g).logpdf(yj)
-                                  for g in grid])
+        cov = np.eye(yj.size) / alpha
+        log_p = log_p + np.array([stats.multivariate_normal(np.zeros(yj.size), cov + 1 / g).logpdf(yj) for g in grid])
     w = np.exp(log_p - log_p.max())
     w /= w.sum()
     assert w[-200:].sum() < 1e-6
