@@ -39,7 +39,12 @@ biases), which keeps float32 sums of residuals small.
    with biases, two along ``u_i -> u_i + x``, ``c_j -> c_j - x.v_j`` (and the same with the sides
    swapped; :func:`shift_move`), the means the factors share with the biases, and with a learned
    offset two more along ``m -> m + d``, ``b -> b - d`` (:func:`translate_move`), the level the
-   offset shares with the biases.
+   offset shares with the biases. The rescaling is made :data:`RESCALE_REPEATS` times (it costs
+   ``O(D^3)`` each), each with its own random axes. With biases the sweep also *starts* with
+   both shifts drawn jointly with the offset's translation and with the bias precision
+   integrated out (:func:`collapsed_shift_move`; the conjugate draw of the bias precisions,
+   before the rows, completes that block), and with Gaussian noise it ends with each side's biases and their
+   precision drawn as one block (:func:`bias_block_move`).
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -359,8 +364,8 @@ RESCALE_REPEATS = 20
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
          rescale: bool = True) -> tuple[GibbsState, GibbsInfo]:
     """One full Gibbs sweep (hyperparameters, users, items, offset, noise, and with ``rescale``
-    the invariance moves of the module docstring, item 5). ``prior`` and ``rescale`` must be
-    static (close over them with ``functools.partial`` before jitting)."""
+    the invariance moves and collapsed blocks of the module docstring, item 5). ``prior`` and
+    ``rescale`` must be static (close over them with ``functools.partial`` before jitting)."""
     k_hyper, k_u, k_v, k_gamma, k_offset, k_move = jax.random.split(key, 6)
     if rescale and prior.has_biases:  # first: the bias precisions drawn below complete its block
         state = collapsed_shift_move(jax.random.fold_in(key, 3), state, prior)
