@@ -71,6 +71,13 @@ sum_j w_ij v_j v_j^T``, ``h_i = Lambda_U mu_U + alpha sum_j w_ij (r_ij - m) v_j`
 with the weighted residual sum, and ``alpha ~ Gamma(a_0 + nnz/2, b_0 + sum w e^2 / 2)``. The
 training RMSE of :class:`GibbsInfo` is then that of the sweep's starting state (unweighted).
 
+Ordinal likelihood (``prior.likelihood == "ordinal"``, :mod:`bayesmf.posterior.ordinal`): the
+sweep starts with the block ``(c, z) | f`` from the state's predictions (cutpoints by an
+independence Metropolis-Hastings step with ``z`` integrated out, then the truncated-normal latent
+values); every later conditional is the Gaussian one above with ``alpha = 1`` and the targets
+``z_ij`` in place of the ratings (laid into both sides' chunks through their rating index).
+``z`` is not kept in the state: nothing depends on the previous draw.
+
 Wishart draws use the Bartlett decomposition: with ``W = L L^T`` and lower-triangular ``A``,
 ``A_kk = sqrt(chi2(nu - k))`` (k = 0..D-1), ``A_kl ~ N(0, 1)`` below the diagonal,
 ``L A A^T L^T ~ W(W, nu)``.
@@ -92,6 +99,7 @@ from jax.scipy.linalg import solve_triangular
 from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, residual_sum, squared_error
 from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal
+from bayesmf.posterior import ordinal
 from bayesmf.posterior.model import Prior
 
 
@@ -104,6 +112,7 @@ class GibbsData(NamedTuple):
     items: jnp.ndarray
     residual: jnp.ndarray
     centre: jnp.ndarray | float = 0.0  # the constant the stored values are centred at
+    category: jnp.ndarray | None = None  # (nnz,) int32 category of each rating (likelihood="ordinal")
 
 
 class GibbsState(NamedTuple):
@@ -137,6 +146,8 @@ class GibbsState(NamedTuple):
     """(n_users,) noise precision factors, ``noise="heteroscedastic"`` only."""
     kappa: jnp.ndarray | None = None
     """(n_items,) noise precision factors, ``noise="heteroscedastic"`` only."""
+    cutpoints: jnp.ndarray | None = None
+    """(K - 1,) cutpoints of the ordered probit, ``likelihood="ordinal"`` only (``c_0 = 0``)."""
 
 
 class GibbsInfo(NamedTuple):
@@ -151,12 +162,18 @@ class GibbsInfo(NamedTuple):
     jitter)."""
     rescale_accept: jnp.ndarray
     """Share of the rescaling move's D coordinates accepted (0 when off)."""
+    cutpoint_accept: jnp.ndarray
+    """Whether the cutpoints' Metropolis-Hastings proposal was accepted (ordinal only; else 0)."""
 
 
-def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_index: bool = False) -> GibbsData:
+def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_index: bool = False,
+            category=None) -> GibbsData:
     """Lay out a :class:`~bayesmf.data.Ratings` for the sampler (host-side, once per fit); the
     chunk size is chosen for ``rank + 1`` gathered columns (the bias column). ``rating_index``:
-    record each chunk slot's rating (needed by the non-Gaussian noise models' weights)."""
+    record each chunk slot's rating (needed by the non-Gaussian noise models' weights and the
+    ordinal likelihood's latent targets). ``category`` (nnz,): the ratings' category indices
+    (:func:`bayesmf.posterior.ordinal.encode_levels`) for ``likelihood="ordinal"``; the values
+    are then only the targets of the starting point estimate (each sweep replaces them)."""
     residual = (ratings.values - global_mean).astype(dtype)
     return GibbsData(
         user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype, rating_index),
@@ -165,14 +182,16 @@ def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_ind
         items=jnp.asarray(ratings.items),
         residual=jnp.asarray(residual),
         centre=jnp.asarray(global_mean, dtype),
+        category=None if category is None else jnp.asarray(category, jnp.int32),
     )
 
 
 def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jnp.float32,
-         offset: float = 0.0) -> GibbsState:
+         offset: float = 0.0, cutpoints=None) -> GibbsState:
     """Initial state: given factors (e.g. the PMF MAP solution), else small random ones;
     hyperparameters at their prior means (``Lambda = nu0 W0``, ``mu = mu0``); the offset at
-    ``offset`` (the data's centre, :func:`prepare`)."""
+    ``offset`` (the data's centre, :func:`prepare`); ordinal: ``cutpoints`` (K - 1,), default
+    :func:`~bayesmf.posterior.ordinal.initial_cutpoints`."""
     D = prior.rank
     ku, kv = jax.random.split(key)
     if U is None:
@@ -185,9 +204,14 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
     tau = kappa = None
     if prior.noise == "heteroscedastic":  # at their prior means
         tau, kappa = jnp.ones(n_users, dtype), jnp.ones(n_items, dtype)
+    if prior.ordinal:
+        cutpoints = ordinal.initial_cutpoints(prior.n_categories, dtype) if cutpoints is None else cutpoints
+        cutpoints = jnp.asarray(cutpoints, dtype)
+    else:
+        cutpoints = None
     return GibbsState(jnp.asarray(U, dtype), jnp.asarray(V, dtype), mu, lam, mu, lam, jnp.asarray(prior.alpha, dtype),
                       jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one, jnp.asarray(offset, dtype),
-                      tau, kappa)
+                      tau, kappa, cutpoints)
 
 
 def wishart_chi2_shapes(df, D: int, dtype=jnp.float32):
@@ -317,13 +341,37 @@ def _gamma_shapes(prior: Prior, n_users: int, n_items: int, nnz: int, dtype):
         jnp.asarray([a_b + n_users / 2.0, a_b + n_items / 2.0, a_0 + nnz / 2.0], dtype)])
 
 
-def rating_residuals(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
-    """Training residuals ``r - m - b_i - c_j - u.v`` per rating (nnz,) (gathers, no loop),
-    ``shift = m - centre``."""
+def rating_predictions(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Noise-free predictions relative to the centre, ``m - centre + b_i + c_j + u.v``, per
+    rating (nnz,) (gathers, no loop), ``shift = m - centre``."""
     pred = shift + jnp.sum(U[data.users] * V[data.items], axis=-1)
     if b_U is not None:
         pred = pred + b_U[data.users] + b_V[data.items]
-    return data.residual - pred
+    return pred
+
+
+def rating_residuals(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Training residuals ``r - m - b_i - c_j - u.v`` per rating (nnz,), ``shift = m - centre``."""
+    return data.residual - rating_predictions(U, V, data, b_U, b_V, shift)
+
+
+def latent_targets(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
+    """The ordinal likelihood's block at the start of a sweep: ``(c, z) | f``
+    (:func:`bayesmf.posterior.ordinal.sample_ordinal`) from the state's predictions ``f``, then
+    ``data`` with ``z - centre`` as every rating's target (in both sides' chunks, through their
+    rating index). Returns (data, new cutpoints, accepted)."""
+    biases = (state.b_U, state.b_V) if prior.has_biases else (None, None)
+    f = data.centre + rating_predictions(state.U, state.V, data, *biases, shift)
+    z, cutpoints, accepted = ordinal.sample_ordinal(key, f, data.category, state.cutpoints, prior.gap_prior)
+    target = (z - data.centre).astype(data.residual.dtype)
+    padded = jnp.concatenate([target, jnp.zeros((1,), target.dtype)])  # padding slots hold rating nnz
+
+    def relayout(chunks: Chunks) -> Chunks:
+        return chunks._replace(vals=padded[chunks.rating])
+
+    data = data._replace(residual=target, user_chunks=relayout(data.user_chunks),
+                         item_chunks=relayout(data.item_chunks))
+    return data, cutpoints, accepted
 
 
 def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
@@ -386,6 +434,10 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     learn = prior.learns_offset
     shift = (state.offset - data.centre).astype(dtype)
     w, tau, kappa, weight_total = None, state.tau, state.kappa, nnz
+    cutpoints, cut_accept = state.cutpoints, jnp.zeros((), dtype)
+    if prior.ordinal:  # its own key, as the noise step's
+        data, cutpoints, cut_accept = latent_targets(jax.random.fold_in(key, 11), state, data, prior, shift)
+        cut_accept = cut_accept.astype(dtype)
     if not prior.gaussian:  # its own key: the Gaussian sweep's random streams stay as they were
         w, tau, kappa, start_sse = noise_weights(jax.random.fold_in(key, 7), state, data, prior, shift)
         weight_total = jnp.sum(w)
@@ -410,7 +462,7 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     else:
         # alpha | U, V ~ Gamma(a0 + nnz/2, b0 + SSE/2): the standard variate drawn above / rate
         alpha = (gammas[2 * D + 2] / (prior.noise_prior[1] + sse / 2.0)).astype(state.alpha.dtype)
-    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset, tau, kappa)
+    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset, tau, kappa, cutpoints)
     rmse = jnp.sqrt((sse if prior.gaussian else start_sse) / nnz)  # unweighted (module docstring)
     accepted = jnp.zeros((), dtype)
     if rescale and rescale_applies(prior):
@@ -422,7 +474,7 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
         if prior.gaussian:
             new = bias_block_move(jax.random.fold_in(k_move, 4), new, data, prior)
     info = GibbsInfo(rmse, alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, new.b_U, new.b_V, new.offset),
-                     accepted)
+                     accepted, cut_accept)
     return new, info
 
 
