@@ -177,11 +177,42 @@ def test_side_and_implicit_features_predict_the_dense_fm():
     np.testing.assert_allclose(m.predict_design(cold).mean, [np.mean(fc)], rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="fold_in needs"):
         m.fold_in(Ratings.from_ids([99], [100], [3.0]))
+
+
+@pytest.mark.slow
+def test_time_features_predict_from_the_pairs_timestamps(tmp_path):
+    """Features(time="day"): predict/predict_dist(timestamps=) are the draws' moments of the
+    NumPy FM (fm_predict_numpy) on the pairs' design with their day bins (plus E[1/alpha]);
+    another day changes the prediction; without timestamps, and for ranking and save, a
+    ConfigError says why."""
+    from bayesmf.data.design import fm_predict_numpy
     from bayesmf.data.features import Features
 
-    with pytest.raises(ConfigError, match="context blocks.*time"):
-        bayesmf.BayesFM(rank=2, features=Features(time="day"), n_samples=2).fit(
-            Ratings.from_ids([1, 2], [1, 1], [3.0, 4.0], timestamps=[86_400, 2 * 86_400]))
+    rng = np.random.default_rng(5)
+    users, items = (a.ravel() for a in np.meshgrid(np.arange(8), np.arange(6), indexing="ij"))
+    day = rng.integers(0, 4, users.size)
+    y = np.clip(np.round(3 + (day - 1.5) + 0.3 * rng.normal(size=users.size)), 1, 5)
+    train = Ratings.from_arrays(users, items, y, n_users=8, n_items=6, timestamps=day * 86_400 + 500)
+    m = bayesmf.BayesFM(rank=2, features=Features(time="day"), n_samples=10, n_warmup=10, seed=2).fit(train)
+    u, i, ts = np.array([0, 3, 5, 5]), np.array([1, 4, 0, 0]), np.array([500, 86_900, 3 * 86_400, 500])
+    design = m.fitted_features_.design(u, i, ts)
+    F = m.w_samples_.shape[-1]
+    assert design.n_features == F > 14  # one-hot users, items and day bins
+    f = np.stack([fm_predict_numpy(design, float(w0), w.astype(np.float64), V.astype(np.float64)) for w0, w, V in
+                  zip(m.w0_samples_.reshape(-1), m.w_samples_.reshape(-1, F), m.V_samples_.reshape(-1, F, 2))])
+    dist = m.predict_dist(u, i, timestamps=ts)
+    np.testing.assert_allclose(dist.mean, f.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dist.std ** 2, f.var(0) + np.mean(1 / m.alpha_samples_.astype(np.float64)), rtol=1e-3)
+    np.testing.assert_allclose(m.predict(u, i, clip=False, timestamps=ts), f.mean(0), rtol=1e-4, atol=1e-4)
+    assert dist.mean[2] - dist.mean[3] > 1.0  # the same pair on a later day: the day bins' learnt trend
+    with pytest.raises(ConfigError, match="timestamps="):
+        m.predict(u, i)
+    with pytest.raises(ConfigError, match="timestamps="):
+        m.predict_dist(u, i)
+    with pytest.raises(ConfigError, match="score_users/recommend is not defined.*time"):
+        m.recommend(0, k=2)
+    with pytest.raises(ConfigError, match="save is not defined"):
+        m.save(tmp_path / "fm")
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -15,9 +15,19 @@ vectors and biases (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) as
 
 Cold start and context: :meth:`BayesFM.predict_design` averages the FM itself over the draws at
 the rows of any design the fitted feature set builds — users and items outside the training index
-space (their side features), and, once the estimator accepts them, context (time) blocks, whose
-terms depend on each rating's timestamp and so have no per-user/item form. The fit refuses
-feature sets with context blocks for now (``predict(users, items)`` could not serve them).
+space (their side features), and context (time) blocks, whose terms depend on each rating's
+timestamp and so have no per-user/item form. With context blocks (``Features(time=...)``) the
+fit builds the design with the training timestamps, and ``predict`` / ``predict_dist`` need the
+pairs' ``timestamps`` (the design of the pairs, :meth:`BayesFM.predict_design`); per-user/item
+factors do not exist, so ``recommend``, ``score_users``, ``fold_in`` and ``save`` refuse such a
+model (a ranking would have to pick one time bin for every item: use
+``predict(users, items, timestamps=...)`` at the time of interest).
+
+Ordinal likelihood (``likelihood="ordinal"``): the ordered probit of
+:mod:`bayesmf.posterior.ordinal` on the FM's prediction (sampler:
+:mod:`bayesmf.posterior.fm_gibbs`), identified as in :class:`BPMF` (first cutpoint 0, the level
+in ``w0``, ``alpha`` fixed at 1); predictions are :class:`BPMF`'s ordinal ones (category
+probabilities averaged over the draws, the expected rating).
 
 References
 ----------
@@ -37,7 +47,7 @@ from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
 from bayesmf.models.bpmf import BPMF, auto_noise_prior, auto_offset_prior
 from bayesmf.posterior import fm_gibbs
-from bayesmf.posterior.fm_model import SITES, BayesFMModel
+from bayesmf.posterior.fm_model import ORDINAL_SITES, SITES, BayesFMModel
 
 __all__ = ["BayesFM"]
 
@@ -61,6 +71,11 @@ class BayesFM(BPMF):
     hyper_prior : ``(alpha_lambda, beta_lambda)`` of every group precision's Gamma prior.
     gamma0 : the group means' prior ``mu ~ N(0, 1/(gamma0 lambda))``.
     alpha : the fixed noise precision (``noise_prior=None``), else ignored.
+    likelihood : ``"gaussian"`` or ``"ordinal"`` (the ordered probit, as :class:`BPMF`'s: the
+        cutpoints' draws ``cutpoints_samples_`` (C, S, K - 1), ``alpha`` fixed at 1,
+        ``noise_prior`` ignored; ``predict`` gives the expected rating, ``predict_dist`` a
+        :class:`~bayesmf.predictive.CategoricalDistribution`).
+    gap_prior : ``(m_g, s_g)``: the ordinal cutpoints' log gaps ``~ N(m_g, s_g^2)``.
     init_std, keep_every, seed, progress, dtype : as :class:`BPMF`.
     """
 
@@ -69,10 +84,12 @@ class BayesFM(BPMF):
     def __init__(self, rank: int = 10, features=None, inference="gibbs", n_samples: int = 200, n_warmup: int = 50,
                  thin: int = 1, chains: int = 1, noise_prior="auto", offset_prior="auto",
                  hyper_prior: tuple = (1.0, 1.0), gamma0: float = 1.0, alpha: float = 2.0, init_std: float = 0.1,
-                 keep_every: int = 1, seed: int = 0, progress: bool = False, dtype: str = "float32"):
+                 likelihood: str = "gaussian", gap_prior: tuple = (0.0, 1.0), keep_every: int = 1, seed: int = 0,
+                 progress: bool = False, dtype: str = "float32"):
         super().__init__(rank=rank, inference=inference, n_samples=n_samples, n_warmup=n_warmup, thin=thin,
                          chains=chains, alpha=alpha, noise_prior=noise_prior, offset_prior=offset_prior, biases=True,
-                         keep_every=keep_every, seed=seed, progress=progress, dtype=dtype)
+                         likelihood=likelihood, gap_prior=gap_prior, keep_every=keep_every, seed=seed,
+                         progress=progress, dtype=dtype)
         self.features = features
         self.hyper_prior = hyper_prior
         self.gamma0 = gamma0
@@ -86,8 +103,9 @@ class BayesFM(BPMF):
                 params["features"] = params["features"].to_mapping()
             except ConfigError:  # side tables not from bayesmf.datasets.side: kept as objects (not savable)
                 pass
-        if isinstance(params.get("hyper_prior"), tuple):
-            params["hyper_prior"] = list(params["hyper_prior"])  # as JSON reads it back
+        for name in ("hyper_prior", "gap_prior"):
+            if isinstance(params.get(name), tuple):
+                params[name] = list(params[name])  # as JSON reads it back
         return params
 
     def feature_spec(self) -> Features:
@@ -116,8 +134,14 @@ class BayesFM(BPMF):
         except (TypeError, ValueError):
             raise ConfigError(f"hyper_prior must be a positive (shape, rate) pair, got {self.hyper_prior!r}") from None
         alpha = noise[0] / noise[1] if noise is not None else float(self.alpha)
+        ordinal = {}
+        if self.ordinal:  # the latent scale: alpha = 1, no noise prior (_prior_pair gives None)
+            from bayesmf.posterior.ordinal import check_gap_prior
+
+            alpha = 1.0
+            ordinal = {"gap_prior": check_gap_prior(self.gap_prior), "n_categories": int(np.size(self.rating_levels_))}
         return fm_gibbs.FMPrior(check_positive_int("rank", self.rank), alpha, noise, offset, shape, rate,
-                                float(self.gamma0), float(self.init_std)).validate()
+                                float(self.gamma0), float(self.init_std), **ordinal).validate()
 
     def _fit(self, train: Ratings) -> None:
         config = self.inference_config().validate()
@@ -128,26 +152,34 @@ class BayesFM(BPMF):
         if isinstance(self.n_warmup, bool) or int(self.n_warmup) != self.n_warmup or self.n_warmup < 0:
             raise ConfigError(f"n_warmup must be an integer >= 0, got {self.n_warmup!r}")
         dtype = check_dtype(self.dtype)
+        if self.likelihood not in ("gaussian", "ordinal"):
+            raise ConfigError(f"likelihood must be 'gaussian' or 'ordinal', got {self.likelihood!r}")
+        category, self.rating_levels_, self.cutpoints_samples_ = None, None, None
+        if self.ordinal:
+            from bayesmf.posterior.ordinal import encode_levels, rating_levels
+
+            self.rating_levels_ = rating_levels(train.values)
+            category = encode_levels(train.values, self.rating_levels_, "training ratings")
+            # the latent values' start and data scale (of the "auto" offset prior), as BPMF's
+            train = train.with_values(category.astype(np.float64) - 0.5)
         prior = self.fm_prior(train)
         self.noise_prior_, self.offset_prior_ = prior.noise_prior, prior.offset_prior
-        design = self.feature_spec().fit(train).design_of(train)
-        context = [b.name for b in design.blocks if b.owner == "context"]
-        if context:
-            raise ConfigError(f"features with context blocks {context} (time) make every prediction need the "
-                              "rating's timestamp; BayesFM does not predict from timestamps yet (the sampler, "
-                              "bayesmf.posterior.fm_gibbs, handles such designs)")
+        self.fitted_features_ = self.feature_spec().fit(train)
+        design = self.fitted_features_.design_of(train)
         names = list(design.group_names)
         self.group_index_ = np.asarray([names.index(g) if g in names else -1 for g in ("user", "item")], np.int64)
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.sample_stats_, self.diagnostics_ = {}, None
-        data = fm_gibbs.prepare(design, train.values, prior.rank, self.global_mean_, dtype)
+        data = fm_gibbs.prepare(design, train.values, prior.rank, self.global_mean_, dtype, category=category)
         model = self.bayesian_model(prior, design)
         kernel = model.gibbs_kernel(data)
         k_init, k_run = jax.random.split(jax.random.PRNGKey(self.seed))
         states = kernel.init(k_init, chains=int(self.chains), dtype=dtype)
 
+        sites = SITES + (ORDINAL_SITES if self.ordinal else ())
+
         def collect(state):
-            return {site: getattr(state, site) for site in SITES}
+            return {site: getattr(state, site) for site in sites}
 
         result = run(kernel, states, k_run, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
                      thin=int(self.thin), collect=collect, keep_every=int(self.keep_every), draw_axis=1,
@@ -155,26 +187,35 @@ class BayesFM(BPMF):
         for name, values in result.history.items():
             self.history_[name] = values.mean(axis=1).tolist()
         draws = {k: np.asarray(v) for k, v in result.samples.items()}
-        for site in SITES:
+        for site in sites:
             setattr(self, f"{site}_samples_", draws[site].astype(np.float32))
+        for site in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "bias_precision_U", "bias_precision_V", "tau", "kappa"):
+            setattr(self, f"{site}_samples_", None)
+        self.offset_samples_ = None  # w0 is folded into b_V_samples_
+        if self.has_context:  # no per-user/item form: predictions go through the pairs' design
+            self.user_samples_ = self.item_samples_ = self.b_U_samples_ = self.b_V_samples_ = None
+            self.user_factors_ = self.item_factors_ = self.user_bias_ = self.item_bias_ = None
+        else:
+            self._store_factors(model, draws, train)
+        if int(self.chains) > 1:
+            from bayesmf.posterior.convergence import diagnose, warn_if_unconverged
+
+            self.diagnostics_ = diagnose({"w0": draws["w0"], "alpha": draws["alpha"]})
+            warn_if_unconverged(self.diagnostics_, "BayesFM gibbs", stacklevel=5)
+
+    def _store_factors(self, model: BayesFMModel, draws: dict, train: Ratings) -> None:
+        """Each draw's effective per-user and per-item vectors and biases
+        (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) and their posterior means."""
         U, V, BU, BV = model.factors(draws, self.global_mean_, train.n_users, train.n_items)
         C = draws["w0"].shape[0]
         self.user_samples_ = U.reshape(C, -1, *U.shape[1:])
         self.item_samples_ = V.reshape(C, -1, *V.shape[1:])
         self.b_U_samples_ = BU.reshape(C, -1, BU.shape[-1])
         self.b_V_samples_ = BV.reshape(C, -1, BV.shape[-1])
-        self.offset_samples_ = None  # w0 is folded into b_V_samples_
-        for site in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "bias_precision_U", "bias_precision_V", "tau", "kappa"):
-            setattr(self, f"{site}_samples_", None)
         self.user_factors_ = self.user_samples_.mean(axis=(0, 1))
         self.item_factors_ = self.item_samples_.mean(axis=(0, 1))
         self.user_bias_ = self.b_U_samples_.mean(axis=(0, 1))
         self.item_bias_ = self.b_V_samples_.mean(axis=(0, 1))
-        if int(self.chains) > 1:
-            from bayesmf.posterior.convergence import diagnose, warn_if_unconverged
-
-            self.diagnostics_ = diagnose({"w0": draws["w0"], "alpha": draws["alpha"]})
-            warn_if_unconverged(self.diagnostics_, "BayesFM gibbs", stacklevel=5)
 
     def _flat_draws(self):
         """The stored effective factors with chains merged (offset already in the item biases)."""
@@ -201,17 +242,80 @@ class BayesFM(BPMF):
             total += float(np.mean(np.sum(su * si + mu_v[:, gu] ** 2 * si + mu_v[:, gi] ** 2 * su, axis=-1)))
         return total
 
+    @property
+    def has_context(self) -> bool:
+        """Whether the features have context (time) blocks: predictions need each pair's timestamp."""
+        return self.feature_spec().time is not None
+
+    def _refuse_context(self, what: str) -> None:
+        if self.has_context:
+            raise ConfigError(f"{what} is not defined for BayesFM with context (time) features: every score depends "
+                              "on the rating's timestamp, and no per-user/item factors exist; use "
+                              "predict(users, items, timestamps=...) at the time of interest")
+
+    def _pairs_design(self, users, items, timestamps):
+        """The design of the pairs in the training index spaces (context models only)."""
+        if timestamps is None and self.feature_spec().missing_time == "error":
+            raise ConfigError("this BayesFM has time features: pass timestamps= (Unix seconds per pair) to predict "
+                              "and predict_dist, or fit with Features(missing_time='unknown') to allow none")
+        fitted = getattr(self, "fitted_features_", None)
+        if fitted is None:
+            raise ConfigError("this BayesFM has time features but no fitted feature set (a loaded model): refit it")
+        return fitted.design(users, items, timestamps)
+
+    def predict(self, users, items, clip: bool = True, unknown: str = "error", timestamps=None) -> np.ndarray:
+        """Predicted ratings (:meth:`BPMF.predict`; the expected rating for
+        ``likelihood="ordinal"``). ``timestamps`` (n,) Unix seconds per pair: required by a model
+        with time features (the pairs' design, :meth:`predict_design`; indices must be known),
+        ignored otherwise."""
+        if not self.has_context:
+            return super().predict(users, items, clip=clip, unknown=unknown)
+        self._require_fitted()
+        pred = np.asarray(self.predict_design(self._pairs_design(users, items, timestamps)).mean, np.float32)
+        return self._clip(pred) if clip else pred
+
+    def predict_dist(self, users, items, unknown: str = "error", n_draws: int | None = None, timestamps=None):
+        """Posterior predictive distribution at index pairs (:meth:`BPMF.predict_dist`).
+        ``timestamps``: as :meth:`predict` (a model with time features gives
+        :meth:`predict_design`'s distribution of the pairs' design)."""
+        if not self.has_context:
+            return super().predict_dist(users, items, unknown=unknown, n_draws=n_draws)
+        self._require_fitted()
+        return self.predict_design(self._pairs_design(users, items, timestamps))
+
+    def score_users(self, user_indices, items=None, how: str = "mean", q: float = 0.9, seed: int = 0) -> np.ndarray:
+        """:meth:`BPMF.score_users`; refused for a model with time features (module docstring)."""
+        self._refuse_context("score_users/recommend")
+        return super().score_users(user_indices, items, how=how, q=q, seed=seed)
+
+    def score_std_users(self, user_indices, items=None) -> np.ndarray:
+        """:meth:`BPMF.score_std_users`; refused for a model with time features."""
+        self._refuse_context("score_std_users")
+        return super().score_std_users(user_indices, items)
+
+    def save(self, path):
+        """:meth:`BPMF.save`; refused for a model with time features (its fitted time bins are
+        not persisted)."""
+        self._refuse_context("save")
+        return super().save(path)
+
     def predict_design(self, design):
         """Posterior predictive distribution at the rows of ``design``, a design built by the
-        fitted feature set (``features.fit(train).design(users, items, user_map=...,
-        item_map=...)``): the cold-start path — users and items outside the training index
-        space get their side features' terms (their one-hot and implicit rows are empty), with
-        the spread of the draws of those terms. ``design`` must have the training design's
-        columns. Returns a :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std with
-        the noise variance ``E[1/alpha]``)."""
+        fitted feature set (``features.fit(train).design(users, items, timestamps, user_map=...,
+        item_map=...)``, the pairs' timestamps for time features): the cold-start and context
+        path — users and items outside the training index space get their side features' terms
+        (their one-hot and implicit rows are empty), with the spread of the draws of those terms.
+        ``design`` must have the training design's columns. Returns a
+        :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std with the noise variance
+        ``E[1/alpha]``), or for ``likelihood="ordinal"`` a
+        :class:`~bayesmf.predictive.CategoricalDistribution` (category probabilities averaged
+        over the draws, :func:`~bayesmf.posterior.ordinal.class_probabilities`)."""
+        import jax.numpy as jnp
+
         from bayesmf.data.design import check_design
-        from bayesmf.posterior.fm_model import design_moments
-        from bayesmf.predictive import PredictiveDistribution
+        from bayesmf.posterior.fm_model import design_draws
+        from bayesmf.posterior.ordinal import class_probabilities
+        from bayesmf.predictive import CategoricalDistribution, PredictiveDistribution
 
         self._require_fitted()
         check_design(design)
@@ -220,10 +324,15 @@ class BayesFM(BPMF):
             raise ConfigError(f"design has {design.n_features} features; the model was fitted on {F} "
                               "(build it with the same fitted feature set)")
         K = self.rank
-        mean, var = design_moments(design, self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F),
-                                   self.V_samples_.reshape(-1, F, K))
+        f = design_draws(design, self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F),
+                         self.V_samples_.reshape(-1, F, K))
+        if self.ordinal:
+            cuts = self.cutpoints_samples_.reshape(f.shape[0], -1)
+            probs = np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts)), np.float64)
+            return CategoricalDistribution.from_probabilities(probs, self.rating_levels_)
+        f = f.astype(np.float64)
         noise = float(np.mean(1.0 / self.alpha_samples_.astype(np.float64)))
-        return PredictiveDistribution(mean=mean, std=np.sqrt(var + noise))
+        return PredictiveDistribution(mean=f.mean(axis=0), std=np.sqrt(f.var(axis=0) + noise))
 
     def _fold_in_solve(self, new: Ratings) -> dict:
         r"""New users' one-hot rows ``(v_u, w_u)`` drawn per posterior draw from their exact
@@ -237,6 +346,10 @@ class BayesFM(BPMF):
         from bayesmf.engines.chunks import build_gram_chunks
         from bayesmf.models.bpmf import _fold_in_draws
 
+        self._refuse_context("fold_in")
+        if self.ordinal:
+            raise ConfigError("fold_in is not implemented for likelihood='ordinal' (the new users' latent values would "
+                              "need their own sampler)")
         spec = self.feature_spec()
         if not spec.user or spec.user_side is not None or spec.implicit or spec.user_time:
             raise ConfigError("fold_in needs features with the user one-hot index and no other user features "

@@ -66,6 +66,12 @@ Likelihood plug-in: the step reads the targets from the state (``FMState.target`
 ratings for the Gaussian likelihood, never changed); a latent-variable likelihood (ordered probit)
 replaces them with its latent draws at the start of a sweep and fixes ``alpha`` (``noise_prior=None``).
 
+Ordinal likelihood (``FMPrior.gap_prior`` set, Albert & Chib 1993; :mod:`bayesmf.posterior.ordinal`):
+``y_r = k`` iff ``z_r in (c_{k-1}, c_k]``, ``z_r ~ N(f(x_r), 1)``, cutpoints ``c_0 = 0 < c_1 < ...``
+(the level is carried by ``w0``). Each sweep first draws ``(c, z) | f`` with
+:func:`~bayesmf.posterior.ordinal.sample_ordinal` at the state's predictions ``f``, sets
+``target = z - centre``, then runs the Gaussian sweep above with ``alpha = 1`` fixed.
+
 Shapes: ``w`` (F,), ``V`` (F, K), ``mu_w``, ``lambda_w`` (G,), ``mu_v``, ``lambda_v`` (G, K),
 ``target`` (nnz,); a leading chain axis when batched.
 
@@ -92,11 +98,12 @@ from bayesmf.engines.chunks import Chunks, build_gram_chunks, gram_rhs
 from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, standard_gamma, standard_normal
 from bayesmf.errors import ConfigError
+from bayesmf.posterior import ordinal
 
 __all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMPrior", "FMState",
-           "block_statistics", "build_kernel",
-           "colour_columns", "colour_conditional", "draw_global", "group_posterior", "init", "predict", "prepare",
-           "step", "translatable_groups", "translate_move"]
+           "block_statistics", "build_kernel", "colour_columns", "colour_conditional", "draw_global",
+           "group_posterior", "init", "latent_targets", "predict", "prepare", "step", "translatable_groups",
+           "translate_move"]
 
 
 class FMPrior(NamedTuple):
@@ -112,6 +119,13 @@ class FMPrior(NamedTuple):
     hyper_rate: float = 1.0  # beta_lambda
     gamma0: float = 1.0
     init_std: float = 0.1
+    gap_prior: tuple[float, float] | None = None  # ordinal: the cutpoints' log gaps ~ N(m_g, s_g^2)
+    n_categories: int = 0  # ordinal: the number of rating levels K
+
+    @property
+    def ordinal(self) -> bool:
+        """The ordered probit likelihood (``gap_prior`` set)."""
+        return self.gap_prior is not None
 
     def validate(self) -> FMPrior:
         if isinstance(self.rank, bool) or not isinstance(self.rank, (int, np.integer)) or self.rank < 1:
@@ -126,6 +140,12 @@ class FMPrior(NamedTuple):
                                               or self.offset_prior[1] <= 0):
             raise ConfigError(f"offset_prior must be a finite (mean, scale) pair with scale > 0, "
                               f"got {self.offset_prior!r}")
+        if self.ordinal:
+            if self.noise_prior is not None or self.alpha != 1.0:
+                raise ConfigError("the ordinal likelihood fixes alpha at 1: noise_prior must be None and alpha 1, "
+                                  f"got noise_prior={self.noise_prior!r}, alpha={self.alpha!r}")
+            if isinstance(self.n_categories, bool) or int(self.n_categories) < 2:
+                raise ConfigError(f"the ordinal likelihood needs n_categories >= 2, got {self.n_categories!r}")
         return self
 
 
@@ -205,6 +225,8 @@ class FMData(NamedTuple):
     y: jnp.ndarray
     centre: jnp.ndarray
     translatable: jnp.ndarray
+    category: jnp.ndarray | None = None
+    """(nnz,) int32 category index of each rating (ordinal likelihood only)."""
 
 
 class FMState(NamedTuple):
@@ -228,6 +250,8 @@ class FMState(NamedTuple):
     """Scalar noise precision."""
     target: jnp.ndarray
     """(nnz,) the regression targets minus the data's centre (the likelihood's plug-in point)."""
+    cutpoints: jnp.ndarray | None = None
+    """(K - 1,) cutpoints of the ordered probit (ordinal likelihood only; ``c_0 = 0``)."""
 
 
 class FMInfo(NamedTuple):
@@ -239,6 +263,8 @@ class FMInfo(NamedTuple):
     """The noise precision drawn."""
     finite: jnp.ndarray
     """False when a factorisation failed (NaN)."""
+    cutpoint_accept: jnp.ndarray = 0.0
+    """Whether the cutpoints' Metropolis-Hastings proposal was accepted (ordinal only; else 0)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +355,7 @@ def _block_data(block, n_features: int, nnz: int, rank: int, dtype, colouring: b
 
 
 def prepare(design: Design, values, rank: int, centre: float = 0.0, dtype=np.float32,
-            colouring: bool = True) -> FMData:
+            colouring: bool = True, category=None) -> FMData:
     """Lay out a design and its ratings ``values`` (nnz,) for the sampler (host-side, once per
     fit); ``centre`` is subtracted from the stored targets (keeps float32 sums small).
     ``colouring=False``: the columns of a multi-hot block are drawn one at a time (exact
@@ -343,7 +369,8 @@ def prepare(design: Design, values, rank: int, centre: float = 0.0, dtype=np.flo
     blocks = tuple(_block_data(b, F, design.nnz, rank, dtype, colouring) for b in design.blocks)
     sizes = np.bincount(groups, minlength=len(design.group_names)).astype(dtype)
     return FMData(blocks, jnp.asarray(groups), jnp.asarray(sizes), jnp.asarray((values - centre).astype(dtype)),
-                  jnp.asarray(centre, dtype), jnp.asarray(translatable_groups(design), jnp.int32))
+                  jnp.asarray(centre, dtype), jnp.asarray(translatable_groups(design), jnp.int32),
+                  None if category is None else jnp.asarray(np.asarray(category), jnp.int32))
 
 
 def translatable_groups(design: Design) -> np.ndarray:
@@ -557,6 +584,9 @@ def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple
     k_hyper, k_blocks, k_w0 = jax.random.split(key, 3)
     nnz = state.target.shape[0]
     dtype = state.V.dtype
+    accept = jnp.zeros((), dtype)
+    if prior.ordinal:  # its own key: the Gaussian sweep's random streams stay as they were
+        state, accept = latent_targets(jax.random.fold_in(key, 11), state, data, prior)
     a0 = 1.0 if prior.noise_prior is None else prior.noise_prior[0]
     mu_w, lambda_w, mu_v, lambda_v, gamma = _draw_hypers(k_hyper, state, data, prior,
                                                          jnp.asarray([a0 + 0.5 * nnz], dtype))
@@ -578,7 +608,18 @@ def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple
     new = state._replace(w0=w0, w=w, V=V, alpha=alpha)
     if prior.offset_prior is not None and data.translatable.shape[0]:
         new = translate_move(jax.random.fold_in(key, 1), new, data, prior)
-    return new, FMInfo(rmse, alpha, all_finite(new.w, V, new.w0, alpha))
+    return new, FMInfo(rmse, alpha, all_finite(new.w, V, new.w0, alpha), accept)
+
+
+def latent_targets(key, state: FMState, data: FMData, prior: FMPrior):
+    """The ordinal likelihood's block at the start of a sweep: ``(c, z) | f``
+    (:func:`bayesmf.posterior.ordinal.sample_ordinal`) at the state's predictions ``f``
+    (:func:`predict`); returns the state with ``target = z - centre`` and the new cutpoints, and
+    whether the cutpoints' proposal was accepted (as a float)."""
+    f = predict(data, state.w0, state.w, state.V)
+    z, cutpoints, accepted = ordinal.sample_ordinal(key, f, data.category, state.cutpoints, prior.gap_prior)
+    target = (z - data.centre).astype(state.target.dtype)
+    return state._replace(target=target, cutpoints=cutpoints.astype(state.V.dtype)), accepted.astype(state.V.dtype)
 
 
 def draw_global(k_w0, k_alpha, state: FMState, data: FMData, prior: FMPrior, w, V, f=None, gamma=None):
@@ -652,8 +693,11 @@ def init(key, data: FMData, prior: FMPrior, chains: int = 1, dtype=jnp.float32) 
     def rep(x):
         return jnp.broadcast_to(jnp.asarray(x, dtype), (chains, *jnp.shape(x)))
 
+    cutpoints = None
+    if prior.ordinal:
+        cutpoints = rep(ordinal.initial_cutpoints(int(prior.n_categories), dtype))
     return FMState(rep(data.centre), jnp.zeros((chains, F), dtype), V, rep(jnp.zeros(G)), rep(jnp.ones(G)),
-                   rep(jnp.zeros((G, K))), rep(jnp.ones((G, K))), rep(prior.alpha), rep(data.y))
+                   rep(jnp.zeros((G, K))), rep(jnp.ones((G, K))), rep(prior.alpha), rep(data.y), cutpoints)
 
 
 @functools.partial(jax.jit, static_argnames=("prior",))

@@ -14,8 +14,8 @@ set) and ``B_item`` the item-owned ones, a user's and an item's effective vector
 that each draw's prediction is ``f(u, i) = w_0 + beta_u + beta_i + p_u . p_i`` — the form
 ``m + b_u + c_i + u . v`` of every factor model of the package (:meth:`BayesFMModel.factors`).
 A context-owned block (a time bin of the rating) has no such split: its terms depend on the
-rating itself, so predictions then need the design of the pairs (not supported by
-:meth:`BayesFMModel.factors`, which raises).
+rating itself, so predictions then need the design of the pairs (:func:`design_draws`;
+:meth:`BayesFMModel.factors` raises).
 
 References
 ----------
@@ -38,6 +38,7 @@ from bayesmf.posterior import fm_gibbs
 from bayesmf.posterior.bpmf_model import pair_moments
 
 SITES = ("w0", "w", "V", "mu_w", "lambda_w", "mu_v", "lambda_v", "alpha")
+ORDINAL_SITES = ("cutpoints",)  # likelihood="ordinal"
 
 
 def _owner_parts(blocks, owner: str, n_rows: int, w, V):
@@ -126,10 +127,10 @@ class BayesFMModel(NamedTuple):
         return np.asarray(mean, np.float64), np.asarray(var, np.float64)
 
 
-def design_moments(design: Design, w0, w, V) -> tuple:
-    """Mean and variance over draws of the noise-free prediction at every row of ``design``
-    (any blocks, context included), by relation blocks: ``w0`` (S,), ``w`` (S, F), ``V``
-    (S, F, K). A ``lax.map`` over draws keeps memory O(rows K + block entries K)."""
+def design_draws(design: Design, w0, w, V) -> np.ndarray:
+    """The noise-free prediction of every draw at every row of ``design`` (any blocks, context
+    included), by relation blocks: ``w0`` (S,), ``w`` (S, F), ``V`` (S, F, K); returns (S, n).
+    A ``lax.map`` over draws keeps the working memory O(rows K + block entries K) per draw."""
     blocks = []
     for b in design.blocks:
         rows = jnp.asarray(np.repeat(np.arange(b.n_rows), np.diff(b.indptr)))
@@ -145,6 +146,10 @@ def design_moments(design: Design, w0, w, V) -> tuple:
             sq = sq + jax.ops.segment_sum(x * x * jnp.sum(v * v, axis=1), rows, n)[index]
         return w0_s + lin + 0.5 * (jnp.sum(q * q, axis=-1) - sq)
 
-    f = jax.lax.map(one, (jnp.asarray(w0, V.dtype), jnp.asarray(w), jnp.asarray(V)))
-    f = np.asarray(f, np.float64)
+    return np.asarray(jax.lax.map(one, (jnp.asarray(w0, V.dtype), jnp.asarray(w), jnp.asarray(V))))
+
+
+def design_moments(design: Design, w0, w, V) -> tuple:
+    """Mean and variance over draws of :func:`design_draws` (each (n,))."""
+    f = design_draws(design, w0, w, V).astype(np.float64)
     return f.mean(axis=0), f.var(axis=0)
