@@ -2,7 +2,8 @@
 tests/test_multiprocess.py (JAX fixes its device count when it starts, so these cannot run inside
 the pytest process). ``python tests/sharding_worker.py CASE OUT.npz``: every fit of ``CASE`` on
 ``devices=None`` and on meshes of 1..``jax.device_count()`` devices, the final states written to
-``OUT.npz`` under ``"<fit>/<devices>/<field>"`` (the parent compares them).
+``OUT.npz`` under ``"<fit>/<devices>/<field>"`` (the parent compares them). Several processes
+(tests/multiprocess_worker.py) call the same fits after ``jax.distributed.initialize``.
 
 The layouts use small chunks (a few hundred slots), so that every side has several chunks — a
 number that 2, 3 and 4 do not all divide — and the data has rows without ratings on both sides.
@@ -32,11 +33,20 @@ def small_chunks(train, side, values=None, rank=3, rating_index=False):
     return chunks_for(train, side, values, GRAM_WIDTH, 8 * GRAM_WIDTH, np.float32, rating_index)
 
 
+LABELS = None  # the device counts to fit with ("0": devices=None), all of them when None
+NAMES = None  # the fits of a case to run, all of them when None
+
+
 def meshes():
-    """``None`` (the unsharded path), then meshes of 1, 2, ... every device."""
+    """``None`` (the unsharded path, label "0"), then meshes of the first 1, 2, ... devices."""
     from bayesmf.engines.sharding import device_mesh
 
-    return [(str(n), device_mesh(jax.devices()[:n]) if n else None) for n in range(jax.device_count() + 1)]
+    return [(str(n), device_mesh(jax.devices()[:n]) if n else None) for n in range(jax.device_count() + 1)
+            if LABELS is None or str(n) in LABELS]
+
+
+def selected(fits: dict) -> dict:
+    return {name: fit for name, fit in fits.items() if NAMES is None or name in NAMES}
 
 
 def als_fits(out: dict) -> None:
@@ -60,7 +70,7 @@ def als_fits(out: dict) -> None:
         "implicit": (implicit_als, implicit, implicit_als.ImplicitConfig(0.05, 2.0, cg_steps=3)),
         "implicit_exact": (implicit_als, implicit, implicit_als.ImplicitConfig(0.05, 2.0, exact=True)),
     }
-    for name, (engine, base, config) in fits.items():
+    for name, (engine, base, config) in selected(fits).items():
         for label, mesh in meshes():
             d = base if mesh is None else engine.sharding.shard_data(base, mesh, n_rows)
             state = als.init_factors(3, train.n_users, train.n_items, 4, 0.1, dtype,
@@ -71,7 +81,7 @@ def als_fits(out: dict) -> None:
             out[f"{name}/{label}/loss"] = np.asarray(history["loss"])
 
 
-def gibbs_fits(out: dict, labels=None) -> None:
+def gibbs_fits(out: dict) -> None:
     from bayesmf.engines.driver import run
     from bayesmf.posterior import gibbs
     from bayesmf.posterior.model import Prior
@@ -93,10 +103,8 @@ def gibbs_fits(out: dict, labels=None) -> None:
     rng = np.random.default_rng(0)
     U0 = (0.1 * rng.standard_normal((train.n_users, 3))).astype(np.float32)
     V0 = (0.1 * rng.standard_normal((train.n_items, 3))).astype(np.float32)
-    for name, prior in priors.items():
+    for name, prior in selected(priors).items():
         for label, mesh in meshes():
-            if labels is not None and label not in labels:
-                continue
             data = base if mesh is None else gibbs.shard(base, mesh)
             kernel = gibbs.build_kernel(data, prior)
             one = kernel.init(jax.random.PRNGKey(1), train.n_users, train.n_items, U=U0, V=V0, offset=centre)
@@ -123,7 +131,7 @@ def estimator_fits(out: dict) -> None:
         "ImplicitALS": (bayesmf.ImplicitALS, dict(rank=3, n_iter=2), positive),
         "BPMF": (bayesmf.BPMF, dict(rank=3, n_samples=3, n_warmup=2, biases=True), train),
     }
-    for name, (cls, params, data) in fits.items():
+    for name, (cls, params, data) in selected(fits).items():
         for label, _ in meshes():
             devices = None if label == "0" else jax.devices()[:int(label)]
             model = cls(devices=devices, **params).fit(data)
@@ -140,7 +148,13 @@ CASES = {"als": als_fits, "gibbs": gibbs_fits, "estimators": estimator_fits}
 
 
 def main(argv) -> None:
+    """``CASE OUT.npz [LABELS [NAMES]]``, LABELS and NAMES comma-separated."""
+    global LABELS, NAMES
     case, path = argv[1], argv[2]
+    if len(argv) > 3:
+        LABELS = argv[3].split(",")
+    if len(argv) > 4:
+        NAMES = argv[4].split(",")
     out: dict = {"device_count": np.asarray(jax.device_count())}
     CASES[case](out)
     np.savez(path, **out)
