@@ -118,6 +118,7 @@ def test_one_device_mesh_in_process_equals_the_unsharded_fit(tmp_path):
     np.testing.assert_array_equal(loaded.predict(train.users, train.items), sharded.predict(train.users, train.items))
 
 
+@pytest.mark.slow
 def test_als_and_implicit_als_on_three_devices(tmp_path):
     result = run_worker(tmp_path, "als", "0,1,3", "als,implicit")
     n_user_chunks, n_item_chunks = result["chunks"]
