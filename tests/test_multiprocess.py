@@ -14,7 +14,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
 from test_sharding import check_als, check_gibbs, run_worker, worker_env
 
 WORKER = Path(__file__).resolve().parent / "multiprocess_worker.py"
