@@ -35,6 +35,11 @@ class ALS(ClassicalModel):
     ``nonnegative=True, biases=False`` (Spark's nonnegative ALS), which fits ``p_u . q_i`` alone.
     ``nonnegative=True`` constrains the factors (not the biases) to be >= 0 via per-row NNLS
     with ``nnls_steps`` coordinate-descent passes. See :mod:`bayesmf.engines.als`.
+
+    ``devices`` (None, a list of JAX devices or a one-axis :class:`jax.sharding.Mesh`): run the
+    sweeps over these devices, rows and their ratings split by chunk, factors all-gathered every
+    half step (:mod:`bayesmf.engines.sharding`); the factors equal the one-device fit's bit for
+    bit, on any number of devices. A setting of the fit only (not saved).
     """
 
     def __init__(self, rank: int = 10, regularization: float = 0.05, bias_regularization: float | None = None,
@@ -113,6 +118,7 @@ class ImplicitALS(ClassicalModel):
     warm-started (Takacs et al. 2011, as the ``implicit`` library); ``solver="cholesky"`` solves
     exactly. Scores ``x_u . y_i`` are preferences (about 0..1), so ``predict`` never clips to a
     rating scale. Values must be >= 0 (they are confidences). See :mod:`bayesmf.engines.implicit_als`.
+    ``devices``: as for :class:`ALS` (the sharded fit equals the one-device fit bit for bit).
     """
 
     def __init__(self, rank: int = 64, regularization: float = 0.01, alpha: float = 1.0, n_iter: int = 15,
