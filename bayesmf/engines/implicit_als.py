@@ -122,7 +122,8 @@ def update_side(chunks: Chunks, own, other, config: ImplicitConfig):
     factors, warm = jnp.concatenate([other, zero]), jnp.concatenate([own, zero])
     if sharding.is_sharded(chunks):  # this device's chunks; the rows all-gathered, the sums in chunk order
         x, observed, finite = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config), _blocks(chunks.chunks))
-        return (sharding.gather_rows(chunks, x.reshape(-1, k)), sharding.chunk_total(chunks, observed),
+        x = sharding.compact(chunks, x.reshape(-1, k))
+        return (sharding.gather_rows(chunks, x), sharding.chunk_total(chunks, observed),
                 sharding.all_true(chunks, jnp.all(finite)))
     x, observed, finite = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config), _blocks(chunks))
     return in_row_order(chunks, x), jnp.sum(observed), jnp.all(finite)

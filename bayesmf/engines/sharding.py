@@ -11,9 +11,10 @@ any mesh size works with any data). One sweep runs as one SPMD program (:func:`j
 
 * the factors, biases and hyperparameters are *replicated* on every device;
 * each half step computes its rows' Gram matrices and right-hand sides from its own chunks
-  (:func:`row_stats`), solves or draws those rows, and all-gathers the new rows
-  (:func:`gather_rows`, ``all_gather`` along the mesh axis, then the rows put in order):
-  O(n k) communication per half step, the ALX all-gather of the other side's table;
+  (:func:`row_stats`, listed compactly: :class:`ShardedChunks`), solves or draws those rows,
+  and all-gathers the new rows (:func:`gather_rows`, ``all_gather`` along the mesh axis, then
+  the rows put in order): O(n k) communication per half step, the ALX all-gather of the other
+  side's table (here every device keeps both tables whole: O((n + m) k) memory per device);
 * the sums over ratings (the sum of squared residuals behind the loss and the noise precision,
   the residual sum behind the offset) are summed per chunk on the owning device, all-gathered
   as one number per chunk and added in chunk order (:func:`chunk_total`); the sums over rows
@@ -24,11 +25,13 @@ Every reduction therefore runs in an order that does not depend on the number of
 so do the random numbers: a Gibbs half step draws the standard normals of *all* the side's rows
 from the half step's key (the same call, and the same numbers, as one device:
 ``standard_normal(key, (n_rows, D))``, row ``r`` gets row ``r``) and each device keeps its
-rows' (:func:`row_normals`) — a counter-based scheme indexed by the global row. A sharded fit
+rows' (:func:`local`) — a counter-based scheme indexed by the global row, at the price of
+O(n D) normals drawn on every device. A sharded fit
 gives the same numbers on 1, 2, 3 or 4 devices (or any count), bit for bit. Against the
 unsharded code path (``devices=None``) the per-row work is the same, but the sums are grouped
 per chunk instead of over all rows, so results agree to float rounding (the tests state the
-tolerances); implicit ALS, whose sums already go chunk by chunk, agrees bit for bit.
+tolerances); ALS's factors (its sums feed only the reported loss) and implicit ALS (whose sums
+already go chunk by chunk) agree bit for bit.
 
 Several processes (``jax.distributed.initialize``): every process builds the same layouts from
 the same ratings; :func:`shard_chunks` places each process's chunks on its own devices, and
@@ -52,11 +55,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bayesmf.engines import chunks as layout
-from bayesmf.engines.chunks import Chunks, gram_rhs, gram_rhs_chunks, in_row_order
+from bayesmf.engines.chunks import Chunks, gram_rhs, gram_rhs_chunks
 from bayesmf.errors import ConfigError
 
 AXIS = "rows"
 """The mesh axis name of :func:`device_mesh` for a list of devices."""
+
+ROW_BLOCK = 128
+"""Each device's row count is padded to a multiple of this (:func:`shard_chunks`)."""
 
 
 def device_mesh(devices) -> Mesh | None:
@@ -82,26 +88,34 @@ def device_mesh(devices) -> Mesh | None:
     return Mesh(np.array(devices, dtype=object), (AXIS,))
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["chunks"],
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["chunks", "index", "row", "position"],
                    meta_fields=["axis", "n_chunks", "mesh"])
 @dataclasses.dataclass(frozen=True)
 class ShardedChunks:
     """A :class:`~bayesmf.engines.chunks.Chunks` layout whose chunk axis is split over ``mesh``.
 
-    ``chunks``: the layout with ``n_pad`` chunks (a multiple of the mesh size; the chunks after
-    ``n_chunks`` are empty), its per-chunk arrays sharded along ``axis`` and ``slot`` replicated
-    (the empty-row sentinel moved to ``n_pad C``). Inside :func:`call` the per-chunk arrays are
-    this device's chunks only.
+    ``chunks``: the layout with ``n_pad`` chunks (a multiple of the mesh size ``P``; the chunks
+    after ``n_chunks`` are empty), its per-chunk arrays sharded along ``axis`` (``slot`` is not
+    used). A device's chunks have ``L`` local-row slots (chunks x ``C``), more than its rows (a
+    chunk has a slot per virtual row), so each device's rows are listed compactly, ``R`` per
+    device (the largest count; the rest padding): ``index`` (P R,) sharded, each row's local slot
+    (``L`` on padding); ``row`` (P R,) sharded, its global row (``n_rows`` on padding);
+    ``position`` (n_rows,) replicated, each row's place in the all-gathered ``(P R,)`` order
+    (``P R`` for a row without ratings). Inside :func:`call` the sharded arrays are this
+    device's part only.
     """
 
     chunks: Chunks
+    index: jax.Array
+    row: jax.Array
+    position: jax.Array
     axis: str
     n_chunks: int
     mesh: Mesh
 
     @property
     def n_rows(self) -> int:
-        return self.chunks.slot.shape[0]
+        return self.position.shape[0]
 
 
 def is_sharded(chunks) -> bool:
@@ -118,24 +132,39 @@ def _put(array, sharding: NamedSharding):
 def shard_chunks(chunks: Chunks, mesh: Mesh, n_cols: int) -> ShardedChunks:
     """Pad ``chunks`` to a multiple of the mesh size with empty chunks and split the chunk axis over
     ``mesh`` (module docstring). ``n_cols``: the other side's size (the padding column index)."""
-    axis = mesh.axis_names[0]
+    axis, n_dev = mesh.axis_names[0], mesh.size
     n_chunks, capacity, width = chunks.cols.shape
-    n_pad = -(-n_chunks // mesh.size) * mesh.size
+    n_pad = -(-n_chunks // n_dev) * n_dev
     extra = n_pad - n_chunks
 
     def pad(a, value):
         a = np.asarray(a)
         return np.concatenate([a, np.full((extra, *a.shape[1:]), value, a.dtype)])
 
-    slot = np.asarray(chunks.slot)
-    slot = np.where(slot == n_chunks * capacity, n_pad * capacity, slot).astype(slot.dtype)
+    rows = pad(chunks.rows, chunks.slot.shape[0])
+    n_rows = chunks.slot.shape[0]
+    # each device's rows, compactly (a loop over devices): local slot, global row, gathered place
+    per_device = rows.reshape(n_dev, -1)
+    real = [np.flatnonzero(r < n_rows) for r in per_device]
+    # R rounded up to a multiple of ROW_BLOCK: XLA:CPU's vectorised loops over rows handle a
+    # tail that is not a whole vector with other instructions (different rounding), so a row's
+    # result would depend on where the device count puts it
+    width_r = -(-max(max(len(r) for r in real), 1) // ROW_BLOCK) * ROW_BLOCK
+    index = np.full((n_dev, width_r), per_device.shape[1], np.int32)
+    row = np.full((n_dev, width_r), n_rows, np.int32)
+    position = np.full(n_rows, n_dev * width_r, np.int32)
+    for d, local in enumerate(real):
+        index[d, :len(local)] = local
+        row[d, :len(local)] = per_device[d, local]
+        position[per_device[d, local]] = d * width_r + np.arange(len(local))
     split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
     # padding as build_chunks pads: the other side's zero row, value 0, the last local row, no
     # row; a padding slot's rating index is never read with a nonzero factor (any index will do)
     parts = [_put(pad(chunks.cols, n_cols), split), _put(pad(chunks.vals, 0), split),
-             _put(pad(chunks.owner, capacity - 1), split), _put(pad(chunks.rows, slot.shape[0]), split),
-             _put(slot, whole), None if chunks.rating is None else _put(pad(chunks.rating, 0), split)]
-    return ShardedChunks(Chunks(*parts), axis, n_chunks, mesh)
+             _put(pad(chunks.owner, capacity - 1), split), _put(rows, split),
+             _put(np.zeros(1, np.int32), whole), None if chunks.rating is None else _put(pad(chunks.rating, 0), split)]
+    return ShardedChunks(Chunks(*parts), _put(index.reshape(-1), split), _put(row.reshape(-1), split),
+                         _put(position, whole), axis, n_chunks, mesh)
 
 
 def shard_data(data, mesh: Mesh, sizes: dict):
@@ -166,7 +195,7 @@ def _specs(data):
         split = P(x.axis)
         c = x.chunks
         return ShardedChunks(Chunks(split, split, split, split, P(), None if c.rating is None else split),
-                             x.axis, x.n_chunks, x.mesh)
+                             split, split, P(), x.axis, x.n_chunks, x.mesh)
 
     return jax.tree.map(spec, data, is_leaf=is_sharded)
 
@@ -212,42 +241,47 @@ def call(fn, *args, data, **statics):
 
 def row_stats(chunks, other, other_bias=None, shift=0.0, sums: bool = False, weights=None):
     """:func:`~bayesmf.engines.chunks.gram_rhs` for plain chunks (every row, in row order); for
-    :class:`ShardedChunks`, this device's local rows ``(L, ...)`` (``L`` = local chunks x ``C``,
-    in slot order) with ``yy`` (and the targets' sum) per local chunk instead of in total."""
+    :class:`ShardedChunks`, this device's rows ``(R, ...)`` (:attr:`ShardedChunks.index` order)
+    with ``yy`` (and the targets' sum) per local chunk instead of in total."""
     if not is_sharded(chunks):
         return gram_rhs(chunks, other, other_bias, shift, sums, weights)
     k = other.shape[1]
     out = gram_rhs_chunks(chunks.chunks, other, other_bias, shift, sums, weights)
-    product = out[0].reshape(-1, *out[0].shape[2:])
+    product = compact(chunks, out[0].reshape(-1, *out[0].shape[2:]))
     result = (product[:, :k, :k], product[:, k, :k], out[1])
     if sums:
-        result += (out[2].reshape(-1, k), out[3])
+        result += (compact(chunks, out[2].reshape(-1, k)), out[3])
     return result
+
+
+def compact(chunks: ShardedChunks, per_slot):
+    """Per-local-slot values ``(L, ...)`` at this device's rows ``(R, ...)`` (zeros on padding)."""
+    ext = jnp.concatenate([per_slot, jnp.zeros((1, *per_slot.shape[1:]), per_slot.dtype)])
+    return ext[chunks.index]
 
 
 def local(chunks, values):
     """Per-row ``values`` (n_rows, ...) for the rows the half step works on: all of them for plain
-    chunks, this device's local rows for :class:`ShardedChunks` (zeros for unused local rows)."""
+    chunks, this device's rows for :class:`ShardedChunks` (zeros on padding)."""
     if not is_sharded(chunks):
         return values
     ext = jnp.concatenate([values, jnp.zeros((1, *values.shape[1:]), values.dtype)])
-    return ext[chunks.chunks.rows.reshape(-1)]
+    return ext[chunks.row]
 
 
 def gather_rows(chunks, x):
     """The half step's rows as one replicated array in row order: ``x`` itself for plain chunks;
-    for :class:`ShardedChunks` the all-gather of every device's local rows, put in row order
-    (zeros for rows without ratings)."""
+    for :class:`ShardedChunks` the all-gather of every device's rows ``(R, ...)``, put in row
+    order (zeros for rows without ratings)."""
     if not is_sharded(chunks):
         return x
     full = jax.lax.all_gather(x, chunks.axis, tiled=True)
-    capacity = chunks.chunks.rows.shape[1]
-    return in_row_order(chunks.chunks, full.reshape(-1, capacity, *full.shape[1:]))
+    return jnp.concatenate([full, jnp.zeros((1, *full.shape[1:]), full.dtype)])[chunks.position]
 
 
 def empty_rows(chunks):
     """(n_rows,) bool: rows without ratings (in no chunk) of a :class:`ShardedChunks`."""
-    return chunks.chunks.slot == chunks.chunks.rows.size * jax.lax.axis_size(chunks.axis)
+    return chunks.position == chunks.row.shape[0] * jax.lax.axis_size(chunks.axis)
 
 
 def chunk_total(chunks, per_chunk):
@@ -258,8 +292,11 @@ def chunk_total(chunks, per_chunk):
 
 
 def per_chunk(chunks, per_row):
-    """Per-local-row numbers ``(L,)`` summed per local chunk ``(L / C,)``."""
-    return jnp.sum(per_row.reshape(-1, chunks.chunks.rows.shape[1]), axis=1)
+    """Per-row numbers ``(R,)`` of this device summed per local chunk (over the chunk's slots,
+    zeros on the slots without a row: the same sums whatever ``R`` is)."""
+    n_slots = chunks.chunks.rows.size
+    slots = jnp.zeros((n_slots + 1,), per_row.dtype).at[chunks.index].set(per_row)[:n_slots]
+    return jnp.sum(slots.reshape(chunks.chunks.rows.shape), axis=1)
 
 
 def squared_error(chunks, x, gram, rhs, yy):
