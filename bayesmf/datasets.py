@@ -1,6 +1,7 @@
 """Public entry point for data sets: ``bayesmf.datasets.load(name)`` and ``synthetic(...)``.
 
-The implementation lives in :mod:`bayesmf.data.datasets` and :mod:`bayesmf.data.synthetic`.
+The implementation lives in :mod:`bayesmf.data.datasets`, :mod:`bayesmf.data.side` (side tables:
+``side("ml-100k")`` gives the users and items tables) and :mod:`bayesmf.data.synthetic`.
 """
 
 from bayesmf.data.datasets import (
@@ -14,9 +15,18 @@ from bayesmf.data.datasets import (
     locate,
     resolve_data_dir,
 )
+from bayesmf.data.side import (
+    SideTable,
+    load_ml1m_movies,
+    load_ml1m_users,
+    load_ml100k_items,
+    load_ml100k_users,
+    side,
+)
 from bayesmf.data.synthetic import SyntheticData, synthetic
 
 __all__ = [
-    "DATASETS", "ENV_VAR", "SyntheticData", "available", "default_data_dir", "load", "load_file",
-    "load_npz", "locate", "resolve_data_dir", "synthetic",
+    "DATASETS", "ENV_VAR", "SideTable", "SyntheticData", "available", "default_data_dir", "load", "load_file",
+    "load_ml1m_movies", "load_ml1m_users", "load_ml100k_items", "load_ml100k_users", "load_npz", "locate",
+    "resolve_data_dir", "side", "synthetic",
 ]
