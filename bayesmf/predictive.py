@@ -16,6 +16,10 @@ distribution of the *observed* rating ``y_n``. Three forms, chosen by which fiel
   location-scale Student-t, ``y_n ~ (1/S) sum_s samples[s, n] + noise_std[s, n] t_nu`` (BPMF with
   ``noise="student_t"``); its ``kind`` is still ``"mixture"``.
 
+* **Categorical** (:class:`CategoricalDistribution`, kind ``"categorical"``): probabilities
+  ``(n, K)`` over the ``K`` levels of an ordinal rating scale (an ordinal model's predictive, or
+  any other one discretised onto the levels by :meth:`CategoricalDistribution.from_predictive`).
+
 ``mean`` and ``std`` are always the first two moments of ``y``; :meth:`from_samples` computes
 them: ``mean = samples.mean(0)`` and ``std^2 = samples.var(0) (+ mean_s noise_std[s]^2)``
 (population variance, ``ddof=0``, i.e. the variance of the empirical distribution itself, plus the
@@ -41,7 +45,7 @@ from scipy.stats import t as student_t
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.validate import check_level, check_probability
 
-__all__ = ["PredictiveDistribution", "check_level", "check_probability"]
+__all__ = ["CategoricalDistribution", "PredictiveDistribution", "check_level", "check_probability"]
 
 
 def _finite_1d(name: str, x) -> np.ndarray:
@@ -290,3 +294,143 @@ def noise_matrix(noise_std, shape: tuple[int, int]) -> np.ndarray:
     if not np.all(np.isfinite(noise) & (noise > 0)):
         raise DataError("noise_std must be finite and > 0")
     return noise
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CategoricalDistribution(PredictiveDistribution):
+    r"""A predictive distribution over the ``K`` rating levels of an ordinal scale:
+    ``P(Y_n = l_k) = probabilities[n, k]`` with ``levels`` ``l_0 < ... < l_{K-1}`` (K,).
+
+    ``mean`` is the expected rating ``sum_k p_nk l_k`` and ``std`` its standard deviation;
+    :meth:`cdf` is the step function ``P(Y <= y)``; :meth:`quantile` the smallest level whose
+    CDF reaches ``q``; :meth:`interval` the smallest equal-tailed set of categories
+    ``[l_a, l_b]`` with ``P(Y < l_a) <= (1 - L)/2`` and ``P(Y > l_b) <= (1 - L)/2`` (so its
+    mass is at least ``L``); :meth:`crps` the exact CRPS of a distribution on the levels,
+    ``sum_{k < K-1} (F(l_k) - 1[y <= l_k])^2 (l_{k+1} - l_k)``. A discrete PIT is not uniform
+    even for a calibrated model: :meth:`randomized_pit` is (Czado, Gneiting & Held 2009).
+    Build with :meth:`from_probabilities`, or discretise any other predictive with
+    :meth:`from_predictive`.
+    """
+
+    probabilities: np.ndarray | None = None
+    levels: np.ndarray | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.samples is not None:
+            raise DataError("a categorical predictive has no samples")
+        p = np.asarray(self.probabilities, np.float64)
+        levels = np.asarray(self.levels, np.float64)
+        if levels.ndim != 1 or levels.size < 2 or np.any(np.diff(levels) <= 0) or not np.all(np.isfinite(levels)):
+            raise DataError(f"levels must be at least 2 finite, strictly increasing values, got {self.levels!r}")
+        if p.shape != (self.mean.size, levels.size):
+            raise DataError(f"probabilities must have shape ({self.mean.size}, {levels.size}), got {p.shape}")
+        if not np.all(np.isfinite(p)) or np.any(p < -1e-6) or np.any(np.abs(p.sum(axis=1) - 1) > 1e-4):
+            row = int(np.flatnonzero(~np.isfinite(p).all(1) | (p < -1e-6).any(1)
+                                     | (np.abs(p.sum(1) - 1) > 1e-4))[0])
+            raise DataError(f"probabilities must be finite, >= 0 and sum to 1 per row; row {row} is "
+                            f"{p[row].tolist()}")
+        p = np.clip(p, 0.0, None)
+        object.__setattr__(self, "probabilities", p / p.sum(axis=1, keepdims=True))
+        object.__setattr__(self, "levels", levels)
+
+    @classmethod
+    def from_probabilities(cls, probabilities, levels) -> CategoricalDistribution:
+        """From category probabilities (n, K) and the levels (K,): mean and std computed."""
+        p = np.asarray(probabilities, np.float64)
+        levels = np.asarray(levels, np.float64)
+        if p.ndim != 2 or levels.ndim != 1 or p.shape[1] != levels.size:
+            raise DataError(f"probabilities (n, K) and levels (K,) disagree: {p.shape} and {levels.shape}")
+        mean = p @ levels
+        var = np.maximum(p @ levels**2 - mean**2, 0.0)
+        return cls(mean, np.sqrt(var), probabilities=p, levels=levels)
+
+    @classmethod
+    def from_predictive(cls, dist: PredictiveDistribution, levels) -> CategoricalDistribution:
+        """Discretise a continuous predictive onto ``levels``: category ``k`` gets the mass of
+        ``(m_{k-1}, m_k]`` with ``m_k = (l_k + l_{k+1})/2`` the midpoints (``m_{-1} = -inf``,
+        ``m_{K-1} = inf``), so that a Gaussian model's ratings can be scored by the categorical
+        metrics. K - 1 evaluations of ``dist.cdf``."""
+        if isinstance(dist, CategoricalDistribution):
+            return dist
+        levels = np.asarray(levels, np.float64)
+        mids = 0.5 * (levels[1:] + levels[:-1])
+        n = len(dist)
+        cdf = np.stack([dist.cdf(np.full(n, m)) for m in mids], axis=1) if mids.size else np.zeros((n, 0))
+        cdf = np.maximum.accumulate(np.clip(cdf, 0.0, 1.0), axis=1)
+        edges = np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1)
+        return cls.from_probabilities(np.diff(edges, axis=1), levels)
+
+    @property
+    def kind(self) -> str:
+        return "categorical"
+
+    @property
+    def n_categories(self) -> int:
+        return int(self.levels.size)
+
+    def __getitem__(self, index) -> CategoricalDistribution:
+        return CategoricalDistribution(self.mean[index], self.std[index], probabilities=self.probabilities[index],
+                                       levels=self.levels)
+
+    @cached_property
+    def cumulative(self) -> np.ndarray:
+        """``F(l_k) = P(Y <= l_k)``, (n, K) (the last column is 1)."""
+        return np.cumsum(self.probabilities, axis=1)
+
+    def _tol(self) -> float:
+        return 1e-9 * max(1.0, float(np.abs(self.levels).max()))
+
+    def category_index(self, y, name: str = "y") -> np.ndarray:
+        """Index of each ``y`` among ``levels`` (n,); :class:`DataError` naming the first value
+        (and its position) that is not a level."""
+        y = self._check_y(y)
+        k = np.clip(np.searchsorted(self.levels, y - self._tol()), 0, self.levels.size - 1)
+        bad = np.abs(self.levels[k] - y) > 1e3 * self._tol()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{name}[{pos}] = {float(y[pos])!r} is not one of the levels {self.levels.tolist()} "
+                            f"({int(bad.sum())} such values)")
+        return k
+
+    def pmf(self, y) -> np.ndarray:
+        """``P(Y_n = y_n)``, (n,); every ``y`` must be a level."""
+        return self.probabilities[np.arange(len(self)), self.category_index(y)]
+
+    def cdf(self, y) -> np.ndarray:
+        """``P(Y_n <= y_n)`` for any real ``y``, (n,)."""
+        y = self._check_y(y)
+        k = np.searchsorted(self.levels, y + self._tol(), side="right")  # levels <= y
+        padded = np.concatenate([np.zeros((len(self), 1)), self.cumulative], axis=1)
+        return np.clip(padded[np.arange(len(self)), k], 0.0, 1.0)
+
+    def quantile(self, q) -> np.ndarray:
+        """The smallest level with ``P(Y <= l) >= q``, (n,)."""
+        if np.ndim(q) != 0:
+            raise ConfigError(f"q must be a scalar in (0, 1), got {q!r}")
+        q = float(check_probability("q", q))
+        return self.levels[np.argmax(self.cumulative >= q - 1e-12, axis=1)]
+
+    def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest equal-tailed set of categories with mass >= ``level`` (class docstring),
+        as its lowest and highest level, each (n,)."""
+        level = check_level(level)
+        tail = (1.0 - level) / 2.0
+        lower = self.levels[np.argmax(self.cumulative > tail + 1e-12, axis=1)]
+        upper = self.levels[np.argmax(self.cumulative >= 1.0 - tail - 1e-12, axis=1)]
+        return lower, upper
+
+    def crps(self, y) -> np.ndarray:
+        """Exact CRPS per prediction (class docstring), (n,), in rating units."""
+        y = self._check_y(y)
+        below = (y[:, None] <= self.levels[None, :-1] + self._tol()).astype(np.float64)
+        return ((self.cumulative[:, :-1] - below) ** 2) @ np.diff(self.levels)
+
+    def randomized_pit(self, y, seed: int = 0) -> np.ndarray:
+        """``F(y-) + V P(Y = y)`` with ``V ~ U(0, 1)`` seeded by ``seed``: uniform on (0, 1) for a
+        calibrated categorical predictive (every ``y`` a level), (n,)."""
+        k = self.category_index(y)
+        rows = np.arange(len(self))
+        p = self.probabilities[rows, k]
+        below = self.cumulative[rows, k] - p
+        return below + np.random.default_rng(seed).uniform(size=p.size) * p

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import envs, pairs, report, runner
+from benchmarks import envs, fm_features, pairs, report, runner
 from benchmarks.data import PROTOCOLS, write_split
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace, progress=print, on_record=None) -> list[dict]:
         for pair in selected:
             if args.quick:
                 implicit = any(p.endswith("implicit") for p in pair.protocols)
-                protocols = ["synthetic-implicit" if implicit else "synthetic"]
+                ordinal = pair.bayesmf.params.get("likelihood") == "ordinal"
+                protocols = ["synthetic-implicit" if implicit else "synthetic-ordinal" if ordinal else "synthetic"]
             else:
                 protocols = [p for p in pair.protocols if not args.protocols or p in args.protocols]
             for protocol in protocols:
@@ -74,6 +75,10 @@ def run(args: argparse.Namespace, progress=print, on_record=None) -> list[dict]:
                     started = time.perf_counter()
                     splits[protocol] = write_split(protocol, tmp, args.data_dir)
                     progress(f"split {protocol}: written in {time.perf_counter() - started:.1f} s")
+                if not args.quick and args.only != "bayesmf":  # the peers' copy of bayesmf's FM designs
+                    for name in sorted({job.params["features"] for job in pair.peers if "features" in job.params}):
+                        if not fm_features.design_path(splits[protocol], name).exists():
+                            fm_features.write_design(splits[protocol], name)
                 progress(f"{pair.name} on {protocol}")
                 reps = args.repeats_1m if args.repeats_1m and protocol.startswith("ml1m") else repeats
                 record = runner.run_pair(pair, protocol, splits[protocol], repeats=reps, threads=args.threads,

@@ -12,6 +12,12 @@ Array layout of a split file::
     test_users,  test_items  (int32, nnz_test)    test_values  (float32, nnz_test)
     n_users, n_items (int), rating_min, rating_max (float), kind ("explicit" | "implicit"),
     dropped_unseen (int), name (str)
+    user_ids, item_ids: the raw IDs of the index spaces (``user_ids[k]`` is user index ``k``)
+    train_timestamps, test_timestamps (int64, Unix seconds; -1 = unknown): present when the
+    ratings have timestamps (the factorization machine's time features need them)
+    data_dir (str): the data directory the split was read from ("" = the default)
+
+Factorization-machine pairs also read a design file next to the split (``benchmarks.fm_features``).
 
 For ``kind == "implicit"`` the train values are all 1 (a positive interaction) and the test pairs
 are the held-out positives; the confidence weighting is a hyperparameter of each job. Implicit
@@ -37,6 +43,8 @@ PROTOCOLS = {
     "(smoke test only)",
     "synthetic-implicit": "the synthetic split above, ratings >= the training median kept as positives "
     "(smoke test only)",
+    "synthetic-ordinal": "the synthetic split above, ratings rounded to the integers 1..5 (smoke test of "
+    "ordinal models only)",
 }
 
 IMPLICIT_THRESHOLD = 4.0
@@ -62,12 +70,14 @@ def _split(protocol: str, data_dir=None):
         positives, _ = bayesmf.to_implicit(datasets.load("movielens-1m", data_dir))
         split = splits.leave_one_out(positives, seed=0, by="random", drop_unseen=True)
         return split.train, split.test, "implicit", split.dropped
-    if protocol in ("synthetic", "synthetic-implicit"):
+    if protocol in ("synthetic", "synthetic-implicit", "synthetic-ordinal"):
         toy = datasets.synthetic(n_users=300, n_items=200, n_ratings=6000, rank=5, noise=0.5, seed=0)
         # clipped to a 1..5 scale like MovieLens (NMF needs values >= 0)
-        ratings = toy.ratings.with_values(np.clip(toy.ratings.values, 1.0, 5.0)).with_scale((1.0, 5.0))
+        values = np.clip(toy.ratings.values, 1.0, 5.0)
+        ratings = toy.ratings.with_values(np.rint(values) if protocol == "synthetic-ordinal" else values)
+        ratings = ratings.with_scale((1.0, 5.0))
         split = splits.random(ratings, 0.2, seed=0, drop_unseen=True)
-        if protocol == "synthetic":
+        if protocol != "synthetic-implicit":
             return split.train, split.test, "explicit", split.dropped
         threshold = float(np.median(split.train.values))
         train, _ = bayesmf.to_implicit(split.train, threshold=threshold)
@@ -82,6 +92,9 @@ def write_split(protocol: str, directory, data_dir=None) -> Path:
     scale = train.rating_scale or (float(train.values.min()), float(train.values.max()))
     path = Path(directory) / f"{protocol}.npz"
     extra = {}
+    for part, ratings in (("train", train), ("test", test)):
+        if ratings.timestamps is not None:
+            extra[f"{part}_timestamps"] = np.asarray(ratings.timestamps, np.int64)
     if kind == "implicit":  # the sampled protocol's candidates (shown in the leave-one-out tables)
         from bayesmf.data import candidate_sets
 
@@ -94,6 +107,7 @@ def write_split(protocol: str, directory, data_dir=None) -> Path:
         test_users=test.users.astype(np.int32), test_items=test.items.astype(np.int32),
         test_values=test.values.astype(np.float32),
         n_users=train.n_users, n_items=train.n_items, rating_min=scale[0], rating_max=scale[1],
-        kind=kind, dropped_unseen=int(dropped), name=protocol, **extra,
+        kind=kind, dropped_unseen=int(dropped), name=protocol, user_ids=train.user_map.ids(),
+        item_ids=train.item_map.ids(), data_dir="" if data_dir is None else str(data_dir), **extra,
     )
     return path

@@ -97,6 +97,9 @@ QUALITY = {  # protocol kind -> (column title, result key); the first column get
 }
 
 
+CATEGORICAL = (("NLL", "nll"), ("RPS", "rps"), ("ECE", "ece"))  # shown when some job has class probabilities
+
+
 def quality_columns(protocol: str):
     kind = "loo" if protocol.endswith("loo") else "implicit" if protocol.endswith("implicit") else "explicit"
     return QUALITY[kind]
@@ -104,6 +107,9 @@ def quality_columns(protocol: str):
 
 def results_table(records: list[dict], protocol: str) -> list[str]:
     columns = quality_columns(protocol)
+    rows = [row for r in records if r["protocol"] == protocol for row in r["jobs"].values()]
+    if any("nll" in row for row in rows):
+        columns = columns + CATEGORICAL
     (q1, k1) = columns[0]
     lines = [f"| pair | side | {' | '.join(t for t, _ in columns)} | fit s | warm refit s | s / iter | predict s | "
              f"process wall s | peak RSS MiB | bayesmf/peer fit | bayesmf/peer {q1} | runs |",

@@ -31,7 +31,7 @@ REPO = PEERS_DIR.parent.parent
 TIMEOUT_S = 1800
 MEDIAN_FIELDS = ("rmse", "mae", "recall_at_10", "ndcg_at_10", "sampled_hr_at_10", "sampled_ndcg_at_10",
                  "fit_seconds", "fit_seconds_warm", "predict_seconds",
-                 "seconds_per_iteration", "wall_seconds", "peak_rss_mb")
+                 "seconds_per_iteration", "wall_seconds", "peak_rss_mb", "fit_cpu_seconds", "nll", "rps", "ece")
 
 
 def thread_env(threads: int) -> dict[str, str]:

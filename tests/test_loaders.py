@@ -95,10 +95,10 @@ def test_malformed_lines_report_file_and_line(tmp_path, text, line, message):
 
 def test_out_of_scale_and_duplicates_in_files(tmp_path):
     path = write(tmp_path, "ml-100k/u.data", "1\t2\t6\t4\n")
-    with pytest.raises(DataError, match="rating 6.0 at row 0 is outside the scale"):
+    with pytest.raises(ParseError, match=r"u.data:1: rating 6.0 is outside the scale \[1.0, 5.0\]"):
         datasets.load("movielens-100k", data_dir=tmp_path, download=False)
     path.write_text("1\t2\t3\t4\n1\t2\t4\t5\n")
-    with pytest.raises(DataError, match="duplicate"):
+    with pytest.raises(ParseError, match="u.data:2: duplicate .* first at .*u.data:1"):
         datasets.load_file(path)
     assert datasets.load_file(path, duplicates="last").values.tolist() == [4.0]
 
@@ -111,8 +111,8 @@ def test_unknown_columns_and_formats(tmp_path):
         datasets.load_file(csv)
     with pytest.raises(DataError, match="unknown column role"):
         datasets.load_file(csv, columns={"user": "a", "item": "b", "score": "c"})
-    with pytest.raises(DataError, match="unknown data set 'netflix'"):
-        datasets.load("netflix")
+    with pytest.raises(DataError, match="unknown data set 'netflix-2'"):
+        datasets.load("netflix-2")
     empty = write(tmp_path, "empty.tsv", "")
     with pytest.raises(ParseError, match="empty"):
         datasets.load_file(empty, columns={"user": 0, "item": 1})

@@ -28,13 +28,16 @@ def _state(rng, n_users=7, n_items=5, D=3):
         bias_precision_V=jnp.float32(1.0), offset=jnp.float32(3.0))
 
 
-def test_move_keeps_predictions_and_each_rows_prior_quadratic_form():
+@pytest.mark.parametrize("repeats", [1, 4])
+def test_move_keeps_predictions_and_each_rows_prior_quadratic_form(repeats):
     """``u.v``, ``(u - mu)' Lambda (u - mu)`` and ``mu' Lambda mu`` are invariant; the determinants
-    of the two Lambdas move in opposite directions by the same factor."""
+    of the two Lambdas move in opposite directions by the same factor. With several moves in a
+    row their product (not symmetric) is applied to the factors at once."""
     rng = np.random.default_rng(0)
     state = _state(rng)
     prior = Prior(rank=3)
-    moved, accepted = jax.jit(functools.partial(gibbs.rescale_move, prior=prior))(jax.random.PRNGKey(3), state)
+    move = functools.partial(gibbs.rescale_move, prior=prior, repeats=repeats)
+    moved, accepted = jax.jit(move)(jax.random.PRNGKey(3), state)
     assert float(accepted) > 0  # the check below is not of an identity move
     assert not np.allclose(moved.U, state.U, atol=1e-3)
     np.testing.assert_allclose(moved.U @ moved.V.T, state.U @ state.V.T, rtol=1e-4, atol=1e-4)
@@ -53,15 +56,17 @@ def test_move_keeps_predictions_and_each_rows_prior_quadratic_form():
     np.testing.assert_allclose(ratio_u * ratio_v, 1.0, rtol=1e-4)
 
 
-def test_repeated_moves_sample_the_scale_from_its_closed_form_target():
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_repeated_moves_sample_the_scale_from_its_closed_form_target(repeats):
     """Rank 1: the move alone, repeated, walks ``a = log c`` (the total scale applied) through
     ``pi(a) ~ exp(-(p e^{-2a} + q e^{2a}) / 2)``, ``p = Lambda_U / w0``, ``q = Lambda_V / w0`` of the
-    start; 20,000 moves against the mean and variance of that density integrated numerically."""
+    start; 20,000 moves (each of ``repeats`` moves in a row) against the mean and variance of
+    that density integrated numerically."""
     prior = Prior(rank=1, w0=0.5)
     rng = np.random.default_rng(1)
     state = _state(rng, D=1)._replace(Lambda_U=jnp.full((1, 1), 0.3, jnp.float32),
                                       Lambda_V=jnp.full((1, 1), 4.0, jnp.float32))
-    move = functools.partial(gibbs.rescale_move, prior=prior)
+    move = functools.partial(gibbs.rescale_move, prior=prior, repeats=repeats)
 
     def body(st, key):
         st, _ = move(key, st)

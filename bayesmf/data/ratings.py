@@ -54,8 +54,24 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _group(keys: np.ndarray, n_groups: int) -> Grouping:
-    order = np.argsort(keys, kind="stable").astype(np.int64)
+def group_order(keys: np.ndarray, n_groups: int) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` (int64) for integer keys in ``[0, n_groups)``, by
+    least-significant-digit radix sort on 16-bit digits: NumPy's stable sort is a linear-time
+    radix sort for 16-bit integers (and a merge sort for wider ones), so one pass per digit
+    gives the same permutation in O(nnz) per digit. Two passes cover ``n_groups < 2**32``."""
+    keys = np.asarray(keys)
+    if n_groups <= 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable").astype(np.int64, copy=False)
+    if n_groups > 1 << 32:
+        return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    high = (keys >> 16).astype(np.uint16)[order]
+    return order[np.argsort(high, kind="stable")].astype(np.int64, copy=False)
+
+
+def group_rows(keys: np.ndarray, n_groups: int) -> Grouping:
+    """The :class:`Grouping` of rows by integer ``keys`` in ``[0, n_groups)`` (stable)."""
+    order = group_order(keys, n_groups)
     counts = np.bincount(keys, minlength=n_groups).astype(np.int64)
     indptr = np.zeros(n_groups + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
@@ -272,12 +288,12 @@ class Ratings:
     @cached_property
     def by_user(self) -> Grouping:
         """Rows grouped by user (CSR order; stable, so each user's rows keep their order)."""
-        return _group(self.users, self.n_users)
+        return group_rows(self.users, self.n_users)
 
     @cached_property
     def by_item(self) -> Grouping:
         """Rows grouped by item (CSC order)."""
-        return _group(self.items, self.n_items)
+        return group_rows(self.items, self.n_items)
 
     @cached_property
     def keys(self) -> np.ndarray:
@@ -479,9 +495,11 @@ def _merge_duplicates(users, items, values, timestamps, n_items, policy):
     if policy not in DUPLICATE_POLICIES:
         raise DataError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}")
     keys = pair_keys(users, items, n_items)
-    uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    if uniq.size == keys.size:
+    ordered = np.sort(keys)  # the common case, no repeat, costs one sort and no index arrays
+    if not (ordered[1:] == ordered[:-1]).any():
         return users, items, values, timestamps
+    del ordered
+    uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
     if policy == "error":
         dup_key = uniq[counts > 1][0]
         rows = np.flatnonzero(keys == dup_key)[:2]

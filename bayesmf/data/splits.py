@@ -207,15 +207,22 @@ def kfold(ratings: Ratings, k: int = 5, seed: int = 0, drop_unseen: bool = False
 def predefined(
     name: str, fold: str, data_dir=None, drop_unseen: bool = False, *, check_counts: bool = True
 ) -> Split:
-    """A split published with the data: ``predefined("movielens-100k", "u1")`` (u1..u5, ua, ub).
+    """A split published with the data: ``predefined("movielens-100k", "u1")`` (u1..u5, ua, ub)
+    or ``predefined("netflix", "probe")`` (the Netflix Prize probe set as the test set).
 
     The files must hold their published numbers of ratings; ``check_counts=False`` accepts a
     deliberately modified copy (see :func:`bayesmf.datasets.load`)."""
-    from bayesmf.data.datasets import load_movielens_100k_split
+    from bayesmf.data.datasets import ALIASES, load_movielens_100k_split, load_netflix_probe_split
 
-    if name != "movielens-100k":
-        raise DataError(f"no predefined splits for {name!r}; known: ['movielens-100k']")
-    train, test = load_movielens_100k_split(fold, data_dir, check_counts=check_counts)
+    name = ALIASES.get(name, name)
+    if name == "movielens-100k":
+        train, test = load_movielens_100k_split(fold, data_dir, check_counts=check_counts)
+    elif name == "netflix":
+        if fold != "probe":
+            raise DataError(f"unknown Netflix split {fold!r}; allowed: ('probe',)")
+        train, test = load_netflix_probe_split(data_dir, check_counts=check_counts)
+    else:
+        raise DataError(f"no predefined splits for {name!r}; known: ['movielens-100k', 'netflix']")
     return _finish(train, test, drop_unseen)
 
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmf.data.ratings import Grouping, group_rows
 from bayesmf.engines.linalg import EXACT
 
 
@@ -93,19 +94,24 @@ def _pack(sizes: np.ndarray, capacity: int):
 
 
 def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int = 32,
-                 chunk_slots: int = 8192, dtype=np.float32, rating_index: bool = False) -> Chunks:
+                 chunk_slots: int = 8192, dtype=np.float32, rating_index: bool = False,
+                 grouping: Grouping | None = None) -> Chunks:
     """Pack the (row, col, value) triples by row (see the module docstring).
 
     ``width`` is ``W``; ``chunk_slots`` the target ``C W``, raised to the largest row's padded
     degree when a row would not fit, lowered to the side's total when the side is smaller, and
     then to the least that packs the rows into the same number of chunks (evenly filled chunks).
     Every rating lands in exactly one slot (nothing is dropped). ``rating_index``: also record
-    each slot's rating (``Chunks.rating``).
+    each slot's rating (``Chunks.rating``). ``grouping``: the triples already grouped by row
+    (:attr:`Ratings.by_user <bayesmf.data.Ratings.by_user>` or ``by_item``, which a fit computes
+    anyway), else it is computed here; the layout is the same either way.
     """
-    row_idx = np.asarray(row_idx, np.int64)
+    row_idx = np.asarray(row_idx)
     col_idx = np.asarray(col_idx)
     values = np.asarray(values)
-    counts = np.bincount(row_idx, minlength=n_rows)
+    if grouping is None:
+        grouping = group_rows(row_idx, n_rows)
+    counts = grouping.counts
     n_virtual = -(-counts // width)
     # no larger than the whole side needs: a small side is one chunk without idle virtual rows
     capacity = max(min(chunk_slots // width, int(n_virtual.sum())), int(n_virtual.max(initial=1)), 1)
@@ -138,15 +144,16 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
     local = np.zeros(n_rows, np.int64)
     chunk[by_size], start[by_size], local[by_size] = chunk_of_row, first_vrow, local_of_row
 
-    order = np.argsort(row_idx, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    r = row_idx[order]
-    rank_in_row = np.arange(order.size) - indptr[r]
-    c, v, lane = chunk[r], start[r] + rank_in_row // width, rank_in_row % width
+    # the k-th rating of row r (in input order) goes to flat slot (chunk C + start) W + k:
+    # one gather of a per-row base and one add per rating
+    order = grouping.order
+    base = (chunk * capacity + start) * width - grouping.indptr[:-1]
+    flat = base[grouping.segment_ids]
+    flat += np.arange(order.size)
     cols = np.full((n_chunks, capacity, width), n_cols, np.int32)
     vals = np.zeros((n_chunks, capacity, width), dtype)
-    cols[c, v, lane] = col_idx[order]
-    vals[c, v, lane] = values[order]
+    cols.reshape(-1)[flat] = col_idx[order]
+    vals.reshape(-1)[flat] = values[order]
 
     owner = np.full((n_chunks, capacity), capacity - 1, np.int32)
     vrow_row = np.repeat(filled, n_virtual[filled])  # one entry per virtual row
@@ -160,7 +167,7 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
     rating = None
     if rating_index:
         rating = np.full((n_chunks, capacity, width), order.size, np.int32)
-        rating[c, v, lane] = order
+        rating.reshape(-1)[flat] = order
         rating = jnp.asarray(rating)
     return Chunks(*(jnp.asarray(a) for a in (cols, vals, owner, rows, slot)), rating)
 
@@ -182,10 +189,10 @@ def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: in
     vals = ratings.values if values is None else values
     if side == "user":
         return build_chunks(ratings.users, ratings.items, vals, ratings.n_users, ratings.n_items,
-                            width, chunk_slots, dtype, rating_index)
+                            width, chunk_slots, dtype, rating_index, ratings.by_user)
     if side == "item":
         return build_chunks(ratings.items, ratings.users, vals, ratings.n_items, ratings.n_users,
-                            width, chunk_slots, dtype, rating_index)
+                            width, chunk_slots, dtype, rating_index, ratings.by_item)
     raise ValueError(f"side must be 'user' or 'item', got {side!r}")
 
 

@@ -159,10 +159,11 @@ def shard_chunks(chunks: Chunks, mesh: Mesh, n_cols: int) -> ShardedChunks:
         position[per_device[d, local]] = d * width_r + np.arange(len(local))
     split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
     # padding as build_chunks pads: the other side's zero row, value 0, the last local row, no
-    # row; a padding slot's rating index is never read with a nonzero factor (any index will do)
+    # row, rating nnz (the number of ratings: every slot that is not padding)
+    nnz = int(np.count_nonzero(np.asarray(chunks.cols) < n_cols))
     parts = [_put(pad(chunks.cols, n_cols), split), _put(pad(chunks.vals, 0), split),
-             _put(pad(chunks.owner, capacity - 1), split), _put(rows, split),
-             _put(np.zeros(1, np.int32), whole), None if chunks.rating is None else _put(pad(chunks.rating, 0), split)]
+             _put(pad(chunks.owner, capacity - 1), split), _put(rows, split), _put(np.zeros(1, np.int32), whole),
+             None if chunks.rating is None else _put(pad(chunks.rating, nnz), split)]
     return ShardedChunks(Chunks(*parts), _put(index.reshape(-1), split), _put(row.reshape(-1), split),
                          _put(position, whole), axis, n_chunks, mesh)
 

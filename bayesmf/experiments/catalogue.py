@@ -9,7 +9,9 @@ or :func:`bayesmf.metrics.evaluate_ranking` reports under the same name:
 * uncertainty (models with a predictive distribution: Bayesian models and bootstrap ensembles;
   absent for point models): ``coverage@L`` and ``width@L`` for a level ``0 < L < 1``, ``nll``,
   ``nll_mixture``, ``crps``, ``calibration_area``, ``aurc``, ``spearman_abs_error_std``,
-  ``rmse_draws_mean``, ``rmse_draws_lo``, ``rmse_draws_hi``;
+  ``rmse_draws_mean``, ``rmse_draws_lo``, ``rmse_draws_hi``; by rating category (ordinal models,
+  and other predictives discretised onto the rating levels): ``categorical_nll``, ``rps``,
+  ``ece``, ``ece_classwise``;
 * full-catalogue ranking: ``hr@k``, ``precision@k``, ``recall@k``, ``ndcg@k``, ``map@k``, ``mrr``,
   ``auc``;
 * sampled ranking (1 positive + ``n_negatives``; comparable with NCF-style papers only):
@@ -33,7 +35,8 @@ from bayesmf.registry import ESTIMATOR_MODULES, estimator_class
 RATING_METRICS = ("rmse", "mae", "rmse_unclipped", "mae_unclipped", "user_rmse_p10", "user_rmse_p50",
                   "user_rmse_p90", "rmse_truth")
 UNCERTAINTY_METRICS = ("nll", "nll_mixture", "crps", "calibration_area", "aurc", "spearman_abs_error_std",
-                       "rmse_draws_mean", "rmse_draws_lo", "rmse_draws_hi")
+                       "rmse_draws_mean", "rmse_draws_lo", "rmse_draws_hi", "categorical_nll", "rps", "ece",
+                       "ece_classwise")
 LEVEL_METRICS = ("coverage", "width")  # name@L
 RANKING_AT_K = ("hr", "precision", "recall", "ndcg", "map")  # name@k
 RANKING_PLAIN = ("mrr", "auc")

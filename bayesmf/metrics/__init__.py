@@ -7,6 +7,8 @@ metrics). The individual metrics are exported too; each module's docstring state
 
 * :mod:`~bayesmf.metrics.rating` — RMSE, MAE, bootstrap intervals, per-user errors, posterior RMSE;
 * :mod:`~bayesmf.metrics.uncertainty` — coverage, width, NLL, CRPS, calibration, risk-coverage;
+* :mod:`~bayesmf.metrics.categorical` — categorical NLL, ranked probability score, reliability
+  diagram and expected calibration error of predictives over rating categories;
 * :mod:`~bayesmf.metrics.ranking` — full-catalogue HR/Precision/Recall/NDCG/MAP@k, MRR, AUC;
 * :mod:`~bayesmf.metrics.sampled` — the sampled (1 + N) protocol and Krichene-Rendle corrections;
 * :mod:`~bayesmf.metrics.bootstrap` — bootstrap ensembles giving point models a predictive;
@@ -17,6 +19,13 @@ Nothing here imports the engines: models are used through ``predict``/``predict_
 """
 
 from bayesmf.metrics.bootstrap import BootstrapEnsemble
+from bayesmf.metrics.categorical import (
+    as_categorical,
+    categorical_nll,
+    expected_calibration_error,
+    ranked_probability_score,
+    reliability_diagram,
+)
 from bayesmf.metrics.conformal import ConformalDistribution, ConformalRegressor, conformal_quantile
 from bayesmf.metrics.evaluate import evaluate_ranking, evaluate_ratings
 from bayesmf.metrics.ranking import (
@@ -55,17 +64,17 @@ from bayesmf.metrics.uncertainty import (
     rmse_by_std_bin,
     spearman_error_std,
 )
-from bayesmf.predictive import PredictiveDistribution
+from bayesmf.predictive import CategoricalDistribution, PredictiveDistribution
 
 __all__ = [
-    "SAMPLED_WARNING", "BootstrapEnsemble", "ConformalDistribution", "ConformalRegressor", "EvaluationResult",
-    "PredictiveDistribution",
-    "auc", "bootstrap_ci", "calibration_area", "calibration_area_from_pit", "calibration_curve",
-    "conformal_quantile", "coverage", "coverage_from_pit", "crps", "crps_gaussian", "crps_mixture", "crps_samples",
-    "evaluate_ranking", "evaluate_ratings", "full_rank_metric", "full_ranking", "gaussian_nll", "heldout_metrics",
-    "hit_rate",
-    "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k", "mixture_nll", "mrr", "ndcg_at_k",
-    "per_user_errors", "pit", "posterior_rmse", "precision_at_k", "rank_relevant", "ranking_metrics", "recall_at_k",
-    "risk_coverage", "rmse", "rmse_by_std_bin", "rmse_per_draw", "sampled_metrics", "sampled_ranking",
-    "spearman_error_std", "strong_generalization_ranking",
+    "SAMPLED_WARNING", "BootstrapEnsemble", "CategoricalDistribution", "ConformalDistribution", "ConformalRegressor",
+    "EvaluationResult", "PredictiveDistribution", "as_categorical", "auc", "bootstrap_ci", "calibration_area",
+    "calibration_area_from_pit", "calibration_curve", "categorical_nll", "conformal_quantile", "coverage",
+    "coverage_from_pit", "crps", "crps_gaussian", "crps_mixture", "crps_samples", "evaluate_ranking",
+    "evaluate_ratings", "expected_calibration_error", "full_rank_metric", "full_ranking", "gaussian_nll",
+    "heldout_metrics", "hit_rate", "interval_scores", "interval_width", "kr_correction", "mae", "map_at_k",
+    "mixture_nll", "mrr", "ndcg_at_k", "per_user_errors", "pit", "posterior_rmse", "precision_at_k", "rank_relevant",
+    "ranked_probability_score", "ranking_metrics", "recall_at_k", "reliability_diagram", "risk_coverage", "rmse",
+    "rmse_by_std_bin", "rmse_per_draw", "sampled_metrics", "sampled_ranking", "spearman_error_std",
+    "strong_generalization_ranking",
 ]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from bayesmf.data.levels import rating_levels
 from bayesmf.data.ratings import Ratings
 from bayesmf.errors import ConfigError, DataError
-from bayesmf.metrics import rating, uncertainty
+from bayesmf.metrics import categorical, rating, uncertainty
 from bayesmf.metrics.ranking import full_ranking
 from bayesmf.metrics.results import EvaluationResult
 from bayesmf.metrics.sampled import sampled_ranking
-from bayesmf.predictive import PredictiveDistribution, check_level
+from bayesmf.predictive import CategoricalDistribution, PredictiveDistribution, check_level
 from bayesmf.validate import as_values, same_length
 
 __all__ = ["evaluate_ranking", "evaluate_ratings"]
@@ -80,6 +81,13 @@ def evaluate_ratings(
     test RMSE (one RMSE per draw, clipped like the point predictions; its central ``ci_level``
     interval). Empirical draws (``noise_std`` None) are draws of the *observed* rating, noise
     included, so a per-draw RMSE would mix in the noise and is not reported for them.
+    By rating category (:mod:`bayesmf.metrics.categorical`), when the predictive is categorical
+    (an ordinal model) or the ratings lie on an integer or half-star scale (any other predictive
+    is then discretised onto its levels: the model's ``rating_levels_`` when it has them, else the
+    grid spanned by the test ratings): ``categorical_nll``, ``rps``, ``ece`` (top-label),
+    ``ece_classwise`` and ``reliability`` (the top-label diagram: dict of arrays). For a
+    categorical predictive, ``coverage@L`` counts ``y`` inside the central set of categories and
+    the calibration curve uses the randomized PIT (a discrete PIT is not uniform).
 
     Cost: linear in N for point predictions, Gaussians and empirical draws. A Gaussian mixture
     (draws + ``noise_std``) needs ``S x N`` normal-CDF evaluations per Newton round of each
@@ -111,6 +119,9 @@ def evaluate_ratings(
         report[f"user_rmse_p{p}"] = float(np.percentile(per_user["rmse"], p))
     if dist is not None:
         report.update(_uncertainty_report(y, pred, dist, levels))
+        scale_levels = _rating_levels(model_or_predictions, dist, y)
+        if scale_levels is not None:
+            report.update(_categorical_report(y, dist, scale_levels))
         if dist.kind == "mixture":  # draws of the noise-free prediction: one RMSE per posterior draw
             draws = np.clip(dist.samples, *clip_to) if clip_to else dist.samples
             post = rating.posterior_rmse(y, draws, ci_level)
@@ -118,12 +129,43 @@ def evaluate_ratings(
     return EvaluationResult(report, kind="ratings")
 
 
+def _rating_levels(source, dist, y):
+    """The levels to score ``dist`` by category on, or None (module docstring of
+    :func:`evaluate_ratings`)."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.levels
+    levels = getattr(source, "rating_levels_", None)
+    if levels is not None:
+        return np.asarray(levels, np.float64)
+    try:
+        return rating_levels(y)
+    except DataError:  # not an ordinal scale: no categorical metrics
+        return None
+
+
+def _categorical_report(y, dist, levels) -> dict:
+    cat = categorical.as_categorical(dist, levels)
+    try:
+        cat.category_index(y)
+    except DataError:  # test ratings outside the model's scale: the categorical metrics are undefined
+        return {}
+    diagram = categorical.reliability_diagram(y, cat)
+    return {"categorical_nll": float(categorical.categorical_nll(y, cat).mean()),
+            "rps": float(categorical.ranked_probability_score(y, cat).mean()),
+            "ece": diagram["ece"],
+            "ece_classwise": categorical.expected_calibration_error(y, cat, which="classwise"),
+            "reliability": {k: v for k, v in diagram.items() if k != "ece"}}
+
+
 def _uncertainty_report(y, pred, dist: PredictiveDistribution, levels) -> dict:
     out = {}
     levels = [check_level(level) for level in levels]
+    discrete = isinstance(dist, CategoricalDistribution)
     # one CDF evaluation serves coverage at every level and the calibration curve and area
-    pit = uncertainty.pit(y, dist)
+    pit = dist.randomized_pit(y) if discrete else uncertainty.pit(y, dist)
     for level, observed in zip(levels, uncertainty.coverage_from_pit(pit, levels), strict=True):
+        if discrete:  # y inside the central set of categories (a discrete PIT cannot say it)
+            observed = uncertainty.interval_scores(y, dist, level)[0]
         out[f"coverage@{level:g}"] = float(observed)
         out[f"width@{level:g}"] = uncertainty.interval_width(dist, level)
     out["nll"] = float(uncertainty.gaussian_nll(y, dist.mean, dist.std).mean())

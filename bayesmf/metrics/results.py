@@ -25,6 +25,7 @@ _CURVES = {
     "calibration_curve": ("calibration", "a predictive distribution"),
     "risk_coverage": ("risk_coverage_curve", "a predictive distribution"),
     "rmse_by_std_decile": ("rmse_by_std", "a predictive distribution"),
+    "reliability": ("plot_reliability", "a predictive distribution over rating levels"),
 }
 _KINDS = ("ratings", "ranking")
 
@@ -208,6 +209,35 @@ class EvaluationResult(dict):
         if not any(line.get_label() == "calibrated" for line in ax.get_lines()):
             ax.plot([0, 1], [0, 1], "k:", label="calibrated")
         ax.set(xlabel="nominal level", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1))
+        ax.legend()
+        return ax
+
+    def plot_reliability(self, ax=None, label: str | None = None):
+        """The top-label reliability diagram (:mod:`bayesmf.metrics.categorical`): observed
+        frequency of the most probable category being right against the mean confidence, per
+        non-empty bin, with the diagonal a calibrated model follows.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Where to draw (a new figure when None).
+        label : str, optional
+            Legend entry (default: ``ECE`` and its value).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        bins = self._curve("reliability")
+        count = np.asarray(bins["count"])
+        filled = count > 0
+        ax = _axes(ax)
+        if label is None and _is_scalar(self.get("ece")):
+            label = f"ECE {self['ece']:.4f}"
+        ax.plot(np.asarray(bins["confidence"])[filled], np.asarray(bins["frequency"])[filled], "o-", label=label)
+        if not any(line.get_label() == "calibrated" for line in ax.get_lines()):
+            ax.plot([0, 1], [0, 1], "k:", label="calibrated")
+        ax.set(xlabel="confidence (top category)", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
         ax.legend()
         return ax
 

@@ -205,9 +205,10 @@ def crps(y, dist: PredictiveDistribution, fair: bool = False) -> float:
     """Mean CRPS of ``dist`` at ``y``: closed form (Gaussian), empirical (draws) or mixture (a
     Student-t mixture by Monte Carlo: the empirical CRPS of 4 seeded t draws around each
     component); a split-conformal predictive (kind ``"conformal"``) computes its own
-    (:mod:`bayesmf.metrics.conformal`)."""
+    (:mod:`bayesmf.metrics.conformal`), and so does a categorical one (the exact CRPS of a
+    distribution on the rating levels)."""
     y = _check_dist(y, dist)
-    if dist.kind == "conformal":
+    if dist.kind in ("conformal", "categorical"):
         return float(dist.crps(y).mean())
     if dist.kind == "gaussian":
         return float(crps_gaussian(y, dist.mean, dist.std).mean())

@@ -43,7 +43,15 @@ from bayesmf.models.inference import (
     resolve,
 )
 from bayesmf.posterior import gibbs
-from bayesmf.posterior.bpmf_model import ALL_SITES, BIAS_SITES, HYPER_SITES, NOISE_SITES, BPMFModel
+from bayesmf.posterior.bpmf_model import (
+    ALL_SITES,
+    BIAS_SITES,
+    HYPER_SITES,
+    NOISE_SITES,
+    ORDINAL_SITES,
+    BPMFModel,
+    pair_class_probabilities,
+)
 from bayesmf.posterior.model import Prior
 from bayesmf.validate import as_indices
 
@@ -190,6 +198,20 @@ class BPMF(FactorModel):
         is infinite).
     precision_shape : ``(a_u, a_v)``, the Gamma shapes (= rates) of ``tau`` and ``kappa``; the
         default 2 lets a user's noise sd range over about a factor of 3 a priori.
+    likelihood : ``"gaussian"`` (default; with ``noise``) or ``"ordinal"``: the ordered probit of
+        Albert & Chib (1993) (:mod:`bayesmf.posterior.ordinal`), ``y = l_k`` iff
+        ``c_{k-1} < z <= c_k``, ``z ~ N(m + b_i + c_j + u_i . v_j, 1)``, over the rating levels of the
+        training scale (``rating_levels_``: the integer or half-star grid from the smallest to the
+        largest training rating; a level without training ratings is a category too, with a
+        small predicted probability; non-grid values raise :class:`DataError` naming the row).
+        Cutpoints ``c_0 = 0 < c_1 < ...`` (kept as ``cutpoints_samples_`` (C, S, K - 1)) with
+        log gaps ``~ N(gap_prior)``; the offset ``m`` carries the level, ``alpha`` is fixed at 1
+        (the latent scale) and ``noise_prior``/``alpha`` are ignored. ``predict_dist`` returns a
+        :class:`~bayesmf.predictive.CategoricalDistribution` (category probabilities, the expected
+        rating as ``mean``, intervals as sets of categories) and ``predict`` the expected rating;
+        ranking scores and ``fit(..., track=)``'s moments are those of the latent ``f``. Gibbs
+        only; not with ``fold_in`` or ``to_arviz``'s log-likelihood.
+    gap_prior : ``(m_g, s_g)``: the ordinal cutpoints' log gaps ``~ N(m_g, s_g^2)``.
     beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
     offset_prior : the global offset ``m ~ N(m0, s0^2)`` as ``(m0, s0)``; ``"auto"`` (default):
         the training ratings' mean and standard deviation, a prior wide against the offset's
@@ -218,7 +240,8 @@ class BPMF(FactorModel):
     is_bayesian = True
     _per_user_arrays = {"user_factors_": 0, "user_bias_": 0, "user_samples_": -2, "b_U_samples_": -1}
     _state_arrays = FactorModel._state_arrays + (
-        "user_samples_", "item_samples_", *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES),
+        "user_samples_", "item_samples_",
+        *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES + ORDINAL_SITES), "rating_levels_",
     )
 
     def __init__(
@@ -234,6 +257,8 @@ class BPMF(FactorModel):
         noise: str = "gaussian",
         noise_df: float = 4.0,
         precision_shape: tuple = (2.0, 2.0),
+        likelihood: str = "gaussian",
+        gap_prior: tuple = (0.0, 1.0),
         beta0: float = 2.0,
         nu0: float | None = None,
         w0: float = 1.0,
@@ -262,6 +287,8 @@ class BPMF(FactorModel):
         self.noise = noise
         self.noise_df = noise_df
         self.precision_shape = precision_shape
+        self.likelihood = likelihood
+        self.gap_prior = gap_prior
         self.beta0 = beta0
         self.nu0 = nu0
         self.w0 = w0
@@ -337,9 +364,22 @@ class BPMF(FactorModel):
             raise ConfigError(f"alpha must be a positive precision/scale, got {self.alpha!r}")
         auto = noise is not None and isinstance(self.noise_prior, str) and noise[1] > 0
         alpha = noise[0] / noise[1] if auto else float(self.alpha)  # "auto": start at its prior mean
+        ordinal = {}
+        if self.ordinal:  # the latent scale: alpha = 1, no noise prior; K from the fit (2 before one)
+            from bayesmf.posterior.ordinal import check_gap_prior
+
+            levels = getattr(self, "rating_levels_", None)
+            noise, alpha = None, 1.0
+            ordinal = {"likelihood": "ordinal", "n_categories": 2 if levels is None else int(np.size(levels)),
+                       "gap_prior": check_gap_prior(self.gap_prior)}
         return Prior(self.rank, alpha, float(self.mu0), float(self.beta0),
                      None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias,
-                     self._offset_prior(), self.noise, self.noise_df, shape).validate()
+                     self._offset_prior(), self.noise, self.noise_df, shape, **ordinal).validate()
+
+    @property
+    def ordinal(self) -> bool:
+        """``likelihood="ordinal"``."""
+        return getattr(self, "likelihood", "gaussian") == "ordinal"
 
     def _noise_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
         """``noise_prior`` as a ``(a0, b0)`` pair or None (:meth:`_prior_pair`)."""
@@ -355,7 +395,7 @@ class BPMF(FactorModel):
         (which holds the quantity fixed); ``"auto"`` resolved by ``auto(train)``, or without
         ``train`` taken from the fit (``name + "_"``; None before a fit: no data scale yet)."""
         value = getattr(self, name)
-        if self.inference_name == "map" or value is None:
+        if self.inference_name == "map" or value is None or (name == "noise_prior" and self.ordinal):
             return None
         if isinstance(value, str):
             if value != "auto":
@@ -372,6 +412,12 @@ class BPMF(FactorModel):
         name = config.name
         if self.init not in ("map", "random"):
             raise ConfigError(f"init must be 'map' or 'random', got {self.init!r}")
+        if self.likelihood not in ("gaussian", "ordinal"):
+            raise ConfigError(f"likelihood must be 'gaussian' or 'ordinal', got {self.likelihood!r}")
+        if self.ordinal and name != "gibbs":
+            raise ConfigError(f"likelihood='ordinal' is sampled by inference='gibbs' only, got inference={name!r}")
+        if self.ordinal and self.noise != "gaussian":
+            raise ConfigError(f"likelihood='ordinal' has its own latent noise; noise={self.noise!r} does not apply")
         if self.noise != "gaussian" and name == "map":
             raise ConfigError(f"noise={self.noise!r} needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "the MAP fit is the Gaussian model's")
@@ -399,6 +445,16 @@ class BPMF(FactorModel):
         return super().fit(train)
 
     def _fit(self, train: Ratings) -> None:
+        category = None
+        self.rating_levels_ = None
+        if self.ordinal:
+            from bayesmf.posterior.ordinal import encode_levels, rating_levels
+
+            self.rating_levels_ = rating_levels(train.values)
+            category = encode_levels(train.values, self.rating_levels_, "training ratings")
+            # the latent values' starting guess: the middle of each category under the starting
+            # cutpoints c_k = k (category k is (k - 1, k]); the data scale of the "auto" offset prior
+            train = train.with_values(category.astype(np.float64) - 0.5)
         self.offset_prior_ = self._offset_prior(train)
         self.noise_prior_ = self._noise_prior(train)
         config, prior, dtype = self._validate()
@@ -407,7 +463,8 @@ class BPMF(FactorModel):
         self.user_bias_ = self.item_bias_ = None
         self.sample_stats_ = {}
         self.diagnostics_ = None
-        data = gibbs.prepare(train, self.global_mean_, self.rank, dtype, rating_index=not prior.gaussian)
+        data = gibbs.prepare(train, self.global_mean_, self.rank, dtype,
+                             rating_index=not prior.gaussian or prior.ordinal, category=category)
         key = jax.random.PRNGKey(self.seed)
         k_init, k_run = jax.random.split(key)
         U0, V0 = self._initial_factors(k_init, data, prior, train, dtype, config)
@@ -488,6 +545,8 @@ class BPMF(FactorModel):
         ignored = ("progress", "checkpoint", "checkpoint_every", "inference", "devices")
         if self.noise == "gaussian":  # the noise settings change nothing then (and checkpoints predate them)
             ignored += ("noise", "noise_df", "precision_shape")
+        if not self.ordinal:  # likewise the ordinal likelihood's settings
+            ignored += ("likelihood", "gap_prior")
         config = self.inference_config()
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
         settings.update(inference=config.name, **config.settings())
@@ -518,7 +577,7 @@ class BPMF(FactorModel):
     def _store_draws(self, draws: dict) -> None:
         self.user_samples_ = np.asarray(draws["U"], np.float32)
         self.item_samples_ = np.asarray(draws["V"], np.float32)
-        for site in HYPER_SITES + BIAS_SITES + NOISE_SITES:
+        for site in HYPER_SITES + BIAS_SITES + NOISE_SITES + ORDINAL_SITES:
             setattr(self, f"{site}_samples_", np.asarray(draws[site], np.float32) if site in draws else None)
         # posterior means: for similarity, export and cold-start scores (predictions use the draws)
         self.user_factors_ = self.user_samples_.mean(axis=(0, 1))
@@ -595,7 +654,28 @@ class BPMF(FactorModel):
             return mean.astype(np.float64), np.zeros(users.shape)
         return self.bayesian_model().predictive_moments(self._flat_draws(), users, items, self.global_mean_)
 
+    def _class_probabilities(self, users, items, bad, n_draws: int | None = None) -> np.ndarray:
+        """Ordinal: posterior predictive category probabilities (n, K) over every kept draw (or
+        ``n_draws`` evenly spaced ones); unknown rows (``bad``) from ``f ~ N(m, v)`` with ``v`` the
+        prior's epistemic variance, ``P(k) = Phi((c_k - m)/sqrt(1 + v)) - ...`` per draw."""
+        from bayesmf.posterior.ordinal import class_probabilities
+
+        U, V, BU, BV = self._flat_draws()
+        cuts = self.cutpoints_samples_.reshape(U.shape[0], -1)
+        if n_draws is not None:
+            pick = np.linspace(0, U.shape[0] - 1, min(n_draws, U.shape[0])).round().astype(int)
+            U, V, BU, BV, cuts = U[pick], V[pick], BU[pick], BV[pick], cuts[pick]
+        probs = np.asarray(pair_class_probabilities(*(jnp.asarray(a) for a in (U, V, BU, BV, cuts)),
+                                                    jnp.asarray(users), jnp.asarray(items), self.global_mean_),
+                           np.float64)
+        if bad.any():
+            f = jnp.full((cuts.shape[0], int(bad.sum())), self.global_mean_, U.dtype)
+            probs[bad] = np.asarray(class_probabilities(f, jnp.asarray(cuts), self._prior_epistemic_variance()))
+        return probs
+
     def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
+        if self.ordinal and self.has_draws:  # the expected rating
+            return (self._class_probabilities(users, items, bad_u | bad_i) @ self.rating_levels_).astype(np.float32)
         mean, _ = self._moments(users, items, bad_u | bad_i)
         return np.where(bad_u | bad_i, self.global_mean_, mean).astype(np.float32)
 
@@ -608,6 +688,10 @@ class BPMF(FactorModel):
         ``m + u.v`` with ``noise_std`` (S, 1) = ``1/sqrt(alpha_s)`` (a Gaussian mixture). Unknown
         users/items (``unknown="fallback"``) get the global mean and the prior-predictive
         variance. Not clipped.
+
+        Ordinal likelihood: a :class:`~bayesmf.predictive.CategoricalDistribution` of the category
+        probabilities averaged over the draws (``n_draws`` evenly spaced ones when given), its
+        ``mean`` the expected rating.
 
         Noise models: ``"student_t"`` gives a mixture of t's (``noise_df`` = ``nu``, ``noise_std``
         their scales; noise variance ``E[1/alpha] nu/(nu - 2)``); ``"heteroscedastic"`` a
@@ -623,6 +707,11 @@ class BPMF(FactorModel):
         if n_draws is not None:
             n_draws = check_positive_int("n_draws", n_draws)
         bad = bad_u | bad_i
+        if self.ordinal:
+            from bayesmf.predictive import CategoricalDistribution
+
+            probs = self._class_probabilities(np.where(bad_u, 0, users), np.where(bad_i, 0, items), bad, n_draws)
+            return CategoricalDistribution.from_probabilities(probs, self.rating_levels_)
         safe_u, safe_i = np.where(bad_u, 0, users), np.where(bad_i, 0, items)
         mean, var = self._moments(safe_u, safe_i, bad)
         factor = self._noise_factor()
@@ -725,6 +814,9 @@ class BPMF(FactorModel):
         """
         from bayesmf.engines.chunks import build_gram_chunks
 
+        if self.ordinal:
+            raise ConfigError("fold_in is not implemented for likelihood='ordinal' (the new users' latent values would "
+                              "need their own sampler); refit with the new users")
         if getattr(self, "noise", "gaussian") != "gaussian":
             raise ConfigError(f"fold_in is not implemented for noise={self.noise!r} (the new users' noise weights "
                               "would need their own sampler); refit with the new users, or use noise='gaussian'")
@@ -787,6 +879,9 @@ class BPMF(FactorModel):
         thin = check_positive_int("thin", thin)
         if log_likelihood is None:
             log_likelihood = data is not None
+        if (log_likelihood or posterior_predictive) and self.ordinal:
+            raise ConfigError("to_arviz's log_likelihood and posterior_predictive are the Gaussian model's; "
+                              "likelihood='ordinal' has neither yet: pass log_likelihood=False")
         if (log_likelihood or posterior_predictive) and data is None:
             raise ConfigError("log_likelihood and posterior_predictive need the ratings: pass data=train "
                               "(a Ratings in the training index space)")

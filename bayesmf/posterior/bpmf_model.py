@@ -24,11 +24,13 @@ from bayesmf.engines.driver import Kernel
 from bayesmf.posterior import gibbs
 from bayesmf.posterior import map as map_kernels
 from bayesmf.posterior.model import Prior, bpmf_model
+from bayesmf.posterior.ordinal import category_probabilities
 
 HYPER_SITES = ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha", "offset")
 BIAS_SITES = ("b_U", "b_V", "bias_precision_U", "bias_precision_V")
 NOISE_SITES = ("tau", "kappa")  # noise="heteroscedastic": per-user and per-item precision factors
-ALL_SITES = ("U", "V") + HYPER_SITES + BIAS_SITES + NOISE_SITES
+ORDINAL_SITES = ("cutpoints",)  # likelihood="ordinal"
+ALL_SITES = ("U", "V") + HYPER_SITES + BIAS_SITES + NOISE_SITES + ORDINAL_SITES
 
 
 @jax.jit
@@ -46,6 +48,22 @@ def pair_moments(U, V, BU, BV, users, items, global_mean):
     n = U.shape[0]
     mean = s1 / n
     return mean, jnp.maximum(s2 / n - mean * mean, 0.0)
+
+
+@jax.jit
+def pair_class_probabilities(U, V, BU, BV, cutpoints, users, items, global_mean):
+    """Ordered-probit category probabilities at pairs averaged over draws, (n, K): per draw
+    ``f = m + b_s + c_s + u_s . v_s`` and :func:`~bayesmf.posterior.ordinal.category_probabilities`
+    with its cutpoints (S, K - 1); a scan over draws keeps memory O(n K)."""
+
+    def body(total, draw):
+        u, v, bu, bv, c = draw
+        f = global_mean + bu[users] + bv[items] + jnp.sum(u[users] * v[items], axis=-1)
+        return total + category_probabilities(f, c), None
+
+    zeros = jnp.zeros((users.shape[0], cutpoints.shape[1] + 1), U.dtype)
+    total, _ = jax.lax.scan(body, zeros, (U, V, BU, BV, cutpoints))
+    return total / U.shape[0]
 
 
 class BPMFModel(NamedTuple):
@@ -67,10 +85,12 @@ class BPMFModel(NamedTuple):
 
     def sites(self) -> tuple[str, ...]:
         """``U``, ``V``, the hyperparameters (the offset when it is learned), the biases and
-        their precisions with biases, ``tau`` and ``kappa`` with heteroscedastic noise."""
+        their precisions with biases, ``tau`` and ``kappa`` with heteroscedastic noise, the
+        ``cutpoints`` with the ordinal likelihood."""
         prior = self.prior
         return ("U", "V") + tuple(s for s in HYPER_SITES if s != "offset" or prior.learns_offset) + (
-            BIAS_SITES if prior.has_biases else ()) + (NOISE_SITES if prior.noise == "heteroscedastic" else ())
+            BIAS_SITES if prior.has_biases else ()) + (NOISE_SITES if prior.noise == "heteroscedastic" else ()) + (
+            ORDINAL_SITES if prior.ordinal else ())
 
     def gibbs_kernel(self, data: gibbs.GibbsData, rescale: bool = True) -> Kernel:
         """:func:`bayesmf.posterior.gibbs.build_kernel`."""

@@ -39,7 +39,12 @@ biases), which keeps float32 sums of residuals small.
    with biases, two along ``u_i -> u_i + x``, ``c_j -> c_j - x.v_j`` (and the same with the sides
    swapped; :func:`shift_move`), the means the factors share with the biases, and with a learned
    offset two more along ``m -> m + d``, ``b -> b - d`` (:func:`translate_move`), the level the
-   offset shares with the biases.
+   offset shares with the biases. The rescaling is made :data:`RESCALE_REPEATS` times (it costs
+   ``O(D^3)`` each), each with its own random axes. With biases the sweep also *starts* with
+   both shifts drawn jointly with the offset's translation and with the bias precision
+   integrated out (:func:`collapsed_shift_move`; the conjugate draw of the bias precisions,
+   before the rows, completes that block), and with Gaussian noise it ends with each side's biases and their
+   precision drawn as one block (:func:`bias_block_move`).
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -66,6 +71,13 @@ sum_j w_ij v_j v_j^T``, ``h_i = Lambda_U mu_U + alpha sum_j w_ij (r_ij - m) v_j`
 with the weighted residual sum, and ``alpha ~ Gamma(a_0 + nnz/2, b_0 + sum w e^2 / 2)``. The
 training RMSE of :class:`GibbsInfo` is then that of the sweep's starting state (unweighted).
 
+Ordinal likelihood (``prior.likelihood == "ordinal"``, :mod:`bayesmf.posterior.ordinal`): the
+sweep starts with the block ``(c, z) | f`` from the state's predictions (cutpoints by an
+independence Metropolis-Hastings step with ``z`` integrated out, then the truncated-normal latent
+values); every later conditional is the Gaussian one above with ``alpha = 1`` and the targets
+``z_ij`` in place of the ratings (laid into both sides' chunks through their rating index).
+``z`` is not kept in the state: nothing depends on the previous draw.
+
 Wishart draws use the Bartlett decomposition: with ``W = L L^T`` and lower-triangular ``A``,
 ``A_kk = sqrt(chi2(nu - k))`` (k = 0..D-1), ``A_kl ~ N(0, 1)`` below the diagonal,
 ``L A A^T L^T ~ W(W, nu)``.
@@ -76,6 +88,7 @@ and scanned. Shapes: ``U`` (n_users, D), ``V`` (n_items, D), ``mu_*`` (D,), ``La
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -88,6 +101,7 @@ from bayesmf.engines import sharding
 from bayesmf.engines.chunks import Chunks, gram_chunks_for
 from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal, unrolled_by_size
+from bayesmf.posterior import ordinal
 from bayesmf.posterior.model import Prior
 
 
@@ -100,6 +114,7 @@ class GibbsData(NamedTuple):
     items: jnp.ndarray
     residual: jnp.ndarray
     centre: jnp.ndarray | float = 0.0  # the constant the stored values are centred at
+    category: jnp.ndarray | None = None  # (nnz,) int32 category of each rating (likelihood="ordinal")
 
 
 class GibbsState(NamedTuple):
@@ -133,6 +148,8 @@ class GibbsState(NamedTuple):
     """(n_users,) noise precision factors, ``noise="heteroscedastic"`` only."""
     kappa: jnp.ndarray | None = None
     """(n_items,) noise precision factors, ``noise="heteroscedastic"`` only."""
+    cutpoints: jnp.ndarray | None = None
+    """(K - 1,) cutpoints of the ordered probit, ``likelihood="ordinal"`` only (``c_0 = 0``)."""
 
 
 class GibbsInfo(NamedTuple):
@@ -147,12 +164,18 @@ class GibbsInfo(NamedTuple):
     jitter)."""
     rescale_accept: jnp.ndarray
     """Share of the rescaling move's D coordinates accepted (0 when off)."""
+    cutpoint_accept: jnp.ndarray
+    """Whether the cutpoints' Metropolis-Hastings proposal was accepted (ordinal only; else 0)."""
 
 
-def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_index: bool = False) -> GibbsData:
+def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_index: bool = False,
+            category=None) -> GibbsData:
     """Lay out a :class:`~bayesmf.data.Ratings` for the sampler (host-side, once per fit); the
     chunk size is chosen for ``rank + 1`` gathered columns (the bias column). ``rating_index``:
-    record each chunk slot's rating (needed by the non-Gaussian noise models' weights)."""
+    record each chunk slot's rating (needed by the non-Gaussian noise models' weights and the
+    ordinal likelihood's latent targets). ``category`` (nnz,): the ratings' category indices
+    (:func:`bayesmf.posterior.ordinal.encode_levels`) for ``likelihood="ordinal"``; the values
+    are then only the targets of the starting point estimate (each sweep replaces them)."""
     residual = (ratings.values - global_mean).astype(dtype)
     return GibbsData(
         user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype, rating_index),
@@ -161,14 +184,16 @@ def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_ind
         items=jnp.asarray(ratings.items),
         residual=jnp.asarray(residual),
         centre=jnp.asarray(global_mean, dtype),
+        category=None if category is None else jnp.asarray(category, jnp.int32),
     )
 
 
 def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jnp.float32,
-         offset: float = 0.0) -> GibbsState:
+         offset: float = 0.0, cutpoints=None) -> GibbsState:
     """Initial state: given factors (e.g. the PMF MAP solution), else small random ones;
     hyperparameters at their prior means (``Lambda = nu0 W0``, ``mu = mu0``); the offset at
-    ``offset`` (the data's centre, :func:`prepare`)."""
+    ``offset`` (the data's centre, :func:`prepare`); ordinal: ``cutpoints`` (K - 1,), default
+    :func:`~bayesmf.posterior.ordinal.initial_cutpoints`."""
     D = prior.rank
     ku, kv = jax.random.split(key)
     if U is None:
@@ -181,9 +206,14 @@ def init(key, prior: Prior, n_users: int, n_items: int, U=None, V=None, dtype=jn
     tau = kappa = None
     if prior.noise == "heteroscedastic":  # at their prior means
         tau, kappa = jnp.ones(n_users, dtype), jnp.ones(n_items, dtype)
+    if prior.ordinal:
+        cutpoints = ordinal.initial_cutpoints(prior.n_categories, dtype) if cutpoints is None else cutpoints
+        cutpoints = jnp.asarray(cutpoints, dtype)
+    else:
+        cutpoints = None
     return GibbsState(jnp.asarray(U, dtype), jnp.asarray(V, dtype), mu, lam, mu, lam, jnp.asarray(prior.alpha, dtype),
                       jnp.zeros(n_users, dtype), jnp.zeros(n_items, dtype), one, one, jnp.asarray(offset, dtype),
-                      tau, kappa)
+                      tau, kappa, cutpoints)
 
 
 def wishart_chi2_shapes(df, D: int, dtype=jnp.float32):
@@ -336,13 +366,39 @@ def _gamma_shapes(prior: Prior, n_users: int, n_items: int, nnz: int, dtype):
         jnp.asarray([a_b + n_users / 2.0, a_b + n_items / 2.0, a_0 + nnz / 2.0], dtype)])
 
 
-def rating_residuals(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
-    """Training residuals ``r - m - b_i - c_j - u.v`` per rating (nnz,) (gathers, no loop),
-    ``shift = m - centre``."""
+def rating_predictions(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Noise-free predictions relative to the centre, ``m - centre + b_i + c_j + u.v``, per
+    rating (nnz,) (gathers, no loop), ``shift = m - centre``."""
     pred = shift + jnp.sum(U[data.users] * V[data.items], axis=-1)
     if b_U is not None:
         pred = pred + b_U[data.users] + b_V[data.items]
-    return data.residual - pred
+    return pred
+
+
+def rating_residuals(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
+    """Training residuals ``r - m - b_i - c_j - u.v`` per rating (nnz,), ``shift = m - centre``."""
+    return data.residual - rating_predictions(U, V, data, b_U, b_V, shift)
+
+
+def latent_targets(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
+    """The ordinal likelihood's block at the start of a sweep: ``(c, z) | f``
+    (:func:`bayesmf.posterior.ordinal.sample_ordinal`) from the state's predictions ``f``, then
+    ``data`` with ``z - centre`` as every rating's target (in both sides' chunks, through their
+    rating index). Returns (data, new cutpoints, accepted)."""
+    biases = (state.b_U, state.b_V) if prior.has_biases else (None, None)
+    f = data.centre + rating_predictions(state.U, state.V, data, *biases, shift)
+    z, cutpoints, accepted = ordinal.sample_ordinal(key, f, data.category, state.cutpoints, prior.gap_prior)
+    target = (z - data.centre).astype(data.residual.dtype)
+    padded = jnp.concatenate([target, jnp.zeros((1,), target.dtype)])  # padding slots hold rating nnz
+
+    def relayout(chunks):
+        if sharding.is_sharded(chunks):  # this device's chunks (their padding holds rating nnz too)
+            return dataclasses.replace(chunks, chunks=relayout(chunks.chunks))
+        return chunks._replace(vals=padded[chunks.rating])
+
+    data = data._replace(residual=target, user_chunks=relayout(data.user_chunks),
+                         item_chunks=relayout(data.item_chunks))
+    return data, cutpoints, accepted
 
 
 def residual_sse(U, V, data: GibbsData, b_U=None, b_V=None, shift=0.0):
@@ -376,12 +432,20 @@ def noise_weights(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
     return tau[data.users] * kappa[data.items], tau, kappa, jnp.sum(sq)
 
 
+# Rescaling moves per sweep (:func:`rescale_move`): they cost O(D^3) each, the sweep O(nnz D^2).
+# Several travel the scale of the factors' mean much faster, but stay off by default until a
+# predictive-calibration failure seen with them at rank 2, nu0 = 2 is understood (benchmarks/RESULTS.md).
+RESCALE_REPEATS = 1
+
+
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
          rescale: bool = True) -> tuple[GibbsState, GibbsInfo]:
     """One full Gibbs sweep (hyperparameters, users, items, offset, noise, and with ``rescale``
-    the invariance moves of the module docstring, item 5). ``prior`` and ``rescale`` must be
-    static (close over them with ``functools.partial`` before jitting)."""
+    the invariance moves and collapsed blocks of the module docstring, item 5). ``prior`` and
+    ``rescale`` must be static (close over them with ``functools.partial`` before jitting)."""
     k_hyper, k_u, k_v, k_gamma, k_offset, k_move = jax.random.split(key, 6)
+    if rescale and prior.has_biases:  # first: the bias precisions drawn below complete its block
+        state = collapsed_shift_move(jax.random.fold_in(key, 3), state, prior)
     n_users, n_items = state.U.shape[0], state.V.shape[0]
     nnz = data.residual.shape[0]
     D, dtype = prior.rank, state.U.dtype
@@ -397,6 +461,10 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     learn = prior.learns_offset
     shift = (state.offset - data.centre).astype(dtype)
     w, tau, kappa, weight_total = None, state.tau, state.kappa, nnz
+    cutpoints, cut_accept = state.cutpoints, jnp.zeros((), dtype)
+    if prior.ordinal:  # its own key, as the noise step's
+        data, cutpoints, cut_accept = latent_targets(jax.random.fold_in(key, 11), state, data, prior, shift)
+        cut_accept = cut_accept.astype(dtype)
     if not prior.gaussian:  # its own key: the Gaussian sweep's random streams stay as they were
         w, tau, kappa, start_sse = noise_weights(jax.random.fold_in(key, 7), state, data, prior, shift)
         weight_total = jnp.sum(w)
@@ -421,17 +489,19 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     else:
         # alpha | U, V ~ Gamma(a0 + nnz/2, b0 + SSE/2): the standard variate drawn above / rate
         alpha = (gammas[2 * D + 2] / (prior.noise_prior[1] + sse / 2.0)).astype(state.alpha.dtype)
-    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset, tau, kappa)
+    new = GibbsState(U, V, mu_u, lam_u, mu_v, lam_v, alpha, b_u, b_v, prec_u, prec_v, offset, tau, kappa, cutpoints)
     rmse = jnp.sqrt((sse if prior.gaussian else start_sse) / nnz)  # unweighted (module docstring)
     accepted = jnp.zeros((), dtype)
     if rescale and rescale_applies(prior):
-        new, accepted = rescale_move(k_move, new, prior)
+        new, accepted = rescale_move(k_move, new, prior, RESCALE_REPEATS)
     if rescale and prior.has_biases:
         new = shift_move(jax.random.fold_in(k_move, 2), new, prior)
         if prior.learns_offset:
             new = translate_move(jax.random.fold_in(k_move, 1), new, prior)
+        if prior.gaussian:
+            new = bias_block_move(jax.random.fold_in(k_move, 4), new, data, prior)
     info = GibbsInfo(rmse, alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, new.b_U, new.b_V, new.offset),
-                     accepted)
+                     accepted, cut_accept)
     return new, info
 
 
@@ -465,6 +535,177 @@ def shift_move(key, state: GibbsState, prior: Prior) -> GibbsState:
     return state
 
 
+def collapsed_shift_move(key, state: GibbsState, prior: Prior, sides: tuple = ("U", "V")) -> GibbsState:
+    r"""The translations of :func:`shift_move` and :func:`translate_move` drawn jointly, with the
+    other side's bias precision integrated out; then (in :func:`step`, which calls it first) that
+    precision is drawn from its conditional given the moved biases. Biases only.
+
+    User side (the item side is the same with the sides swapped): ``z = (x, d)`` acts by
+
+    .. math::
+        u_i \to u_i + x,\quad \mu_U \to \mu_U + x,\quad c_j \to c_j - x^\top v_j - d,\quad m \to m + d
+
+    (``d`` only with a learned offset). Every ``m + b_i + c_j + u_i^\top v_j`` and every
+    ``N(u_i; \mu_U, \Lambda_U^{-1})`` is unchanged, and the action is a translation of the
+    state for fixed ``V`` (Jacobian 1, Haar measure Lebesgue on ``R^{D+1}``), so by Liu &
+    Sabatti (2000) a Metropolis-Hastings step on ``z`` whose target is the posterior along the
+    orbit leaves the posterior invariant. With ``F = [V, 1]`` (n, D+1) and
+    ``lambda_c ~ Gamma(a_b, b_b)`` integrated out of ``prod_j N(c_j; 0, 1/lambda_c)``,
+    that target is
+
+    .. math::
+        \log\pi(z) = -\tfrac12 (z - z_p)^\top P_0 (z - z_p)
+        - (a_b + \tfrac n2) \log\big(b_b + \tfrac12 |c - F z|^2\big) + \text{const},
+
+    with ``P_0 = blockdiag(beta_0 Lambda_U, 1/s_0^2)`` and ``z_p = -(mu_U - mu_0, m - m_0)``.
+    The proposal is ``N(z_*, P^{-1})``, ``P = P_0 + \hat\lambda F^\top F``, at the fixed point
+    ``z_* = P^{-1}(P_0 z_p + \hat\lambda F^\top c)``, ``\hat\lambda = (a_b + n/2) / (b_b + |c - F z_*|^2/2)``
+    (three iterations from ``\hat\lambda`` at ``z = 0``: the Gaussian that matches the target's
+    mode for large ``n``). The proposal depends on the state, so the reverse proposal is built
+    from the moved state (the same formulas with ``c - F z'``, ``z_p - z'``) and the move ``z'`` is
+    accepted with probability
+    ``min(1, pi(z') q_{theta'}(-z') / (pi(0) q_theta(z')))``, which is detailed balance along the orbit.
+    ``sides``: the factor sides shifted, in order (one alone in the tests).
+
+    Composed with the draw ``lambda_c | c ~ Gamma(a_b + n/2, b_b + |c|^2/2)`` this is a
+    partially collapsed Gibbs block (van Dyk & Park 2008) on ``(z, lambda_c)``: ``lambda_c``,
+    which sets how far ``x`` may travel, and ``|c|^2``, which ``x`` sets, no longer alternate, and
+    ``x`` along the items' mean moves the offset with it instead of against the biases' prior.
+    The item-side move neither reads ``lambda_c`` nor changes ``c``, so both moves may precede
+    both precision draws. Returns the moved state (the bias precisions are left as they were).
+    """
+    k = prior.rank + 1 if prior.learns_offset else prior.rank
+    normals = standard_normal(key, (len(sides), k + 1), state.U.dtype)
+    for s, side in enumerate(sides):
+        state = _collapsed_shift_side(normals[s], state, prior, side)
+    return state
+
+
+def _collapsed_shift_side(normals, state: GibbsState, prior: Prior, side: str) -> GibbsState:
+    """One side of :func:`collapsed_shift_move` from its ``k + 1`` standard normals (``k`` the
+    dimension of ``z``; the last one makes the uniform variate of the acceptance)."""
+    D, dtype = prior.rank, state.U.dtype
+    a_b, b_b = prior.bias_prior
+    learn = prior.learns_offset
+    k = D + 1 if learn else D
+    other = "V" if side == "U" else "U"
+    other_bias = f"b_{other}"
+    rows, mu, lam = getattr(state, side), getattr(state, f"mu_{side}"), getattr(state, f"Lambda_{side}")
+    F, c = getattr(state, other), getattr(state, other_bias)
+    shape = a_b + c.shape[0] / 2.0
+    zp = jnp.full((D,), prior.mu0, dtype) - mu
+    P0 = prior.beta0 * lam
+    if learn:
+        m0, s0 = prior.offset_prior
+        F = jnp.concatenate([F, jnp.ones((F.shape[0], 1), dtype)], axis=1)
+        zp = jnp.concatenate([zp, jnp.reshape(m0 - state.offset, (1,)).astype(dtype)])
+        P0 = jnp.zeros((k, k), dtype).at[:D, :D].set(P0).at[D, D].set(1.0 / s0**2)
+    FtF, Ftc, S0 = F.T @ F, F.T @ c, b_b + 0.5 * jnp.sum(c * c)
+
+    def log_target(z):  # log pi(z) - log pi(0)
+        Fz = F @ z
+        dS = 0.5 * jnp.sum(Fz * Fz) - jnp.sum(Fz * c)  # |c - Fz|^2/2 - |c|^2/2
+        return -0.5 * z @ P0 @ z + z @ P0 @ zp - shape * jnp.log1p(dS / S0)
+
+    def proposal(zp_, Ftc_, S0_, c_):  # (mean, Cholesky factor of the precision) at a state
+        lam_hat = shape / S0_
+        for _ in range(3):
+            chol = jnp.linalg.cholesky(P0 + lam_hat * FtF)
+            r = c_ - F @ jax.scipy.linalg.cho_solve((chol, True), P0 @ zp_ + lam_hat * Ftc_)
+            lam_hat = shape / (b_b + 0.5 * jnp.sum(r * r))
+        chol = jnp.linalg.cholesky(P0 + lam_hat * FtF)
+        return jax.scipy.linalg.cho_solve((chol, True), P0 @ zp_ + lam_hat * Ftc_), chol
+
+    def log_q(z, mean, chol):
+        w = chol.T @ (z - mean)
+        return -0.5 * jnp.sum(w * w) + jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+    mean, chol = proposal(zp, Ftc, S0, c)
+    z = mean + solve_triangular(chol, normals[:k], lower=True, trans=1)
+    c_new = c - F @ z
+    mean_back, chol_back = proposal(zp - z, Ftc - FtF @ z, b_b + 0.5 * jnp.sum(c_new * c_new), c_new)
+    log_ratio = log_target(z) + log_q(-z, mean_back, chol_back) - log_q(z, mean, chol)
+    # log of a uniform variate as log Phi(normal) (no second sampler call site)
+    z = jnp.where(jax.scipy.stats.norm.logcdf(normals[k]) < log_ratio, z, jnp.zeros_like(z))
+    moved = {side: rows + z[:D], f"mu_{side}": mu + z[:D], other_bias: c - F @ z}
+    if learn:
+        moved["offset"] = (state.offset + z[D]).astype(state.offset.dtype)
+    return state._replace(**moved)
+
+
+def bias_block_move(key, state: GibbsState, data: GibbsData, prior: Prior, sides: tuple = ("V", "U")) -> GibbsState:
+    r"""Each side's biases and their precision drawn as one block, the precision first with the
+    biases integrated out (Gaussian noise and biases only). Item side (then the user side the
+    same way, with the residuals after the item side's draw): given everything but ``c`` and
+    ``lambda_c``, item ``j``'s ``n_j`` ratings give ``y_ij = r_ij - m - b_i - u_i.v_j = c_j + eps``,
+    ``eps ~ N(0, 1/alpha)``, so with ``S_j = sum_i y_ij``
+
+    .. math::
+        \log p(\lambda_c \mid \cdot) = (a_b - 1) \log\lambda_c - b_b \lambda_c
+        + \sum_{j: n_j > 0} \Big(\tfrac12 \log\frac{\lambda_c}{\lambda_c + \alpha n_j}
+        - \frac{\alpha \lambda_c S_j^2}{2 n_j (\lambda_c + \alpha n_j)}\Big) + \text{const}
+
+    (``S_j / n_j ~ N(0, 1/lambda_c + 1/(alpha n_j))`` marginally; items without ratings drop
+    out), and then ``c_j | lambda_c, \cdot ~ N(alpha S_j / P_j, 1/P_j)``, ``P_j = lambda_c + alpha n_j``.
+    ``x = log lambda_c`` is drawn by an independence Metropolis-Hastings step from
+    ``N(x_*, 1.2^2 / H)``, ``x_*`` four Newton steps towards the mode of ``log p(e^x) + x``
+    from the conjugate guess ``(a_b + n/2) / (b_b + sum_j (S_j/n_j)^2 / 2)`` and ``H`` the
+    curvature there: the proposal depends only on what the block conditions on, so the usual
+    independence ratio is exact. The block is a Gibbs step on ``(lambda_c, c)``: it removes the
+    alternation between ``lambda_c | c`` and ``c | lambda_c`` that moves the precision of the
+    biases of rarely rated items (prior-dominated, so ``|c|^2 \propto 1/lambda_c``) by small
+    steps. One gather pass over the ratings, ``O(nnz D)``. ``sides``: whose biases, in order
+    (``"V"`` the items'; one alone in the tests).
+    """
+    shift = (state.offset - data.centre).astype(state.U.dtype)
+    e = rating_residuals(state.U, state.V, data, state.b_U, state.b_V, shift)
+    n_rows = [getattr(state, f"b_{side}").shape[0] for side in sides]
+    normals = standard_normal(key, (2 * len(sides) + sum(n_rows),), state.U.dtype)  # one sampler call site
+    start = 2 * len(sides)
+    for s, side in enumerate(sides):
+        state, e = _bias_block_side(normals[2 * s: 2 * s + 2], normals[start: start + n_rows[s]], e, state, data,
+                                    prior, side)
+        start += n_rows[s]
+    return state
+
+
+def _bias_block_side(normals, row_normals, e, state: GibbsState, data: GibbsData, prior: Prior, side: str):
+    """One side of :func:`bias_block_move`: two standard normals for the precision's proposal
+    and acceptance, one per row for the biases, ``e`` the current residuals (nnz,). Returns the
+    new state and the residuals after its draw."""
+    a_b, b_b = prior.bias_prior
+    alpha = state.alpha
+    bias, precision, index = f"b_{side}", f"bias_precision_{side}", data.items if side == "V" else data.users
+    old = getattr(state, bias)
+    n_rows = old.shape[0]
+    y = e + old[index]  # residuals without this side's biases
+    S = jax.ops.segment_sum(y, index, n_rows)
+    n = jax.ops.segment_sum(jnp.ones_like(y), index, n_rows)
+    ybar = S / jnp.maximum(n, 1.0)
+
+    def log_target(x):  # log p(lambda = e^x | .) + x (the Jacobian of x = log lambda)
+        lam = jnp.exp(x)
+        terms = 0.5 * (x - jnp.log(lam + alpha * n)) - 0.5 * alpha * lam * S * ybar / (lam + alpha * n)
+        return a_b * x - b_b * lam + jnp.sum(terms)
+
+    grad, curv = jax.grad(log_target), jax.grad(jax.grad(log_target))
+    x = jnp.log((a_b + 0.5 * jnp.sum(n > 0)) / (b_b + 0.5 * jnp.sum(ybar * ybar)))
+    for _ in range(4):
+        x = x - grad(x) / jnp.minimum(curv(x), -1e-3)
+    sd = 1.2 / jnp.sqrt(-jnp.minimum(curv(x), -1e-3))
+    x_old = jnp.log(getattr(state, precision))
+    x_new = x + sd * normals[0]
+
+    def log_weight(t):  # target over proposal
+        return log_target(t) + 0.5 * ((t - x) / sd) ** 2
+
+    accept = jax.scipy.stats.norm.logcdf(normals[1]) < log_weight(x_new) - log_weight(x_old)
+    lam = jnp.exp(jnp.where(accept, x_new, x_old))
+    P = lam + alpha * n
+    new = (alpha * S / P + row_normals / jnp.sqrt(P)).astype(old.dtype)
+    return state._replace(**{bias: new, precision: lam.astype(old.dtype)}), y - new[index]
+
+
 def translate_move(key, state: GibbsState, prior: Prior) -> GibbsState:
     r"""Two group moves along the likelihood's translations: ``m -> m + d``, ``b_i -> b_i - d``
     for every user, then the same with the item biases. Only the priors of ``m`` and of the
@@ -495,7 +736,7 @@ def rescale_applies(prior: Prior) -> bool:
     return prior.mu0 == 0.0
 
 
-def rescale_move(key, state: GibbsState, prior: Prior):
+def rescale_move(key, state: GibbsState, prior: Prior, repeats: int = 1):
     r"""A group move (Liu & Sabatti 2000) along the likelihood's invariance: with
     ``A = Q diag(c) Q^T`` for a uniformly random rotation ``Q`` (independent of the state),
 
@@ -511,28 +752,49 @@ def rescale_move(key, state: GibbsState, prior: Prior):
     With ``t = a + log(q/p) / 4`` it is ``exp(-k cosh 2t)``, ``k = sqrt(p q)``, sampled by an
     independence Metropolis step from ``N(0, 1 / (4k))`` (its Laplace approximation) started at
     the identity (``a = 0``), each coordinate accepted on its own (the target factorises).
+
+    ``repeats`` such moves, each with its own rotation, are made in a row. As the target of
+    each depends on the state only through ``(Lambda_U, Lambda_V)``, the moves run on those two
+    matrices alone and their product ``M = A_1 ... A_R`` (a product of symmetric matrices, not
+    itself symmetric) is applied to the factors once: ``U -> U M``, ``mu_U -> M^T mu_U``,
+    ``V -> V M^{-1}``, ``mu_V -> M^{-T} mu_V`` — the same state as the ``R`` moves one after the
+    other (each leaves the posterior invariant, so their composition does), at ``O(R D^3)``
+    plus one ``O((n_users + n_items) D^2)`` product. A single random ``Q`` scales only ``D`` of
+    the ``D (D + 1) / 2`` directions of the symmetric part of the group, and a direction that is
+    not among its axes (the factors' mean, say) only through its projections on them; several
+    rotations per sweep travel every direction.
     Returns ``(state, share of coordinates accepted)``.
     """
     D, dtype = prior.rank, state.U.dtype
-    normals = standard_normal(key, (D * D + 2 * D,), dtype)
-    q_mat, r_mat = jnp.linalg.qr(normals[: D * D].reshape(D, D))
-    Q = q_mat * jnp.sign(jnp.diagonal(r_mat))[None, :]  # Haar-distributed rotation
-    p = jnp.diagonal(Q.T @ state.Lambda_U @ Q) / prior.w0
-    q = jnp.diagonal(Q.T @ state.Lambda_V @ Q) / prior.w0
-    k = jnp.sqrt(p * q)
-    t0 = 0.25 * jnp.log(q / p)
-    t1 = normals[D * D: D * D + D] / jnp.sqrt(4.0 * k)
+    normals = standard_normal(key, (repeats, D * D + 2 * D), dtype)
 
-    def log_ratio(t):  # log target minus log proposal, up to a constant
-        return -k * jnp.cosh(2.0 * t) + 2.0 * k * t * t
+    def one(carry, nz):
+        lam_u, lam_v, M, M_inv, accepted = carry
+        q_mat, r_mat = jnp.linalg.qr(nz[: D * D].reshape(D, D))
+        Q = q_mat * jnp.sign(jnp.diagonal(r_mat))[None, :]  # Haar-distributed rotation
+        p = jnp.diagonal(Q.T @ lam_u @ Q) / prior.w0
+        q = jnp.diagonal(Q.T @ lam_v @ Q) / prior.w0
+        k = jnp.sqrt(p * q)
+        t0 = 0.25 * jnp.log(q / p)
+        t1 = nz[D * D: D * D + D] / jnp.sqrt(4.0 * k)
 
-    # log of a uniform variate as log Phi(z) of the remaining normals (no second sampler call site)
-    accept = jax.scipy.stats.norm.logcdf(normals[D * D + D:]) < log_ratio(t1) - log_ratio(t0)
-    c = jnp.exp(jnp.where(accept, t1 - t0, 0.0))
-    A, A_inv = (Q * c[None, :]) @ Q.T, (Q / c[None, :]) @ Q.T
-    moved = state._replace(U=state.U @ A, mu_U=A @ state.mu_U, Lambda_U=A_inv @ state.Lambda_U @ A_inv,
-                           V=state.V @ A_inv, mu_V=A_inv @ state.mu_V, Lambda_V=A @ state.Lambda_V @ A)
-    return moved, jnp.mean(accept.astype(dtype))
+        def log_ratio(t):  # log target minus log proposal, up to a constant
+            return -k * jnp.cosh(2.0 * t) + 2.0 * k * t * t
+
+        # log of a uniform variate as log Phi(z) of the remaining normals (no second sampler call site)
+        accept = jax.scipy.stats.norm.logcdf(nz[D * D + D:]) < log_ratio(t1) - log_ratio(t0)
+        c = jnp.exp(jnp.where(accept, t1 - t0, 0.0))
+        A, A_inv = (Q * c[None, :]) @ Q.T, (Q / c[None, :]) @ Q.T
+        lam_u, lam_v = A_inv @ lam_u @ A_inv, A @ lam_v @ A
+        lam_u, lam_v = 0.5 * (lam_u + lam_u.T), 0.5 * (lam_v + lam_v.T)
+        return (lam_u, lam_v, M @ A, M_inv @ A_inv, accepted + jnp.mean(accept.astype(dtype))), None
+
+    eye = jnp.eye(D, dtype=dtype)
+    start = (state.Lambda_U, state.Lambda_V, eye, eye, jnp.zeros((), dtype))
+    (lam_u, lam_v, M, M_inv, accepted), _ = jax.lax.scan(one, start, normals)
+    moved = state._replace(U=state.U @ M, mu_U=M.T @ state.mu_U, Lambda_U=lam_u,
+                           V=state.V @ M_inv, mu_V=M_inv.T @ state.mu_V, Lambda_V=lam_v)
+    return moved, accepted / repeats
 
 
 def _draw_offset(key, offset, centre, shift, total, sse, nnz, alpha, prior: Prior):

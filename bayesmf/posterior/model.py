@@ -30,6 +30,12 @@ same marginal model for the ratings, so the same posterior of every other parame
 precision factors ``tau_i ~ Gamma(a_u, a_u)``, ``kappa_j ~ Gamma(a_v, a_v)``
 (``precision_shape``; mean 1, so ``alpha`` keeps the overall scale), sites ``tau`` and ``kappa``.
 
+Likelihoods (``likelihood``): ``"gaussian"`` (with the noise models above) or ``"ordinal"``, the
+ordered probit of :mod:`bayesmf.posterior.ordinal`: ``y_ij = k`` iff ``c_{k-1} < z_ij <= c_k``,
+``z_ij ~ N(m + b_i + c_j + u_i' v_j, 1)`` over ``n_categories`` rating categories, ``c_0 = 0``
+and log cutpoint gaps ``~ N(gap_prior)``; ``alpha`` is then 1 (the latent scale) and the
+offset ``m`` carries the level. Gibbs only (the latent ``z`` makes it conjugate).
+
 :func:`bpmf_model` is the NumPyro version of this model and the single source of truth for NUTS
 and SVI; the Gibbs sampler (:mod:`bayesmf.posterior.gibbs`) samples exactly its full conditionals.
 Three parameterisations of the same distribution (``parameterization``), which differ only in
@@ -66,6 +72,7 @@ from bayesmf.validate import check_positive_int
 
 PARAMETERIZATIONS = ("centered", "noncentered", "bartlett")
 NOISE_MODELS = ("gaussian", "student_t", "heteroscedastic")
+LIKELIHOODS = ("gaussian", "ordinal")
 
 
 class Prior(NamedTuple):
@@ -84,11 +91,19 @@ class Prior(NamedTuple):
     noise: str = "gaussian"  # one of NOISE_MODELS (module docstring)
     noise_df: float = 4.0  # Student-t degrees of freedom nu (noise="student_t")
     precision_shape: tuple[float, float] = (2.0, 2.0)  # (a_u, a_v): tau_i ~ Gamma(a_u, a_u), kappa_j ~ Gamma(a_v, a_v)
+    likelihood: str = "gaussian"  # one of LIKELIHOODS: "ordinal" is the ordered probit (module docstring)
+    n_categories: int = 0  # K rating categories (likelihood="ordinal")
+    gap_prior: tuple[float, float] = (0.0, 1.0)  # (m_g, s_g): log cutpoint gaps ~ N(m_g, s_g^2)
 
     @property
     def gaussian(self) -> bool:
         """One noise precision ``alpha`` for every rating (the sampler's fast path)."""
         return self.noise == "gaussian"
+
+    @property
+    def ordinal(self) -> bool:
+        """The ordered-probit likelihood (:mod:`bayesmf.posterior.ordinal`)."""
+        return self.likelihood == "ordinal"
 
     @property
     def has_biases(self) -> bool:
@@ -125,6 +140,19 @@ class Prior(NamedTuple):
             if len(value) != 2 or not np.all(np.isfinite(value)) or min(value) <= 0:
                 raise ConfigError(f"precision_shape must be a finite positive (user, item) pair of Gamma shapes, "
                                   f"got {value!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.ordinal:
+            if self.noise != "gaussian" or self.noise_prior is not None or self.alpha != 1.0:
+                raise ConfigError("likelihood='ordinal' fixes the latent noise at N(0, 1): it needs noise='gaussian', "
+                                  f"alpha=1 and no noise_prior (got noise={self.noise!r}, alpha={self.alpha!r}, "
+                                  f"noise_prior={self.noise_prior!r})")
+            if isinstance(self.n_categories, bool) or int(self.n_categories) != self.n_categories \
+                    or self.n_categories < 2:
+                raise ConfigError(f"likelihood='ordinal' needs n_categories >= 2, got {self.n_categories!r}")
+            from bayesmf.posterior.ordinal import check_gap_prior
+
+            check_gap_prior(self.gap_prior)
         if self.offset_prior is not None:
             value = self.offset_prior
             if len(value) != 2 or not np.all(np.isfinite(value)) or value[1] <= 0:

@@ -11,6 +11,13 @@ exist yet makes the job print ``BENCH_RESULT {"unavailable": ...}``.
 With ``"warm": true`` in the params the estimator is fitted twice on the same data and the second
 fit is timed as well (``fit_seconds_warm``): the first includes JAX's compilation, the second is
 the steady-state cost that the peers' compiled code is compared against.
+
+Factorization machines (``BayesFM``): ``"features"`` names a feature set of
+``benchmarks/fm_features.py``, turned into its ``Features`` here; the ratings then carry the
+split's raw ID maps and timestamps (side and time features look them up), and the test pairs'
+timestamps go to ``predict``. ``"likelihood"`` other than ``"gaussian"`` needs the estimator to
+take it (else the job is unavailable, never silently Gaussian); an ordinal model's class
+probabilities (``predict_dist(...).probabilities``) are scored by ``_fm.categorical_metrics``.
 """
 
 import inspect
@@ -19,6 +26,7 @@ import sys
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
+import _fm  # noqa: E402
 import numpy as np  # noqa: E402
 
 ALIASES = {
@@ -88,6 +96,22 @@ def to_ratings(data):
                                n_users=data["n_users"], n_items=data["n_items"], rating_scale=scale)
 
 
+def signature(method) -> list[str]:
+    """The parameter names of ``method``."""
+    return list(inspect.signature(method).parameters)
+
+
+def fm_predict(model, test, timed: bool):
+    """(predictive means, class probabilities or None) of a factorization machine on the test
+    ratings' pairs; ``timed``: its features include time, so the pairs' timestamps are passed
+    (``main`` checked that ``predict`` takes them)."""
+    kwargs = {"timestamps": test.timestamps} if timed else {}
+    if getattr(model, "likelihood", "gaussian") == "gaussian":
+        return np.asarray(model.predict(test.users, test.items, clip=False, **kwargs)), None
+    dist = model.predict_dist(test.users, test.items, **kwargs)
+    return np.asarray(dist.mean), np.asarray(dist.probabilities)
+
+
 def main():
     args = _common.parse_args()
     data = _common.load(args.data)
@@ -101,11 +125,27 @@ def main():
     params = dict(args.params)
     warm = params.pop("warm", False)
     params.setdefault("seed", args.seed)
+    features = params.get("features")
+    if isinstance(features, str):
+        from benchmarks import fm_features
+
+        params["features"] = fm_features.features(features, data.get("data_dir"))
+        train, test = fm_features.ratings_of(data, "train"), fm_features.ratings_of(data, "test")
+    else:
+        train, test = to_ratings(data), None
     kwargs, ignored = map_params(cls, params)
-    train = to_ratings(data)
+    if params.get("likelihood", "gaussian") != "gaussian" and "likelihood" in ignored:
+        _common.emit(unavailable=f"bayesmf.{args.algo} has no likelihood parameter "
+                     f"(likelihood={params['likelihood']!r} not available yet)")
+        return
+    if test is not None and params["features"].time is not None and "timestamps" not in signature(cls.predict):
+        _common.emit(unavailable=f"bayesmf.{args.algo}.predict takes no timestamps: the test pairs' time "
+                     "features cannot be given")
+        return
     with _common.Timer() as fit:
         model = cls(**kwargs).fit(train)
-    extra = {"params_used": {k: v for k, v in kwargs.items()}, "params_ignored": ignored}
+    extra = {"params_used": {k: (features if k == "features" else v) for k, v in kwargs.items()},
+             "params_ignored": ignored, "fit_cpu_seconds": fit.cpu_seconds}
     if warm:
         with _common.Timer() as refit:
             model = cls(**kwargs).fit(train)
@@ -115,6 +155,14 @@ def main():
     if data["kind"] == "implicit":
         _common.finish(data, library="bayesmf", version=bayesmf.__version__, fit_seconds=fit.seconds,
                        n_iter=n_iter, score_users=model.score_users, **extra)
+        return
+    if test is not None:
+        with _common.Timer() as predict:
+            pred, probs = fm_predict(model, test, params["features"].time is not None)
+        if probs is not None:
+            extra.update(_fm.categorical_metrics(probs, data))
+        _common.finish(data, library="bayesmf", version=bayesmf.__version__, fit_seconds=fit.seconds,
+                       n_iter=n_iter, predict_seconds=predict.seconds, pred=pred, **extra)
         return
     with _common.Timer() as predict:
         try:
