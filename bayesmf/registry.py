@@ -27,6 +27,7 @@ ESTIMATOR_MODULES: dict[str, str] = {
     "SVDpp": "bayesmf.models.sgd",
     "BPMF": "bayesmf.models.bpmf",
     "PMF": "bayesmf.models.bpmf",
+    "BayesFM": "bayesmf.models.fm",
     "EASE": "bayesmf.models.ease",
     "GMF": "bayesmf.models.ncf",
     "MLP": "bayesmf.models.ncf",

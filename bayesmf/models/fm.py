@@ -1,0 +1,275 @@
+r"""``BayesFM``: the Bayesian factorization machine (libFM MCMC / myFM) over relation blocks.
+
+The model and its exact Gibbs sampler: :mod:`bayesmf.posterior.fm_gibbs`; the features (which
+blocks and groups the design has): :mod:`bayesmf.data.features`. With ``Features()`` (user and
+item one-hot only) the model is BPMF with biases, under a different hyperprior: the FM's
+per-group Normal-Gamma priors on each factor coordinate (diagonal precision) instead of BPMF's
+Normal-Wishart (full precision matrix); both give the same predictions where the ratings, not the
+hyperprior, decide the factors.
+
+The estimator keeps the draws of every site (``w_samples_`` (C, S, F), ``V_samples_``
+(C, S, F, K), ``w0_samples_``, the group hyperparameters, ``alpha_samples_``) and, for the
+prediction, ranking and export code shared with BPMF, each draw's effective per-user and per-item
+vectors and biases (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) as
+``user_samples_``, ``item_samples_``, ``b_U_samples_``, ``b_V_samples_``.
+
+Cold start and context: :meth:`BayesFM.predict_design` averages the FM itself over the draws at
+the rows of any design the fitted feature set builds — users and items outside the training index
+space (their side features), and, once the estimator accepts them, context (time) blocks, whose
+terms depend on each rating's timestamp and so have no per-user/item form. The fit refuses
+feature sets with context blocks for now (``predict(users, items)`` could not serve them).
+
+References
+----------
+Freudenthaler, C., Schmidt-Thieme, L. and Rendle, S. (2011). Bayesian factorization machines.
+Rendle, S. (2013). Scaling factorization machines to relational data. VLDB.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from bayesmf.data.features import Features
+from bayesmf.data.ratings import Ratings
+from bayesmf.engines.driver import run
+from bayesmf.errors import ConfigError
+from bayesmf.models.base import check_dtype, check_positive_int
+from bayesmf.models.bpmf import BPMF, auto_noise_prior, auto_offset_prior
+from bayesmf.posterior import fm_gibbs
+from bayesmf.posterior.fm_model import SITES, BayesFMModel
+
+__all__ = ["BayesFM"]
+
+_FM_ARRAYS = tuple(f"{site}_samples_" for site in SITES if site != "alpha")
+
+
+class BayesFM(BPMF):
+    """Bayesian second-order factorization machine (module docstring).
+
+    Parameters
+    ----------
+    rank : latent dimension K.
+    features : Features, a mapping of its fields, or None (``Features()``: user and item one-hot).
+    inference : "gibbs" (the only inference so far).
+    n_samples, n_warmup, thin, chains : draws kept per chain, burn-in sweeps, thinning, chains
+        (chain 0 starts at ``V ~ N(0, init_std^2)``, the others at three times that spread).
+    noise_prior : ``alpha ~ Gamma(a0, b0)`` as ``(a0, b0)``, ``"auto"`` (as :class:`BPMF`'s,
+        with the biases' parameters counted) or None (``alpha`` fixed at ``alpha``).
+    offset_prior : ``w0 ~ N(m0, s0^2)`` as ``(m0, s0)``, ``"auto"`` (the training ratings' mean
+        and standard deviation, as :class:`BPMF`) or None (``w0`` fixed at the training mean).
+    hyper_prior : ``(alpha_lambda, beta_lambda)`` of every group precision's Gamma prior.
+    gamma0 : the group means' prior ``mu ~ N(0, 1/(gamma0 lambda))``.
+    alpha : the fixed noise precision (``noise_prior=None``), else ignored.
+    init_std, keep_every, seed, progress, dtype : as :class:`BPMF`.
+    """
+
+    _state_arrays = BPMF._state_arrays + _FM_ARRAYS + ("group_index_",)
+
+    def __init__(self, rank: int = 10, features=None, inference="gibbs", n_samples: int = 200, n_warmup: int = 50,
+                 thin: int = 1, chains: int = 1, noise_prior="auto", offset_prior="auto",
+                 hyper_prior: tuple = (1.0, 1.0), gamma0: float = 1.0, alpha: float = 2.0, init_std: float = 0.1,
+                 keep_every: int = 1, seed: int = 0, progress: bool = False, dtype: str = "float32"):
+        super().__init__(rank=rank, inference=inference, n_samples=n_samples, n_warmup=n_warmup, thin=thin,
+                         chains=chains, alpha=alpha, noise_prior=noise_prior, offset_prior=offset_prior, biases=True,
+                         keep_every=keep_every, seed=seed, progress=progress, dtype=dtype)
+        self.features = features
+        self.hyper_prior = hyper_prior
+        self.gamma0 = gamma0
+        self.init_std = init_std
+
+    def get_params(self) -> dict:
+        """The constructor's arguments; ``features`` as a mapping of its fields (JSON-able)."""
+        params = super().get_params()
+        if isinstance(params.get("features"), Features):
+            try:
+                params["features"] = params["features"].to_mapping()
+            except ConfigError:  # side tables not from bayesmf.datasets.side: kept as objects (not savable)
+                pass
+        if isinstance(params.get("hyper_prior"), tuple):
+            params["hyper_prior"] = list(params["hyper_prior"])  # as JSON reads it back
+        return params
+
+    def feature_spec(self) -> Features:
+        """``features`` as a :class:`~bayesmf.data.features.Features`."""
+        spec = self.features
+        if spec is None:
+            return Features()
+        if isinstance(spec, Features):
+            return spec
+        if isinstance(spec, dict):
+            return Features.from_mapping(spec)
+        raise ConfigError(f"features must be a Features, a mapping of its fields or None, got {spec!r}")
+
+    def bayesian_model(self, prior=None, design=None) -> BayesFMModel:
+        """:class:`~bayesmf.posterior.fm_model.BayesFMModel` (prior and design None: prediction
+        from stored draws only)."""
+        return BayesFMModel(prior, design)
+
+    def fm_prior(self, train: Ratings) -> fm_gibbs.FMPrior:
+        """The sampler's :class:`~bayesmf.posterior.fm_gibbs.FMPrior`, data-scaled priors resolved."""
+        noise = self._prior_pair("noise_prior", "(shape, rate)", train,
+                                 lambda r: auto_noise_prior(r, int(self.rank), True))
+        offset = self._prior_pair("offset_prior", "(mean, scale)", train, auto_offset_prior)
+        try:
+            shape, rate = (float(x) for x in self.hyper_prior)
+        except (TypeError, ValueError):
+            raise ConfigError(f"hyper_prior must be a positive (shape, rate) pair, got {self.hyper_prior!r}") from None
+        alpha = noise[0] / noise[1] if noise is not None else float(self.alpha)
+        return fm_gibbs.FMPrior(check_positive_int("rank", self.rank), alpha, noise, offset, shape, rate,
+                                float(self.gamma0), float(self.init_std)).validate()
+
+    def _fit(self, train: Ratings) -> None:
+        config = self.inference_config().validate()
+        if config.name != "gibbs":
+            raise ConfigError(f"BayesFM supports inference='gibbs' only so far, got {config.name!r}")
+        for setting in ("n_samples", "thin", "chains", "keep_every"):
+            check_positive_int(setting, getattr(self, setting))
+        if isinstance(self.n_warmup, bool) or int(self.n_warmup) != self.n_warmup or self.n_warmup < 0:
+            raise ConfigError(f"n_warmup must be an integer >= 0, got {self.n_warmup!r}")
+        dtype = check_dtype(self.dtype)
+        prior = self.fm_prior(train)
+        self.noise_prior_, self.offset_prior_ = prior.noise_prior, prior.offset_prior
+        design = self.feature_spec().fit(train).design_of(train)
+        context = [b.name for b in design.blocks if b.owner == "context"]
+        if context:
+            raise ConfigError(f"features with context blocks {context} (time) make every prediction need the "
+                              "rating's timestamp; BayesFM does not predict from timestamps yet (the sampler, "
+                              "bayesmf.posterior.fm_gibbs, handles such designs)")
+        names = list(design.group_names)
+        self.group_index_ = np.asarray([names.index(g) if g in names else -1 for g in ("user", "item")], np.int64)
+        self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
+        self.sample_stats_, self.diagnostics_ = {}, None
+        data = fm_gibbs.prepare(design, train.values, prior.rank, self.global_mean_, dtype)
+        model = self.bayesian_model(prior, design)
+        kernel = model.gibbs_kernel(data)
+        k_init, k_run = jax.random.split(jax.random.PRNGKey(self.seed))
+        states = kernel.init(k_init, chains=int(self.chains), dtype=dtype)
+
+        def collect(state):
+            return {site: getattr(state, site) for site in SITES}
+
+        result = run(kernel, states, k_run, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
+                     thin=int(self.thin), collect=collect, keep_every=int(self.keep_every), draw_axis=1,
+                     progress=self.progress, desc="BayesFM Gibbs")
+        for name, values in result.history.items():
+            self.history_[name] = values.mean(axis=1).tolist()
+        draws = {k: np.asarray(v) for k, v in result.samples.items()}
+        for site in SITES:
+            setattr(self, f"{site}_samples_", draws[site].astype(np.float32))
+        U, V, BU, BV = model.factors(draws, self.global_mean_, train.n_users, train.n_items)
+        C = draws["w0"].shape[0]
+        self.user_samples_ = U.reshape(C, -1, *U.shape[1:])
+        self.item_samples_ = V.reshape(C, -1, *V.shape[1:])
+        self.b_U_samples_ = BU.reshape(C, -1, BU.shape[-1])
+        self.b_V_samples_ = BV.reshape(C, -1, BV.shape[-1])
+        self.offset_samples_ = None  # w0 is folded into b_V_samples_
+        for site in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "bias_precision_U", "bias_precision_V", "tau", "kappa"):
+            setattr(self, f"{site}_samples_", None)
+        self.user_factors_ = self.user_samples_.mean(axis=(0, 1))
+        self.item_factors_ = self.item_samples_.mean(axis=(0, 1))
+        self.user_bias_ = self.b_U_samples_.mean(axis=(0, 1))
+        self.item_bias_ = self.b_V_samples_.mean(axis=(0, 1))
+        if int(self.chains) > 1:
+            from bayesmf.posterior.convergence import diagnose, warn_if_unconverged
+
+            self.diagnostics_ = diagnose({"w0": draws["w0"], "alpha": draws["alpha"]})
+            warn_if_unconverged(self.diagnostics_, "BayesFM gibbs", stacklevel=5)
+
+    def _flat_draws(self):
+        """The stored effective factors with chains merged (offset already in the item biases)."""
+        def flat(a):
+            return a.reshape(-1, *a.shape[2:])
+
+        return (flat(self.user_samples_), flat(self.item_samples_), flat(self.b_U_samples_),
+                flat(self.b_V_samples_))
+
+    def _prior_epistemic_variance(self) -> float:
+        """Prior variance of a new user's and item's one-hot terms under the posterior-mean group
+        hyperparameters of the ``"user"`` and ``"item"`` groups (0 for a group the design lacks):
+        ``1/lambda_w`` per side plus ``sum_f (s_uf s_if + mu_uf^2 s_if + mu_if^2 s_uf)`` with
+        ``s = 1/lambda_v``; other features of an unseen user or item are not counted."""
+        G = self.lambda_w_samples_.shape[-1]
+        lam_w = self.lambda_w_samples_.reshape(-1, G)
+        lam_v = self.lambda_v_samples_.reshape(-1, G, self.rank)
+        mu_v = self.mu_v_samples_.reshape(-1, G, self.rank)
+        present = [int(g) for g in self.group_index_ if g >= 0]
+        total = sum(float(np.mean(1.0 / lam_w[:, g])) for g in present)
+        if len(present) == 2:
+            gu, gi = present
+            su, si = 1.0 / lam_v[:, gu], 1.0 / lam_v[:, gi]
+            total += float(np.mean(np.sum(su * si + mu_v[:, gu] ** 2 * si + mu_v[:, gi] ** 2 * su, axis=-1)))
+        return total
+
+    def predict_design(self, design):
+        """Posterior predictive distribution at the rows of ``design``, a design built by the
+        fitted feature set (``features.fit(train).design(users, items, user_map=...,
+        item_map=...)``): the cold-start path — users and items outside the training index
+        space get their side features' terms (their one-hot and implicit rows are empty), with
+        the spread of the draws of those terms. ``design`` must have the training design's
+        columns. Returns a :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std with
+        the noise variance ``E[1/alpha]``)."""
+        from bayesmf.data.design import check_design
+        from bayesmf.posterior.fm_model import design_moments
+        from bayesmf.predictive import PredictiveDistribution
+
+        self._require_fitted()
+        check_design(design)
+        F = self.w_samples_.shape[-1]
+        if design.n_features != F:
+            raise ConfigError(f"design has {design.n_features} features; the model was fitted on {F} "
+                              "(build it with the same fitted feature set)")
+        K = self.rank
+        mean, var = design_moments(design, self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F),
+                                   self.V_samples_.reshape(-1, F, K))
+        noise = float(np.mean(1.0 / self.alpha_samples_.astype(np.float64)))
+        return PredictiveDistribution(mean=mean, std=np.sqrt(var + noise))
+
+    def _fold_in_solve(self, new: Ratings) -> dict:
+        r"""New users' one-hot rows ``(v_u, w_u)`` drawn per posterior draw from their exact
+        conditional given the items' effective vectors and biases (BPMF's fold-in with the
+        user group's prior ``N(mu^v, diag(1/lambda^v))``, ``w_u ~ N(mu^w, 1/lambda^w)``: the
+        bias is drawn as ``w_u - mu^w`` against targets lowered by ``mu^w``). Only for designs
+        whose user-owned features are the user's one-hot index alone (a new user has no side
+        features here)."""
+        import jax.numpy as jnp
+
+        from bayesmf.engines.chunks import build_gram_chunks
+        from bayesmf.models.bpmf import _fold_in_draws
+
+        spec = self.feature_spec()
+        if not spec.user or spec.user_side is not None or spec.implicit or spec.user_time:
+            raise ConfigError("fold_in needs features with the user one-hot index and no other user features "
+                              "(user_side, implicit, user_time): a new user has none of them here")
+        g = int(self.group_index_[0])
+        rated, column = np.unique(new.items, return_inverse=True)
+        residual = (new.values - self.global_mean_).astype(np.float32)
+        chunks = build_gram_chunks(new.users, column, residual, new.n_users, rated.size, self.rank + 1)
+        C, S = self.w0_samples_.shape[:2]
+        K = self.rank
+        lam_v = self.lambda_v_samples_.reshape(C * S, -1, K)[:, g]
+        lam = jnp.asarray(lam_v[:, :, None] * np.eye(K, dtype=np.float32))
+        mu = jnp.asarray(self.mu_v_samples_.reshape(C * S, -1, K)[:, g])
+        mu_w = self.mu_w_samples_.reshape(C * S, -1)[:, g]
+        precision = jnp.asarray(self.lambda_w_samples_.reshape(C * S, -1)[:, g])
+        alpha = jnp.asarray(self.alpha_samples_.reshape(C * S))
+        _, V, _, BV = self._flat_draws()
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n_users_)
+        x, b = _fold_in_draws(key, jnp.asarray(V[:, rated]), jnp.asarray(BV[:, rated] + mu_w[:, None]), lam, mu,
+                              alpha, precision, chunks)
+        draws = np.asarray(x).reshape(C, S, new.n_users, K)
+        bias = (np.asarray(b) + mu_w[:, None]).reshape(C, S, new.n_users).astype(np.float32)
+        return {"user_samples_": draws, "user_factors_": draws.mean(axis=(0, 1)), "b_U_samples_": bias,
+                "user_bias_": bias.mean(axis=(0, 1))}
+
+    def to_arviz(self, *args, **kwargs):
+        """``arviz.InferenceData`` of the FM's sites (``w0``, ``alpha``, the group
+        hyperparameters, and ``w``, ``V`` unless ``factors=False``)."""
+        import arviz as az
+
+        factors = kwargs.get("factors", args[0] if args else True)
+        posterior = {site: getattr(self, f"{site}_samples_") for site in SITES
+                     if factors or site not in ("w", "V")}
+        dims = {"w": ["feature"], "V": ["feature", "factor"], "mu_w": ["group"], "lambda_w": ["group"],
+                "mu_v": ["group", "factor"], "lambda_v": ["group", "factor"]}
+        return az.from_dict(posterior=posterior, dims=dims)
