@@ -96,7 +96,7 @@ BAD = [
     ("test_fraction = 0.2", "k = 5", ["[split].k", "method = 'random'", "test_fraction"]),
     ("chains = 2", 'chains = 2\ninference = "mcmc"', ["models[0]", "inference must be one of", "gibbs"]),
     ("chains = 2", "chains = 2\nseed = 4", ["models[0].seed", "set by the runner"]),
-    ('name = "synthetic"', 'name = "movielens-10m"', ["[data].name", "movielens-100k", "synthetic"]),
+    ('name = "synthetic"', 'name = "movielens-7m"', ["[data].name", "movielens-100k", "synthetic"]),
     ("seeds = [0, 1]", "seeds = [0, 0]", ["[experiment].seeds", "repeats"]),
 ]
 

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmf.engines import linalg
-from bayesmf.engines.chunks import Chunks, gram_rhs, squared_error
+from bayesmf.engines import linalg, sharding
+from bayesmf.engines.chunks import Chunks
 from bayesmf.engines.config import engine_config
 from bayesmf.engines.driver import Kernel
 from bayesmf.engines.sparse import RatingArrays, entry_dot
@@ -137,7 +137,9 @@ def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, conf
     Returns ``(factors (n, k), bias (n,), finite, sse)``; ``bias`` is zero when ``config.biases``
     is off; ``sse`` is the sum of squared errors after the update, ``sum_r (y_r.y_r - 2 x_r.b_r
     + x_r^T G_r x_r)`` from the row systems already built (``G_r``, ``b_r`` without the penalty),
-    so reporting the loss costs no extra pass over the ratings.
+    so reporting the loss costs no extra pass over the ratings. With ``chunks`` a
+    :class:`~bayesmf.engines.sharding.ShardedChunks` (inside :func:`~bayesmf.engines.sharding.call`)
+    each device solves its own rows and the rows are all-gathered (:mod:`bayesmf.engines.sharding`).
     """
     n_rows, k = own_factors.shape
     dtype = own_factors.dtype
@@ -146,18 +148,21 @@ def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, conf
     if config.biases:  # augment with the constant column that carries this side's bias
         other = jnp.concatenate([other_factors, jnp.ones((other_factors.shape[0], 1), dtype)], axis=1)
         reg = jnp.concatenate([reg, jnp.full((1,), config.bias_reg, dtype)])
-    gram, rhs, yy = gram_rhs(chunks, other, other_bias if config.biases else None, mu)
+    gram, rhs, yy = sharding.row_stats(chunks, other, other_bias if config.biases else None, mu)
+    counts = sharding.local(chunks, counts)
     d = other.shape[-1]
     # n_r * reg on the diagonal; the identity added to rows without ratings makes their solution 0
     diag = counts[:, None] * reg[None, :] + (counts == 0)[:, None].astype(dtype)
     precision = gram + diag[:, :, None] * jnp.eye(d, dtype=dtype)
     finite = jnp.asarray(True)
     if config.nonnegative:
-        x = solve_nonnegative(precision, rhs, own_factors, config.nnls_steps, config.biases)
+        x = solve_nonnegative(precision, rhs, sharding.local(chunks, own_factors), config.nnls_steps, config.biases)
     else:
         x, finite = solve_spd_jittered(precision, rhs, config.jitter)
+    sse = sharding.squared_error(chunks, x, gram, rhs, yy)
+    x = sharding.gather_rows(chunks, x)
     bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)
-    return x[:, :k], bias, finite, squared_error(x, gram, rhs, yy)
+    return x[:, :k], bias, sharding.all_true(chunks, finite), sse
 
 
 def objective(state: FactorState, data: ALSData, config: ALSConfig):
@@ -190,10 +195,28 @@ def sweep(state: FactorState, data: ALSData, config: ALSConfig) -> tuple[FactorS
                           finite_u & finite_i)
 
 
+def _sweep_on_mesh(state: FactorState, config: ALSConfig, data: ALSData):
+    return sweep.__wrapped__(state, data, config)
+
+
 def build_kernel(data: ALSData, config: ALSConfig) -> Kernel:
     """The ALS :class:`~bayesmf.engines.driver.Kernel`: ``init`` is :func:`init_factors`,
     ``step(key, state)`` one :func:`sweep` (deterministic: ``key`` is unused), ``retry`` the
-    sweep with relative jitter :data:`RETRY_JITTER` on every solve."""
+    sweep with relative jitter :data:`RETRY_JITTER` on every solve. With ``data`` from
+    :func:`shard` the sweep runs over its mesh (:func:`bayesmf.engines.sharding.call`)."""
     jittered = dataclasses.replace(config, jitter=RETRY_JITTER)
+    if sharding.mesh_of(data) is not None:
+        def step(_key, state, config=config):
+            return sharding.call(_sweep_on_mesh, state, config, data=data)
+
+        return Kernel(init=init_factors, step=step, retry=lambda key, state: step(key, state, jittered),
+                      jitter=RETRY_JITTER)
     return Kernel(init=init_factors, step=lambda _key, state: sweep(state, data, config),
                   retry=lambda _key, state: sweep(state, data, jittered), jitter=RETRY_JITTER)
+
+
+def shard(data: ALSData, mesh) -> ALSData:
+    """``data`` with both sides' chunks split over the one-axis ``mesh`` and the rest replicated
+    (:func:`bayesmf.engines.sharding.shard_data`)."""
+    return sharding.shard_data(data, mesh, {"user_chunks": data.item_counts.shape[0],
+                                            "item_chunks": data.user_counts.shape[0]})

@@ -251,6 +251,20 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
     ``b_r = sum_j w_rj y_rj f_j``, ``yy = sum w y^2``, ``s_r = sum_j w_rj f_j`` and
     ``sum w y`` (the non-Gaussian noise models of the sampler; one more gather per slot).
     """
+    k = other.shape[1]
+    out = gram_rhs_chunks(chunks, other, other_bias, shift, sums, weights)
+    product = in_row_order(chunks, out[0])
+    result = (product[:, :k, :k], product[:, k, :k], jnp.sum(out[1]))
+    if sums:
+        result += (in_row_order(chunks, out[2]), jnp.sum(out[3]))
+    return result
+
+
+def gram_rhs_chunks(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False, weights=None):
+    """:func:`gram_rhs` chunk by chunk, before the rows are put in order and the sums added: per
+    chunk the products ``(n_chunks, C, k + 1, k or k + 1)`` (``G`` in ``[:k, :k]``, ``b^T`` in row ``k``)
+    and ``yy`` (n_chunks,); with ``sums`` also ``s`` (n_chunks, C, k) and the targets' sum
+    (n_chunks,) (the sharded half steps, :mod:`bayesmf.engines.sharding`, use them as they are)."""
     n_other, k = other.shape
     factors = jnp.concatenate([other, jnp.zeros((1, k), other.dtype)])
     if other_bias is not None:
@@ -293,12 +307,7 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
         return out
 
     blocks = (chunks.cols, chunks.vals, chunks.owner) + ((chunks.rating,) if weighted else ())
-    out = jax.lax.map(one_chunk, blocks)
-    product = in_row_order(chunks, out[0])
-    result = (product[:, :k, :k], product[:, k, :k], jnp.sum(out[1]))
-    if sums:
-        result += (in_row_order(chunks, out[2]), jnp.sum(out[3]))
-    return result
+    return jax.lax.map(one_chunk, blocks)
 
 
 def residual_sum(x, feature_sum, target_sum):

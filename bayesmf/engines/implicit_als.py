@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bayesmf.engines import linalg
+from bayesmf.engines import linalg, sharding
 from bayesmf.engines.als import RETRY_JITTER, FactorState, init_factors, solve_spd_jittered
 from bayesmf.engines.chunks import Chunks, in_row_order, to_rows
 from bayesmf.engines.config import engine_config
@@ -113,14 +113,24 @@ def update_side(chunks: Chunks, own, other, config: ImplicitConfig):
     the exact minimiser ``(Y^T Y + reg I)^-1 0``.
 
     Memory: O(nnz) indices and one chunk's gathered factors at a time, O(chunk_slots k).
+    With :class:`~bayesmf.engines.sharding.ShardedChunks` (inside
+    :func:`~bayesmf.engines.sharding.call`) each device solves its own chunks.
     """
     k = own.shape[1]
     shared = jnp.matmul(other.T, other, precision=EXACT) + config.reg * jnp.eye(k, dtype=own.dtype)
     zero = jnp.zeros((1, k), own.dtype)
     factors, warm = jnp.concatenate([other, zero]), jnp.concatenate([own, zero])
-    x, observed, finite = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config),
-                                      (chunks.cols, chunks.vals, chunks.owner, chunks.rows))
+    if sharding.is_sharded(chunks):  # this device's chunks; the rows all-gathered, the sums in chunk order
+        x, observed, finite = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config), _blocks(chunks.chunks))
+        x = sharding.compact(chunks, x.reshape(-1, k))
+        return (sharding.gather_rows(chunks, x), sharding.chunk_total(chunks, observed),
+                sharding.all_true(chunks, jnp.all(finite)))
+    x, observed, finite = jax.lax.map(partial(_solve_chunk, factors, warm, shared, config), _blocks(chunks))
     return in_row_order(chunks, x), jnp.sum(observed), jnp.all(finite)
+
+
+def _blocks(chunks: Chunks):
+    return chunks.cols, chunks.vals, chunks.owner, chunks.rows
 
 
 def objective(state: FactorState, data: ImplicitData, config: ImplicitConfig):
@@ -146,10 +156,27 @@ def sweep(state: FactorState, data: ImplicitData, config: ImplicitConfig) -> tup
     return state, ImplicitInfo(loss, finite_u & finite_i)
 
 
+def _sweep_on_mesh(state: FactorState, config: ImplicitConfig, data: ImplicitData):
+    return sweep.__wrapped__(state, data, config)
+
+
 def build_kernel(data: ImplicitData, config: ImplicitConfig) -> Kernel:
     """The implicit ALS :class:`~bayesmf.engines.driver.Kernel`: ``init`` is
     :func:`~bayesmf.engines.als.init_factors`, ``step(key, state)`` one :func:`sweep`
-    (deterministic), ``retry`` the sweep with relative jitter on every exact solve."""
+    (deterministic), ``retry`` the sweep with relative jitter on every exact solve. With
+    ``data`` from :func:`shard` the sweep runs over its mesh."""
     jittered = dataclasses.replace(config, jitter=RETRY_JITTER)
+    if sharding.mesh_of(data) is not None:
+        def step(_key, state, config=config):
+            return sharding.call(_sweep_on_mesh, state, config, data=data)
+
+        return Kernel(init=init_factors, step=step, retry=lambda key, state: step(key, state, jittered),
+                      jitter=RETRY_JITTER)
     return Kernel(init=init_factors, step=lambda _key, state: sweep(state, data, config),
                   retry=lambda _key, state: sweep(state, data, jittered), jitter=RETRY_JITTER)
+
+
+def shard(data: ImplicitData, mesh) -> ImplicitData:
+    """``data`` with both sides' chunks split over the one-axis ``mesh``, the rest replicated."""
+    n_users, n_items = data.user_chunks.slot.shape[0], data.item_chunks.slot.shape[0]
+    return sharding.shard_data(data, mesh, {"user_chunks": n_items, "item_chunks": n_users})

@@ -102,7 +102,12 @@ def _use_unrolled(precision, unrolled: bool | None) -> bool:
     """``unrolled`` when given, else the size rule above (static shapes, decided at trace time)."""
     if unrolled is not None:
         return unrolled
-    return precision.shape[-1] <= UNROLLED_MAX_SIZE and math.prod(precision.shape[:-2]) >= UNROLLED_MIN_ROWS
+    return unrolled_by_size(math.prod(precision.shape[:-2]), precision.shape[-1])
+
+
+def unrolled_by_size(n_rows: int, size: int) -> bool:
+    """The size rule of :func:`sample_gaussian` for ``n_rows`` systems of ``size x size``."""
+    return size <= UNROLLED_MAX_SIZE and n_rows >= UNROLLED_MIN_ROWS
 
 
 def _jittered(precision, jitter):
@@ -168,16 +173,17 @@ def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = False
     return cho_solve((chol, True), rhs[..., None])[..., 0]
 
 
-def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool | None = None):
+def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool | None = None, normals=None):
     """Draw ``x ~ N(P^-1 h, P^-1)`` for each row, with ``P`` = ``precision`` (n, k, k), ``h`` = ``shift``.
 
     With ``P = L L^T``: mean ``m = L^-T L^-1 h`` and ``x = m + L^-T z``, ``z ~ N(0, I)``, because
     ``Cov(L^-T z) = L^-T L^-1 = P^-1``; computed as ``x = L^-T (L^-1 h + z)`` (two triangular
     solves). Returns (x, mean), both (n, k); under ``jit`` an unused ``mean`` costs nothing.
     ``unrolled``: as in :func:`solve_spd`, but by default (None) decided by size; both kernels
-    use the same ``z`` and agree to rounding.
+    use the same ``z`` and agree to rounding. ``normals`` (n, k): the ``z`` to use instead of
+    drawing them from ``key`` (the sharded sampler's rows, :mod:`bayesmf.engines.sharding`).
     """
-    z = standard_normal(key, shift.shape, shift.dtype)
+    z = standard_normal(key, shift.shape, shift.dtype) if normals is None else normals
     if _use_unrolled(precision, unrolled):
         factor, half = _bordered_cholesky(_jittered(precision, jitter), shift)
         x = _back_substitute(factor, half + jnp.moveaxis(z, -1, 0))

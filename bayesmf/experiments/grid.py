@@ -133,7 +133,7 @@ def expand(experiment) -> list[RunSpec]:
             split = {**experiment.split, "instance": split_name}
             for entry in experiment.models:
                 defaults = {n: p.default for n, p in catalogue.model_parameters(entry.model).items()
-                            if n not in ("progress", "checkpoint")}
+                            if n not in ("progress", "checkpoint", "devices")}
                 for g, params in enumerate(combinations(entry)):
                     position = (d, f, entry.index, g)
                     for seed in experiment.seeds:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.metrics import evaluate_ranking, evaluate_ratings, rmse
+from bayesmf.metrics.evaluate import pair_arguments
 from bayesmf.metrics.uncertainty import DEFAULT_LEVELS
 from bayesmf.predictive import PredictiveDistribution
 
@@ -41,10 +42,11 @@ def evaluate(model, train, test, experiment, prepared) -> tuple[dict, dict, floa
     available, curves, predict_seconds = {}, {}, 0.0
     if kinds & {"rating", "uncertainty"}:
         start = time.perf_counter()
+        extra = pair_arguments(model, test)
         if hasattr(model, "predict_dist"):
-            source = model.predict_dist(test.users, test.items)
+            source = model.predict_dist(test.users, test.items, **extra)
         else:
-            source = np.asarray(model.predict(test.users, test.items, clip=False))
+            source = np.asarray(model.predict(test.users, test.items, clip=False, **extra))
         predict_seconds = time.perf_counter() - start
         levels = sorted({*DEFAULT_LEVELS, *(m.level for m in experiment.metrics if m.level is not None)})
         report = evaluate_ratings(test, source, levels=levels, clip=ev["clip"], n_boot=ev["n_boot"], seed=ev["seed"])

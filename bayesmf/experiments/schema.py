@@ -55,7 +55,10 @@ numbers, and an array of arrays is then its grid axis. BPMF's ``inference`` take
 (``"nuts"``: its default settings) or a table ``{name = "nuts", max_tree_depth = 7}`` of the
 fields of that inference's configuration (:mod:`bayesmf.models.inference`); the keys
 ``nuts_*``, ``svi_*``, ``map_*`` and ``gibbs_rescale`` of earlier files are still read, with a
-``DeprecationWarning``. Every number in the file must be finite.
+``DeprecationWarning``. BayesFM's ``features`` takes a table of
+:class:`~bayesmf.features.Features` fields, side tables by data set name
+(``features = {implicit = true, user_side = {dataset = "ml-100k", columns = ["age"]}}``).
+Every number in the file must be finite.
 A grid axis, ``[data].name`` and ``[split].folds`` may not repeat a value (compared once
 resolved: ``[1, 1.0]`` for a number), since the repeat would run the same configuration again.
 ``seed``, ``progress`` and ``checkpoint`` belong to the runner (see :mod:`bayesmf.experiments.grid`
@@ -482,6 +485,10 @@ def _param_value(c: _Checker, value, kinds: set[str], key: str):
         return [c.number(v, f"{key}[{i}]") for i, v in enumerate(value)]
     if "InferenceConfig" in kinds and isinstance(value, dict):
         # an inference table ({name = "nuts", max_tree_depth = 7}); the estimator checks its fields
+        return _none_strings(value)
+    if "Features" in kinds and isinstance(value, dict):
+        # a feature set ({implicit = true, user_side = {dataset = "ml-100k", columns = [...]}}):
+        # bayesmf.features.Features.from_mapping reads and checks it when the estimator is built
         return _none_strings(value)
     if "dict" in kinds and isinstance(value, dict):
         # the table-valued arguments (FunkSVD/SVDpp learning_rates, regularizations) map names to

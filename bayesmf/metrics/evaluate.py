@@ -22,7 +22,14 @@ from bayesmf.metrics.sampled import sampled_ranking
 from bayesmf.predictive import CategoricalDistribution, PredictiveDistribution, check_level
 from bayesmf.validate import as_values, same_length
 
-__all__ = ["evaluate_ranking", "evaluate_ratings"]
+__all__ = ["evaluate_ranking", "evaluate_ratings", "pair_arguments"]
+
+
+def pair_arguments(model, test: Ratings) -> dict:
+    """Keyword arguments of ``model.predict`` / ``predict_dist`` beyond the pairs: the ratings'
+    timestamps for a model whose predictions depend on time (``model.needs_timestamps``, e.g. a
+    factorization machine with a time block)."""
+    return {"timestamps": test.timestamps} if getattr(model, "needs_timestamps", False) else {}
 
 
 def _resolve(test: Ratings, source):
@@ -38,11 +45,12 @@ def _resolve(test: Ratings, source):
     if hasattr(source, "predict"):
         scale = getattr(source, "rating_scale_", None) or scale
         if hasattr(source, "predict_dist"):
-            dist = source.predict_dist(test.users, test.items)
+            dist = source.predict_dist(test.users, test.items, **pair_arguments(source, test))
             if not isinstance(dist, PredictiveDistribution):
                 raise DataError(f"{type(source).__name__}.predict_dist must return a PredictiveDistribution")
             return dist.mean, dist, scale
-        return np.asarray(source.predict(test.users, test.items, clip=False)), None, scale
+        point = source.predict(test.users, test.items, clip=False, **pair_arguments(source, test))
+        return np.asarray(point), None, scale
     return np.asarray(source), None, scale
 
 

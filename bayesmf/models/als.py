@@ -10,6 +10,7 @@ import numpy as np
 from bayesmf.engines import als as engine
 from bayesmf.engines import implicit_als as implicit_engine
 from bayesmf.engines.chunks import build_chunks, cache_chunk_slots, chunks_for, gram_chunks_for
+from bayesmf.engines.sharding import device_mesh
 from bayesmf.engines.sparse import rating_arrays
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
@@ -34,11 +35,17 @@ class ALS(ClassicalModel):
     ``nonnegative=True, biases=False`` (Spark's nonnegative ALS), which fits ``p_u . q_i`` alone.
     ``nonnegative=True`` constrains the factors (not the biases) to be >= 0 via per-row NNLS
     with ``nnls_steps`` coordinate-descent passes. See :mod:`bayesmf.engines.als`.
+
+    ``devices`` (None, a list of JAX devices or a one-axis :class:`jax.sharding.Mesh`): run the
+    sweeps over these devices, rows and their ratings split by chunk, factors all-gathered every
+    half step (:mod:`bayesmf.engines.sharding`); the factors equal the one-device fit's bit for
+    bit, on any number of devices. A setting of the fit only (not saved).
     """
 
     def __init__(self, rank: int = 10, regularization: float = 0.05, bias_regularization: float | None = None,
                  biases: bool = True, nonnegative: bool = False, n_iter: int = 15, nnls_steps: int = 20,
-                 init_scale: float = 0.1, seed: int = 0, progress: bool = False, dtype: str = "float32"):
+                 init_scale: float = 0.1, seed: int = 0, progress: bool = False, dtype: str = "float32",
+                 devices=None):
         self.rank = rank
         self.regularization = regularization
         self.bias_regularization = bias_regularization
@@ -50,6 +57,7 @@ class ALS(ClassicalModel):
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
+        self.devices = devices
 
     def _bias_reg(self) -> float:
         return self.regularization if self.bias_regularization is None else self.bias_regularization
@@ -61,6 +69,7 @@ class ALS(ClassicalModel):
         check_positive_int("nnls_steps", self.nnls_steps)
         check_dtype(self.dtype)
         seed_key(self.seed)
+        device_mesh(self.devices)
 
     def _fit(self, train) -> None:
         dtype = check_dtype(self.dtype)
@@ -71,6 +80,9 @@ class ALS(ClassicalModel):
             *(gram_chunks_for(train, side, self.rank + 1, dtype=dtype) for side in ("user", "item")),
             jnp.asarray(train.user_counts, dtype), jnp.asarray(train.item_counts, dtype), ratings, mu,
         )
+        mesh = device_mesh(self.devices)
+        if mesh is not None:
+            data = engine.shard(data, mesh)
         config = engine.ALSConfig(float(self.regularization), float(self._bias_reg()), bool(self.biases),
                                   bool(self.nonnegative), int(self.nnls_steps))
         scale = self.init_scale
@@ -106,11 +118,12 @@ class ImplicitALS(ClassicalModel):
     warm-started (Takacs et al. 2011, as the ``implicit`` library); ``solver="cholesky"`` solves
     exactly. Scores ``x_u . y_i`` are preferences (about 0..1), so ``predict`` never clips to a
     rating scale. Values must be >= 0 (they are confidences). See :mod:`bayesmf.engines.implicit_als`.
+    ``devices``: as for :class:`ALS` (the sharded fit equals the one-device fit bit for bit).
     """
 
     def __init__(self, rank: int = 64, regularization: float = 0.01, alpha: float = 1.0, n_iter: int = 15,
                  solver: str = "cg", cg_steps: int = 3, init_scale: float = 0.01, seed: int = 0,
-                 progress: bool = False, dtype: str = "float32"):
+                 progress: bool = False, dtype: str = "float32", devices=None):
         self.rank = rank
         self.regularization = regularization
         self.alpha = alpha
@@ -121,6 +134,7 @@ class ImplicitALS(ClassicalModel):
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
+        self.devices = devices
 
     def _check_params(self) -> None:
         check_common(self, regularization=self.regularization, alpha=self.alpha, init_scale=self.init_scale)
@@ -130,6 +144,7 @@ class ImplicitALS(ClassicalModel):
             raise ConfigError(f"solver must be 'cg' or 'cholesky', got {self.solver!r}")
         check_dtype(self.dtype)
         seed_key(self.seed)
+        device_mesh(self.devices)
 
     def _fit(self, train) -> None:
         check_nonnegative_values(train, "ImplicitALS (values are confidences)")
@@ -138,6 +153,9 @@ class ImplicitALS(ClassicalModel):
         data = implicit_engine.ImplicitData(chunks_for(train, "user", chunk_slots=slots, dtype=dtype),
                                             chunks_for(train, "item", chunk_slots=slots, dtype=dtype),
                                             rating_arrays(train, dtype))
+        mesh = device_mesh(self.devices)
+        if mesh is not None:
+            data = implicit_engine.shard(data, mesh)
         config = implicit_engine.ImplicitConfig(float(self.regularization), float(self.alpha),
                                                 int(self.cg_steps), self.solver == "cholesky")
         state = engine.init_factors(self.seed, train.n_users, train.n_items, self.rank,

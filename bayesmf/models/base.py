@@ -202,18 +202,22 @@ class FactorModel(RecommendMixin, Estimator):
 
         Saved: every array of :attr:`_state_arrays` that is not None, the seen-item CSR (so that
         ``recommend(exclude_seen=True)`` works after :func:`load`), the counts, the
-        hyperparameters, ID maps, rating scale, global mean, history and package version. See
-        :mod:`bayesmf.models.persist` for the format and its guarantees.
+        hyperparameters (``devices`` as None: where a fit ran is not saved), ID maps, rating
+        scale, global mean, history and package version. See :mod:`bayesmf.models.persist` for
+        the format and its guarantees.
         """
         from bayesmf import __version__
 
         self._require_fitted()
         arrays = {name: np.asarray(getattr(self, name)) for name in self._all_state_arrays()
                   if getattr(self, name, None) is not None}
+        params = self.get_params()
+        if params.get("devices") is not None:  # where this process ran the fit, not a hyperparameter
+            params["devices"] = None
         meta = {
             "class": type(self).__name__,
             "bayesmf_version": __version__,
-            "params": self.get_params(),
+            "params": params,
             "global_mean": float(self.global_mean_),
             "rating_scale": self.rating_scale_,
             "user_map": self.user_map_.to_dict(),

@@ -27,6 +27,7 @@ import numpy as np
 from bayesmf.data.ratings import Ratings
 from bayesmf.engines.als import init_factors
 from bayesmf.engines.driver import content_digest, iterate, run
+from bayesmf.engines.sharding import device_mesh
 from bayesmf.errors import ConfigError, DataError
 from bayesmf.models.base import FactorModel, check_dtype, check_positive_int
 from bayesmf.models.inference import (
@@ -228,6 +229,12 @@ class BPMF(FactorModel):
         run raises :class:`ConfigError`, an unreadable one :class:`DataError`. Gibbs only: other
         inferences refuse it.
     seed, progress, dtype ("float32" | "float64").
+    devices : None, a list of JAX devices or a one-axis :class:`jax.sharding.Mesh`
+        Run the Gibbs sweeps over these devices (:mod:`bayesmf.engines.sharding`: rows and their
+        ratings split by chunk, factors all-gathered each half step); the draws are the same for
+        any number of devices and agree with ``devices=None`` (one device) to float rounding.
+        The PMF MAP start runs on one device. A setting of the fit only: not saved, and the
+        fitted model predicts without a mesh.
     """
 
     is_bayesian = True
@@ -266,6 +273,7 @@ class BPMF(FactorModel):
         seed: int = 0,
         progress: bool = False,
         dtype: str = "float32",
+        devices=None,
         **deprecated,
     ):
         self.rank = rank
@@ -295,6 +303,7 @@ class BPMF(FactorModel):
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
+        self.devices = devices
 
     # -- configuration ------------------------------------------------------------------------
     def bayesian_model(self, prior: Prior | None = None) -> BPMFModel:
@@ -418,6 +427,9 @@ class BPMF(FactorModel):
         if self.checkpoint is not None and name != "gibbs":
             raise ConfigError(f"checkpoint={self.checkpoint!r} is used by inference='gibbs' only; "
                               f"inference={name!r} would ignore it: drop it or use inference='gibbs'")
+        if device_mesh(self.devices) is not None and name != "gibbs":
+            raise ConfigError(f"devices={self.devices!r} shards the Gibbs sampler only; inference={name!r} "
+                              "runs on one device: drop devices or use inference='gibbs'")
         for setting in ("n_samples", "thin", "chains", "keep_every", "checkpoint_every"):
             check_positive_int(setting, getattr(self, setting))
         if isinstance(self.n_warmup, bool) or int(self.n_warmup) != self.n_warmup or self.n_warmup < 0:
@@ -500,7 +512,8 @@ class BPMF(FactorModel):
         # factors and hyperparameters coordinate-wise, cannot use (its chains then never move)
         rescale = bool(self.inference_config().rescale) if rescale is None else rescale
         model = self.bayesian_model(prior)
-        kernel = model.gibbs_kernel(data, rescale)
+        mesh = device_mesh(self.devices)
+        kernel = model.gibbs_kernel(data if mesh is None else gibbs.shard(data, mesh), rescale)
         base = kernel.init(jax.random.PRNGKey(self.seed), train.n_users, train.n_items, U=U0, V=V0, dtype=dtype,
                            offset=self.global_mean_)
         init_state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), base)
@@ -529,7 +542,7 @@ class BPMF(FactorModel):
         inference's settings come from its configuration, under the keyword names of earlier
         versions (:meth:`~bayesmf.models.inference.InferenceConfig.settings`), so that their
         checkpoints resume."""
-        ignored = ("progress", "checkpoint", "checkpoint_every", "inference")
+        ignored = ("progress", "checkpoint", "checkpoint_every", "inference", "devices")
         if self.noise == "gaussian":  # the noise settings change nothing then (and checkpoints predate them)
             ignored += ("noise", "noise_df", "precision_shape")
         if not self.ordinal:  # likewise the ordinal likelihood's settings
@@ -537,6 +550,8 @@ class BPMF(FactorModel):
         config = self.inference_config()
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
         settings.update(inference=config.name, **config.settings())
+        if self.devices is not None:  # a sharded chain is the same on any mesh, not the unsharded one
+            settings["devices"] = "sharded"
         return {"data": content_digest(train.users, train.items, train.values, np.asarray(train.shape)),
                 "track": None if track is None else content_digest(track.users, track.items),
                 "settings": settings}

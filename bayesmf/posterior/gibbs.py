@@ -88,6 +88,7 @@ and scanned. Shapes: ``U`` (n_users, D), ``V`` (n_items, D), ``mu_*`` (D,), ``La
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -96,9 +97,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from bayesmf.engines.chunks import Chunks, gram_chunks_for, gram_rhs, residual_sum, squared_error
+from bayesmf.engines import sharding
+from bayesmf.engines.chunks import Chunks, gram_chunks_for
 from bayesmf.engines.driver import Kernel
-from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal
+from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal, unrolled_by_size
 from bayesmf.posterior import ordinal
 from bayesmf.posterior.model import Prior
 
@@ -299,14 +301,37 @@ def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, oth
     squared residuals of every rating given the draws, and (with ``sums``; else 0) the sum of
     those residuals. ``weights`` (nnz,): each rating's precision multiplier ``w_ij`` (noise
     models, module docstring); every sum, SSE and R included, is then weighted.
+
+    ``chunks`` a :class:`~bayesmf.engines.sharding.ShardedChunks` (inside
+    :func:`~bayesmf.engines.sharding.call`): each device draws its own rows with those rows' share
+    of the normals one device would draw, the rows are all-gathered and the sums added per
+    chunk (:mod:`bayesmf.engines.sharding`); the conditional means are then not formed (None).
     """
-    stats = gram_rhs(chunks, other, other_bias, shift, sums=sums, weights=weights)
+    stats = sharding.row_stats(chunks, other, other_bias, shift, sums=sums, weights=weights)
     gram, rhs, yy = stats[:3]
     p0 = lam if prior_precision is None else prior_precision
     h0 = lam @ mu if prior_shift is None else prior_shift
-    x, mean = sample_gaussian(key, p0[None] + alpha * gram, h0[None] + alpha * rhs, jitter)
-    total = residual_sum(x, *stats[3:]) if sums else jnp.zeros((), x.dtype)
-    return x, mean, squared_error(x, gram, rhs, yy), total
+    precision, h = p0[None] + alpha * gram, h0[None] + alpha * rhs
+    if sharding.is_sharded(chunks):
+        normals = standard_normal(key, (chunks.n_rows, h.shape[-1]), h.dtype)  # one device's stream
+        x, mean = sample_gaussian(key, precision, h, jitter, unrolled_by_size(*normals.shape),
+                                  sharding.local(chunks, normals))
+    else:
+        x, mean = sample_gaussian(key, precision, h, jitter)
+    total = sharding.residual_sum(chunks, x, *stats[3:]) if sums else jnp.zeros((), x.dtype)
+    sse = sharding.squared_error(chunks, x, gram, rhs, yy)
+    if sharding.is_sharded(chunks):
+        x, mean = _prior_rows(chunks, sharding.gather_rows(chunks, x), p0, h0, normals, jitter), None
+    return x, mean, sse, total
+
+
+def _prior_rows(chunks, x, p0, h0, normals, jitter):
+    """``x`` (n_rows, D) with the rows without ratings (in no chunk of a sharded layout) drawn from
+    the prior ``N(P0^{-1} h0, P0^{-1})`` with their normals, as the unsharded draw gives them."""
+    chol = jnp.linalg.cholesky(p0 + jitter * jnp.eye(p0.shape[0], dtype=p0.dtype))
+    half = solve_triangular(chol, h0, lower=True)
+    prior = solve_triangular(chol, half[:, None] + normals.T, lower=True, trans=1).T
+    return jnp.where(sharding.empty_rows(chunks)[:, None], prior, x)
 
 
 def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, alpha, jitter, shift=0.0,
@@ -366,7 +391,9 @@ def latent_targets(key, state: GibbsState, data: GibbsData, prior: Prior, shift)
     target = (z - data.centre).astype(data.residual.dtype)
     padded = jnp.concatenate([target, jnp.zeros((1,), target.dtype)])  # padding slots hold rating nnz
 
-    def relayout(chunks: Chunks) -> Chunks:
+    def relayout(chunks):
+        if sharding.is_sharded(chunks):  # this device's chunks (their padding holds rating nnz too)
+            return dataclasses.replace(chunks, chunks=relayout(chunks.chunks))
         return chunks._replace(vals=padded[chunks.rating])
 
     data = data._replace(residual=target, user_chunks=relayout(data.user_chunks),
@@ -850,6 +877,7 @@ def build_kernel(data: GibbsData, prior: Prior, rescale: bool = True) -> Kernel:
         From :func:`prepare`.
     prior : Prior
         The model (the sweep compiles once per data shape and prior structure).
+        ``data`` from :func:`shard`: every sweep runs over its mesh.
     rescale : bool
         End every sweep with the invariance moves (module docstring, item 5).
 
@@ -860,11 +888,33 @@ def build_kernel(data: GibbsData, prior: Prior, rescale: bool = True) -> Kernel:
         one sweep of every chain, chain ``c`` keyed by ``split(key, chains)[c]``; ``retry`` the
         same sweep with :data:`RETRY_JITTER` added to every precision matrix.
     """
+    if sharding.mesh_of(data) is not None:
+        structure, values = _split_prior(prior)
+
+        def sweep(key, states, jitter):
+            return sharding.call(_chains_sweep_on_mesh, key, states, jitter, values, data=data,
+                                 structure=structure, rescale=rescale)
+    else:
+        def sweep(key, states, jitter):
+            return chains_sweep(key, states, jitter, data, prior, rescale)
+
     return Kernel(
         init=lambda key, n_users, n_items, **options: init(key, prior, n_users, n_items, **options),
-        step=lambda key, states: chains_sweep(key, states, 0.0, data, prior, rescale),
-        retry=lambda key, states: chains_sweep(key, states, RETRY_JITTER, data, prior, rescale),
+        step=lambda key, states: sweep(key, states, 0.0),
+        retry=lambda key, states: sweep(key, states, RETRY_JITTER),
         jitter=RETRY_JITTER)
+
+
+def _chains_sweep_on_mesh(key, states, jitter, values, data, structure, rescale):
+    return _chains_sweep.__wrapped__(key, states, jitter, data, structure, values, rescale)
+
+
+def shard(data: GibbsData, mesh) -> GibbsData:
+    """``data`` with both sides' chunks split over the one-axis ``mesh`` and the ratings replicated
+    (:func:`bayesmf.engines.sharding.shard_data`): :func:`build_kernel` then runs every sweep over
+    the mesh, with the same numbers for any number of devices (:mod:`bayesmf.engines.sharding`)."""
+    n_users, n_items = data.user_chunks.slot.shape[0], data.item_chunks.slot.shape[0]
+    return sharding.shard_data(data, mesh, {"user_chunks": n_items, "item_chunks": n_users})
 
 
 @jax.jit
