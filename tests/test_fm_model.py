@@ -205,6 +205,10 @@ def test_time_features_predict_from_the_pairs_timestamps(tmp_path):
     np.testing.assert_allclose(dist.std ** 2, f.var(0) + np.mean(1 / m.alpha_samples_.astype(np.float64)), rtol=1e-3)
     np.testing.assert_allclose(m.predict(u, i, clip=False, timestamps=ts), f.mean(0), rtol=1e-4, atol=1e-4)
     assert dist.mean[2] - dist.mean[3] > 1.0  # the same pair on a later day: the day bins' learnt trend
+    from bayesmf.metrics.evaluate import pair_arguments
+
+    assert m.needs_timestamps and not bayesmf.BayesFM().needs_timestamps
+    np.testing.assert_array_equal(pair_arguments(m, train)["timestamps"], train.timestamps)
     with pytest.raises(ConfigError, match="timestamps="):
         m.predict(u, i)
     with pytest.raises(ConfigError, match="timestamps="):

@@ -192,7 +192,7 @@ class BayesFM(BPMF):
         for site in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "bias_precision_U", "bias_precision_V", "tau", "kappa"):
             setattr(self, f"{site}_samples_", None)
         self.offset_samples_ = None  # w0 is folded into b_V_samples_
-        if self.has_context:  # no per-user/item form: predictions go through the pairs' design
+        if self.needs_timestamps:  # no per-user/item form: predictions go through the pairs' design
             self.user_samples_ = self.item_samples_ = self.b_U_samples_ = self.b_V_samples_ = None
             self.user_factors_ = self.item_factors_ = self.user_bias_ = self.item_bias_ = None
         else:
@@ -243,12 +243,13 @@ class BayesFM(BPMF):
         return total
 
     @property
-    def has_context(self) -> bool:
-        """Whether the features have context (time) blocks: predictions need each pair's timestamp."""
+    def needs_timestamps(self) -> bool:
+        """Whether the features have context (time) blocks: predictions need each pair's timestamp
+        (read by :func:`bayesmf.metrics.evaluate.pair_arguments`)."""
         return self.feature_spec().time is not None
 
     def _refuse_context(self, what: str) -> None:
-        if self.has_context:
+        if self.needs_timestamps:
             raise ConfigError(f"{what} is not defined for BayesFM with context (time) features: every score depends "
                               "on the rating's timestamp, and no per-user/item factors exist; use "
                               "predict(users, items, timestamps=...) at the time of interest")
@@ -268,7 +269,7 @@ class BayesFM(BPMF):
         ``likelihood="ordinal"``). ``timestamps`` (n,) Unix seconds per pair: required by a model
         with time features (the pairs' design, :meth:`predict_design`; indices must be known),
         ignored otherwise."""
-        if not self.has_context:
+        if not self.needs_timestamps:
             return super().predict(users, items, clip=clip, unknown=unknown)
         self._require_fitted()
         pred = np.asarray(self.predict_design(self._pairs_design(users, items, timestamps)).mean, np.float32)
@@ -278,7 +279,7 @@ class BayesFM(BPMF):
         """Posterior predictive distribution at index pairs (:meth:`BPMF.predict_dist`).
         ``timestamps``: as :meth:`predict` (a model with time features gives
         :meth:`predict_design`'s distribution of the pairs' design)."""
-        if not self.has_context:
+        if not self.needs_timestamps:
             return super().predict_dist(users, items, unknown=unknown, n_draws=n_draws)
         self._require_fitted()
         return self.predict_design(self._pairs_design(users, items, timestamps))
