@@ -81,7 +81,8 @@ class BayesFM(BPMF):
 
     _state_arrays = BPMF._state_arrays + _FM_ARRAYS + ("group_index_",)
 
-    def __init__(self, rank: int = 10, features=None, inference="gibbs", n_samples: int = 200, n_warmup: int = 50,
+    def __init__(self, rank: int = 10, features: Features | dict | None = None, inference="gibbs",
+                 n_samples: int = 200, n_warmup: int = 50,
                  thin: int = 1, chains: int = 1, noise_prior="auto", offset_prior="auto",
                  hyper_prior: tuple = (1.0, 1.0), gamma0: float = 1.0, alpha: float = 2.0, init_std: float = 0.1,
                  likelihood: str = "gaussian", gap_prior: tuple = (0.0, 1.0), keep_every: int = 1, seed: int = 0,
