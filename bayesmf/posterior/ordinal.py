@@ -55,6 +55,8 @@ cumulative-link generalized linear models. Statistics and Computing 6. Ohtsuki, 
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +67,7 @@ from bayesmf.errors import ConfigError
 
 # finite stand-ins for the infinite outer cutpoints (gradients of log_ndtr stay finite)
 _BIG = 1e3
+_LOG_2PI = math.log(2.0 * math.pi)  # a Python float: weakly typed, keeps float32 arrays float32 under x64
 T_DF = 5.0  # degrees of freedom of the cutpoints' independence proposal
 NEWTON_STEPS = 6
 
@@ -127,7 +130,7 @@ def _interval_derivatives(a, b):
     ``l_a = -r_a``, ``l_b = r_b``, ``l_aa = a r_a - r_a^2``, ``l_bb = -b r_b - r_b^2``,
     ``l_ab = r_a r_b``."""
     ell = log_interval_probability(a, b)
-    half_log_2pi = 0.5 * np.log(2 * np.pi)
+    half_log_2pi = 0.5 * _LOG_2PI
 
     def ratio(x):  # flushed to 0 below e^-60: subnormal floats make the sums below many times slower
         log_r = -0.5 * x * x - half_log_2pi - ell
@@ -289,12 +292,12 @@ def _log_ndtri(log_p, iterations: int = 3):
     tiny = log_p < -60.0
     p = jnp.exp(jnp.where(tiny, -1.0, log_p))
     t = -2.0 * jnp.where(tiny, log_p, -61.0)
-    x = jnp.where(tiny, -jnp.sqrt(t - jnp.log(t) - jnp.log(2 * np.pi)), ndtri(p))
+    x = jnp.where(tiny, -jnp.sqrt(t - jnp.log(t) - _LOG_2PI), ndtri(p))
 
     def newton(_, x):
         lp = log_ndtr(x)
         # d log Phi / dx = phi(x) / Phi(x)
-        slope = jnp.exp(-0.5 * x * x - 0.5 * np.log(2 * np.pi) - lp)
+        slope = jnp.exp(-0.5 * x * x - 0.5 * _LOG_2PI - lp)
         return x - (lp - log_p) / slope
 
     return jax.lax.fori_loop(0, iterations, newton, x)
