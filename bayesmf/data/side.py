@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from bayesmf.data.datasets import locate
+from bayesmf.data.datasets import ALIASES, locate
 from bayesmf.data.idmap import IdMap, _as_id_array
 from bayesmf.errors import ConfigError, DataError, DataNotFoundError, ParseError
 
@@ -379,7 +379,6 @@ SIDE_FILES = {
     "movielens-100k": (("u.user", load_ml100k_users, 943), ("u.item", load_ml100k_items, 1_682)),
     "movielens-1m": (("users.dat", load_ml1m_users, 6_040), ("movies.dat", load_ml1m_movies, 3_883)),
 }
-_ALIASES = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m"}
 
 
 def side(name: str, data_dir=None, download: bool = True, *, check_counts: bool = True) -> tuple[SideTable, SideTable]:
@@ -388,9 +387,10 @@ def side(name: str, data_dir=None, download: bool = True, *, check_counts: bool 
 
     Both must hold the published numbers of rows unless ``check_counts=False``.
     """
-    canonical = _ALIASES.get(name, name)
+    canonical = ALIASES.get(name, name)
     if canonical not in SIDE_FILES:
-        raise ConfigError(f"no side tables for data set {name!r}; known: {sorted(SIDE_FILES) + sorted(_ALIASES)}")
+        short = sorted(a for a, full in ALIASES.items() if full in SIDE_FILES)
+        raise ConfigError(f"no side tables for data set {name!r}; known: {sorted(SIDE_FILES) + short}")
     folder = locate(canonical, data_dir, download).parent
     tables = []
     for which, (fname, loader, published) in zip(("users", "items"), SIDE_FILES[canonical]):
