@@ -396,54 +396,64 @@ def translatable_groups(design: Design) -> np.ndarray:
 # the model's pieces
 
 
-def _row_parts(block: FMBlockData, w, V):
-    """``(L, Q, S)`` per block row: ``X_b w`` (n_rows,), ``X_b V`` (n_rows, K) and
-    ``X_b^2 |v|^2`` (n_rows,)."""
-    n = block.n_rows
+def _row_parts(block: FMBlockData, theta):
+    r"""``R = [L, Q, S]`` (n_rows, K+2) per block row: ``L = X_b w``, ``Q = X_b V`` and
+    ``S = X_b^{\circ 2} |v|^2``, from ``theta = [w, V]`` (F or F+1, K+1)."""
     x = block.entry_vals
-    v = V[block.entry_cols]
-    L = jax.ops.segment_sum(x * w[block.entry_cols], block.entry_rows, n)
-    Q = jax.ops.segment_sum(x[:, None] * v, block.entry_rows, n)
-    S = jax.ops.segment_sum(x * x * jnp.sum(v * v, axis=1), block.entry_rows, n)
-    return L, Q, S
+    t = theta[block.entry_cols]
+    v = t[:, 1:]
+    per_entry = jnp.concatenate([x[:, None] * t, (x * x * jnp.sum(v * v, axis=1))[:, None]], axis=1)
+    return jax.ops.segment_sum(per_entry, block.entry_rows, block.n_rows)
 
 
-def _rating_parts(data: FMData, parts):
-    """:func:`_gather` of every block's row parts."""
-    return [_gather(block, *p) for block, p in zip(data.blocks, parts)]
+def _rating_parts(data: FMData, theta):
+    """:func:`_gather` of every block's row parts at ``theta = [w, V]``."""
+    return [_gather(block, _row_parts(block, theta)) for block in data.blocks]
 
 
-def _predict_parts(w0c, gathered):
-    """``f_r - centre`` from :func:`_rating_parts`: ``w0 + sum_b a_b + (|q|^2 - sum_b |Q_b|^2)/2``."""
-    q = sum(g[0] for g in gathered)
-    return w0c + sum(g[1] for g in gathered) + 0.5 * (jnp.sum(q * q, axis=1) - sum(g[2] for g in gathered))
+def _totals(gathered):
+    """Running per-rating sums over the blocks of :func:`_gather`'s parts: ``q = sum_b Q_b[i]``
+    (nnz, K), ``sum_b a_b[i]`` and ``sum_b |Q_b[i]|^2`` (nnz,)."""
+    return tuple(sum(g[k] for g in gathered) for k in range(3))
+
+
+def _predict_totals(w0c, totals):
+    """``f_r - centre`` from :func:`_totals`: ``w0 + sum_b a_b + (|q|^2 - sum_b |Q_b|^2)/2``."""
+    q, a, qq = totals
+    return w0c + a + 0.5 * (jnp.sum(q * q, axis=1) - qq)
+
+
+def _theta(w, V):
+    """``[w, V]`` (F, K+1)."""
+    return jnp.concatenate([w[..., None], V], axis=-1)
 
 
 def predict(data: FMData, w0, w, V):
     """Noise-free predictions ``f_r`` (nnz,) of one parameter set (``w0`` absolute)."""
-    parts = [_row_parts(b, w, V) for b in data.blocks]
-    return data.centre + _predict_parts(w0 - data.centre, _rating_parts(data, parts))
+    return data.centre + _predict_totals(w0 - data.centre, _totals(_rating_parts(data, _theta(w, V))))
 
 
 def block_statistics(data: FMData, b: int, w0c, w, V, target):
     r"""Block ``b``'s row statistics given every other block (module docstring): ``G`` (n_rows,
     K+1, K+1) ``= sum_r [1, O_r][1, O_r]^T`` and ``c`` (n_rows, K+1) ``= sum_r z_r [1, O_r]``
     over each block row's ratings, with ``w0c`` the global bias minus the centre."""
-    gathered = [_gather(blk, *_row_parts(blk, w, V)) for blk in data.blocks]
-    return _statistics(data.blocks[b], b, gathered, w0c, target)
+    gathered = _rating_parts(data, _theta(w, V))
+    return _statistics(data.blocks[b], gathered[b], _totals(gathered), w0c, target)
 
 
-def _colour_system(batch: ColourBatch, c: int, w, V, L, Q, S, G, rhs, alpha, prior_prec, prior_shift):
+def _colour_system(batch: ColourBatch, c: int, theta, R, G, rhs, alpha, prior_prec, prior_shift):
     """Precision (J, K+1, K+1) and shift (J, K+1) of the columns of colour ``c`` of ``batch``
-    (module docstring), and the entries' pieces the update needs. ``w``, ``V`` extended by the
-    dummy column; ``prior_prec``, ``prior_shift`` (F+1, K+1)."""
+    (module docstring), and the entries' pieces the update needs. ``theta = [w, V]`` (F+1, K+1)
+    extended by the dummy column, ``R = [L, Q, S]`` (n_rows, K+2) the block rows' parts;
+    ``prior_prec``, ``prior_shift`` (F+1, K+1)."""
     cols, rows, x, slot = batch.cols[c], batch.rows[c], batch.vals[c], batch.slot[c]
     J = cols.shape[0]
-    col_e = cols[slot]
-    w_old, v_old = w[col_e], V[col_e]
-    Qr = Q[rows]
+    old = theta[cols[slot]]  # (E, K+1): each entry's column before the draw
+    w_old, v_old = old[:, 0], old[:, 1:]
+    Re = R[rows]
+    Qr = Re[:, 1:-1]
     cvec = Qr - x[:, None] * v_old
-    a_rest = L[rows] + 0.5 * (jnp.sum(Qr * Qr, axis=1) - S[rows]) - x * w_old - x * jnp.sum(v_old * cvec, axis=1)
+    a_rest = Re[:, 0] + 0.5 * (jnp.sum(Qr * Qr, axis=1) - Re[:, -1]) - x * w_old - x * jnp.sum(v_old * cvec, axis=1)
     u = jnp.concatenate([a_rest[:, None], cvec], axis=1)
     Ge = G[rows]
     # M G M^T and M r in O(K^2): with G = [[n, s^T], [s, T]] and M [1; O] = [1; c + O],
@@ -456,9 +466,13 @@ def _colour_system(batch: ColourBatch, c: int, w, V, L, Q, S, G, rhs, alpha, pri
                               jnp.concatenate([top[:, :, None], block], axis=2)], axis=1) * (x * x)[:, None, None]
     resid = rhs[rows] - jnp.einsum("ekl,el->ek", Ge, u, precision=EXACT)
     rhs_e = x[:, None] * jnp.concatenate([resid[:, :1], resid[:, 1:] + resid[:, :1] * cvec], axis=1)
-    precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * jax.ops.segment_sum(prec_e, slot, J)
-    shift = prior_shift[cols] + alpha * jax.ops.segment_sum(rhs_e, slot, J)
-    return precision, shift, (cols, rows, x, slot, w_old, v_old)
+    k1 = theta.shape[1]
+    # both sums in one scatter: each entry's precision and shift terms side by side
+    terms = jnp.concatenate([prec_e.reshape(-1, k1 * k1), rhs_e], axis=1)
+    summed = jax.ops.segment_sum(terms, slot, J)
+    precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * summed[:, :k1 * k1].reshape(J, k1, k1)
+    shift = prior_shift[cols] + alpha * summed[:, k1 * k1:]
+    return precision, shift, (cols, rows, x, slot, old)
 
 
 def colour_conditional(data: FMData, state: FMState, b: int, c: int):
@@ -467,17 +481,17 @@ def colour_conditional(data: FMData, state: FMState, b: int, c: int):
     columns (index ``F``) included (their rows are the prior's). For tests and diagnostics."""
     w0c = state.w0 - data.centre
     G, rhs = block_statistics(data, b, w0c, state.w, state.V, state.target)
-    L, Q, S = _row_parts(data.blocks[b], state.w, state.V)
-    w, V = _extended(state.w, state.V)
+    theta = _extended(_theta(state.w, state.V))
+    R = _row_parts(data.blocks[b], theta)
     prior_prec, prior_shift = _column_priors(data, state)
     batch, c = data.blocks[b].colour(c)
-    P, s, pieces = _colour_system(batch, c, w, V, L, Q, S, G, rhs, state.alpha, prior_prec, prior_shift)
+    P, s, pieces = _colour_system(batch, c, theta, R, G, rhs, state.alpha, prior_prec, prior_shift)
     return pieces[0], P, s
 
 
-def _extended(w, V):
-    """``w``, ``V`` with the dummy column (index F) that padding points to."""
-    return jnp.concatenate([w, jnp.zeros((1,), w.dtype)]), jnp.concatenate([V, jnp.zeros((1, V.shape[1]), V.dtype)])
+def _extended(theta):
+    """``theta = [w, V]`` (F, K+1) with the dummy column (index F) that padding points to."""
+    return jnp.concatenate([theta, jnp.zeros((1, theta.shape[1]), theta.dtype)])
 
 
 def _column_priors(data: FMData, state: FMState):
@@ -525,53 +539,53 @@ def _draw_hypers(key, state: FMState, data: FMData, prior: FMPrior, extra_shapes
     return mu[:G], lam[:G], mu[G:].reshape(G, K), lam[G:].reshape(G, K), gammas[n_hyper:]
 
 
-def _gather(block: FMBlockData, L, Q, S):
-    """Per rating: ``Q_b[i]`` (nnz, K), ``a_b[i] = L + P`` and ``|Q_b[i]|^2`` (nnz,)."""
+def _gather(block: FMBlockData, R):
+    """Per rating from the block rows' ``R = [L, Q, S]``: ``Q_b[i]`` (nnz, K), ``a_b[i] = L + P``
+    and ``|Q_b[i]|^2`` (nnz,)."""
+    Q = R[:, 1:-1]
     qq = jnp.sum(Q * Q, axis=1)
-    return Q[block.index], (L + 0.5 * (qq - S))[block.index], qq[block.index]
+    return Q[block.index], (R[:, 0] + 0.5 * (qq - R[:, -1]))[block.index], qq[block.index]
 
 
-def _statistics(block: FMBlockData, b: int, gathered, w0c, target):
-    """:func:`block_statistics` from every block's gathered per-rating parts."""
-    q = sum(g[0] for g in gathered)
-    others = [g for k, g in enumerate(gathered) if k != b]
-    other = q - gathered[b][0]  # O_r: the other blocks' part of q_r
-    rest = w0c + sum((g[1] for g in others), jnp.zeros_like(target)) + 0.5 * (
-        jnp.sum(other * other, axis=1) - sum((g[2] for g in others), jnp.zeros_like(target)))
+def _statistics(block: FMBlockData, mine, totals, w0c, target):
+    """:func:`block_statistics` from the block's own gathered per-rating parts ``mine`` and the
+    running sums over every block ``totals`` (:func:`_totals`)."""
+    other = totals[0] - mine[0]  # O_r: the other blocks' part of q_r
+    rest = w0c + (totals[1] - mine[1]) + 0.5 * (jnp.sum(other * other, axis=1) - (totals[2] - mine[2]))
     E = jnp.concatenate([jnp.ones_like(other[:, :1]), other], axis=1)
     G, c, _ = gram_rhs(block.chunks, E, other_bias=-(target - rest))
     return G, c
 
 
-def _update_block(key, block: FMBlockData, G, rhs, alpha, w, V, L, Q, S, prior_prec, prior_shift, jitter):
+def _update_block(key, block: FMBlockData, G, rhs, alpha, theta, R, prior_prec, prior_shift, jitter):
     """Draw every column of one block (a scan over its colours per colour batch) given its row
-    statistics ``G``, ``rhs``; ``w``, ``V`` extended by the dummy column. Returns ``w``, ``V``
-    and the block rows' ``L``, ``Q``, ``S`` at the new values."""
-    carry = (w, V, L, Q, S)
+    statistics ``G``, ``rhs``; ``theta = [w, V]`` extended by the dummy column, ``R`` the block
+    rows' parts. Returns ``theta`` and ``R`` at the new values."""
+    carry = (theta, R)
     for batch, k in zip(block.colours, jax.random.split(key, len(block.colours))):  # at most COLOUR_BATCHES
         carry = _scan_colours(k, batch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter)
     return carry
 
 
 def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter):
-    n_colours = batch.cols.shape[0]
+    n_colours, J = batch.cols.shape
+    k1 = carry[0].shape[1]
 
     def one_colour(carry, xs):
-        w, V, L, Q, S = carry
-        c, k = xs
-        P, s, (cols, rows, x, slot, w_old, v_old) = _colour_system(batch, c, w, V, L, Q, S, G, rhs, alpha,
-                                                                   prior_prec, prior_shift)
-        theta, _ = sample_gaussian(k, P, s, jitter)
-        w = w.at[cols].set(theta[:, 0])
-        V = V.at[cols].set(theta[:, 1:])
-        new = theta[slot]
-        L = L.at[rows].add(x * (new[:, 0] - w_old))
-        Q = Q.at[rows].add(x[:, None] * (new[:, 1:] - v_old))
-        S = S.at[rows].add(x * x * (jnp.sum(new[:, 1:] ** 2, axis=1) - jnp.sum(v_old * v_old, axis=1)))
-        return (w, V, L, Q, S), None
+        theta, R = carry
+        c, z = xs
+        P, s, (cols, rows, x, slot, old) = _colour_system(batch, c, theta, R, G, rhs, alpha, prior_prec,
+                                                          prior_shift)
+        drawn, _ = sample_gaussian(None, P, s, jitter, normals=z)
+        theta = theta.at[cols].set(drawn)
+        new = drawn[slot]
+        dv2 = jnp.sum(new[:, 1:] ** 2, axis=1) - jnp.sum(old[:, 1:] ** 2, axis=1)
+        R = R.at[rows].add(jnp.concatenate([x[:, None] * (new - old), (x * x * dv2)[:, None]], axis=1))
+        return (theta, R), None
 
-    keys = jax.random.split(key, n_colours)
-    carry, _ = jax.lax.scan(one_colour, carry, (jnp.arange(n_colours), keys))
+    # every colour's standard normals drawn at once, outside the scan
+    z = standard_normal(key, (n_colours, J, k1), carry[0].dtype)
+    carry, _ = jax.lax.scan(one_colour, carry, (jnp.arange(n_colours), z))
     return carry
 
 
@@ -592,18 +606,19 @@ def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple
                                                          jnp.asarray([a0 + 0.5 * nnz], dtype))
     state = state._replace(mu_w=mu_w, lambda_w=lambda_w, mu_v=mu_v, lambda_v=lambda_v)
     prior_prec, prior_shift = _column_priors(data, state)
-    parts = [_row_parts(blk, state.w, state.V) for blk in data.blocks]
-    gathered = [_gather(blk, *p) for blk, p in zip(data.blocks, parts)]
-    w, V = _extended(state.w, state.V)
+    theta = _extended(_theta(state.w, state.V))
+    parts = [_row_parts(blk, theta) for blk in data.blocks]
+    gathered = [_gather(blk, R) for blk, R in zip(data.blocks, parts)]
+    totals = _totals(gathered)
     w0c = state.w0 - data.centre
     for b, k in enumerate(jax.random.split(k_blocks, len(data.blocks))):  # a loop over blocks (a few)
         block = data.blocks[b]
-        G, rhs = _statistics(block, b, gathered, w0c, state.target)
-        w, V, L, Q, S = _update_block(k, block, G, rhs, state.alpha, w, V, *parts[b], prior_prec, prior_shift,
-                                      jitter)
-        gathered[b] = _gather(block, L, Q, S)
-    w, V = w[:-1], V[:-1]
-    f = _predict_parts(w0c, gathered)
+        G, rhs = _statistics(block, gathered[b], totals, w0c, state.target)
+        theta, R = _update_block(k, block, G, rhs, state.alpha, theta, parts[b], prior_prec, prior_shift, jitter)
+        new = _gather(block, R)
+        totals = tuple(t + (n - o) for t, n, o in zip(totals, new, gathered[b]))  # only block b's parts changed
+    w, V = theta[:-1, 0], theta[:-1, 1:]
+    f = _predict_totals(w0c, totals)
     w0, alpha, rmse = draw_global(k_w0, None, state, data, prior, w, V, f=f, gamma=gamma[0])
     new = state._replace(w0=w0, w=w, V=V, alpha=alpha)
     if prior.offset_prior is not None and data.translatable.shape[0]:
@@ -632,7 +647,7 @@ def draw_global(k_w0, k_alpha, state: FMState, data: FMData, prior: FMPrior, w, 
     dtype = V.dtype
     w0c = state.w0 - data.centre
     if f is None:
-        f = _predict_parts(w0c, _rating_parts(data, [_row_parts(blk, w, V) for blk in data.blocks]))
+        f = _predict_totals(w0c, _totals(_rating_parts(data, _theta(w, V))))
     e = state.target - f
     total, sse = jnp.sum(e), jnp.sum(e * e)
     rmse = jnp.sqrt(sse / nnz)
