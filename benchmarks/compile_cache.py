@@ -6,8 +6,9 @@
 Each run is a fresh process that loads MovieLens-100K u1 and fits BPMF rank 10 (200 draws, no
 burn-in, biases, noise learned), with ``XDG_CACHE_HOME`` pointed at a temporary directory: the
 cold runs each start from an empty directory, the warm runs reuse the one a first run filled.
-Cold and warm runs alternate. Prints the wall time of every process, its fit time, the test RMSE,
-the number of cache files and how many lines of stderr mention SIGILL.
+Cold and warm runs alternate (``--warm-only``: warm runs only). Prints the wall time of every
+process, its fit time, the test RMSE, the number of cache files and how many lines of stderr
+mention SIGILL.
 """
 
 from __future__ import annotations
@@ -51,22 +52,24 @@ def run_once(xdg: Path, min_time: str | None) -> dict:
             "stderr_lines": len(proc.stderr.splitlines())}
 
 
+def show(kind: str, result: dict) -> None:
+    print(kind, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--min-compile-time", default=None,
                         help="JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS for the children (default: bayesmf's)")
+    parser.add_argument("--warm-only", action="store_true", help="after the first run, only warm runs")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         warm_dir = Path(tmp) / "warm"
-        print("fill", run_once(warm_dir, args.min_compile_time), flush=True)
+        show("fill", run_once(warm_dir, args.min_compile_time))
         for i in range(args.runs):
-            cold = run_once(Path(tmp) / f"cold{i}", args.min_compile_time)
-            print("cold", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in cold.items()}),
-                  flush=True)
-            warm = run_once(warm_dir, args.min_compile_time)
-            print("warm", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in warm.items()}),
-                  flush=True)
+            if not args.warm_only:
+                show("cold", run_once(Path(tmp) / f"cold{i}", args.min_compile_time))
+            show("warm", run_once(warm_dir, args.min_compile_time))
 
 
 if __name__ == "__main__":
