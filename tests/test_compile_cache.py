@@ -202,3 +202,21 @@ print(json.dumps({"hits": events.count("/jax/compilation_cache/cache_hits"),
     assert second["hits"] == n_entries and len(_entries(tmp_path)) == n_entries
     np.testing.assert_array_equal(second["pred"], first["pred"])
     assert "SIGILL" not in stderr
+
+
+def test_stderr_is_filtered_only_inside_the_window_and_nothing_else_is_lost(tmp_path):
+    """Descriptor-level: lines written by C code (os.write) and by Python inside the window."""
+    code = f"""
+import os, sys
+from bayesmf import _compile_cache as cc
+os.write(2, b"before\\n")
+with cc._filtered_stderr():
+    os.write(2, {E_TUNING!r} + b"kept 1\\n" + {W_VERSION!r})
+    print("kept 2", file=sys.stderr)
+    os.write(2, {E_ISA!r})
+os.write(2, b"after " + {E_TUNING!r})
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b"before\nkept 1\nkept 2\n" + E_ISA + b"after " + E_TUNING
