@@ -592,9 +592,10 @@ def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, pri
 def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple[FMState, FMInfo]:
     """One Gibbs sweep (module docstring). ``prior`` static (close over it before jitting).
 
-    Every block's row parts ``L``, ``Q``, ``S`` and their per-rating gathers are computed once
-    at the start; after a block's update only its own are refreshed (from the colour scan's
-    carry), so a sweep over ``B`` blocks costs ``B`` Gram passes and ``B`` gathers."""
+    Every block's row parts ``[L, Q, S]``, their per-rating gathers and the gathers' sums over
+    the blocks (:func:`_totals`) are computed once at the start; after a block's update only its
+    own parts are gathered again (from the colour scan's carry) and the sums corrected by the
+    difference, so a sweep over ``B`` blocks costs ``B`` Gram passes and ``B`` gathers."""
     k_hyper, k_blocks, k_w0 = jax.random.split(key, 3)
     nnz = state.target.shape[0]
     dtype = state.V.dtype
@@ -615,8 +616,8 @@ def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple
         block = data.blocks[b]
         G, rhs = _statistics(block, gathered[b], totals, w0c, state.target)
         theta, R = _update_block(k, block, G, rhs, state.alpha, theta, parts[b], prior_prec, prior_shift, jitter)
-        new = _gather(block, R)
-        totals = tuple(t + (n - o) for t, n, o in zip(totals, new, gathered[b]))  # only block b's parts changed
+        fresh = _gather(block, R)
+        totals = tuple(t + (n - o) for t, n, o in zip(totals, fresh, gathered[b]))  # only block b's parts changed
     w, V = theta[:-1, 0], theta[:-1, 1:]
     f = _predict_totals(w0c, totals)
     w0, alpha, rmse = draw_global(k_w0, None, state, data, prior, w, V, f=f, gamma=gamma[0])
