@@ -466,12 +466,8 @@ def _colour_system(batch: ColourBatch, c: int, theta, R, G, rhs, alpha, prior_pr
                               jnp.concatenate([top[:, :, None], block], axis=2)], axis=1) * (x * x)[:, None, None]
     resid = rhs[rows] - jnp.einsum("ekl,el->ek", Ge, u, precision=EXACT)
     rhs_e = x[:, None] * jnp.concatenate([resid[:, :1], resid[:, 1:] + resid[:, :1] * cvec], axis=1)
-    k1 = theta.shape[1]
-    # both sums in one scatter: each entry's precision and shift terms side by side
-    terms = jnp.concatenate([prec_e.reshape(-1, k1 * k1), rhs_e], axis=1)
-    summed = jax.ops.segment_sum(terms, slot, J)
-    precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * summed[:, :k1 * k1].reshape(J, k1, k1)
-    shift = prior_shift[cols] + alpha * summed[:, k1 * k1:]
+    precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * jax.ops.segment_sum(prec_e, slot, J)
+    shift = prior_shift[cols] + alpha * jax.ops.segment_sum(rhs_e, slot, J)
     return precision, shift, (cols, rows, x, slot, old)
 
 
