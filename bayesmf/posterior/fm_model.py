@@ -83,8 +83,11 @@ class BayesFMModel(NamedTuple):
 
     @property
     def numpyro_model(self):
-        """Not written yet: the Gibbs sampler is this model's only inference."""
-        raise ConfigError("BayesFM has no NumPyro model yet: use inference='gibbs'")
+        """:func:`bayesmf.posterior.fm_numpyro.fm_model` (Gaussian likelihood), the model the
+        Gibbs sampler samples."""
+        from bayesmf.posterior.fm_numpyro import fm_model
+
+        return fm_model
 
     def sites(self) -> tuple[str, ...]:
         """``w0``, ``w``, ``V``, the group hyperparameters and ``alpha``."""
@@ -95,9 +98,15 @@ class BayesFMModel(NamedTuple):
         has no invariance move yet)."""
         return fm_gibbs.build_kernel(data, self.prior)
 
-    def map_kernel(self, data, method: str = "als") -> Kernel:
-        """Not available: the sampler starts from small random factors."""
-        raise ConfigError("BayesFM has no MAP kernel: use inference='gibbs'")
+    def map_kernel(self, data: fm_gibbs.FMData, method: str = "als") -> Kernel:
+        """The MAP of ``(w, V)`` with the hyperparameters at their prior means, ``w0`` and
+        ``alpha`` fixed, by exact block coordinate ascent (``"als"``:
+        :func:`~bayesmf.posterior.fm_gibbs.build_map_kernel`, each colour's columns at their
+        conditional mean)."""
+        if method != "als":
+            raise ConfigError(f"BayesFM's MAP fit is exact coordinate ascent: MAPConfig.method must be 'als', "
+                              f"got {method!r}")
+        return fm_gibbs.build_map_kernel(data, self.prior)
 
     def factors(self, draws: dict, global_mean: float, n_users: int | None = None,
                 n_items: int | None = None) -> tuple:
