@@ -220,7 +220,7 @@ def test_time_features_predict_from_the_pairs_timestamps(tmp_path):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"inference": "nuts"}, "inference='gibbs' only"),
+    ({"inference": {"name": "svi", "batch_size": 2}}, "SVI is full batch"),
     ({"features": "user"}, "features must be a Features"),
     ({"features": {"users": True}}, "unknown key"),
     ({"hyper_prior": (1.0, -1.0)}, "hyper_rate must be finite and > 0"),
