@@ -218,9 +218,10 @@ def test_nuts_agrees_with_gibbs_on_a_small_problem():
 
 @pytest.mark.slow
 def test_svi_and_map_fit_predict_save_and_load(tmp_path):
-    """SVI and MAP run through the estimator (the MAP with the genre block): the ELBO falls, the draws are stored under the
-    sampler's site names, predictions are the stored draws' FM and track the ratings, and a
-    saved model predicts the same after loading; the ordinal likelihood refuses NUTS by name."""
+    """SVI and MAP run through the estimator (the MAP with the genre block): the ELBO falls, the
+    draws are stored under the sampler's site names, predictions are the stored draws' FM and
+    track the ratings, and a saved model predicts the same after loading; the ordinal likelihood
+    refuses NUTS by name."""
     train, (users, items), features = _simulated()
     # one-hot features only: a side table not from bayesmf.datasets.side is not savable
     svi = bayesmf.BayesFM(rank=2, n_samples=50, inference={"name": "svi", "steps": 1500, "learning_rate": 0.02}
