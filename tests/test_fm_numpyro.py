@@ -13,34 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from test_fm_model import _side_design  # one-hot user and item blocks, multi-hot genre and implicit blocks
 
 import bayesmf
 from bayesmf import Ratings
-from bayesmf.data.design import Block, Design, check_design, design_matrix, fm_predict_numpy
+from bayesmf.data.design import design_matrix, fm_predict_numpy
 from bayesmf.data.features import Features
 from bayesmf.data.side import SideTable
 from bayesmf.errors import ConfigError
 from bayesmf.posterior import fm_gibbs
 from bayesmf.posterior.fm_numpyro import fm_model
-
-
-def _onehot(name, owner, index, n_rows, offset):
-    return Block(name, owner, np.asarray(index, np.int32), np.arange(n_rows + 1, dtype=np.int64),
-                 np.arange(offset, offset + n_rows, dtype=np.int32), np.ones(n_rows, np.float32), n_rows)
-
-
-def _tiny_design(rng, nnz=25):
-    """User and item one-hot blocks, a multi-hot item block (genres, values not 1) and a multi-hot
-    user block (an implicit set): 17 features in 4 groups."""
-    nu, ni = 4, 5
-    users, items = rng.integers(0, nu, nnz), rng.integers(0, ni, nnz)
-    genre = Block("genre", "item", items.astype(np.int32), np.array([0, 2, 3, 3, 5, 6]),
-                  np.array([9, 10, 11, 9, 11, 10], np.int32), np.array([1, .5, 1, 1, 2, 1], np.float32), ni)
-    implicit = Block("implicit", "user", users.astype(np.int32), np.array([0, 3, 4, 6, 6]),
-                     np.array([12, 13, 14, 15, 13, 16], np.int32), rng.uniform(.3, 1, 6).astype(np.float32), nu)
-    groups = np.array([0] * nu + [1] * ni + [2] * 3 + [3] * 5, np.int32)
-    blocks = (_onehot("user", "user", users, nu, 0), _onehot("item", "item", items, ni, nu), genre, implicit)
-    return check_design(Design(blocks, tuple(f"f{j}" for j in range(17)), groups, ("u", "i", "g", "imp")))
 
 
 def _log_joint(data, prior, params, likelihood=True):
@@ -63,7 +45,7 @@ def test_log_joint_is_the_models_density_written_out_in_scipy():
     N(f, 1/alpha) with f the naive FM on the dense design); with w0 and alpha fixed they are no
     sites and the likelihood uses the data's centre and prior.alpha."""
     rng = np.random.default_rng(0)
-    design = _tiny_design(rng)
+    design = _side_design(rng)[0]
     G, F, K = 4, design.n_features, 2
     y = rng.normal(3.0, 1.0, design.nnz)
     centre = float(y.mean())
@@ -102,7 +84,7 @@ def test_map_sweeps_descend_to_a_stationary_point_of_the_objective():
     alpha/2 SSE + lambda/2 (|w|^2 + |V|^2), and ends where its gradient, computed in NumPy on the
     dense design (df/dw_j = x_j, df/dv_jf = x_j q_f - x_j^2 v_jf), vanishes."""
     rng = np.random.default_rng(1)
-    design = _tiny_design(rng, nnz=40)
+    design = _side_design(rng, nnz=40)[0]
     y = rng.normal(3.0, 1.0, design.nnz)
     prior = fm_gibbs.FMPrior(rank=2, alpha=2.0, hyper_shape=2.0, hyper_rate=4.0)
     data = fm_gibbs.prepare(design, y, 2, float(y.mean()))
