@@ -52,7 +52,7 @@ def fm_model(data: FMData, prior: FMPrior, likelihood: bool = True):
     """NumPyro model of the Bayesian FM (module docstring) over the ratings of ``data``
     (:func:`~bayesmf.posterior.fm_gibbs.prepare`: the relation blocks, each column's group and
     the targets ``y - centre``). ``likelihood=False`` leaves out the observation site ``y`` (the
-    prior; what :func:`_all_sites` runs per draw).
+    prior alone).
 
     Sites: ``lambda_w``, ``mu_w`` (G,), ``lambda_v``, ``mu_v`` (G, K), ``w`` (F,), ``V`` (F, K),
     ``w0`` with ``offset_prior``, ``alpha`` with ``noise_prior``, the observed ``y`` (nnz,).
