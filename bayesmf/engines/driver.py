@@ -302,8 +302,8 @@ def run(
         bar.close()
     if path is not None and path.exists():
         path.unlink()  # the run finished; its result lives in the caller now
-    return RunResult(_stacked(kept, axis=draw_axis), _stacked(history), moments if track is not None else None,
-                     state)
+    return RunResult(_stacked(kept, axis=draw_axis, consume=True), _stacked(history, consume=True),
+                     moments if track is not None else None, state)
 
 
 def iterate(step, state, n_iter: int, key=None, *, progress: bool = False, desc: str = "fit",
@@ -359,8 +359,18 @@ def _normalised(fingerprint: dict) -> dict:
     return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
 
 
-def _stacked(lists: dict, axis: int = 0) -> dict:
-    return {name: np.stack(values, axis=axis) for name, values in lists.items() if values}
+def _stacked(lists: dict, axis: int = 0, consume: bool = False) -> dict:
+    """Each list of per-iteration arrays stacked on ``axis``. ``consume``: empty each list as soon
+    as its stack exists, so that the per-draw copies and the stacked draws of only one site are
+    held at once (kept factor draws are the largest arrays of a fit, and a list freed only after
+    every site is stacked doubles them at the end of the run)."""
+    out = {}
+    for name, values in lists.items():
+        if values:
+            out[name] = np.stack(values, axis=axis)
+        if consume:
+            values.clear()
+    return out
 
 
 def _digest(fingerprint: dict) -> str:
