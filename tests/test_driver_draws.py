@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bayesmf.engines import driver
 
@@ -31,15 +32,16 @@ def test_kept_draws_are_every_kept_state_in_order_on_the_draw_axis():
     np.testing.assert_array_equal(result.history["level"][:, 1], 10.0 + np.arange(8))
 
 
-def test_stacking_with_consume_empties_each_list_and_keeps_the_values():
-    lists = {"a": [np.full((2,), i, np.float32) for i in range(4)], "b": [np.arange(3) + i for i in range(4)],
-             "empty": []}
-    copies = {k: [v.copy() for v in vs] for k, vs in lists.items()}
-    out = driver._stacked(lists, axis=0, consume=True)
-    assert all(len(v) == 0 for v in lists.values())
-    assert set(out) == {"a", "b"}
-    np.testing.assert_array_equal(out["a"], np.stack(copies["a"]))
-    np.testing.assert_array_equal(out["b"], np.stack(copies["b"]))
-    kept = {"a": [np.ones(2)]}
-    driver._stacked(kept)  # without consume the lists stay (a DivergenceError's partial result)
-    assert len(kept["a"]) == 1
+def test_kept_draws_fill_one_buffer_per_site_without_copies_and_round_trip_through_lists():
+    kept = driver._KeptDraws(capacity=3, axis=1)
+    draws = [{"x": np.full((2, 4), i, np.float32) + np.arange(2, dtype=np.float32)[:, None]} for i in range(3)]
+    kept.append(draws[0])
+    partial = kept.arrays()["x"]  # a DivergenceError's partial result: the draws so far
+    np.testing.assert_array_equal(partial, np.stack([draws[0]["x"]], axis=1))
+    assert kept.lists()["x"][0].shape == (2, 4)
+    kept.extend({"x": [d["x"] for d in draws[1:]]})  # as a checkpoint's lists are restored
+    full = kept.arrays()["x"]
+    assert full is kept.buffers["x"]  # once full the buffer is the result, not a copy of it
+    np.testing.assert_array_equal(full, np.stack([d["x"] for d in draws], axis=1))
+    with pytest.raises(ValueError, match="3 draws"):
+        kept.append(draws[0])
