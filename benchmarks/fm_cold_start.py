@@ -51,14 +51,15 @@ def cold_start_split(ratings, frac: float = 0.1, seed: int = 0, warm_frac: float
     """``{"train", "cold", "warm", "cold_users"}``: ``round(frac * n)`` of the ``n`` users with
     ratings drawn without replacement (``default_rng(seed)``) hold out all their ratings
     (``cold``); ``round(warm_frac * m)`` of the ``m`` other ratings, drawn by the same generator,
-    are the warm reference (``warm``). ``train`` is the rest, compacted; the two test sets are in
-    index spaces extending ``train``'s (raw IDs kept), so new users and items have indices
-    ``>= train.n_users`` / ``train.n_items``."""
+    are the warm reference (``warm``; None for ``warm_frac=0``). ``train`` is the rest,
+    compacted; the test sets are in index spaces extending ``train``'s (raw IDs kept), so new
+    users and items have indices ``>= train.n_users`` / ``train.n_items``."""
     from bayesmf import Ratings
     from bayesmf.errors import DataError
     from bayesmf.validate import check_fraction
 
-    frac, warm_frac = check_fraction("frac", frac), check_fraction("warm_frac", warm_frac)
+    frac = check_fraction("frac", frac)
+    warm_frac = 0.0 if warm_frac == 0 else check_fraction("warm_frac", warm_frac)
     rng = np.random.default_rng(seed)
     active = np.flatnonzero(ratings.user_counts > 0)
     n_cold = int(round(frac * active.size))

@@ -130,3 +130,57 @@ def test_cold_start_benchmark_on_synthetic_side_tables(tmp_path):
     # BPMF's fallback knows nothing of the cold user: the global mean plus its items' nothing
     assert rows["bpmf"]["cold"]["rmse"] > fm["cold"]["rmse"]
     assert "| fm_side |" in markdown(result)
+
+
+def test_class_probabilities_take_a_spread_per_draw():
+    """ordinal.class_probabilities with f_var (S, n): the average over draws of
+    Phi((c_k - f_s)/sqrt(1 + v_s)) differences, in NumPy (scipy's ndtr)."""
+    import jax.numpy as jnp
+    from scipy.special import ndtr
+
+    from bayesmf.posterior.ordinal import class_probabilities
+
+    rng = np.random.default_rng(3)
+    f = rng.normal(1.0, 1.0, (5, 7)).astype(np.float32)
+    cuts = np.sort(rng.normal(1.0, 1.0, (5, 3)), axis=1).astype(np.float32)
+    v = rng.uniform(0, 2, (5, 7)).astype(np.float32)
+    z = (cuts[:, None, :] - f[:, :, None]) / np.sqrt(1.0 + v)[:, :, None]
+    cdf = np.concatenate([np.zeros((5, 7, 1)), ndtr(z.astype(np.float64)), np.ones((5, 7, 1))], axis=2)
+    expect = np.diff(cdf, axis=2).mean(axis=0)
+    got = np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts), jnp.asarray(v)))
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+    # a scalar spread is the same as that spread for every draw and pair
+    np.testing.assert_allclose(np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts), 0.5)),
+                               np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts),
+                                                              jnp.full((5, 7), 0.5, jnp.float32))), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_ordinal_fm_cold_users_take_the_prior_spread_per_draw():
+    """likelihood="ordinal": predict_design's category probabilities for cold users are, per
+    draw, the ordered probit at design_conditional's mean with its variance added to the latent
+    scale (NumPy), averaged over draws; the prior's spread flattens them against new="empty"."""
+    from scipy.special import ndtr
+
+    import bayesmf
+    from benchmarks.fm_cold_start import cold_start_split, feature_spec
+
+    ratings, user_side, item_side = _synthetic(n_users=60, per_user=10)
+    ratings = ratings.with_values(np.round(ratings.values))
+    split = cold_start_split(ratings, frac=0.2, seed=2, warm_frac=0.0)
+    model = bayesmf.BayesFM(rank=2, features=feature_spec(user_side, item_side, True), likelihood="ordinal",
+                            n_samples=20, n_warmup=10, seed=0).fit(split["train"])
+    design = model.fitted_features_.design_of(split["cold"])
+    got = model.predict_design(design)
+    F, K = model.w_samples_.shape[-1], model.rank
+    rows = model._new_rows(design)
+    assert rows.user.all() and not rows.item.any()
+    mean, var = design_conditional(design, model.w0_samples_.reshape(-1), model.w_samples_.reshape(-1, F),
+                                   model.V_samples_.reshape(-1, F, K), rows)
+    cuts = model.cutpoints_samples_.reshape(mean.shape[0], -1).astype(np.float64)
+    z = (cuts[:, None, :] - mean[:, :, None]) / np.sqrt(1.0 + var)[:, :, None]
+    n = mean.shape[1]
+    cdf = np.concatenate([np.zeros((mean.shape[0], n, 1)), ndtr(z), np.ones((mean.shape[0], n, 1))], axis=2)
+    np.testing.assert_allclose(got.probabilities, np.diff(cdf, axis=2).mean(axis=0), rtol=1e-4, atol=1e-5)
+    empty = model.predict_design(design, new="empty")
+    assert np.mean(got.probabilities.max(axis=1)) < np.mean(empty.probabilities.max(axis=1))

@@ -15,7 +15,8 @@ vectors and biases (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) as
 
 Cold start and context: :meth:`BayesFM.predict_design` averages the FM itself over the draws at
 the rows of any design the fitted feature set builds — users and items outside the training index
-space (their side features), and context (time) blocks, whose terms depend on each rating's
+space (their side features, and the one-hot terms their group's prior gives a new user or item:
+``predict_design(..., new="prior")``), and context (time) blocks, whose terms depend on each rating's
 timestamp and so have no per-user/item form. With context blocks (``Features(time=...)``) the
 fit builds the design with the training timestamps, and ``predict`` / ``predict_dist`` need the
 pairs' ``timestamps`` (the design of the pairs, :meth:`BayesFM.predict_design`); per-user/item
