@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import time
 
 import jax
+
+# this script times XLA compilation, so executables must not come from the persistent cache
+os.environ.setdefault("BAYESMF_COMPILATION_CACHE", "0")
 
 MODELS = {
     "als": lambda bayesmf: bayesmf.ALS(rank=10, regularization=0.1, n_iter=10),

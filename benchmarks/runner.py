@@ -65,6 +65,8 @@ def run_job(job: Job, split: Path, *, threads: int, seed: int = 0, params: dict 
     env.pop("PYTHONPATH", None)
     if job.side == "bayesmf":
         env["PYTHONPATH"] = str(REPO)  # the checkout under test, even without an editable install
+        # every process compiles from scratch, like the peers, unless the caller asks for the cache
+        env.setdefault("BAYESMF_COMPILATION_CACHE", "0")
     with tempfile.TemporaryFile("w+") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)

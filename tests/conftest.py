@@ -6,7 +6,11 @@ from pathlib import Path
 import jax
 import pytest
 
-from bayesmf.data import synthetic
+# The test process compiles without the persistent compilation cache (no process-wide JAX cache
+# settings in the suite); tests/test_compile_cache.py exercises the cache in subprocesses.
+os.environ["BAYESMF_COMPILATION_CACHE"] = "0"
+
+from bayesmf.data import synthetic  # noqa: E402
 
 
 def _shared_data() -> Path | None:

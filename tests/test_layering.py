@@ -40,7 +40,8 @@ LAYERS = {
     "bayesmf.errors": "base", "bayesmf.validate": "base", "bayesmf.registry": "base",
     "bayesmf.predictive": "base", "bayesmf._version": "base",
     "bayesmf.data": "data", "bayesmf.datasets": "data", "bayesmf.splits": "data", "bayesmf.features": "data",
-    "bayesmf.engines": "engines", "bayesmf.posterior": "posterior", "bayesmf.models": "models",
+    "bayesmf.engines": "engines", "bayesmf._compile_cache": "engines",  # configures JAX for the engines
+    "bayesmf.posterior": "posterior", "bayesmf.models": "models",
     "bayesmf.metrics": "metrics", "bayesmf.experiments": "experiments",
     "bayesmf": "root", "bayesmf.cli": "top", "bayesmf.__main__": "top",
 }

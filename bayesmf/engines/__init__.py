@@ -12,6 +12,13 @@ The submodules are imported on use; this package re-exports nothing, so importin
 * :mod:`~bayesmf.engines.chunks`, :mod:`~bayesmf.engines.sparse`, :mod:`~bayesmf.engines.linalg`,
   :mod:`~bayesmf.engines.residuals` — the shared layouts and batched linear algebra;
 * :mod:`~bayesmf.engines.driver` — the kernel protocol and the one driver that runs any kernel.
+
+Importing this package turns on JAX's persistent compilation cache for this CPU
+(:func:`bayesmf._compile_cache.enable`; off with ``BAYESMF_COMPILATION_CACHE=0``).
 """
+
+from bayesmf._compile_cache import enable as _enable_compile_cache
+
+_enable_compile_cache()
 
 __all__: list[str] = []
