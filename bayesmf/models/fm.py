@@ -15,7 +15,8 @@ vectors and biases (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) as
 
 Cold start and context: :meth:`BayesFM.predict_design` averages the FM itself over the draws at
 the rows of any design the fitted feature set builds — users and items outside the training index
-space (their side features), and context (time) blocks, whose terms depend on each rating's
+space (their side features, and the one-hot terms their group's prior gives a new user or item:
+``predict_design(..., new="prior")``), and context (time) blocks, whose terms depend on each rating's
 timestamp and so have no per-user/item form. With context blocks (``Features(time=...)``) the
 fit builds the design with the training timestamps, and ``predict`` / ``predict_dist`` need the
 pairs' ``timestamps`` (the design of the pairs, :meth:`BayesFM.predict_design`); per-user/item
@@ -374,40 +375,82 @@ class BayesFM(BPMF):
         self._refuse_context("save")
         return super().save(path)
 
-    def predict_design(self, design):
+    def predict_design(self, design, new: str = "prior"):
         """Posterior predictive distribution at the rows of ``design``, a design built by the
         fitted feature set (``features.fit(train).design(users, items, timestamps, user_map=...,
         item_map=...)``, the pairs' timestamps for time features): the cold-start and context
         path — users and items outside the training index space get their side features' terms
         (their one-hot and implicit rows are empty), with the spread of the draws of those terms.
-        ``design`` must have the training design's columns. Returns a
-        :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std with the noise variance
-        ``E[1/alpha]``), or for ``likelihood="ordinal"`` a
+        ``design`` must have the training design's columns.
+
+        ``new``: what a user (item) outside the training index space contributes through the
+        one-hot group it would join. ``"prior"`` (default): its one-hot parameters are a fresh
+        draw from the ``"user"`` (``"item"``) group's prior under each posterior draw, integrated
+        exactly (:func:`~bayesmf.posterior.fm_model.design_conditional`): the group mean
+        ``mu^w`` (and ``mu^v`` against the pair's other factors) enters the mean, the group
+        spread widens the interval. ``"empty"``: the one-hot row is left empty (``x_u = 0``,
+        libFM's and myFM's convention), which drops both.
+
+        Returns a :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std: the draws'
+        spread of the conditional means, plus their mean conditional variance, plus the noise
+        variance ``E[1/alpha]``), or for ``likelihood="ordinal"`` a
         :class:`~bayesmf.predictive.CategoricalDistribution` (category probabilities averaged
-        over the draws, :func:`~bayesmf.posterior.ordinal.class_probabilities`)."""
+        over the draws, :func:`~bayesmf.posterior.ordinal.class_probabilities`, with each draw's
+        conditional variance)."""
         import jax.numpy as jnp
 
         from bayesmf.data.design import check_design
-        from bayesmf.posterior.fm_model import design_draws
+        from bayesmf.posterior.fm_model import design_conditional, design_draws
         from bayesmf.posterior.ordinal import class_probabilities
         from bayesmf.predictive import CategoricalDistribution, PredictiveDistribution
 
         self._require_fitted()
         check_design(design)
+        if new not in ("prior", "empty"):
+            raise ConfigError(f"new must be 'prior' or 'empty', got {new!r}")
         F = self.w_samples_.shape[-1]
         if design.n_features != F:
             raise ConfigError(f"design has {design.n_features} features; the model was fitted on {F} "
                               "(build it with the same fitted feature set)")
         K = self.rank
-        f = design_draws(design, self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F),
-                         self.V_samples_.reshape(-1, F, K))
+        draws = (self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F), self.V_samples_.reshape(-1, F, K))
+        rows = self._new_rows(design) if new == "prior" else None
+        if rows is None:
+            f, v = design_draws(design, *draws), 0.0
+        else:
+            f, v = design_conditional(design, *draws, rows)
         if self.ordinal:
             cuts = self.cutpoints_samples_.reshape(f.shape[0], -1)
-            probs = np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts)), np.float64)
+            probs = np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts), jnp.asarray(v, f.dtype)),
+                               np.float64)
             return CategoricalDistribution.from_probabilities(probs, self.rating_levels_)
         f = f.astype(np.float64)
         noise = float(np.mean(1.0 / self.alpha_samples_.astype(np.float64)))
-        return PredictiveDistribution(mean=f.mean(axis=0), std=np.sqrt(f.var(axis=0) + noise))
+        extra = np.mean(np.asarray(v, np.float64), axis=0) if rows is not None else 0.0
+        return PredictiveDistribution(mean=f.mean(axis=0), std=np.sqrt(f.var(axis=0) + extra + noise))
+
+    def _new_rows(self, design):
+        """:class:`~bayesmf.posterior.fm_model.NewRows` of ``design``'s pairs whose user (item)
+        index lies beyond the training index space in the one-hot block of the ``"user"``
+        (``"item"``) group, with the draws of those groups' hyperparameters; None when no pair
+        has one."""
+        from bayesmf.posterior.fm_model import NewRows
+
+        masks = []
+        n_pairs = design.blocks[0].index.size
+        for g, owner, n_train in zip(self.group_index_, ("user", "item"), (self.n_users_, self.n_items_)):
+            block = next((b for b in design.blocks if b.name == owner and b.owner == owner), None)
+            if g < 0 or block is None:
+                masks.append(np.zeros(n_pairs, bool))
+            else:
+                masks.append(np.asarray(block.index) >= n_train)
+        if not (masks[0].any() or masks[1].any()):
+            return None
+        G, K = self.lambda_w_samples_.shape[-1], self.rank
+        pick = np.maximum(np.asarray(self.group_index_), 0)  # a group the design lacks: its mask is all False
+        mu_w, lam_w = (getattr(self, f"{s}_samples_").reshape(-1, G)[:, pick] for s in ("mu_w", "lambda_w"))
+        mu_v, lam_v = (getattr(self, f"{s}_samples_").reshape(-1, G, K)[:, pick] for s in ("mu_v", "lambda_v"))
+        return NewRows(masks[0], masks[1], mu_w, lam_w, mu_v, lam_v)
 
     def _fold_in_solve(self, new: Ratings) -> dict:
         r"""New users' one-hot rows ``(v_u, w_u)`` drawn per posterior draw from their exact
