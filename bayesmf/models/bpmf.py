@@ -36,6 +36,8 @@ from bayesmf.models.inference import (
     FitProblem,
     InferenceConfig,
     MAPConfig,
+    NUTSConfig,
+    SVIConfig,
     apply_legacy,
     inference_params,
     legacy_names,
@@ -573,6 +575,45 @@ class BPMF(FactorModel):
             self.tracked_mean_ = result.tracked.mean.astype(np.float32)
             self.tracked_var_ = (result.tracked.variance + noise_var).astype(np.float32)
         return result.samples
+
+    def _run_map(self, problem: FitProblem, config: MAPConfig):
+        """The MAP fit is the starting point itself (:meth:`_initial_factors`): no draws."""
+        return None
+
+    def _run_nuts(self, problem: FitProblem, config: NUTSConfig):
+        """NumPyro NUTS (:func:`~bayesmf.posterior.numpyro_inference.run_nuts`), started from a
+        short Gibbs run (``init="gibbs"``) or the MAP factors."""
+        from bayesmf.posterior.numpyro_inference import run_nuts
+
+        warm = None
+        if config.init == "gibbs":
+            # a short Gibbs run of the same model from the MAP factors: NUTS starts where the
+            # hyperparameters and the noise have settled, and its warm-up from the draws' variance
+            # per coordinate instead of the identity (run_nuts)
+            sweeps = int(config.init_sweeps)
+            result = self._gibbs_result(jax.random.fold_in(problem.key, 1), problem.data, problem.prior, problem.U0,
+                                        problem.V0, problem.train, problem.dtype, n_warmup=sweeps // 3,
+                                        n_samples=sweeps - sweeps // 3, chains=1, desc="BPMF NUTS start (Gibbs)",
+                                        rescale=False)
+            warm = {name: v[0] for name, v in result.samples.items()}
+            self.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
+        draws, self.sample_stats_ = run_nuts(
+            problem.train, problem.prior, self.global_mean_, problem.key, n_warmup=self.n_warmup,
+            n_samples=self.n_samples, chains=self.chains, init_U=problem.U0, init_V=problem.V0,
+            target_accept=config.target_accept, max_tree_depth=config.max_tree_depth, dense_mass=config.dense_mass,
+            parameterization=config.parameterization, warm_draws=warm, progress=self.progress)
+        return draws
+
+    def _run_svi(self, problem: FitProblem, config: SVIConfig):
+        """NumPyro SVI (:func:`~bayesmf.posterior.numpyro_inference.run_svi`) from the MAP factors."""
+        from bayesmf.posterior.numpyro_inference import run_svi
+
+        draws, losses = run_svi(
+            problem.train, problem.prior, self.global_mean_, problem.key, steps=config.steps,
+            n_samples=self.n_samples, guide=config.guide, batch_size=config.batch_size,
+            learning_rate=config.learning_rate, init_U=problem.U0, init_V=problem.V0, progress=self.progress)
+        self.history_["elbo_loss"] = [float(x) for x in losses]
+        return draws
 
     def _store_draws(self, draws: dict) -> None:
         self.user_samples_ = np.asarray(draws["U"], np.float32)

@@ -96,14 +96,14 @@ import numpy as np
 from bayesmf.data.design import Design
 from bayesmf.engines.chunks import Chunks, build_gram_chunks, gram_rhs
 from bayesmf.engines.driver import Kernel
-from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, standard_gamma, standard_normal
+from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, solve_spd, standard_gamma, standard_normal
 from bayesmf.errors import ConfigError
 from bayesmf.posterior import ordinal
 
-__all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMPrior", "FMState",
-           "block_statistics", "build_kernel", "colour_columns", "colour_conditional", "draw_global",
-           "group_posterior", "init", "latent_targets", "predict", "prepare", "step", "translatable_groups",
-           "translate_move"]
+__all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMMapInfo", "FMPrior", "FMState",
+           "block_statistics", "build_kernel", "build_map_kernel", "colour_columns", "colour_conditional",
+           "draw_global", "group_posterior", "init", "latent_targets", "map_state", "map_sweep", "predict",
+           "predict_centred", "prepare", "step", "translatable_groups", "translate_move"]
 
 
 class FMPrior(NamedTuple):
@@ -421,8 +421,15 @@ def _predict_parts(w0c, gathered):
 
 def predict(data: FMData, w0, w, V):
     """Noise-free predictions ``f_r`` (nnz,) of one parameter set (``w0`` absolute)."""
+    return data.centre + predict_centred(data, w0, w, V)
+
+
+def predict_centred(data: FMData, w0, w, V):
+    """``f_r - centre`` (nnz,) of one parameter set (``w0`` absolute): per block-row sums
+    ``X_b w``, ``X_b V``, ``X_b^2 |v|^2`` gathered by rating (module docstring), never the
+    design matrix."""
     parts = [_row_parts(b, w, V) for b in data.blocks]
-    return data.centre + _predict_parts(w0 - data.centre, _rating_parts(data, parts))
+    return _predict_parts(w0 - data.centre, _rating_parts(data, parts))
 
 
 def block_statistics(data: FMData, b: int, w0c, w, V, target):
@@ -543,17 +550,19 @@ def _statistics(block: FMBlockData, b: int, gathered, w0c, target):
     return G, c
 
 
-def _update_block(key, block: FMBlockData, G, rhs, alpha, w, V, L, Q, S, prior_prec, prior_shift, jitter):
+def _update_block(key, block: FMBlockData, G, rhs, alpha, w, V, L, Q, S, prior_prec, prior_shift, jitter,
+                  mode: bool = False):
     """Draw every column of one block (a scan over its colours per colour batch) given its row
-    statistics ``G``, ``rhs``; ``w``, ``V`` extended by the dummy column. Returns ``w``, ``V``
-    and the block rows' ``L``, ``Q``, ``S`` at the new values."""
+    statistics ``G``, ``rhs`` (``mode``: set it to its conditional mean instead); ``w``, ``V``
+    extended by the dummy column. Returns ``w``, ``V`` and the block rows' ``L``, ``Q``, ``S``
+    at the new values."""
     carry = (w, V, L, Q, S)
     for batch, k in zip(block.colours, jax.random.split(key, len(block.colours))):  # at most COLOUR_BATCHES
-        carry = _scan_colours(k, batch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter)
+        carry = _scan_colours(k, batch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter, mode)
     return carry
 
 
-def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter):
+def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter, mode=False):
     n_colours = batch.cols.shape[0]
 
     def one_colour(carry, xs):
@@ -561,7 +570,7 @@ def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, pri
         c, k = xs
         P, s, (cols, rows, x, slot, w_old, v_old) = _colour_system(batch, c, w, V, L, Q, S, G, rhs, alpha,
                                                                    prior_prec, prior_shift)
-        theta, _ = sample_gaussian(k, P, s, jitter)
+        theta = solve_spd(P, s, jitter) if mode else sample_gaussian(k, P, s, jitter)[0]
         w = w.at[cols].set(theta[:, 0])
         V = V.at[cols].set(theta[:, 1:])
         new = theta[slot]
@@ -573,6 +582,25 @@ def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, pri
     keys = jax.random.split(key, n_colours)
     carry, _ = jax.lax.scan(one_colour, carry, (jnp.arange(n_colours), keys))
     return carry
+
+
+def _sweep_blocks(key, state: FMState, data: FMData, jitter=0.0, mode: bool = False):
+    """Every block's columns in turn given the state's hyperparameters, ``w0`` and ``alpha``
+    (module docstring, item 2): drawn from their conditionals, or with ``mode`` set to their
+    conditional means (exact block coordinate ascent). Returns ``w`` (F,), ``V`` (F, K) and the
+    predictions minus the centre at them (nnz,)."""
+    prior_prec, prior_shift = _column_priors(data, state)
+    parts = [_row_parts(blk, state.w, state.V) for blk in data.blocks]
+    gathered = [_gather(blk, *p) for blk, p in zip(data.blocks, parts)]
+    w, V = _extended(state.w, state.V)
+    w0c = state.w0 - data.centre
+    for b, k in enumerate(jax.random.split(key, len(data.blocks))):  # a loop over blocks (a few)
+        block = data.blocks[b]
+        G, rhs = _statistics(block, b, gathered, w0c, state.target)
+        w, V, L, Q, S = _update_block(k, block, G, rhs, state.alpha, w, V, *parts[b], prior_prec, prior_shift,
+                                      jitter, mode)
+        gathered[b] = _gather(block, L, Q, S)
+    return w[:-1], V[:-1], _predict_parts(w0c, gathered)
 
 
 def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple[FMState, FMInfo]:
@@ -591,19 +619,7 @@ def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple
     mu_w, lambda_w, mu_v, lambda_v, gamma = _draw_hypers(k_hyper, state, data, prior,
                                                          jnp.asarray([a0 + 0.5 * nnz], dtype))
     state = state._replace(mu_w=mu_w, lambda_w=lambda_w, mu_v=mu_v, lambda_v=lambda_v)
-    prior_prec, prior_shift = _column_priors(data, state)
-    parts = [_row_parts(blk, state.w, state.V) for blk in data.blocks]
-    gathered = [_gather(blk, *p) for blk, p in zip(data.blocks, parts)]
-    w, V = _extended(state.w, state.V)
-    w0c = state.w0 - data.centre
-    for b, k in enumerate(jax.random.split(k_blocks, len(data.blocks))):  # a loop over blocks (a few)
-        block = data.blocks[b]
-        G, rhs = _statistics(block, b, gathered, w0c, state.target)
-        w, V, L, Q, S = _update_block(k, block, G, rhs, state.alpha, w, V, *parts[b], prior_prec, prior_shift,
-                                      jitter)
-        gathered[b] = _gather(block, L, Q, S)
-    w, V = w[:-1], V[:-1]
-    f = _predict_parts(w0c, gathered)
+    w, V, f = _sweep_blocks(k_blocks, state, data, jitter)
     w0, alpha, rmse = draw_global(k_w0, None, state, data, prior, w, V, f=f, gamma=gamma[0])
     new = state._replace(w0=w0, w=w, V=V, alpha=alpha)
     if prior.offset_prior is not None and data.translatable.shape[0]:
@@ -719,3 +735,59 @@ def build_kernel(data: FMData, prior: FMPrior) -> Kernel:
                   step=lambda key, states: _chains_sweep(key, states, 0.0, data, prior),
                   retry=lambda key, states: _chains_sweep(key, states, RETRY_JITTER, data, prior),
                   jitter=RETRY_JITTER)
+
+
+class FMMapInfo(NamedTuple):
+    """Diagnostics of one coordinate-ascent sweep of :func:`build_map_kernel`."""
+
+    objective: jnp.ndarray
+    """Minus the log joint up to a constant (:func:`map_sweep`) after the sweep."""
+    train_rmse: jnp.ndarray
+    """Training RMSE after the sweep."""
+
+
+def map_state(state: FMState, prior: FMPrior) -> FMState:
+    """``state`` (one chain) with the quantities the MAP fit holds fixed at the values of the
+    model it maximises: ``mu = 0``, ``lambda = alpha_lambda / beta_lambda`` (the Gamma prior's
+    mean) for every group, ``alpha = prior.alpha``, ``w0`` at the data's centre (as in
+    :func:`init`)."""
+    lam = prior.hyper_shape / prior.hyper_rate
+    return state._replace(mu_w=jnp.zeros_like(state.mu_w), lambda_w=jnp.full_like(state.lambda_w, lam),
+                          mu_v=jnp.zeros_like(state.mu_v), lambda_v=jnp.full_like(state.lambda_v, lam),
+                          alpha=jnp.full_like(state.alpha, prior.alpha))
+
+
+@jax.jit
+def map_sweep(state: FMState, data: FMData) -> tuple[FMState, FMMapInfo]:
+    r"""One sweep of exact block coordinate ascent on the log joint over ``(w, V)`` with the
+    hyperparameters, ``w0`` and ``alpha`` of ``state`` fixed: every colour's columns set to
+    their conditional mean given the rest (the Gibbs step's ``P^{-1} s``, module docstring), so
+    the objective
+
+    .. math::
+        rac{lpha}{2} \sum_r (y_r - f_r)^2 + rac12 \sum_j \Big(\lambda^w_{g(j)} (w_j - \mu^w_{g(j)})^2
+        + \sum_f \lambda^v_{g(j)f} (v_{jf} - \mu^v_{g(j)f})^2\Big)
+
+    never increases."""
+    w, V, f = _sweep_blocks(jax.random.PRNGKey(0), state, data, mode=True)
+    e = state.target - f
+    sse = jnp.sum(e * e)
+    g = data.groups
+    penalty = (jnp.sum(state.lambda_w[g] * (w - state.mu_w[g]) ** 2)
+               + jnp.sum(state.lambda_v[g] * (V - state.mu_v[g]) ** 2))
+    return state._replace(w=w, V=V), FMMapInfo(0.5 * state.alpha * sse + 0.5 * penalty, jnp.sqrt(sse / e.shape[0]))
+
+
+def build_map_kernel(data: FMData, prior: FMPrior) -> Kernel:
+    """The MAP fit (:func:`map_sweep`) as a deterministic
+    :class:`~bayesmf.engines.driver.Kernel`: ``init(key, dtype=)`` the sampler's chain-0 start
+    (:func:`init`) with the fixed quantities of :func:`map_state`, ``step(key, state)`` one
+    sweep."""
+    prior = prior.validate()
+    if prior.ordinal:
+        raise ConfigError("the MAP fit is the Gaussian likelihood's: likelihood='ordinal' needs inference='gibbs'")
+
+    def start(key, dtype=jnp.float32):
+        return map_state(jax.tree_util.tree_map(lambda x: x[0], init(key, data, prior, 1, dtype)), prior)
+
+    return Kernel(init=start, step=lambda _key, state: map_sweep(state, data))
