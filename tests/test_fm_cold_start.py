@@ -127,7 +127,7 @@ def test_cold_start_benchmark_on_synthetic_side_tables(tmp_path):
     assert fm["cold"]["width@0.9"] > 1.05 * fm["warm"]["width@0.9"]
     assert fm["cold"]["width@0.9"] > empty["cold"]["width@0.9"]
     assert 0.8 < fm["cold"]["coverage@0.9"] < 0.97
-    # BPMF's fallback knows nothing of the cold user: the global mean plus its items' nothing
+    # BPMF's fallback knows the item but nothing of the cold user beyond the users' prior
     assert rows["bpmf"]["cold"]["rmse"] > fm["cold"]["rmse"]
     assert "| fm_side |" in markdown(result)
 
