@@ -22,7 +22,9 @@ Rules:
   never replaced, and then nothing here changes any setting or log output. The same holds for a
   minimum compile time set through ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``.
 * Only computations that took at least :data:`MIN_COMPILE_TIME_SECS` to compile are written
-  (benchmarks/RESULTS.md, "Persistent compilation cache", has the measurement behind it).
+  (benchmarks/RESULTS.md, "Persistent compilation cache", has the measurement behind it), and the
+  directory holds at most :data:`MAX_SIZE_BYTES` (least recently used entries go first), unless
+  ``JAX_COMPILATION_CACHE_MAX_SIZE`` or the JAX option says otherwise.
 
 Log lines. When it loads a cached executable, XLA:CPU compares the CPU features recorded at
 compile time with the host's. On x86 hosts with AVX-512 it records the LLVM *tuning* attributes
@@ -59,6 +61,8 @@ from bayesmf.errors import ConfigError
 ENV = "BAYESMF_COMPILATION_CACHE"
 #: Seconds of XLA compilation below which an executable is not written to the cache.
 MIN_COMPILE_TIME_SECS = 0.0
+#: Bytes the directory may hold; beyond it JAX deletes the least recently used entries.
+MAX_SIZE_BYTES = 2 * 1024**3
 
 _JAX_DEFAULT_MIN_TIME = 1.0  # jax's own default for jax_persistent_cache_min_compile_time_secs
 _OFF = {"0", "false", "no", "off"}
@@ -220,7 +224,12 @@ def enable() -> Path | None:
                      or jax.config.jax_persistent_cache_min_compile_time_secs != _JAX_DEFAULT_MIN_TIME)
     if not user_min_time:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
+    user_max_size = ("JAX_COMPILATION_CACHE_MAX_SIZE" in os.environ
+                     or jax.config.jax_compilation_cache_max_size != -1)
+    if not user_max_size:  # JAX's eviction needs the filelock package, a dependency of bayesmf
+        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
     return path
 
 
-__all__ = ["ENV", "MIN_COMPILE_TIME_SECS", "cache_dir", "cpu_fingerprint", "enable", "filter_lines", "requested"]
+__all__ = ["ENV", "MAX_SIZE_BYTES", "MIN_COMPILE_TIME_SECS", "cache_dir", "cpu_fingerprint", "enable", "filter_lines",
+           "requested"]

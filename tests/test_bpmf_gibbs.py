@@ -282,14 +282,50 @@ def test_bad_hyperparameters(small, kw, message):
 
 @pytest.mark.slow
 def test_unknown_users_get_prior_predictive_uncertainty(small):
-    model = BPMF(rank=2, n_samples=20, n_warmup=5, noise_prior=None).fit(small.ratings)
+    """``unknown="fallback"``: a new user at a known item keeps the item's bias and factors, its
+    own vector and bias drawn from the prior per draw (mixture moments computed in NumPy from the
+    stored draws); a new item likewise; a pair with both sides new gets the global mean."""
+    r = small.ratings
+    model = BPMF(rank=2, n_samples=20, n_warmup=5, noise_prior=None, biases=True).fit(r)
     with pytest.raises(DataError, match="not in training"):
-        model.predict([small.ratings.n_users], [0])
-    dist = model.predict_dist([0, small.ratings.n_users], [0, 0], unknown="fallback")
+        model.predict([r.n_users], [0])
+    new_u, new_i = r.n_users, r.n_items
+    dist = model.predict_dist([0, new_u, 3, new_u], [0, 5, new_i, new_i], unknown="fallback")
+    S, D = model.user_samples_.shape[0] * model.user_samples_.shape[1], model.rank
+    flat = {name: getattr(model, f"{name}_samples_").astype(np.float64).reshape(S, -1)
+            for name in ("mu_U", "mu_V", "Lambda_U", "Lambda_V", "bias_precision_U", "bias_precision_V")}
+    U = model.user_samples_.astype(np.float64).reshape(S, -1, D)
+    V = model.item_samples_.astype(np.float64).reshape(S, -1, D)
+    bU = model.b_U_samples_.astype(np.float64).reshape(S, -1)
+    bV = model.b_V_samples_.astype(np.float64).reshape(S, -1)
+    offset = model.offset_samples_.astype(np.float64).reshape(S)
     noise_var = 1 / model.alpha  # fixed alpha = 2
+
+    def mixture(f, v):
+        return f.mean(), f.var() + v.mean() + noise_var
+
+    # new user, item 5: u ~ N(mu_U, Lambda_U^-1), b ~ N(0, 1/lambda_b)
+    x = V[:, 5]
+    f = offset + bV[:, 5] + np.einsum("sd,sd->s", flat["mu_U"], x)
+    cov = np.linalg.inv(flat["Lambda_U"].reshape(S, D, D))
+    v = np.einsum("sd,sde,se->s", x, cov, x) + 1 / flat["bias_precision_U"][:, 0]
+    m1, var1 = mixture(f, v)
+    # user 3, new item
+    y = U[:, 3]
+    f = offset + bU[:, 3] + np.einsum("sd,sd->s", flat["mu_V"], y)
+    cov = np.linalg.inv(flat["Lambda_V"].reshape(S, D, D))
+    v = np.einsum("sd,sde,se->s", y, cov, y) + 1 / flat["bias_precision_V"][:, 0]
+    m2, var2 = mixture(f, v)
+    np.testing.assert_allclose(dist.mean[1:3], [m1, m2], rtol=1e-4)
+    np.testing.assert_allclose(dist.std[1:3] ** 2, [var1, var2], rtol=1e-3)
+    assert dist.mean[3] == pytest.approx(model.global_mean_)
     epistemic = dist.std**2 - noise_var
-    assert epistemic[0] > 0 and epistemic[1] > 5 * epistemic[0]
-    assert dist.mean[1] == pytest.approx(model.global_mean_)
+    assert epistemic[0] > 0 and epistemic[3] > 5 * epistemic[0] and epistemic[1] > 2 * epistemic[0]
+    # predict agrees with predict_dist's mean (unclipped), and with the draws path
+    pred = model.predict([0, new_u, 3, new_u], [0, 5, new_i, new_i], clip=False, unknown="fallback")
+    np.testing.assert_allclose(pred, dist.mean, rtol=1e-5)
+    drawn = model.predict_dist([new_u], [5], unknown="fallback", n_draws=10)
+    assert drawn.mean[0] == pytest.approx(m1, rel=1e-4)
 
 
 @pytest.mark.slow

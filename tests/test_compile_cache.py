@@ -111,6 +111,7 @@ value = float(f(jnp.arange(64.0, dtype=jnp.float32).reshape(8, 8) / 64).sum())
 print(json.dumps({{"dir": jax.config.jax_compilation_cache_dir, "value": value,
                   "hits": events.count("/jax/compilation_cache/cache_hits"),
                   "min_time": jax.config.jax_persistent_cache_min_compile_time_secs,
+                  "max_size": jax.config.jax_compilation_cache_max_size,
                   "wrapped": hasattr(compilation_cache.get_executable_and_time, "__bayesmf_quiet__")}}))
 """
 FAKE_CPU = "import bayesmf._compile_cache as c; c.cpu_fingerprint = lambda cpuinfo=None: 'f' * 16"
@@ -148,6 +149,7 @@ def test_second_process_hits_the_cache_quietly_and_another_cpu_never_does(tmp_pa
     base = tmp_path / "bayesmf" / "xla"
     assert first["dir"] == str(cc.cache_dir(base=base)) and first["wrapped"]
     assert first["hits"] == 0 and first["min_time"] == cc.MIN_COMPILE_TIME_SECS
+    assert first["max_size"] == cc.MAX_SIZE_BYTES  # JAX's LRU eviction (file-locked) is on
     entries = _entries(base)
     assert len(entries) >= 1
     second, stderr = _child(tmp_path)
@@ -163,6 +165,7 @@ def test_second_process_hits_the_cache_quietly_and_another_cpu_never_does(tmp_pa
 def test_switched_off_by_the_environment(tmp_path):
     out, _ = _child(tmp_path, BAYESMF_COMPILATION_CACHE="0")
     assert out["dir"] is None and out["hits"] == 0 and not out["wrapped"] and out["min_time"] == 1.0
+    assert out["max_size"] == -1
     assert not (tmp_path / "bayesmf").exists()
 
 
@@ -172,6 +175,7 @@ def test_a_users_own_cache_is_left_alone(tmp_path):
     settings = {"JAX_COMPILATION_CACHE_DIR": str(user), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     first, _ = _child(tmp_path, **settings)
     assert first["dir"] == str(user) and not first["wrapped"] and first["min_time"] == 0.0
+    assert first["max_size"] == -1
     assert not (tmp_path / "bayesmf").exists() and len(_entries(user)) >= 1
     second, stderr = _child(tmp_path, **settings)
     assert second["hits"] >= 1

@@ -174,7 +174,17 @@ def test_side_and_implicit_features_predict_the_dense_fm():
     fc = [_dense_f(Xc, w0, w.astype(np.float64), V.astype(np.float64))[0] for w0, w, V in
           zip(m.w0_samples_.reshape(-1), m.w_samples_.reshape(-1, F), m.V_samples_.reshape(-1, F, 2))]
     assert Xc[0, :3].sum() == 0 and Xc[0].sum() > 1  # no one-hot user, but side features
-    np.testing.assert_allclose(m.predict_design(cold).mean, [np.mean(fc)], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(m.predict_design(cold, new="empty").mean, [np.mean(fc)], rtol=1e-4, atol=1e-4)
+    # new="prior": the user group's prior adds mu_w + <mu_v, q> per draw (q: the row's V' x)
+    g = int(m.group_index_[0])
+    q = np.einsum("f,sfk->sk", Xc[0], m.V_samples_.reshape(-1, F, 2).astype(np.float64))
+    shift = m.mu_w_samples_.reshape(-1, m.mu_w_samples_.shape[-1])[:, g] + np.sum(
+        m.mu_v_samples_.reshape(-1, m.mu_v_samples_.shape[-2], 2)[:, g] * q, axis=1)
+    prior = m.predict_design(cold)
+    np.testing.assert_allclose(prior.mean, [np.mean(np.asarray(fc) + shift)], rtol=1e-4, atol=1e-4)
+    assert prior.std[0] > m.predict_design(cold, new="empty").std[0]
+    with pytest.raises(ConfigError, match="new must be 'prior' or 'empty'"):
+        m.predict_design(cold, new="zero")
     with pytest.raises(ConfigError, match="fold_in needs"):
         m.fold_in(Ratings.from_ids([99], [100], [3.0]))
 
@@ -220,7 +230,7 @@ def test_time_features_predict_from_the_pairs_timestamps(tmp_path):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"inference": "nuts"}, "inference='gibbs' only"),
+    ({"inference": {"name": "svi", "batch_size": 2}}, "SVI is full batch"),
     ({"features": "user"}, "features must be a Features"),
     ({"features": {"users": True}}, "unknown key"),
     ({"hyper_prior": (1.0, -1.0)}, "hyper_rate must be finite and > 0"),

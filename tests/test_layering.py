@@ -163,7 +163,7 @@ def test_the_parser_sees_the_package():
     assert {"bayesmf.data.ratings", "bayesmf.models.base", "bayesmf.metrics.ranking"} <= set(MODULES)
     top, _ = IMPORTS["bayesmf.models.als"]
     assert "bayesmf.engines.als" in top
-    _, lazy = IMPORTS["bayesmf.models.inference"]  # the NUTS and SVI fit functions import NumPyro lazily
+    _, lazy = IMPORTS["bayesmf.models.bpmf"]  # BPMF's NUTS and SVI import NumPyro lazily
     assert "bayesmf.posterior.numpyro_inference" in lazy
 
 

@@ -167,3 +167,29 @@ def test_standard_gamma_at_the_noise_precisions_shape_never_returns_garbage():
 def test_standard_gamma_returns_nan_for_invalid_shapes_instead_of_looping():
     x = np.asarray(linalg.standard_gamma(jax.random.PRNGKey(0), np.array([2.0, np.nan, -1.0, 0.0, np.inf])))
     assert np.isfinite(x[0]) and np.all(np.isnan(x[1:]))
+
+
+@pytest.mark.parametrize("unrolled", [True, False])
+def test_last_pivot_is_the_schur_complement_and_changing_it_refactors_the_last_entry(unrolled):
+    rng = np.random.default_rng(7)
+    k = 5
+    A = rng.normal(size=(8, k, 2 * k))
+    P = A @ np.transpose(A, (0, 2, 1)) + 0.5 * np.eye(k)
+    h = rng.normal(size=(8, k))
+    factor = linalg.factor_gaussian(jnp.asarray(P, jnp.float32), jnp.asarray(h, jnp.float32), unrolled=unrolled)
+    s, r = linalg.last_pivot(factor)
+    B, p = P[:, :-1, :-1], P[:, :-1, -1]
+    schur = P[:, -1, -1] - np.einsum("nk,nk->n", p, np.linalg.solve(B, p[..., None])[..., 0])
+    info = h[:, -1] - np.einsum("nk,nk->n", p, np.linalg.solve(B, h[:, :-1, None])[..., 0])
+    np.testing.assert_allclose(s, schur, rtol=1e-4)
+    np.testing.assert_allclose(r, info, rtol=1e-4, atol=1e-5)
+    # raising the last diagonal entry by delta: the same draws as factorising P + delta e e^T anew
+    delta = rng.uniform(0.5, 3.0, 8)
+    P2 = P.copy()
+    P2[:, -1, -1] += delta
+    z = jnp.asarray(rng.normal(size=(8, k)), jnp.float32)
+    moved = linalg.draw_from_factor(linalg.with_last_pivot(factor, s + jnp.asarray(delta, jnp.float32)), z)
+    fresh = linalg.draw_from_factor(linalg.factor_gaussian(jnp.asarray(P2, jnp.float32), jnp.asarray(h, jnp.float32),
+                                                           unrolled=unrolled), z)
+    np.testing.assert_allclose(moved[1], np.linalg.solve(P2, h[..., None])[..., 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(moved[0], fresh[0], rtol=1e-4, atol=1e-4)

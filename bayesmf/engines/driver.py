@@ -230,18 +230,20 @@ def run(
     kernel = as_kernel(kernel)
     total = n_warmup + n_samples * thin
     path = None if checkpoint is None else Path(checkpoint)
-    start, kept, history, moments = 0, {}, {}, OnlineMoments()
+    n_kept = -(-n_samples // keep_every)
+    start, kept, history, moments = 0, _KeptDraws(n_kept, draw_axis), {}, OnlineMoments()
     if path is not None:
         leaves = jax.tree_util.tree_leaves(state)
         fingerprint = _normalised({**(fingerprint or {}), "sampler": {
             "n_warmup": n_warmup, "n_samples": n_samples, "thin": thin, "keep_every": keep_every,
             "chains": leaves[0].shape[0] if draw_axis == 1 else 1}})
         if path.exists():
-            state, start, kept, history, moments = _load_checkpoint(path, state, fingerprint)
+            state, start, kept_lists, history, moments = _load_checkpoint(path, state, fingerprint)
+            kept.extend(kept_lists)
             warnings.warn(f"{desc}: resuming from {path} at sweep {start} of {total}", ResumeWarning, stacklevel=3)
 
     def partial_result():
-        return RunResult(_stacked(kept, axis=draw_axis), _stacked(history), moments, state)
+        return RunResult(kept.arrays(), _stacked(history), moments, state)
 
     bar = progress_bar(total, desc, progress)
     bar.update(start)
@@ -268,8 +270,7 @@ def run(
                 if retried:
                     message += f" (also with jitter {kernel.jitter:g})"
                 if collect is not None:
-                    n_kept = len(next(iter(kept.values()))) if kept else 0
-                    message += f"; the {n_kept} draws kept before it are in this error's .partial"
+                    message += f"; the {kept.count} draws kept before it are in this error's .partial"
                 message = f"{message}. {diverged_hint}".strip()
                 raise DivergenceError(message, partial=partial_result())
             draw = t - n_warmup
@@ -284,26 +285,25 @@ def run(
                     history.setdefault(name, []).append(np.asarray(value))
             if tracked is not None:
                 moments.update(tracked)
-            for name, value in collected.items():
-                kept.setdefault(name, []).append(np.asarray(value))
+            if collected:
+                kept.append(collected)
             done = t + 1
             bar.update(1)
             if progress and info:
                 scalars = {n: v for n, v in info.items() if n != "finite" and np.ndim(v) == 0}
                 bar.set_postfix({n: f"{float(v):.4g}" for n, v in list(scalars.items())[:3]})
             if path is not None and done % checkpoint_every == 0 and done < total:
-                _save_checkpoint(path, state, done, kept, history, moments, fingerprint)
+                _save_checkpoint(path, state, done, kept.lists(), history, moments, fingerprint)
     except KeyboardInterrupt:
         if path is not None:
-            _save_checkpoint(path, state, done, kept, history, moments, fingerprint)
+            _save_checkpoint(path, state, done, kept.lists(), history, moments, fingerprint)
             warnings.warn(f"interrupted: progress saved to {path}; call fit again to resume", stacklevel=3)
         raise
     finally:
         bar.close()
     if path is not None and path.exists():
         path.unlink()  # the run finished; its result lives in the caller now
-    return RunResult(_stacked(kept, axis=draw_axis), _stacked(history), moments if track is not None else None,
-                     state)
+    return RunResult(kept.arrays(), _stacked(history), moments if track is not None else None, state)
 
 
 def iterate(step, state, n_iter: int, key=None, *, progress: bool = False, desc: str = "fit",
@@ -357,6 +357,42 @@ def non_finite_fields(state) -> list[str]:
 def _normalised(fingerprint: dict) -> dict:
     """The fingerprint as it reads back from JSON (tuples become lists, other objects strings)."""
     return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+class _KeptDraws:
+    """Kept draws written straight into one array per site, allocated at the first draw in the
+    result's layout (``capacity`` draws on ``axis``): a list of per-draw arrays stacked at the
+    end would hold every draw twice at once, and the kept factor draws are the largest arrays
+    of a fit."""
+
+    def __init__(self, capacity: int, axis: int):
+        self.capacity, self.axis, self.count, self.buffers = int(capacity), int(axis), 0, {}
+
+    def append(self, collected: dict) -> None:
+        """Store one draw: ``collected`` maps site -> array (the draw axis not included)."""
+        if self.count >= self.capacity:
+            raise ValueError(f"more than the {self.capacity} draws allocated")  # a bug, not bad input
+        for name, value in collected.items():
+            value = np.asarray(value)
+            if name not in self.buffers:
+                shape = value.shape[:self.axis] + (self.capacity,) + value.shape[self.axis:]
+                self.buffers[name] = np.empty(shape, value.dtype)
+            np.moveaxis(self.buffers[name], self.axis, 0)[self.count] = value
+        self.count += 1
+
+    def extend(self, lists: dict) -> None:
+        """Store draws given as site -> list of per-draw arrays (a checkpoint's)."""
+        for i in range(len(next(iter(lists.values()))) if lists else 0):
+            self.append({name: values[i] for name, values in lists.items()})
+
+    def arrays(self) -> dict:
+        """Site -> the draws kept so far on ``axis`` (the buffer itself once full: no copy)."""
+        return {name: buf if self.count == self.capacity else np.take(buf, np.arange(self.count), axis=self.axis)
+                for name, buf in self.buffers.items() if self.count}
+
+    def lists(self) -> dict:
+        """Site -> list of per-draw arrays (the checkpoint's layout)."""
+        return {name: list(np.moveaxis(buf, self.axis, 0)[:self.count]) for name, buf in self.buffers.items()}
 
 
 def _stacked(lists: dict, axis: int = 0) -> dict:

@@ -7,6 +7,7 @@ symmetric positive-definite systems, ``k`` = rank. They never loop in Python ove
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,61 @@ def solve_spd(precision, rhs, jitter: float = 0.0, unrolled: bool | None = False
     return cho_solve((chol, True), rhs[..., None])[..., 0]
 
 
+class GaussianFactor(NamedTuple):
+    """Cholesky factor ``L`` of every precision ``P = L L^T`` and ``w = L^-1 h``
+    (:func:`factor_gaussian`): ``L`` (k, k, n), ``w`` (k, n) with ``batch_last`` (the unrolled
+    kernel), else ``L`` (n, k, k), ``w`` (n, k)."""
+
+    chol: jnp.ndarray
+    half: jnp.ndarray
+    batch_last: bool
+
+
+def factor_gaussian(precision, shift, jitter: float = 0.0, unrolled: bool | None = None) -> GaussianFactor:
+    """:class:`GaussianFactor` of ``N(P^-1 h, P^-1)`` for each row, ``P`` = ``precision``
+    (n, k, k), ``h`` = ``shift`` (n, k); ``unrolled`` as in :func:`solve_spd`, by default (None)
+    decided by size."""
+    if _use_unrolled(precision, unrolled):
+        return GaussianFactor(*_bordered_cholesky(_jittered(precision, jitter), shift), True)
+    chol = cholesky(precision, jitter)
+    return GaussianFactor(chol, solve_triangular(chol, shift[..., None], lower=True)[..., 0], False)
+
+
+def last_pivot(factor: GaussianFactor):
+    r"""``(s, r)`` (n,) of the last coordinate: with ``P = [[B, p], [p^T, d]]`` and ``h = [h_1; h_2]``,
+    ``s = d - p^T B^{-1} p = L_kk^2`` (the Schur complement: the precision of the last coordinate
+    with the others integrated out) and ``r = h_2 - p^T B^{-1} h_1 = w_k L_kk`` (its information),
+    so that coordinate's marginal is ``N(r / s, 1 / s)``."""
+    L_kk = factor.chol[-1, -1] if factor.batch_last else factor.chol[:, -1, -1]
+    w_k = factor.half[-1] if factor.batch_last else factor.half[:, -1]
+    return L_kk * L_kk, w_k * L_kk
+
+
+def with_last_pivot(factor: GaussianFactor, s_new) -> GaussianFactor:
+    """The factor of ``P`` with its last diagonal entry changed so that :func:`last_pivot`'s ``s``
+    becomes ``s_new`` (n,) (``h`` unchanged): only ``L_kk`` and ``w_k`` depend on that entry."""
+    _, r = last_pivot(factor)
+    L_kk = jnp.sqrt(s_new)
+    if factor.batch_last:
+        k = factor.chol.shape[0]
+        chol = jax.lax.dynamic_update_slice(factor.chol, L_kk[None, None], (k - 1, k - 1) + (0,) * L_kk.ndim)
+        half = jax.lax.dynamic_update_slice(factor.half, (r / L_kk)[None], (k - 1,) + (0,) * L_kk.ndim)
+        return GaussianFactor(chol, half, True)
+    return GaussianFactor(factor.chol.at[:, -1, -1].set(L_kk), factor.half.at[:, -1].set(r / L_kk), False)
+
+
+def draw_from_factor(factor: GaussianFactor, z):
+    """``(x, mean)`` (n, k) of :func:`sample_gaussian` from its factor and standard normals ``z`` (n, k)."""
+    if factor.batch_last:
+        x = _back_substitute(factor.chol, factor.half + jnp.moveaxis(z, -1, 0))
+        mean = _back_substitute(factor.chol, factor.half)
+        return jnp.moveaxis(x, 0, -1), jnp.moveaxis(mean, 0, -1)
+    half = factor.half[..., None]
+    x = solve_triangular(factor.chol, half + z[..., None], lower=True, trans=1)[..., 0]
+    mean = solve_triangular(factor.chol, half, lower=True, trans=1)[..., 0]
+    return x, mean
+
+
 def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool | None = None, normals=None):
     """Draw ``x ~ N(P^-1 h, P^-1)`` for each row, with ``P`` = ``precision`` (n, k, k), ``h`` = ``shift``.
 
@@ -184,16 +240,7 @@ def sample_gaussian(key, precision, shift, jitter: float = 0.0, unrolled: bool |
     drawing them from ``key`` (the sharded sampler's rows, :mod:`bayesmf.engines.sharding`).
     """
     z = standard_normal(key, shift.shape, shift.dtype) if normals is None else normals
-    if _use_unrolled(precision, unrolled):
-        factor, half = _bordered_cholesky(_jittered(precision, jitter), shift)
-        x = _back_substitute(factor, half + jnp.moveaxis(z, -1, 0))
-        mean = _back_substitute(factor, half)
-        return jnp.moveaxis(x, 0, -1), jnp.moveaxis(mean, 0, -1)
-    chol = cholesky(precision, jitter)
-    half = solve_triangular(chol, shift[..., None], lower=True)
-    x = solve_triangular(chol, half + z[..., None], lower=True, trans=1)[..., 0]
-    mean = solve_triangular(chol, half, lower=True, trans=1)[..., 0]
-    return x, mean
+    return draw_from_factor(factor_gaussian(precision, shift, jitter, unrolled), z)
 
 
 def conjugate_gradient(matvec, rhs, x0, steps: int):

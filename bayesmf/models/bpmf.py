@@ -36,6 +36,8 @@ from bayesmf.models.inference import (
     FitProblem,
     InferenceConfig,
     MAPConfig,
+    NUTSConfig,
+    SVIConfig,
     apply_legacy,
     inference_params,
     legacy_names,
@@ -574,6 +576,45 @@ class BPMF(FactorModel):
             self.tracked_var_ = (result.tracked.variance + noise_var).astype(np.float32)
         return result.samples
 
+    def _run_map(self, problem: FitProblem, config: MAPConfig):
+        """The MAP fit is the starting point itself (:meth:`_initial_factors`): no draws."""
+        return None
+
+    def _run_nuts(self, problem: FitProblem, config: NUTSConfig):
+        """NumPyro NUTS (:func:`~bayesmf.posterior.numpyro_inference.run_nuts`), started from a
+        short Gibbs run (``init="gibbs"``) or the MAP factors."""
+        from bayesmf.posterior.numpyro_inference import run_nuts
+
+        warm = None
+        if config.init == "gibbs":
+            # a short Gibbs run of the same model from the MAP factors: NUTS starts where the
+            # hyperparameters and the noise have settled, and its warm-up from the draws' variance
+            # per coordinate instead of the identity (run_nuts)
+            sweeps = int(config.init_sweeps)
+            result = self._gibbs_result(jax.random.fold_in(problem.key, 1), problem.data, problem.prior, problem.U0,
+                                        problem.V0, problem.train, problem.dtype, n_warmup=sweeps // 3,
+                                        n_samples=sweeps - sweeps // 3, chains=1, desc="BPMF NUTS start (Gibbs)",
+                                        rescale=False)
+            warm = {name: v[0] for name, v in result.samples.items()}
+            self.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
+        draws, self.sample_stats_ = run_nuts(
+            problem.train, problem.prior, self.global_mean_, problem.key, n_warmup=self.n_warmup,
+            n_samples=self.n_samples, chains=self.chains, init_U=problem.U0, init_V=problem.V0,
+            target_accept=config.target_accept, max_tree_depth=config.max_tree_depth, dense_mass=config.dense_mass,
+            parameterization=config.parameterization, warm_draws=warm, progress=self.progress)
+        return draws
+
+    def _run_svi(self, problem: FitProblem, config: SVIConfig):
+        """NumPyro SVI (:func:`~bayesmf.posterior.numpyro_inference.run_svi`) from the MAP factors."""
+        from bayesmf.posterior.numpyro_inference import run_svi
+
+        draws, losses = run_svi(
+            problem.train, problem.prior, self.global_mean_, problem.key, steps=config.steps,
+            n_samples=self.n_samples, guide=config.guide, batch_size=config.batch_size,
+            learning_rate=config.learning_rate, init_U=problem.U0, init_V=problem.V0, progress=self.progress)
+        self.history_["elbo_loss"] = [float(x) for x in losses]
+        return draws
+
     def _store_draws(self, draws: dict) -> None:
         self.user_samples_ = np.asarray(draws["U"], np.float32)
         self.item_samples_ = np.asarray(draws["V"], np.float32)
@@ -647,6 +688,62 @@ class BPMF(FactorModel):
             bias_var = float(np.mean(1 / self.bias_precision_U_samples_) + np.mean(1 / self.bias_precision_V_samples_))
         return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + bias_var)
 
+    def _half_known_draws(self, users, items, bad_u, bad_i):
+        r"""Per-draw mean and variance of the noise-free prediction at pairs with exactly one
+        side unseen in training, that side's latent vector and bias drawn from its prior given
+        the draw's hyperparameters.
+
+        A new user ``i`` with a known item ``j``: ``u_i ~ N(mu_U, Lambda_U^{-1})`` and
+        ``b_i ~ N(0, 1/lambda_b)``, so given draw ``s`` the prediction has mean
+        ``m_s + c_j + mu_U' v_j`` and variance ``v_j' Lambda_U^{-1} v_j + 1/lambda_b`` (the same
+        with the roles swapped for a new item; ``m_s`` the learned offset when there is one).
+        Returns ``(f (S, n), var (S, n), rows)`` for the rows selected, or None when the model
+        keeps no hyperparameter draws (then the global-mean fallback applies)."""
+        half = bad_u ^ bad_i
+        if not half.any() or getattr(self, "mu_U_samples_", None) is None or not self.has_draws:
+            return None
+        rows = np.flatnonzero(half)
+        U, V, BU, BV = self._flat_draws()
+        S, D = U.shape[0], self.rank
+        shift = np.zeros(S)
+        if getattr(self, "offset_samples_", None) is not None:
+            shift = self.offset_samples_.reshape(-1).astype(np.float64) - self.global_mean_
+        f = np.empty((S, rows.size))
+        var = np.empty((S, rows.size))
+        for side_unknown, known, mu, lam, prec, own_bias, known_bias, known_idx in (
+                (bad_u, V, self.mu_U_samples_, self.Lambda_U_samples_, "bias_precision_U_samples_", None, BV, items),
+                (bad_i, U, self.mu_V_samples_, self.Lambda_V_samples_, "bias_precision_V_samples_", shift, BU, users)):
+            pick = side_unknown[rows]
+            if not pick.any():
+                continue
+            x = known[:, known_idx[rows[pick]]].astype(np.float64)  # (S, m, D) the known side's vectors
+            mu = mu.reshape(S, D).astype(np.float64)
+            cov = np.linalg.inv(lam.reshape(S, D, D).astype(np.float64))
+            mean = known_bias[:, known_idx[rows[pick]]] + np.einsum("smd,sd->sm", x, mu)
+            if own_bias is not None:  # a new item: the offset, folded into the item biases, comes back
+                mean = mean + own_bias[:, None]
+            v = np.einsum("smd,sde,sme->sm", x, cov, x)
+            precision = getattr(self, prec, None)
+            if self.b_U_samples_ is not None and precision is not None:
+                v = v + 1.0 / precision.reshape(S, 1).astype(np.float64)
+            f[:, pick] = self.global_mean_ + mean
+            var[:, pick] = v
+        return f, var, rows
+
+    def _fallback_moments(self, users, items, bad_u, bad_i, mean, var):
+        """``mean``/``var`` (noise-free, at known pairs) with the unknown rows filled in: one side
+        unseen from :meth:`_half_known_draws` (mixture mean, spread over draws plus the prior's),
+        both unseen from the global mean and :meth:`_prior_epistemic_variance`."""
+        bad = bad_u | bad_i
+        mean = np.where(bad, self.global_mean_, mean)
+        var = np.where(bad, self._prior_epistemic_variance(), var)
+        half = self._half_known_draws(users, items, bad_u, bad_i)
+        if half is not None:
+            f, v, rows = half
+            mean[rows] = f.mean(0)
+            var[rows] = f.var(0) + v.mean(0)
+        return mean, var
+
     def _moments(self, users, items, bad):
         """Posterior mean and variance of the noise-free prediction at known pairs."""
         if not self.has_draws:
@@ -676,8 +773,8 @@ class BPMF(FactorModel):
     def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
         if self.ordinal and self.has_draws:  # the expected rating
             return (self._class_probabilities(users, items, bad_u | bad_i) @ self.rating_levels_).astype(np.float32)
-        mean, _ = self._moments(users, items, bad_u | bad_i)
-        return np.where(bad_u | bad_i, self.global_mean_, mean).astype(np.float32)
+        mean, var = self._moments(users, items, bad_u | bad_i)
+        return self._fallback_moments(users, items, bad_u, bad_i, mean, var)[0].astype(np.float32)
 
     def predict_dist(self, users, items, unknown: str = "error", n_draws: int | None = None):
         """Posterior predictive distribution of the ratings at index pairs.
@@ -685,9 +782,12 @@ class BPMF(FactorModel):
         Returns a :class:`bayesmf.predictive.PredictiveDistribution` with ``mean`` (n,), ``std``
         (n,) — epistemic variance of ``u.v`` over draws plus the noise variance ``E[1/alpha]`` —
         and, when ``n_draws`` is given, ``samples`` (S, n): noise-free posterior draws of
-        ``m + u.v`` with ``noise_std`` (S, 1) = ``1/sqrt(alpha_s)`` (a Gaussian mixture). Unknown
-        users/items (``unknown="fallback"``) get the global mean and the prior-predictive
-        variance. Not clipped.
+        ``m + u.v`` with ``noise_std`` (S, 1) = ``1/sqrt(alpha_s)`` (a Gaussian mixture). With
+        ``unknown="fallback"``, a pair whose user (item) was unseen in training draws that side's
+        vector and bias from their prior given each draw's hyperparameters
+        (:meth:`_half_known_draws`): the known item's (user's) bias and factors still count, and
+        the spread widens by the prior's; a pair with both sides unseen gets the global mean and
+        the prior-predictive variance. Not clipped.
 
         Ordinal likelihood: a :class:`~bayesmf.predictive.CategoricalDistribution` of the category
         probabilities averaged over the draws (``n_draws`` evenly spaced ones when given), its
@@ -715,10 +815,11 @@ class BPMF(FactorModel):
         safe_u, safe_i = np.where(bad_u, 0, users), np.where(bad_i, 0, items)
         mean, var = self._moments(safe_u, safe_i, bad)
         factor = self._noise_factor()
-        var = var + self._noise_scale2(safe_u, safe_i) * factor
         if bad.any():
-            mean = np.where(bad, self.global_mean_, mean)
-            var = np.where(bad, self._prior_predictive_variance(), var)
+            mean, var = self._fallback_moments(safe_u, safe_i, bad_u, bad_i, mean, var)
+        epistemic = var
+        noise = self._noise_scale2(safe_u, safe_i) * factor
+        var = epistemic + np.where(bad, self._noise_variance(), noise)
         if n_draws is None:
             if factor != 1.0:  # Student-t: the predictive is not Gaussian; a t mixture needs draws
                 n_draws = 200
@@ -732,7 +833,7 @@ class BPMF(FactorModel):
             noise_std = np.broadcast_to(noise_std, draws.shape).copy()
             # t noise: a t of scale^2 the prior spread plus the noise scale^2 (an approximation)
             noise_std[:, bad] = np.sqrt(var[bad]) if factor == 1.0 else np.sqrt(
-                self._prior_epistemic_variance() + self._noise_scale2())
+                epistemic[bad] + self._noise_scale2())
         df = float(self.noise_df) if self.noise == "student_t" else None
         return PredictiveDistribution(mean=mean, std=np.sqrt(var), samples=draws, noise_std=noise_std, noise_df=df)
 

@@ -15,7 +15,8 @@ vectors and biases (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`) as
 
 Cold start and context: :meth:`BayesFM.predict_design` averages the FM itself over the draws at
 the rows of any design the fitted feature set builds — users and items outside the training index
-space (their side features), and context (time) blocks, whose terms depend on each rating's
+space (their side features, and the one-hot terms their group's prior gives a new user or item:
+``predict_design(..., new="prior")``), and context (time) blocks, whose terms depend on each rating's
 timestamp and so have no per-user/item form. With context blocks (``Features(time=...)``) the
 fit builds the design with the training timestamps, and ``predict`` / ``predict_dist`` need the
 pairs' ``timestamps`` (the design of the pairs, :meth:`BayesFM.predict_design`); per-user/item
@@ -42,10 +43,11 @@ import numpy as np
 
 from bayesmf.data.features import Features
 from bayesmf.data.ratings import Ratings
-from bayesmf.engines.driver import run
+from bayesmf.engines.driver import iterate, run
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
 from bayesmf.models.bpmf import BPMF, auto_noise_prior, auto_offset_prior
+from bayesmf.models.inference import CHAIN_INFERENCES, INFERENCES, FitProblem, MAPConfig, NUTSConfig, SVIConfig
 from bayesmf.posterior import fm_gibbs
 from bayesmf.posterior.fm_model import ORDINAL_SITES, SITES, BayesFMModel
 
@@ -61,7 +63,10 @@ class BayesFM(BPMF):
     ----------
     rank : latent dimension K.
     features : Features, a mapping of its fields, or None (``Features()``: user and item one-hot).
-    inference : "gibbs" (the only inference so far).
+    inference : "gibbs" (the exact sampler), "nuts", "svi" (NumPyro on the same model,
+        :mod:`bayesmf.posterior.fm_numpyro`; Gaussian likelihood only) or "map" (the MAP of
+        ``(w, V)`` with the hyperparameters at their prior means and ``w0``, ``alpha`` fixed, kept
+        as a single draw), or their configurations (:mod:`bayesmf.models.inference`).
     n_samples, n_warmup, thin, chains : draws kept per chain, burn-in sweeps, thinning, chains
         (chain 0 starts at ``V ~ N(0, init_std^2)``, the others at three times that spread).
     noise_prior : ``alpha ~ Gamma(a0, b0)`` as ``(a0, b0)``, ``"auto"`` (as :class:`BPMF`'s,
@@ -146,15 +151,19 @@ class BayesFM(BPMF):
 
     def _fit(self, train: Ratings) -> None:
         config = self.inference_config().validate()
-        if config.name != "gibbs":
-            raise ConfigError(f"BayesFM supports inference='gibbs' only so far, got {config.name!r}")
+        if self.likelihood not in ("gaussian", "ordinal"):
+            raise ConfigError(f"likelihood must be 'gaussian' or 'ordinal', got {self.likelihood!r}")
+        if self.ordinal and config.name != "gibbs":
+            raise ConfigError("likelihood='ordinal' is sampled by inference='gibbs' only, "
+                              f"got inference={config.name!r}")
+        if config.name == "nuts" and config.parameterization != "bartlett":
+            raise ConfigError("BayesFM's NUTS runs in the model's own (centred) coordinates: "
+                              f"NUTSConfig.parameterization must be 'bartlett', got {config.parameterization!r}")
         for setting in ("n_samples", "thin", "chains", "keep_every"):
             check_positive_int(setting, getattr(self, setting))
         if isinstance(self.n_warmup, bool) or int(self.n_warmup) != self.n_warmup or self.n_warmup < 0:
             raise ConfigError(f"n_warmup must be an integer >= 0, got {self.n_warmup!r}")
         dtype = check_dtype(self.dtype)
-        if self.likelihood not in ("gaussian", "ordinal"):
-            raise ConfigError(f"likelihood must be 'gaussian' or 'ordinal', got {self.likelihood!r}")
         category, self.rating_levels_, self.cutpoints_samples_ = None, None, None
         if self.ordinal:
             from bayesmf.posterior.ordinal import encode_levels, rating_levels
@@ -172,24 +181,11 @@ class BayesFM(BPMF):
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
         self.sample_stats_, self.diagnostics_ = {}, None
         data = fm_gibbs.prepare(design, train.values, prior.rank, self.global_mean_, dtype, category=category)
-        model = self.bayesian_model(prior, design)
-        kernel = model.gibbs_kernel(data)
-        k_init, k_run = jax.random.split(jax.random.PRNGKey(self.seed))
-        states = kernel.init(k_init, chains=int(self.chains), dtype=dtype)
-
+        _, k_run = jax.random.split(jax.random.PRNGKey(self.seed))
+        draws = INFERENCES[config.name].fit(self, FitProblem(train, data, prior, None, None, k_run, dtype), config)
         sites = SITES + (ORDINAL_SITES if self.ordinal else ())
-
-        def collect(state):
-            return {site: getattr(state, site) for site in sites}
-
-        result = run(kernel, states, k_run, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
-                     thin=int(self.thin), collect=collect, keep_every=int(self.keep_every), draw_axis=1,
-                     progress=self.progress, desc="BayesFM Gibbs")
-        for name, values in result.history.items():
-            self.history_[name] = values.mean(axis=1).tolist()
-        draws = {k: np.asarray(v) for k, v in result.samples.items()}
         for site in sites:
-            setattr(self, f"{site}_samples_", draws[site].astype(np.float32))
+            setattr(self, f"{site}_samples_", np.asarray(draws[site], np.float32))
         for site in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "bias_precision_U", "bias_precision_V", "tau", "kappa"):
             setattr(self, f"{site}_samples_", None)
         self.offset_samples_ = None  # w0 is folded into b_V_samples_
@@ -197,12 +193,90 @@ class BayesFM(BPMF):
             self.user_samples_ = self.item_samples_ = self.b_U_samples_ = self.b_V_samples_ = None
             self.user_factors_ = self.item_factors_ = self.user_bias_ = self.item_bias_ = None
         else:
-            self._store_factors(model, draws, train)
-        if int(self.chains) > 1:
+            self._store_factors(self.bayesian_model(prior, design), draws, train)
+        if config.name in CHAIN_INFERENCES and int(self.chains) > 1:
             from bayesmf.posterior.convergence import diagnose, warn_if_unconverged
 
             self.diagnostics_ = diagnose({"w0": draws["w0"], "alpha": draws["alpha"]})
-            warn_if_unconverged(self.diagnostics_, "BayesFM gibbs", stacklevel=5)
+            warn_if_unconverged(self.diagnostics_, f"BayesFM {config.name}", stacklevel=5)
+
+    # -- the inferences (bayesmf.models.inference calls these) -----------------------------------
+    def _fm_gibbs(self, key, data: fm_gibbs.FMData, prior: fm_gibbs.FMPrior, dtype, *, n_warmup: int,
+                  n_samples: int, chains: int, thin: int = 1, keep_every: int = 1, desc: str = "BayesFM Gibbs"):
+        """The driver (:func:`~bayesmf.engines.driver.run`) over the Gibbs kernel from the
+        sampler's start (:func:`~bayesmf.posterior.fm_gibbs.init`, keyed by the seed); kept draws
+        of every site."""
+        kernel = self.bayesian_model(prior).gibbs_kernel(data)
+        k_init, _ = jax.random.split(jax.random.PRNGKey(self.seed))
+        states = kernel.init(k_init, chains=chains, dtype=dtype)
+        sites = SITES + (ORDINAL_SITES if prior.ordinal else ())
+
+        def collect(state):
+            return {site: getattr(state, site) for site in sites}
+
+        return run(kernel, states, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin, collect=collect,
+                   keep_every=keep_every, draw_axis=1, progress=self.progress, desc=desc)
+
+    def _run_gibbs(self, key, data, prior, U0, V0, train: Ratings, dtype) -> dict:
+        """Chains of the exact Gibbs sampler (:mod:`bayesmf.posterior.fm_gibbs`)."""
+        result = self._fm_gibbs(key, data, prior, dtype, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
+                                chains=int(self.chains), thin=int(self.thin), keep_every=int(self.keep_every))
+        for name, values in result.history.items():
+            self.history_[name] = values.mean(axis=1).tolist()
+        return {k: np.asarray(v) for k, v in result.samples.items()}
+
+    def _map_point(self, problem: FitProblem, config: MAPConfig) -> dict:
+        """The MAP fit (the protocol's ``map_kernel`` run by
+        :func:`~bayesmf.engines.driver.iterate`) as ``{site: value}``; its objective and training
+        RMSE per sweep go to ``history_["map_objective"]``, ``history_["map_train_rmse"]``."""
+        kernel = self.bayesian_model(problem.prior).map_kernel(problem.data, config.method)
+        k_init, _ = jax.random.split(jax.random.PRNGKey(self.seed))
+        final, hist = iterate(kernel, kernel.init(k_init, dtype=problem.dtype), int(config.n_iter),
+                              progress=self.progress, desc="BayesFM MAP")
+        self.history_.update({f"map_{k}": v for k, v in hist.items()})
+        return {site: getattr(final, site) for site in SITES}
+
+    def _run_map(self, problem: FitProblem, config: MAPConfig) -> dict:
+        """The MAP fit as a single draw (chains and draws axes of length 1): predictions are the
+        point's, their spread the fixed noise ``1/alpha`` alone."""
+        return {site: np.asarray(v)[None, None] for site, v in self._map_point(problem, config).items()}
+
+    def _run_nuts(self, problem: FitProblem, config: NUTSConfig) -> dict:
+        """NumPyro NUTS on the FM's NumPyro model (:func:`~bayesmf.posterior.fm_numpyro.run_nuts`),
+        started from ``init_sweeps`` Gibbs sweeps (``init="gibbs"``: the chains at its last draws,
+        the inverse mass matrix their variance) or from the MAP fit (``init="map"``)."""
+        from bayesmf.posterior.fm_numpyro import run_nuts
+
+        start, warm = None, None
+        if config.init == "gibbs":
+            sweeps = int(config.init_sweeps)
+            result = self._fm_gibbs(jax.random.fold_in(problem.key, 1), problem.data, problem.prior, problem.dtype,
+                                    n_warmup=sweeps // 3, n_samples=sweeps - sweeps // 3, chains=1,
+                                    desc="BayesFM NUTS start (Gibbs)")
+            warm = {name: np.asarray(v)[0] for name, v in result.samples.items()}
+            self.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
+        else:
+            start = self._map_point(problem, config.start)
+        draws, self.sample_stats_ = run_nuts(
+            problem.data, problem.prior, problem.key, n_warmup=int(self.n_warmup), n_samples=int(self.n_samples),
+            chains=int(self.chains), start=start, warm_draws=warm, target_accept=config.target_accept,
+            max_tree_depth=config.max_tree_depth, dense_mass=config.dense_mass, progress=self.progress)
+        return draws
+
+    def _run_svi(self, problem: FitProblem, config: SVIConfig) -> dict:
+        """NumPyro SVI on the FM's NumPyro model (:func:`~bayesmf.posterior.fm_numpyro.run_svi`,
+        full batch), the guide's means starting at the MAP fit; ``n_samples`` draws from the
+        guide."""
+        from bayesmf.posterior.fm_numpyro import run_svi
+
+        if config.batch_size is not None:
+            raise ConfigError("BayesFM's SVI is full batch: SVIConfig.batch_size must be None, "
+                              f"got {config.batch_size!r}")
+        draws, losses = run_svi(problem.data, problem.prior, problem.key, steps=int(config.steps),
+                                n_samples=int(self.n_samples), start=self._map_point(problem, config.start),
+                                guide=config.guide, learning_rate=config.learning_rate, progress=self.progress)
+        self.history_["elbo_loss"] = [float(x) for x in losses]
+        return draws
 
     def _store_factors(self, model: BayesFMModel, draws: dict, train: Ratings) -> None:
         """Each draw's effective per-user and per-item vectors and biases
@@ -301,40 +375,82 @@ class BayesFM(BPMF):
         self._refuse_context("save")
         return super().save(path)
 
-    def predict_design(self, design):
+    def predict_design(self, design, new: str = "prior"):
         """Posterior predictive distribution at the rows of ``design``, a design built by the
         fitted feature set (``features.fit(train).design(users, items, timestamps, user_map=...,
         item_map=...)``, the pairs' timestamps for time features): the cold-start and context
         path — users and items outside the training index space get their side features' terms
         (their one-hot and implicit rows are empty), with the spread of the draws of those terms.
-        ``design`` must have the training design's columns. Returns a
-        :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std with the noise variance
-        ``E[1/alpha]``), or for ``likelihood="ordinal"`` a
+        ``design`` must have the training design's columns.
+
+        ``new``: what a user (item) outside the training index space contributes through the
+        one-hot group it would join. ``"prior"`` (default): its one-hot parameters are a fresh
+        draw from the ``"user"`` (``"item"``) group's prior under each posterior draw, integrated
+        exactly (:func:`~bayesmf.posterior.fm_model.design_conditional`): the group mean
+        ``mu^w`` (and ``mu^v`` against the pair's other factors) enters the mean, the group
+        spread widens the interval. ``"empty"``: the one-hot row is left empty (``x_u = 0``,
+        libFM's and myFM's convention), which drops both.
+
+        Returns a :class:`~bayesmf.predictive.PredictiveDistribution` (mean, std: the draws'
+        spread of the conditional means, plus their mean conditional variance, plus the noise
+        variance ``E[1/alpha]``), or for ``likelihood="ordinal"`` a
         :class:`~bayesmf.predictive.CategoricalDistribution` (category probabilities averaged
-        over the draws, :func:`~bayesmf.posterior.ordinal.class_probabilities`)."""
+        over the draws, :func:`~bayesmf.posterior.ordinal.class_probabilities`, with each draw's
+        conditional variance)."""
         import jax.numpy as jnp
 
         from bayesmf.data.design import check_design
-        from bayesmf.posterior.fm_model import design_draws
+        from bayesmf.posterior.fm_model import design_conditional, design_draws
         from bayesmf.posterior.ordinal import class_probabilities
         from bayesmf.predictive import CategoricalDistribution, PredictiveDistribution
 
         self._require_fitted()
         check_design(design)
+        if new not in ("prior", "empty"):
+            raise ConfigError(f"new must be 'prior' or 'empty', got {new!r}")
         F = self.w_samples_.shape[-1]
         if design.n_features != F:
             raise ConfigError(f"design has {design.n_features} features; the model was fitted on {F} "
                               "(build it with the same fitted feature set)")
         K = self.rank
-        f = design_draws(design, self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F),
-                         self.V_samples_.reshape(-1, F, K))
+        draws = (self.w0_samples_.reshape(-1), self.w_samples_.reshape(-1, F), self.V_samples_.reshape(-1, F, K))
+        rows = self._new_rows(design) if new == "prior" else None
+        if rows is None:
+            f, v = design_draws(design, *draws), 0.0
+        else:
+            f, v = design_conditional(design, *draws, rows)
         if self.ordinal:
             cuts = self.cutpoints_samples_.reshape(f.shape[0], -1)
-            probs = np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts)), np.float64)
+            probs = np.asarray(class_probabilities(jnp.asarray(f), jnp.asarray(cuts), jnp.asarray(v, f.dtype)),
+                               np.float64)
             return CategoricalDistribution.from_probabilities(probs, self.rating_levels_)
         f = f.astype(np.float64)
         noise = float(np.mean(1.0 / self.alpha_samples_.astype(np.float64)))
-        return PredictiveDistribution(mean=f.mean(axis=0), std=np.sqrt(f.var(axis=0) + noise))
+        extra = np.mean(np.asarray(v, np.float64), axis=0) if rows is not None else 0.0
+        return PredictiveDistribution(mean=f.mean(axis=0), std=np.sqrt(f.var(axis=0) + extra + noise))
+
+    def _new_rows(self, design):
+        """:class:`~bayesmf.posterior.fm_model.NewRows` of ``design``'s pairs whose user (item)
+        index lies beyond the training index space in the one-hot block of the ``"user"``
+        (``"item"``) group, with the draws of those groups' hyperparameters; None when no pair
+        has one."""
+        from bayesmf.posterior.fm_model import NewRows
+
+        masks = []
+        n_pairs = design.blocks[0].index.size
+        for g, owner, n_train in zip(self.group_index_, ("user", "item"), (self.n_users_, self.n_items_)):
+            block = next((b for b in design.blocks if b.name == owner and b.owner == owner), None)
+            if g < 0 or block is None:
+                masks.append(np.zeros(n_pairs, bool))
+            else:
+                masks.append(np.asarray(block.index) >= n_train)
+        if not (masks[0].any() or masks[1].any()):
+            return None
+        G, K = self.lambda_w_samples_.shape[-1], self.rank
+        pick = np.maximum(np.asarray(self.group_index_), 0)  # a group the design lacks: its mask is all False
+        mu_w, lam_w = (getattr(self, f"{s}_samples_").reshape(-1, G)[:, pick] for s in ("mu_w", "lambda_w"))
+        mu_v, lam_v = (getattr(self, f"{s}_samples_").reshape(-1, G, K)[:, pick] for s in ("mu_v", "lambda_v"))
+        return NewRows(masks[0], masks[1], mu_w, lam_w, mu_v, lam_v)
 
     def _fold_in_solve(self, new: Ratings) -> dict:
         r"""New users' one-hot rows ``(v_u, w_u)`` drawn per posterior draw from their exact

@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
-import jax
 import numpy as np
 
 from bayesmf.errors import ConfigError
@@ -223,50 +222,29 @@ class Inference(NamedTuple):
 
 
 def fit_map(model, problem: FitProblem, config: MAPConfig):
-    """The MAP fit is the starting point itself: no draws."""
-    return None
+    """The estimator's MAP fit (``model._run_map``): None when the point estimate is the
+    starting point itself (BPMF's PMF MAP), else the point as one draw."""
+    return model._run_map(problem, config)
 
 
 def fit_gibbs(model, problem: FitProblem, config: GibbsConfig):
-    """Chains of the Gibbs kernel run by the driver (``BPMF._run_gibbs``)."""
+    """Chains of the model's Gibbs kernel run by the driver (``model._run_gibbs``)."""
     return model._run_gibbs(problem.key, problem.data, problem.prior, problem.U0, problem.V0, problem.train,
                             problem.dtype)
 
 
 def fit_nuts(model, problem: FitProblem, config: NUTSConfig):
-    """NumPyro NUTS, started from a short Gibbs run (``init="gibbs"``) or the MAP factors."""
-    from bayesmf.posterior.numpyro_inference import run_nuts
-
-    warm = None
-    if config.init == "gibbs":
-        # a short Gibbs run of the same model from the MAP factors: NUTS starts where the
-        # hyperparameters and the noise have settled, and its warm-up from the draws' variance
-        # per coordinate instead of the identity (run_nuts)
-        sweeps = int(config.init_sweeps)
-        result = model._gibbs_result(jax.random.fold_in(problem.key, 1), problem.data, problem.prior, problem.U0,
-                                     problem.V0, problem.train, problem.dtype, n_warmup=sweeps // 3,
-                                     n_samples=sweeps - sweeps // 3, chains=1, desc="BPMF NUTS start (Gibbs)",
-                                     rescale=False)
-        warm = {name: v[0] for name, v in result.samples.items()}
-        model.history_["nuts_init_train_rmse"] = result.history["train_rmse"][:, 0].tolist()
-    draws, model.sample_stats_ = run_nuts(
-        problem.train, problem.prior, model.global_mean_, problem.key, n_warmup=model.n_warmup,
-        n_samples=model.n_samples, chains=model.chains, init_U=problem.U0, init_V=problem.V0,
-        target_accept=config.target_accept, max_tree_depth=config.max_tree_depth, dense_mass=config.dense_mass,
-        parameterization=config.parameterization, warm_draws=warm, progress=model.progress)
-    return draws
+    """NumPyro NUTS on the model's NumPyro function (``model._run_nuts``: BPMF's
+    :func:`~bayesmf.posterior.numpyro_inference.run_nuts`, BayesFM's
+    :func:`~bayesmf.posterior.fm_numpyro.run_nuts`), started from a short Gibbs run
+    (``init="gibbs"``) or the MAP fit."""
+    return model._run_nuts(problem, config)
 
 
 def fit_svi(model, problem: FitProblem, config: SVIConfig):
-    """NumPyro SVI; the ELBO loss of every step goes to ``history_["elbo_loss"]``."""
-    from bayesmf.posterior.numpyro_inference import run_svi
-
-    draws, losses = run_svi(
-        problem.train, problem.prior, model.global_mean_, problem.key, steps=config.steps,
-        n_samples=model.n_samples, guide=config.guide, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, init_U=problem.U0, init_V=problem.V0, progress=model.progress)
-    model.history_["elbo_loss"] = [float(x) for x in losses]
-    return draws
+    """NumPyro SVI on the model's NumPyro function (``model._run_svi``); the ELBO loss of every
+    step goes to ``history_["elbo_loss"]``."""
+    return model._run_svi(problem, config)
 
 
 INFERENCES: dict[str, Inference] = {

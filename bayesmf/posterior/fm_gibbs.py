@@ -96,14 +96,14 @@ import numpy as np
 from bayesmf.data.design import Design
 from bayesmf.engines.chunks import Chunks, build_gram_chunks, gram_rhs
 from bayesmf.engines.driver import Kernel
-from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, standard_gamma, standard_normal
+from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, solve_spd, standard_gamma, standard_normal
 from bayesmf.errors import ConfigError
 from bayesmf.posterior import ordinal
 
-__all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMPrior", "FMState",
-           "block_statistics", "build_kernel", "colour_columns", "colour_conditional", "draw_global",
-           "group_posterior", "init", "latent_targets", "predict", "prepare", "step", "translatable_groups",
-           "translate_move"]
+__all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMMapInfo", "FMPrior", "FMState",
+           "block_statistics", "build_kernel", "build_map_kernel", "colour_columns", "colour_conditional",
+           "draw_global", "group_posterior", "init", "latent_targets", "map_state", "map_sweep", "predict",
+           "predict_centred", "prepare", "step", "translatable_groups", "translate_move"]
 
 
 class FMPrior(NamedTuple):
@@ -430,7 +430,14 @@ def _theta(w, V):
 
 def predict(data: FMData, w0, w, V):
     """Noise-free predictions ``f_r`` (nnz,) of one parameter set (``w0`` absolute)."""
-    return data.centre + _predict_totals(w0 - data.centre, _totals(_rating_parts(data, _theta(w, V))))
+    return data.centre + predict_centred(data, w0, w, V)
+
+
+def predict_centred(data: FMData, w0, w, V):
+    """``f_r - centre`` (nnz,) of one parameter set (``w0`` absolute): per block-row sums
+    ``X_b w``, ``X_b V``, ``X_b^2 |v|^2`` gathered by rating (module docstring), never the
+    design matrix."""
+    return _predict_totals(w0 - data.centre, _totals(_rating_parts(data, _theta(w, V))))
 
 
 def block_statistics(data: FMData, b: int, w0c, w, V, target):
@@ -553,17 +560,19 @@ def _statistics(block: FMBlockData, mine, totals, w0c, target):
     return G, c
 
 
-def _update_block(key, block: FMBlockData, G, rhs, alpha, theta, R, prior_prec, prior_shift, jitter):
+def _update_block(key, block: FMBlockData, G, rhs, alpha, theta, R, prior_prec, prior_shift, jitter,
+                  mode: bool = False):
     """Draw every column of one block (a scan over its colours per colour batch) given its row
-    statistics ``G``, ``rhs``; ``theta = [w, V]`` extended by the dummy column, ``R`` the block
-    rows' parts. Returns ``theta`` and ``R`` at the new values."""
+    statistics ``G``, ``rhs`` (``mode``: set it to its conditional mean instead); ``theta = [w, V]``
+    extended by the dummy column, ``R`` the block rows' parts. Returns ``theta`` and ``R`` at the
+    new values."""
     carry = (theta, R)
     for batch, k in zip(block.colours, jax.random.split(key, len(block.colours))):  # at most COLOUR_BATCHES
-        carry = _scan_colours(k, batch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter)
+        carry = _scan_colours(k, batch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter, mode)
     return carry
 
 
-def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter):
+def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, prior_shift, jitter, mode=False):
     n_colours, J = batch.cols.shape
     k1 = carry[0].shape[1]
 
@@ -572,7 +581,7 @@ def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, pri
         c, z = xs
         P, s, (cols, rows, x, slot, old) = _colour_system(batch, c, theta, R, G, rhs, alpha, prior_prec,
                                                           prior_shift)
-        drawn, _ = sample_gaussian(None, P, s, jitter, normals=z)
+        drawn = solve_spd(P, s, jitter) if mode else sample_gaussian(None, P, s, jitter, normals=z)[0]
         theta = theta.at[cols].set(drawn)
         new = drawn[slot]
         dv2 = jnp.sum(new[:, 1:] ** 2, axis=1) - jnp.sum(old[:, 1:] ** 2, axis=1)
@@ -585,13 +594,35 @@ def _scan_colours(key, batch: ColourBatch, G, rhs, alpha, carry, prior_prec, pri
     return carry
 
 
-def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple[FMState, FMInfo]:
-    """One Gibbs sweep (module docstring). ``prior`` static (close over it before jitting).
+def _sweep_blocks(key, state: FMState, data: FMData, jitter=0.0, mode: bool = False):
+    """Every block's columns in turn given the state's hyperparameters, ``w0`` and ``alpha``
+    (module docstring, item 2): drawn from their conditionals, or with ``mode`` set to their
+    conditional means (exact block coordinate ascent). Returns ``w`` (F,), ``V`` (F, K) and the
+    predictions minus the centre at them (nnz,).
 
     Every block's row parts ``[L, Q, S]``, their per-rating gathers and the gathers' sums over
     the blocks (:func:`_totals`) are computed once at the start; after a block's update only its
     own parts are gathered again (from the colour scan's carry) and the sums corrected by the
     difference, so a sweep over ``B`` blocks costs ``B`` Gram passes and ``B`` gathers."""
+    prior_prec, prior_shift = _column_priors(data, state)
+    theta = _extended(_theta(state.w, state.V))
+    parts = [_row_parts(blk, theta) for blk in data.blocks]
+    gathered = [_gather(blk, R) for blk, R in zip(data.blocks, parts)]
+    totals = _totals(gathered)
+    w0c = state.w0 - data.centre
+    for b, k in enumerate(jax.random.split(key, len(data.blocks))):  # a loop over blocks (a few)
+        block = data.blocks[b]
+        G, rhs = _statistics(block, gathered[b], totals, w0c, state.target)
+        theta, R = _update_block(k, block, G, rhs, state.alpha, theta, parts[b], prior_prec, prior_shift, jitter,
+                                 mode)
+        fresh = _gather(block, R)
+        totals = tuple(t + (n - o) for t, n, o in zip(totals, fresh, gathered[b]))  # only block b's parts changed
+    return theta[:-1, 0], theta[:-1, 1:], _predict_totals(w0c, totals)
+
+
+def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple[FMState, FMInfo]:
+    """One Gibbs sweep (module docstring). ``prior`` static (close over it before jitting); the
+    blocks' columns by :func:`_sweep_blocks`."""
     k_hyper, k_blocks, k_w0 = jax.random.split(key, 3)
     nnz = state.target.shape[0]
     dtype = state.V.dtype
@@ -602,20 +633,7 @@ def step(key, state: FMState, data: FMData, prior: FMPrior, jitter=0.0) -> tuple
     mu_w, lambda_w, mu_v, lambda_v, gamma = _draw_hypers(k_hyper, state, data, prior,
                                                          jnp.asarray([a0 + 0.5 * nnz], dtype))
     state = state._replace(mu_w=mu_w, lambda_w=lambda_w, mu_v=mu_v, lambda_v=lambda_v)
-    prior_prec, prior_shift = _column_priors(data, state)
-    theta = _extended(_theta(state.w, state.V))
-    parts = [_row_parts(blk, theta) for blk in data.blocks]
-    gathered = [_gather(blk, R) for blk, R in zip(data.blocks, parts)]
-    totals = _totals(gathered)
-    w0c = state.w0 - data.centre
-    for b, k in enumerate(jax.random.split(k_blocks, len(data.blocks))):  # a loop over blocks (a few)
-        block = data.blocks[b]
-        G, rhs = _statistics(block, gathered[b], totals, w0c, state.target)
-        theta, R = _update_block(k, block, G, rhs, state.alpha, theta, parts[b], prior_prec, prior_shift, jitter)
-        fresh = _gather(block, R)
-        totals = tuple(t + (n - o) for t, n, o in zip(totals, fresh, gathered[b]))  # only block b's parts changed
-    w, V = theta[:-1, 0], theta[:-1, 1:]
-    f = _predict_totals(w0c, totals)
+    w, V, f = _sweep_blocks(k_blocks, state, data, jitter)
     w0, alpha, rmse = draw_global(k_w0, None, state, data, prior, w, V, f=f, gamma=gamma[0])
     new = state._replace(w0=w0, w=w, V=V, alpha=alpha)
     if prior.offset_prior is not None and data.translatable.shape[0]:
@@ -731,3 +749,59 @@ def build_kernel(data: FMData, prior: FMPrior) -> Kernel:
                   step=lambda key, states: _chains_sweep(key, states, 0.0, data, prior),
                   retry=lambda key, states: _chains_sweep(key, states, RETRY_JITTER, data, prior),
                   jitter=RETRY_JITTER)
+
+
+class FMMapInfo(NamedTuple):
+    """Diagnostics of one coordinate-ascent sweep of :func:`build_map_kernel`."""
+
+    objective: jnp.ndarray
+    """Minus the log joint up to a constant (:func:`map_sweep`) after the sweep."""
+    train_rmse: jnp.ndarray
+    """Training RMSE after the sweep."""
+
+
+def map_state(state: FMState, prior: FMPrior) -> FMState:
+    """``state`` (one chain) with the quantities the MAP fit holds fixed at the values of the
+    model it maximises: ``mu = 0``, ``lambda = alpha_lambda / beta_lambda`` (the Gamma prior's
+    mean) for every group, ``alpha = prior.alpha``, ``w0`` at the data's centre (as in
+    :func:`init`)."""
+    lam = prior.hyper_shape / prior.hyper_rate
+    return state._replace(mu_w=jnp.zeros_like(state.mu_w), lambda_w=jnp.full_like(state.lambda_w, lam),
+                          mu_v=jnp.zeros_like(state.mu_v), lambda_v=jnp.full_like(state.lambda_v, lam),
+                          alpha=jnp.full_like(state.alpha, prior.alpha))
+
+
+@jax.jit
+def map_sweep(state: FMState, data: FMData) -> tuple[FMState, FMMapInfo]:
+    r"""One sweep of exact block coordinate ascent on the log joint over ``(w, V)`` with the
+    hyperparameters, ``w0`` and ``alpha`` of ``state`` fixed: every colour's columns set to
+    their conditional mean given the rest (the Gibbs step's ``P^{-1} s``, module docstring), so
+    the objective
+
+    .. math::
+        rac{lpha}{2} \sum_r (y_r - f_r)^2 + rac12 \sum_j \Big(\lambda^w_{g(j)} (w_j - \mu^w_{g(j)})^2
+        + \sum_f \lambda^v_{g(j)f} (v_{jf} - \mu^v_{g(j)f})^2\Big)
+
+    never increases."""
+    w, V, f = _sweep_blocks(jax.random.PRNGKey(0), state, data, mode=True)
+    e = state.target - f
+    sse = jnp.sum(e * e)
+    g = data.groups
+    penalty = (jnp.sum(state.lambda_w[g] * (w - state.mu_w[g]) ** 2)
+               + jnp.sum(state.lambda_v[g] * (V - state.mu_v[g]) ** 2))
+    return state._replace(w=w, V=V), FMMapInfo(0.5 * state.alpha * sse + 0.5 * penalty, jnp.sqrt(sse / e.shape[0]))
+
+
+def build_map_kernel(data: FMData, prior: FMPrior) -> Kernel:
+    """The MAP fit (:func:`map_sweep`) as a deterministic
+    :class:`~bayesmf.engines.driver.Kernel`: ``init(key, dtype=)`` the sampler's chain-0 start
+    (:func:`init`) with the fixed quantities of :func:`map_state`, ``step(key, state)`` one
+    sweep."""
+    prior = prior.validate()
+    if prior.ordinal:
+        raise ConfigError("the MAP fit is the Gaussian likelihood's: likelihood='ordinal' needs inference='gibbs'")
+
+    def start(key, dtype=jnp.float32):
+        return map_state(jax.tree_util.tree_map(lambda x: x[0], init(key, data, prior, 1, dtype)), prior)
+
+    return Kernel(init=start, step=lambda _key, state: map_sweep(state, data))

@@ -83,8 +83,11 @@ class BayesFMModel(NamedTuple):
 
     @property
     def numpyro_model(self):
-        """Not written yet: the Gibbs sampler is this model's only inference."""
-        raise ConfigError("BayesFM has no NumPyro model yet: use inference='gibbs'")
+        """:func:`bayesmf.posterior.fm_numpyro.fm_model` (Gaussian likelihood), the model the
+        Gibbs sampler samples."""
+        from bayesmf.posterior.fm_numpyro import fm_model
+
+        return fm_model
 
     def sites(self) -> tuple[str, ...]:
         """``w0``, ``w``, ``V``, the group hyperparameters and ``alpha``."""
@@ -95,9 +98,15 @@ class BayesFMModel(NamedTuple):
         has no invariance move yet)."""
         return fm_gibbs.build_kernel(data, self.prior)
 
-    def map_kernel(self, data, method: str = "als") -> Kernel:
-        """Not available: the sampler starts from small random factors."""
-        raise ConfigError("BayesFM has no MAP kernel: use inference='gibbs'")
+    def map_kernel(self, data: fm_gibbs.FMData, method: str = "als") -> Kernel:
+        """The MAP of ``(w, V)`` with the hyperparameters at their prior means, ``w0`` and
+        ``alpha`` fixed, by exact block coordinate ascent (``"als"``:
+        :func:`~bayesmf.posterior.fm_gibbs.build_map_kernel`, each colour's columns at their
+        conditional mean)."""
+        if method != "als":
+            raise ConfigError(f"BayesFM's MAP fit is exact coordinate ascent: MAPConfig.method must be 'als', "
+                              f"got {method!r}")
+        return fm_gibbs.build_map_kernel(data, self.prior)
 
     def factors(self, draws: dict, global_mean: float, n_users: int | None = None,
                 n_items: int | None = None) -> tuple:
@@ -127,26 +136,95 @@ class BayesFMModel(NamedTuple):
         return np.asarray(mean, np.float64), np.asarray(var, np.float64)
 
 
-def design_draws(design: Design, w0, w, V) -> np.ndarray:
-    """The noise-free prediction of every draw at every row of ``design`` (any blocks, context
-    included), by relation blocks: ``w0`` (S,), ``w`` (S, F), ``V`` (S, F, K); returns (S, n).
-    A ``lax.map`` over draws keeps the working memory O(rows K + block entries K) per draw."""
+class NewRows(NamedTuple):
+    r"""Pairs whose user or item lies outside the training index space, and each draw's prior of
+    a new one-hot column (the ``"user"`` and ``"item"`` groups' hyperparameters).
+
+    A new user's one-hot parameters are not in the draws; under the model they are a fresh draw
+    from their group's prior, ``w_u ~ N(mu^w, 1/lambda^w)``, ``v_u ~ N(mu^v, diag(1/lambda^v))``
+    (the same for a new item), independent of everything else given the draw.
+
+    Attributes
+    ----------
+    user, item : (n,) bool
+        The pair's user / item is new (its one-hot row is empty).
+    mu_w, lambda_w : (S, 2)
+        Per draw, the user group's and the item group's ``mu^w``, ``lambda^w`` (column 0 user,
+        1 item; any values for a group the design lacks, whose mask is then all False).
+    mu_v, lambda_v : (S, 2, K)
+        The same for ``mu^v``, ``lambda^v``.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    mu_w: np.ndarray
+    lambda_w: np.ndarray
+    mu_v: np.ndarray
+    lambda_v: np.ndarray
+
+
+def _design_map(design: Design, w0, w, V, new: NewRows | None):
+    """``lax.map`` over draws of the prediction at the rows of ``design`` (and, with ``new``, its
+    conditional variance): see :func:`design_draws` and :func:`design_conditional`."""
     blocks = []
     for b in design.blocks:
         rows = jnp.asarray(np.repeat(np.arange(b.n_rows), np.diff(b.indptr)))
         blocks.append((rows, jnp.asarray(b.columns), jnp.asarray(b.values, V.dtype), jnp.asarray(b.index), b.n_rows))
+    if new is not None:
+        a, c = (jnp.asarray(m, V.dtype) for m in (new.user, new.item))
+        a1, c1 = a[:, None], c[:, None]
 
     def one(draw):
-        w0_s, w_s, V_s = draw
+        w0_s, w_s, V_s = draw[:3]
         q = lin = sq = 0.0
         for rows, cols, x, index, n in blocks:  # a loop over blocks (a few)
             v = V_s[cols]
             q = q + jax.ops.segment_sum(x[:, None] * v, rows, n)[index]
             lin = lin + jax.ops.segment_sum(x * w_s[cols], rows, n)[index]
             sq = sq + jax.ops.segment_sum(x * x * jnp.sum(v * v, axis=1), rows, n)[index]
-        return w0_s + lin + 0.5 * (jnp.sum(q * q, axis=-1) - sq)
+        f = w0_s + lin + 0.5 * (jnp.sum(q * q, axis=-1) - sq)
+        if new is None:
+            return f
+        mu_w, lam_w, mu_v, lam_v = draw[3:]
+        # per coordinate k, the new terms are A_k B_k - q_k^2 with A = a v_u + q, B = c v_i + q
+        mean_a, var_a = a1 * mu_v[0] + q, a1 / lam_v[0]
+        mean_b, var_b = c1 * mu_v[1] + q, c1 / lam_v[1]
+        mean = f + a * mu_w[0] + c * mu_w[1] + jnp.sum(mean_a * mean_b - q * q, axis=-1)
+        var = a / lam_w[0] + c / lam_w[1] + jnp.sum(var_a * var_b + mean_a ** 2 * var_b + mean_b ** 2 * var_a,
+                                                     axis=-1)
+        return mean, var
 
-    return np.asarray(jax.lax.map(one, (jnp.asarray(w0, V.dtype), jnp.asarray(w), jnp.asarray(V))))
+    draws = (jnp.asarray(w0, V.dtype), jnp.asarray(w), jnp.asarray(V))
+    if new is not None:
+        draws += tuple(jnp.asarray(x, V.dtype) for x in (new.mu_w, new.lambda_w, new.mu_v, new.lambda_v))
+    return jax.lax.map(one, draws)
+
+
+def design_draws(design: Design, w0, w, V) -> np.ndarray:
+    """The noise-free prediction of every draw at every row of ``design`` (any blocks, context
+    included), by relation blocks: ``w0`` (S,), ``w`` (S, F), ``V`` (S, F, K); returns (S, n).
+    A ``lax.map`` over draws keeps the working memory O(rows K + block entries K) per draw."""
+    return np.asarray(_design_map(design, w0, w, V, None))
+
+
+def design_conditional(design: Design, w0, w, V, new: NewRows) -> tuple:
+    r"""Per draw, the mean and variance of the prediction at the rows of ``design`` when the
+    pairs' new users and items (``new``) add their one-hot terms drawn from their groups' prior
+    (:class:`NewRows`); both (S, n). With ``a``, ``c`` the pair's new-user and new-item
+    indicators and ``q = sum_j x_j v_j`` over the row's present features, the added terms are
+    ``a w_u + c w_i + sum_k (A_k B_k - q_k^2)`` with independent ``A_k = a v_uk + q_k``,
+    ``B_k = c v_ik + q_k`` (``a <v_u, q> + c <v_i, q> + a c <v_u, v_i>``), so
+
+    .. math::
+        E = f + a\mu^w_u + c\mu^w_i + \sum_k (m^A_k m^B_k - q_k^2),\qquad
+        \mathrm{Var} = \frac{a}{\lambda^w_u} + \frac{c}{\lambda^w_i}
+            + \sum_k \big(s^A_k s^B_k + (m^A_k)^2 s^B_k + (m^B_k)^2 s^A_k\big)
+
+    with ``m^A = a mu^v_u + q``, ``s^A = a / lambda^v_u`` (and the same for ``B``, the item
+    group). Exact moments; the added term is Gaussian unless both are new (then a product of
+    Gaussians)."""
+    mean, var = _design_map(design, w0, w, V, new)
+    return np.asarray(mean), np.asarray(var)
 
 
 def design_moments(design: Design, w0, w, V) -> tuple:

@@ -43,8 +43,10 @@ biases), which keeps float32 sums of residuals small.
    ``O(D^3)`` each), each with its own random axes. With biases the sweep also *starts* with
    both shifts drawn jointly with the offset's translation and with the bias precision
    integrated out (:func:`collapsed_shift_move`; the conjugate draw of the bias precisions,
-   before the rows, completes that block), and with Gaussian noise it ends with each side's biases and their
-   precision drawn as one block (:func:`bias_block_move`).
+   before the rows, completes that block), and each side's half step draws its bias precision
+   again with that side's rows and biases integrated out, then the rows and biases given it (one
+   block on the three, :func:`marginal_bias_precision`; from the half step's own systems, so
+   without another pass over the ratings).
 
 With biases, each user's ``(u_i, b_i)`` is drawn jointly: it is the same Gaussian conditional on
 the augmented vector ``x_i = [u_i; b_i]`` with item features ``[v_j; 1]``, targets
@@ -100,7 +102,16 @@ from jax.scipy.linalg import solve_triangular
 from bayesmf.engines import sharding
 from bayesmf.engines.chunks import Chunks, gram_chunks_for
 from bayesmf.engines.driver import Kernel
-from bayesmf.engines.linalg import all_finite, sample_gaussian, standard_gamma, standard_normal, unrolled_by_size
+from bayesmf.engines.linalg import (
+    all_finite,
+    draw_from_factor,
+    factor_gaussian,
+    last_pivot,
+    standard_gamma,
+    standard_normal,
+    unrolled_by_size,
+    with_last_pivot,
+)
 from bayesmf.posterior import ordinal
 from bayesmf.posterior.model import Prior
 
@@ -307,6 +318,19 @@ def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, oth
     of the normals one device would draw, the rows are all-gathered and the sums added per
     chunk (:mod:`bayesmf.engines.sharding`); the conditional means are then not formed (None).
     """
+    return _conditional_rows(key, other, chunks, mu, lam, alpha, jitter, other_bias, prior_precision, prior_shift,
+                             shift, sums, weights)[:4]
+
+
+def _conditional_rows(key, other, chunks, mu, lam, alpha, jitter, other_bias, prior_precision, prior_shift, shift,
+                      sums, weights, last_prior=None):
+    """:func:`conditional_rows`, returning also the prior precision ``P0`` it drew with.
+    ``last_prior``: a function ``(s, r, rated) -> p`` of per-row arrays (n_rows,) in row order
+    that chooses the last diagonal entry ``p`` of ``P0`` (a bias precision) after the rows'
+    systems are formed and before the rows are drawn: ``s`` and ``r`` are each row's precision
+    and information of its last coordinate with the others integrated out
+    (:func:`~bayesmf.engines.linalg.last_pivot`) at ``p = 0``, ``rated`` whether the row has
+    ratings. The systems are factorised once: ``p`` changes only their last pivot."""
     stats = sharding.row_stats(chunks, other, other_bias, shift, sums=sums, weights=weights)
     gram, rhs, yy = stats[:3]
     p0 = lam if prior_precision is None else prior_precision
@@ -314,15 +338,24 @@ def conditional_rows(key, other, chunks: Chunks, mu, lam, alpha, jitter=0.0, oth
     precision, h = p0[None] + alpha * gram, h0[None] + alpha * rhs
     if sharding.is_sharded(chunks):
         normals = standard_normal(key, (chunks.n_rows, h.shape[-1]), h.dtype)  # one device's stream
-        x, mean = sample_gaussian(key, precision, h, jitter, unrolled_by_size(*normals.shape),
-                                  sharding.local(chunks, normals))
+        factor = factor_gaussian(precision, h, jitter, unrolled_by_size(*normals.shape))
+        z = sharding.local(chunks, normals)
     else:
-        x, mean = sample_gaussian(key, precision, h, jitter)
+        factor, z = factor_gaussian(precision, h, jitter), standard_normal(key, h.shape, h.dtype)
+    if last_prior is not None:
+        s, r = last_pivot(factor)
+        old = p0[-1, -1]
+        rated = (gram[:, -1, -1] > 0).astype(s.dtype)
+        full = sharding.gather_rows(chunks, jnp.stack([s - old, r, rated], axis=1))  # every row, in row order
+        new = last_prior(full[:, 0], full[:, 1], full[:, 2] > 0).astype(p0.dtype)
+        factor = with_last_pivot(factor, s + (new - old))
+        p0 = p0.at[-1, -1].set(new)
+    x, mean = draw_from_factor(factor, z)
     total = sharding.residual_sum(chunks, x, *stats[3:]) if sums else jnp.zeros((), x.dtype)
     sse = sharding.squared_error(chunks, x, gram, rhs, yy)
     if sharding.is_sharded(chunks):
         x, mean = _prior_rows(chunks, sharding.gather_rows(chunks, x), p0, h0, normals, jitter), None
-    return x, mean, sse, total
+    return x, mean, sse, total, p0
 
 
 def _prior_rows(chunks, x, p0, h0, normals, jitter):
@@ -335,16 +368,88 @@ def _prior_rows(chunks, x, p0, h0, normals, jitter):
 
 
 def rows_with_biases(key, other, other_bias, chunks, mu, lam, bias_precision, alpha, jitter, shift=0.0,
-                     sums: bool = False, weights=None):
+                     sums: bool = False, weights=None, collapse=None):
     """Joint draw of ``(x_i, bias_i)`` for every row given the other side's factors and biases.
-    Returns (factors, biases, SSE, residual sum) (:func:`conditional_rows`)."""
+    ``collapse``: ``(normals, prior)``, two standard normals and the model, to draw the bias
+    precision first with the rows and biases integrated out (:func:`marginal_bias_precision`;
+    ``bias_precision`` is then its current value), making ``(lambda, x, bias)`` one block.
+    Returns (factors, biases, SSE, residual sum, bias precision) (:func:`conditional_rows`)."""
     D = other.shape[-1]
     features = jnp.concatenate([other, jnp.ones((other.shape[0], 1), other.dtype)], axis=1)
     p0 = jnp.zeros((D + 1, D + 1), other.dtype).at[:D, :D].set(lam).at[D, D].set(bias_precision)
     h0 = jnp.concatenate([lam @ mu, jnp.zeros((1,), other.dtype)])
-    x, _, sse, total = conditional_rows(key, features, chunks, mu, lam, alpha, jitter, other_bias, p0, h0, shift,
-                                        sums, weights)
-    return x[:, :D], x[:, D], sse, total
+    last_prior = None
+    if collapse is not None:
+        normals, prior = collapse
+        last_prior = functools.partial(marginal_bias_precision, normals, current=bias_precision,
+                                       bias_prior=prior.bias_prior)
+    x, _, sse, total, p0 = _conditional_rows(key, features, chunks, mu, lam, alpha, jitter, other_bias, p0, h0,
+                                             shift, sums, weights, last_prior)
+    return x[:, :D], x[:, D], sse, total, p0[D, D]
+
+
+def metropolis_accept(normal, log_ratio):
+    """Metropolis-Hastings acceptance with probability ``min(1, exp(log_ratio))`` from a standard
+    normal variate (the sampler's one call site for normals): ``Phi(normal)`` is uniform, and
+    ``u < exp(min(log_ratio, 0))`` is ``log u < log_ratio`` (``ndtr`` compiles to far fewer
+    operations than ``log Phi``)."""
+    return jax.scipy.special.ndtr(normal) < jnp.exp(jnp.minimum(log_ratio, 0.0))
+
+
+def marginal_bias_precision(normals, s, r, rated, current, bias_prior):
+    r"""One side's bias precision ``lambda`` drawn with that side's rows and biases integrated
+    out, given everything else (``rows_with_biases(collapse=...)`` then draws the rows and biases
+    given it: one Gibbs block on the three).
+
+    Row ``i``'s ``(x_i, b_i)`` is Gaussian given the rest with precision ``P_i(\lambda) =
+    P_i(0) + \lambda e e^	op`` (``e`` the bias coordinate) and information ``h_i`` (free of
+    ``lambda``: the biases' prior mean is 0). Integrating ``(x_i, b_i)`` out of prior times
+    likelihood leaves ``|\lambda e e^	op + \cdot|^{1/2} |P_i(\lambda)|^{-1/2}
+    \exp(h_i^	op P_i(\lambda)^{-1} h_i / 2)``; with ``s_i``, ``r_i`` the Schur complement and
+    information of the bias coordinate at ``lambda = 0`` (the bias's precision and information
+    with ``x_i`` integrated out), ``|P_i(\lambda)| \propto s_i + \lambda`` and
+    ``h_i^	op P_i^{-1} h_i = 	ext{const} + r_i^2 / (s_i + \lambda)``, so with a
+    ``Gamma(a_b, b_b)`` prior and ``t = \log\lambda``
+
+    .. math::
+        \log p(t \mid \cdot) = a_b t - b_b e^t + \sum_{i\ 	ext{rated}} \Big(	frac t2
+        - 	frac12 \log(s_i + e^t) + rac{r_i^2}{2 (s_i + e^t)}\Big) + 	ext{const}
+
+    (a row without ratings has ``s_i = r_i = 0``: its terms cancel). ``t`` is drawn by an
+    independence Metropolis-Hastings step from ``N(t_*, 1.2^2 / H)``, ``t_*`` four Newton steps
+    towards the mode from the conjugate guess ``(a_b + m/2) / (b_b + \sum_i (r_i/s_i)^2 / 2)``
+    (``m`` rated rows) and ``H`` the curvature of the last step: the proposal depends only on what
+    the block conditions on, so the independence ratio is exact. ``current``: the state's ``lambda``.
+    ``normals`` (2,): the proposal's and the acceptance's. With the rows integrated out,
+    ``lambda`` no longer alternates with the biases of rarely rated rows (prior-dominated,
+    ``|b|^2 \propto 1/\lambda``) nor with the split of a row's effect between its bias and
+    its factor's component along the other side's mean row.
+    """
+    a_b, b_b = bias_prior
+    w = rated.astype(s.dtype)
+    s = jnp.where(rated, jnp.maximum(s, 1e-12), 1.0)
+    r2 = jnp.where(rated, r * r, 0.0)
+    m = jnp.sum(w)
+
+    def newton(_, carry):  # one Newton step on t, gradient and curvature in closed form
+        t, _ = carry
+        lam = jnp.exp(t)
+        iq = 1.0 / (s + lam)
+        grad = a_b + 0.5 * m - b_b * lam - 0.5 * lam * jnp.sum(w * iq * (1.0 + r2 * iq))
+        curv = -b_b * lam - 0.5 * lam * jnp.sum(w * iq * iq * (s + r2 * (s - lam) * iq))
+        curv = jnp.minimum(curv, -1e-3)
+        return t - grad / curv, curv
+
+    t0 = jnp.log((a_b + 0.5 * m) / (b_b + 0.5 * jnp.sum(r2 / (s * s))))
+    t, curv = jax.lax.fori_loop(0, 4, newton, (t0, jnp.asarray(-1.0, s.dtype)))
+    sd = 1.2 / jnp.sqrt(-curv)
+    t_new = t + sd * normals[0]
+    points = jnp.stack([t_new, jnp.log(current)])
+    q = s[None] + jnp.exp(points)[:, None]
+    log_target = (a_b + 0.5 * m) * points - b_b * jnp.exp(points) + 0.5 * jnp.sum(w * (r2 / q - jnp.log(q)), axis=1)
+    log_weight = log_target + 0.5 * ((points - t) / sd) ** 2  # target over proposal
+    accept = metropolis_accept(normals[1], log_weight[0] - log_weight[1])
+    return jnp.exp(jnp.where(accept, t_new, points[1]))
 
 
 def _bias_precision(gamma_draw, bias, prior: Prior):
@@ -471,10 +576,15 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
     if prior.has_biases:
         prec_u = _bias_precision(gammas[2 * D], b_u, prior)
         prec_v = _bias_precision(gammas[2 * D + 1], b_v, prior)
-        U, b_u, _, _ = rows_with_biases(k_u, state.V, b_v, data.user_chunks, mu_u, lam_u, prec_u, state.alpha,
-                                        jitter, shift, weights=w)
-        V, b_v, sse, total = rows_with_biases(k_v, U, b_u, data.item_chunks, mu_v, lam_v, prec_v, state.alpha,
-                                              jitter, shift, sums=learn, weights=w)
+        collapse = [None, None]
+        if rescale:  # each side's bias precision drawn again with its rows integrated out
+            normals = standard_normal(jax.random.fold_in(key, 5), (2, 2), dtype)
+            collapse = [(normals[0], prior), (normals[1], prior)]
+        U, b_u, _, _, prec_u = rows_with_biases(k_u, state.V, b_v, data.user_chunks, mu_u, lam_u, prec_u,
+                                                state.alpha, jitter, shift, weights=w, collapse=collapse[0])
+        V, b_v, sse, total, prec_v = rows_with_biases(k_v, U, b_u, data.item_chunks, mu_v, lam_v, prec_v,
+                                                      state.alpha, jitter, shift, sums=learn, weights=w,
+                                                      collapse=collapse[1])
     else:
         U = conditional_rows(k_u, state.V, data.user_chunks, mu_u, lam_u, state.alpha, jitter, shift=shift,
                              weights=w)[0]
@@ -498,8 +608,6 @@ def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
         new = shift_move(jax.random.fold_in(k_move, 2), new, prior)
         if prior.learns_offset:
             new = translate_move(jax.random.fold_in(k_move, 1), new, prior)
-        if prior.gaussian:
-            new = bias_block_move(jax.random.fold_in(k_move, 4), new, data, prior)
     info = GibbsInfo(rmse, alpha, all_finite(new.U, new.V, new.Lambda_U, new.Lambda_V, new.b_U, new.b_V, new.offset),
                      accepted, cut_accept)
     return new, info
@@ -608,11 +716,12 @@ def _collapsed_shift_side(normals, state: GibbsState, prior: Prior, side: str) -
         return -0.5 * z @ P0 @ z + z @ P0 @ zp - shape * jnp.log1p(dS / S0)
 
     def proposal(zp_, Ftc_, S0_, c_):  # (mean, Cholesky factor of the precision) at a state
-        lam_hat = shape / S0_
-        for _ in range(3):
+        def refine(_, lam_hat):
             chol = jnp.linalg.cholesky(P0 + lam_hat * FtF)
             r = c_ - F @ jax.scipy.linalg.cho_solve((chol, True), P0 @ zp_ + lam_hat * Ftc_)
-            lam_hat = shape / (b_b + 0.5 * jnp.sum(r * r))
+            return shape / (b_b + 0.5 * jnp.sum(r * r))
+
+        lam_hat = jax.lax.fori_loop(0, 3, refine, shape / S0_)
         chol = jnp.linalg.cholesky(P0 + lam_hat * FtF)
         return jax.scipy.linalg.cho_solve((chol, True), P0 @ zp_ + lam_hat * Ftc_), chol
 
@@ -625,85 +734,11 @@ def _collapsed_shift_side(normals, state: GibbsState, prior: Prior, side: str) -
     c_new = c - F @ z
     mean_back, chol_back = proposal(zp - z, Ftc - FtF @ z, b_b + 0.5 * jnp.sum(c_new * c_new), c_new)
     log_ratio = log_target(z) + log_q(-z, mean_back, chol_back) - log_q(z, mean, chol)
-    # log of a uniform variate as log Phi(normal) (no second sampler call site)
-    z = jnp.where(jax.scipy.stats.norm.logcdf(normals[k]) < log_ratio, z, jnp.zeros_like(z))
+    z = jnp.where(metropolis_accept(normals[k], log_ratio), z, jnp.zeros_like(z))
     moved = {side: rows + z[:D], f"mu_{side}": mu + z[:D], other_bias: c - F @ z}
     if learn:
         moved["offset"] = (state.offset + z[D]).astype(state.offset.dtype)
     return state._replace(**moved)
-
-
-def bias_block_move(key, state: GibbsState, data: GibbsData, prior: Prior, sides: tuple = ("V", "U")) -> GibbsState:
-    r"""Each side's biases and their precision drawn as one block, the precision first with the
-    biases integrated out (Gaussian noise and biases only). Item side (then the user side the
-    same way, with the residuals after the item side's draw): given everything but ``c`` and
-    ``lambda_c``, item ``j``'s ``n_j`` ratings give ``y_ij = r_ij - m - b_i - u_i.v_j = c_j + eps``,
-    ``eps ~ N(0, 1/alpha)``, so with ``S_j = sum_i y_ij``
-
-    .. math::
-        \log p(\lambda_c \mid \cdot) = (a_b - 1) \log\lambda_c - b_b \lambda_c
-        + \sum_{j: n_j > 0} \Big(\tfrac12 \log\frac{\lambda_c}{\lambda_c + \alpha n_j}
-        - \frac{\alpha \lambda_c S_j^2}{2 n_j (\lambda_c + \alpha n_j)}\Big) + \text{const}
-
-    (``S_j / n_j ~ N(0, 1/lambda_c + 1/(alpha n_j))`` marginally; items without ratings drop
-    out), and then ``c_j | lambda_c, \cdot ~ N(alpha S_j / P_j, 1/P_j)``, ``P_j = lambda_c + alpha n_j``.
-    ``x = log lambda_c`` is drawn by an independence Metropolis-Hastings step from
-    ``N(x_*, 1.2^2 / H)``, ``x_*`` four Newton steps towards the mode of ``log p(e^x) + x``
-    from the conjugate guess ``(a_b + n/2) / (b_b + sum_j (S_j/n_j)^2 / 2)`` and ``H`` the
-    curvature there: the proposal depends only on what the block conditions on, so the usual
-    independence ratio is exact. The block is a Gibbs step on ``(lambda_c, c)``: it removes the
-    alternation between ``lambda_c | c`` and ``c | lambda_c`` that moves the precision of the
-    biases of rarely rated items (prior-dominated, so ``|c|^2 \propto 1/lambda_c``) by small
-    steps. One gather pass over the ratings, ``O(nnz D)``. ``sides``: whose biases, in order
-    (``"V"`` the items'; one alone in the tests).
-    """
-    shift = (state.offset - data.centre).astype(state.U.dtype)
-    e = rating_residuals(state.U, state.V, data, state.b_U, state.b_V, shift)
-    n_rows = [getattr(state, f"b_{side}").shape[0] for side in sides]
-    normals = standard_normal(key, (2 * len(sides) + sum(n_rows),), state.U.dtype)  # one sampler call site
-    start = 2 * len(sides)
-    for s, side in enumerate(sides):
-        state, e = _bias_block_side(normals[2 * s: 2 * s + 2], normals[start: start + n_rows[s]], e, state, data,
-                                    prior, side)
-        start += n_rows[s]
-    return state
-
-
-def _bias_block_side(normals, row_normals, e, state: GibbsState, data: GibbsData, prior: Prior, side: str):
-    """One side of :func:`bias_block_move`: two standard normals for the precision's proposal
-    and acceptance, one per row for the biases, ``e`` the current residuals (nnz,). Returns the
-    new state and the residuals after its draw."""
-    a_b, b_b = prior.bias_prior
-    alpha = state.alpha
-    bias, precision, index = f"b_{side}", f"bias_precision_{side}", data.items if side == "V" else data.users
-    old = getattr(state, bias)
-    n_rows = old.shape[0]
-    y = e + old[index]  # residuals without this side's biases
-    S = jax.ops.segment_sum(y, index, n_rows)
-    n = jax.ops.segment_sum(jnp.ones_like(y), index, n_rows)
-    ybar = S / jnp.maximum(n, 1.0)
-
-    def log_target(x):  # log p(lambda = e^x | .) + x (the Jacobian of x = log lambda)
-        lam = jnp.exp(x)
-        terms = 0.5 * (x - jnp.log(lam + alpha * n)) - 0.5 * alpha * lam * S * ybar / (lam + alpha * n)
-        return a_b * x - b_b * lam + jnp.sum(terms)
-
-    grad, curv = jax.grad(log_target), jax.grad(jax.grad(log_target))
-    x = jnp.log((a_b + 0.5 * jnp.sum(n > 0)) / (b_b + 0.5 * jnp.sum(ybar * ybar)))
-    for _ in range(4):
-        x = x - grad(x) / jnp.minimum(curv(x), -1e-3)
-    sd = 1.2 / jnp.sqrt(-jnp.minimum(curv(x), -1e-3))
-    x_old = jnp.log(getattr(state, precision))
-    x_new = x + sd * normals[0]
-
-    def log_weight(t):  # target over proposal
-        return log_target(t) + 0.5 * ((t - x) / sd) ** 2
-
-    accept = jax.scipy.stats.norm.logcdf(normals[1]) < log_weight(x_new) - log_weight(x_old)
-    lam = jnp.exp(jnp.where(accept, x_new, x_old))
-    P = lam + alpha * n
-    new = (alpha * S / P + row_normals / jnp.sqrt(P)).astype(old.dtype)
-    return state._replace(**{bias: new, precision: lam.astype(old.dtype)}), y - new[index]
 
 
 def translate_move(key, state: GibbsState, prior: Prior) -> GibbsState:
@@ -781,8 +816,7 @@ def rescale_move(key, state: GibbsState, prior: Prior, repeats: int = 1):
         def log_ratio(t):  # log target minus log proposal, up to a constant
             return -k * jnp.cosh(2.0 * t) + 2.0 * k * t * t
 
-        # log of a uniform variate as log Phi(z) of the remaining normals (no second sampler call site)
-        accept = jax.scipy.stats.norm.logcdf(nz[D * D + D:]) < log_ratio(t1) - log_ratio(t0)
+        accept = metropolis_accept(nz[D * D + D:], log_ratio(t1) - log_ratio(t0))
         c = jnp.exp(jnp.where(accept, t1 - t0, 0.0))
         A, A_inv = (Q * c[None, :]) @ Q.T, (Q / c[None, :]) @ Q.T
         lam_u, lam_v = A_inv @ lam_u @ A_inv, A @ lam_v @ A

@@ -145,10 +145,9 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     Sample stats (``stats``, per chain and draw): ``diverging``, ``num_steps`` (leapfrog steps,
     2^depth - 1 at most), ``acceptance_rate``, ``step_size`` and ``potential_energy``.
     """
-    from numpyro.infer import MCMC, NUTS
     from numpyro.infer.util import potential_energy
 
-    from bayesmf.posterior.guides import constrain, unconstrain, unconstrained_start
+    from bayesmf.posterior.guides import unconstrained_start
 
     if dense_mass == "hyper":
         # a dense block only over each side's hyperparameters (D + D(D+1)/2 coordinates),
@@ -171,26 +170,43 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
     inverse_mass = None
     if warm_draws is not None:
         adapt_mass_matrix = False if adapt_mass_matrix is None else adapt_mass_matrix
-        unconstrained_draws = unconstrain(sites, site_values(prior, parameterization, warm_draws))
-        n = next(iter(unconstrained_draws.values())).shape[0]
-        picks = np.linspace(n - 1, 0, chains, endpoint=False).astype(int)
-        starts = [{name: v[i] for name, v in unconstrained_draws.items()} for i in picks]
-        # dense blocks only where the warm-up will estimate their off-diagonal terms; kept
-        # fixed, a dense block would hold a diagonal multiplied as a full matrix at every step
-        dense_mass = _dense_blocks(dense_mass, sites) if adapt_mass_matrix else []
-        inverse_mass = inverse_mass_from_draws(unconstrained_draws, dense_mass)
+        starts, dense_mass, inverse_mass = warm_start(sites, site_values(prior, parameterization, warm_draws), chains,
+                                                      dense_mass, adapt_mass_matrix)
     else:
         adapt_mass_matrix = True if adapt_mass_matrix is None else adapt_mass_matrix
         values = {} if init_U is None else initial_values(prior, init_U, init_V, parameterization, ratings,
                                                            global_mean)
         # the given values for every chain; sites without one drawn per chain
         starts = [unconstrained_start(sites, k, values) for k in jax.random.split(k_start, chains)]
+    latent, stats = sample_nuts(potential, sites, starts, k_run, n_warmup=n_warmup, n_samples=n_samples,
+                                target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+                                inverse_mass=inverse_mass, adapt_mass_matrix=adapt_mass_matrix, progress=progress)
+    raw = _model_sites(latent, one, kwargs)
+    draws = {name: np.asarray(raw[name]).reshape(chains, n_samples, *raw[name].shape[1:])
+             for name in (*SITES, "alpha") if name in raw}
+    return _with_alpha(draws, prior, (chains, n_samples)), stats
+
+
+def sample_nuts(potential, sites, starts: list, key, *, n_warmup: int, n_samples: int, target_accept: float,
+                max_tree_depth: int, dense_mass, inverse_mass, adapt_mass_matrix: bool, progress: bool):
+    """NumPyro NUTS on ``potential`` (minus a model's log joint on the unconstrained scale, a
+    function of ``{site: value}`` over the latent ``sites``), one chain per start of ``starts``
+    (unconstrained values), run one after the other. Returns the constrained draws of the latent
+    sites ``{site: (chains * n_samples, ...)}`` (chain-major) and the sample stats ``{name:
+    (chains, n_samples)}`` (:func:`run_nuts`). Raises
+    :class:`~bayesmf.errors.DivergenceError` when a chain never moved (a start where the log
+    density or its gradient is not finite)."""
+    from numpyro.infer import MCMC, NUTS
+
+    from bayesmf.posterior.guides import constrain
+
+    chains = len(starts)
     start = starts[0] if chains == 1 else jax.tree.map(lambda *v: jnp.stack(v), *starts)
     kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass, inverse_mass_matrix=inverse_mass, adapt_mass_matrix=adapt_mass_matrix)
     mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=chains,
                 chain_method="sequential", progress_bar=progress)
-    mcmc.run(k_run, init_params=start, extra_fields=tuple(_STAT_NAMES))
+    mcmc.run(key, init_params=start, extra_fields=tuple(_STAT_NAMES))
     unconstrained = mcmc.get_samples(group_by_chain=True)
     first = np.asarray(unconstrained[sites[0].name]).reshape(chains, n_samples, -1)
     same = (first == first[:, :1]) | (np.isnan(first) & np.isnan(first[:, :1]))  # NaN counts as not moving
@@ -202,11 +218,26 @@ def run_nuts(ratings, prior: Prior, global_mean: float, key, *, n_warmup: int, n
                               "iterations: the log density or its gradient is not finite there (check the "
                               "starting factors and hyperparameters)")
     flat = {name: v.reshape(chains * n_samples, *v.shape[2:]) for name, v in unconstrained.items()}
-    raw = _model_sites(constrain(sites, flat), one, kwargs)
-    draws = {name: np.asarray(raw[name]).reshape(chains, n_samples, *raw[name].shape[1:])
-             for name in (*SITES, "alpha") if name in raw}
     stats = {_STAT_NAMES[name]: np.asarray(v) for name, v in mcmc.get_extra_fields(group_by_chain=True).items()}
-    return _with_alpha(draws, prior, (chains, n_samples)), stats
+    return constrain(sites, flat), stats
+
+
+def warm_start(sites, draws: dict, chains: int, dense_mass, adapt_mass_matrix: bool):
+    """NUTS's start from ``n`` draws ``{site: (n, ...)}`` of the latent ``sites`` (constrained,
+    e.g. a short Gibbs run): the chains start at ``chains`` draws evenly spaced back from the
+    last, and the inverse mass matrix is the draws' variance on the unconstrained scale
+    (:func:`inverse_mass_from_draws`), dense over the blocks of ``dense_mass`` only when the
+    warm-up adapts it. Returns ``(starts, dense_mass, inverse_mass)``."""
+    from bayesmf.posterior.guides import unconstrain
+
+    unconstrained_draws = unconstrain(sites, draws)
+    n = next(iter(unconstrained_draws.values())).shape[0]
+    picks = np.linspace(n - 1, 0, chains, endpoint=False).astype(int)
+    starts = [{name: v[i] for name, v in unconstrained_draws.items()} for i in picks]
+    # dense blocks only where the warm-up will estimate their off-diagonal terms; kept
+    # fixed, a dense block would hold a diagonal multiplied as a full matrix at every step
+    dense_mass = _dense_blocks(dense_mass, sites) if adapt_mass_matrix else []
+    return starts, dense_mass, inverse_mass_from_draws(unconstrained_draws, dense_mass)
 
 
 def _dense_blocks(dense_mass, sites) -> list[tuple[str, ...]]:
@@ -269,7 +300,6 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
     import numpyro.optim as optim
     from numpyro.infer import SVI, Trace_ELBO
 
-    from bayesmf.engines.driver import progress_bar
     from bayesmf.errors import ConfigError
     from bayesmf.posterior.guides import GaussianGuide
 
@@ -305,11 +335,26 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
 
         return jax.lax.scan(body, state, keys)
 
+    state, losses = svi_steps(run_chunk, state, k_fit, steps, chunk, learning_rate, "BPMF SVI", progress)
+    params = svi.get_params(state)
+    raw = _model_sites(jax.jit(q.sample, static_argnums=2)(k_draw, params, n_samples), one, model_kwargs)
+    draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
+    return _with_alpha(draws, prior, (1, n_samples)), losses
+
+
+def svi_steps(run_chunk, state, key, steps: int, chunk: int, learning_rate: float, desc: str, progress: bool):
+    """``steps`` SVI steps, ``chunk`` at a time: ``run_chunk(state, keys)`` (jitted, a
+    ``lax.scan`` of NumPyro's ``svi.update`` over ``keys``) returns the state and the ELBO loss of
+    each step; the chunk starting at step ``t`` gets keys split from ``fold_in(key, t)``. Returns
+    the state and the loss trace (steps,). Raises :class:`~bayesmf.errors.DivergenceError` at the
+    first non-finite loss."""
+    from bayesmf.engines.driver import progress_bar
+
     losses = []
-    bar = progress_bar(steps, "BPMF SVI", progress)
+    bar = progress_bar(steps, desc, progress)
     try:
         for start_step in range(0, steps, chunk):
-            keys = jax.random.split(jax.random.fold_in(k_fit, start_step), min(chunk, steps - start_step))
+            keys = jax.random.split(jax.random.fold_in(key, start_step), min(chunk, steps - start_step))
             state, loss = run_chunk(state, keys)
             losses.append(np.asarray(loss))
             if not np.all(np.isfinite(losses[-1])):
@@ -321,20 +366,18 @@ def run_svi(ratings, prior: Prior, global_mean: float, key, *, steps: int, n_sam
             bar.update(len(keys))
     finally:
         bar.close()
-    params = svi.get_params(state)
-    raw = _model_sites(jax.jit(q.sample, static_argnums=2)(k_draw, params, n_samples), one, model_kwargs)
-    draws = {name: np.asarray(raw[name])[None] for name in (*SITES, "alpha") if name in raw}
-    return _with_alpha(draws, prior, (1, n_samples)), np.concatenate(losses)
+    return state, np.concatenate(losses)
 
 
-def _model_sites(latent: dict, args, kwargs) -> dict:
-    """Every site of the model (latent and deterministic, e.g. ``Lambda``) for each of the draws
+def _model_sites(latent: dict, args, kwargs, model=bpmf_model) -> dict:
+    """Every site of ``model`` (latent and deterministic, e.g. ``Lambda``) for each of the draws
     ``latent`` ``{site: (n, ...)}`` of its latent sites: one jitted, vmapped run of the model per
-    draw on ``args`` (a single rating will do: no site but the likelihood reads the ratings)."""
+    draw on ``args`` (for BPMF a single rating will do: no site but the likelihood reads the
+    ratings)."""
     from numpyro import handlers
 
     def model_sites(one_draw):
-        tr = handlers.trace(handlers.substitute(handlers.seed(bpmf_model, 0), data=one_draw)).get_trace(*args, **kwargs)
+        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=one_draw)).get_trace(*args, **kwargs)
         return {name: site["value"] for name, site in tr.items()
                 if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False)}
 

@@ -352,12 +352,13 @@ def category_probabilities(f, cutpoints, f_var=0.0):
 @jax.jit
 def class_probabilities(f_draws, cutpoint_draws, f_var=0.0):
     """Posterior predictive category probabilities averaged over draws: ``f_draws`` (S, n),
-    ``cutpoint_draws`` (S, K - 1), ``f_var`` a scalar or (n,) extra spread of ``f``
-    (:func:`category_probabilities`); returns (n, K). A scan over draws: memory O(n K)."""
+    ``cutpoint_draws`` (S, K - 1), ``f_var`` a scalar, (n,) or per draw (S, n) extra spread of
+    ``f`` (:func:`category_probabilities`); returns (n, K). A scan over draws: memory O(n K)."""
     def body(total, draw):
-        f, c = draw
-        return total + category_probabilities(f, c, f_var), None
+        f, c, v = draw
+        return total + category_probabilities(f, c, v), None
 
     zeros = jnp.zeros((f_draws.shape[1], cutpoint_draws.shape[1] + 1), f_draws.dtype)
-    total, _ = jax.lax.scan(body, zeros, (f_draws, cutpoint_draws))
+    spread = jnp.broadcast_to(jnp.asarray(f_var, f_draws.dtype), f_draws.shape)
+    total, _ = jax.lax.scan(body, zeros, (f_draws, cutpoint_draws, spread))
     return total / f_draws.shape[0]
