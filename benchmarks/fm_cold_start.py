@@ -18,8 +18,8 @@ Models (``--models``):
   libFM's ``x_u = 0``).
 * ``fm_item_side``: the same FM without user side features: a cold user has the item part only
   (the FM's bias fallback), again as ``fm_item_side`` (prior) and ``fm_item_side:empty``.
-* ``bpmf``: :class:`bayesmf.BPMF` (``biases=True``) with ``unknown="fallback"`` (the global mean
-  and the prior-predictive variance for an unknown user or item).
+* ``bpmf``: :class:`bayesmf.BPMF` (``biases=True``) with ``unknown="fallback"`` (a new user's
+  vector and bias drawn from the users' prior per draw, the item's own terms kept).
 * ``global_mean``: the training mean with the training ratings' standard deviation as a Gaussian.
 
 Side levels that no training user or item has go to each column's ``<unknown>`` level
