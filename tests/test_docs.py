@@ -40,3 +40,16 @@ def test_readme_keeps_the_two_set_up_commands_and_links_the_docs():
     assert "## Developers" in readme and "make docs" in readme.split("## Developers", 1)[1]
     for target in re.findall(r"\]\(((?:docs|benchmarks)/[^)#]+)\)", readme) + ["CITATION.cff", "CHANGELOG.md"]:
         assert (ROOT / target).exists(), target
+
+
+def test_sources_hold_no_control_characters():
+    """A docstring written through a non-raw string turns ``\\frac``, ``\\alpha`` or ``\\top`` into
+    form feeds, bells and tabs: the rendered maths breaks and `make docs` fails far from the cause."""
+    bad = {}
+    for folder in ("bayesmf", "tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                found = re.findall(r"[\x00-\x09\x0b-\x1f]", line)
+                if found:
+                    bad[f"{path.relative_to(ROOT)}:{number}"] = found
+    assert not bad, bad

@@ -779,7 +779,7 @@ def map_sweep(state: FMState, data: FMData) -> tuple[FMState, FMMapInfo]:
     the objective
 
     .. math::
-        rac{lpha}{2} \sum_r (y_r - f_r)^2 + rac12 \sum_j \Big(\lambda^w_{g(j)} (w_j - \mu^w_{g(j)})^2
+        \frac{\alpha}{2} \sum_r (y_r - f_r)^2 + \frac12 \sum_j \Big(\lambda^w_{g(j)} (w_j - \mu^w_{g(j)})^2
         + \sum_f \lambda^v_{g(j)f} (v_{jf} - \mu^v_{g(j)f})^2\Big)
 
     never increases."""

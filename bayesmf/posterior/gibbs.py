@@ -402,18 +402,18 @@ def marginal_bias_precision(normals, s, r, rated, current, bias_prior):
     given it: one Gibbs block on the three).
 
     Row ``i``'s ``(x_i, b_i)`` is Gaussian given the rest with precision ``P_i(\lambda) =
-    P_i(0) + \lambda e e^	op`` (``e`` the bias coordinate) and information ``h_i`` (free of
+    P_i(0) + \lambda e e^\top`` (``e`` the bias coordinate) and information ``h_i`` (free of
     ``lambda``: the biases' prior mean is 0). Integrating ``(x_i, b_i)`` out of prior times
-    likelihood leaves ``|\lambda e e^	op + \cdot|^{1/2} |P_i(\lambda)|^{-1/2}
-    \exp(h_i^	op P_i(\lambda)^{-1} h_i / 2)``; with ``s_i``, ``r_i`` the Schur complement and
+    likelihood leaves ``|\lambda e e^\top + \cdot|^{1/2} |P_i(\lambda)|^{-1/2}
+    \exp(h_i^\top P_i(\lambda)^{-1} h_i / 2)``; with ``s_i``, ``r_i`` the Schur complement and
     information of the bias coordinate at ``lambda = 0`` (the bias's precision and information
     with ``x_i`` integrated out), ``|P_i(\lambda)| \propto s_i + \lambda`` and
-    ``h_i^	op P_i^{-1} h_i = 	ext{const} + r_i^2 / (s_i + \lambda)``, so with a
+    ``h_i^\top P_i^{-1} h_i = \text{const} + r_i^2 / (s_i + \lambda)``, so with a
     ``Gamma(a_b, b_b)`` prior and ``t = \log\lambda``
 
     .. math::
-        \log p(t \mid \cdot) = a_b t - b_b e^t + \sum_{i\ 	ext{rated}} \Big(	frac t2
-        - 	frac12 \log(s_i + e^t) + rac{r_i^2}{2 (s_i + e^t)}\Big) + 	ext{const}
+        \log p(t \mid \cdot) = a_b t - b_b e^t + \sum_{i\ \text{rated}} \Big(\tfrac t2
+        - \tfrac12 \log(s_i + e^t) + \frac{r_i^2}{2 (s_i + e^t)}\Big) + \text{const}
 
     (a row without ratings has ``s_i = r_i = 0``: its terms cancel). ``t`` is drawn by an
     independence Metropolis-Hastings step from ``N(t_*, 1.2^2 / H)``, ``t_*`` four Newton steps
