@@ -196,6 +196,20 @@ def test_ordinal_bpmf_predicts_categories_and_round_trips(tmp_path):
     assert np.allclose(again.predict_dist(data.users[:20], data.items[:20]).probabilities, dist.probabilities)
     unknown = model.predict_dist(np.array([10_000]), np.array([0]), unknown="fallback")
     assert unknown.probabilities.shape == (1, 5) and np.isclose(unknown.probabilities.sum(), 1.0)
+    # a new user at item 4: per draw f ~ N(m + c_4 + mu_U'v_4, v_4' Lambda_U^-1 v_4 + 1/lambda_b), in NumPy
+    S, D = 40, 2
+    v4 = model.item_samples_.astype(np.float64).reshape(S, -1, D)[:, 4]
+    m = (model.offset_samples_.reshape(S) + model.b_V_samples_.reshape(S, -1)[:, 4]
+         + np.einsum("sd,sd->s", model.mu_U_samples_.reshape(S, D), v4))
+    cov = np.linalg.inv(model.Lambda_U_samples_.astype(np.float64).reshape(S, D, D))
+    var = np.einsum("sd,sde,se->s", v4, cov, v4) + 1 / model.bias_precision_U_samples_.reshape(S)
+    cuts = model.cutpoints_samples_.astype(np.float64).reshape(S, -1)
+    ext = np.concatenate([np.full((S, 1), -np.inf), cuts, np.full((S, 1), np.inf)], axis=1)
+    expected = np.diff(ndtr((ext - m[:, None]) / np.sqrt(1 + var)[:, None]), axis=1).mean(0)
+    new_user = model.predict_dist(np.array([10_000]), np.array([4]), unknown="fallback")
+    np.testing.assert_allclose(new_user.probabilities[0], expected, atol=2e-5)
+    assert model.predict(np.array([10_000]), np.array([4]), unknown="fallback", clip=False)[0] == pytest.approx(
+        expected @ np.arange(1, 6), rel=1e-5)
     with pytest.raises(DataError, match="row 3 holds 3.7"):
         BPMF(rank=2, likelihood="ordinal").fit(Ratings.from_arrays([0, 1, 2, 3], [0, 1, 0, 1], [1, 2, 5, 3.7]))
     with pytest.raises(ConfigError, match="inference='gibbs' only"):

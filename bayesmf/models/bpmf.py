@@ -751,28 +751,37 @@ class BPMF(FactorModel):
             return mean.astype(np.float64), np.zeros(users.shape)
         return self.bayesian_model().predictive_moments(self._flat_draws(), users, items, self.global_mean_)
 
-    def _class_probabilities(self, users, items, bad, n_draws: int | None = None) -> np.ndarray:
+    def _class_probabilities(self, users, items, bad_u, bad_i, n_draws: int | None = None) -> np.ndarray:
         """Ordinal: posterior predictive category probabilities (n, K) over every kept draw (or
-        ``n_draws`` evenly spaced ones); unknown rows (``bad``) from ``f ~ N(m, v)`` with ``v`` the
-        prior's epistemic variance, ``P(k) = Phi((c_k - m)/sqrt(1 + v)) - ...`` per draw."""
+        ``n_draws`` evenly spaced ones). A pair with one side unseen (``bad_u`` xor ``bad_i``)
+        takes per draw ``f ~ N(m_s, v_s)`` from :meth:`_half_known_draws`, one with both unseen
+        ``f ~ N(global mean, v)`` with ``v`` the prior's epistemic variance:
+        ``P(k) = Phi((c_k - m)/sqrt(1 + v)) - ...`` per draw."""
         from bayesmf.posterior.ordinal import class_probabilities
 
         U, V, BU, BV = self._flat_draws()
         cuts = self.cutpoints_samples_.reshape(U.shape[0], -1)
+        pick = np.arange(U.shape[0])
         if n_draws is not None:
             pick = np.linspace(0, U.shape[0] - 1, min(n_draws, U.shape[0])).round().astype(int)
             U, V, BU, BV, cuts = U[pick], V[pick], BU[pick], BV[pick], cuts[pick]
         probs = np.asarray(pair_class_probabilities(*(jnp.asarray(a) for a in (U, V, BU, BV, cuts)),
                                                     jnp.asarray(users), jnp.asarray(items), self.global_mean_),
                            np.float64)
-        if bad.any():
-            f = jnp.full((cuts.shape[0], int(bad.sum())), self.global_mean_, U.dtype)
-            probs[bad] = np.asarray(class_probabilities(f, jnp.asarray(cuts), self._prior_epistemic_variance()))
+        both = bad_u & bad_i
+        if both.any():
+            f = jnp.full((cuts.shape[0], int(both.sum())), self.global_mean_, U.dtype)
+            probs[both] = np.asarray(class_probabilities(f, jnp.asarray(cuts), self._prior_epistemic_variance()))
+        half = self._half_known_draws(users, items, bad_u, bad_i)
+        if half is not None:
+            f, v, rows = half
+            probs[rows] = np.asarray(class_probabilities(jnp.asarray(f[pick], U.dtype), jnp.asarray(cuts),
+                                                         jnp.asarray(v[pick], U.dtype)))
         return probs
 
     def _predict_indices(self, users, items, bad_u, bad_i) -> np.ndarray:
         if self.ordinal and self.has_draws:  # the expected rating
-            return (self._class_probabilities(users, items, bad_u | bad_i) @ self.rating_levels_).astype(np.float32)
+            return (self._class_probabilities(users, items, bad_u, bad_i) @ self.rating_levels_).astype(np.float32)
         mean, var = self._moments(users, items, bad_u | bad_i)
         return self._fallback_moments(users, items, bad_u, bad_i, mean, var)[0].astype(np.float32)
 
@@ -810,7 +819,8 @@ class BPMF(FactorModel):
         if self.ordinal:
             from bayesmf.predictive import CategoricalDistribution
 
-            probs = self._class_probabilities(np.where(bad_u, 0, users), np.where(bad_i, 0, items), bad, n_draws)
+            probs = self._class_probabilities(np.where(bad_u, 0, users), np.where(bad_i, 0, items), bad_u, bad_i,
+                                              n_draws)
             return CategoricalDistribution.from_probabilities(probs, self.rating_levels_)
         safe_u, safe_i = np.where(bad_u, 0, users), np.where(bad_i, 0, items)
         mean, var = self._moments(safe_u, safe_i, bad)
