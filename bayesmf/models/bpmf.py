@@ -146,6 +146,19 @@ def overdispersed_starts(U0, V0, chains: int, seed: int):
     return out
 
 
+def _new_row_moments(x, bias, mu, Lambda, bias_precision):
+    r"""Per-draw mean and variance of ``bias + x' z + b`` for a row unseen in training,
+    ``z ~ N(mu, Lambda^{-1})`` and ``b ~ N(0, 1/lambda_b)``, against known vectors: ``x`` (S, m, D),
+    ``bias`` (S, m), ``mu`` (S, D), ``Lambda`` (S, D, D), ``bias_precision`` (S,) or None (no
+    biases). Returns ``bias + x' mu`` and ``x' Lambda^{-1} x + 1/lambda_b``, each (S, m)."""
+    x = np.asarray(x, np.float64)
+    mean = np.asarray(bias, np.float64) + np.einsum("smd,sd->sm", x, mu)
+    var = np.einsum("smd,sde,sme->sm", x, np.linalg.inv(Lambda), x)
+    if bias_precision is not None:
+        var = var + 1.0 / bias_precision[:, None]
+    return mean, var
+
+
 class BPMF(FactorModel):
     """Bayesian PMF (Salakhutdinov & Mnih 2008). See the module docstring and
     :mod:`bayesmf.posterior.model` for the model and its defaults (the authors' settings).
@@ -705,30 +718,28 @@ class BPMF(FactorModel):
         rows = np.flatnonzero(half)
         U, V, BU, BV = self._flat_draws()
         S, D = U.shape[0], self.rank
-        shift = np.zeros(S)
-        if getattr(self, "offset_samples_", None) is not None:
-            shift = self.offset_samples_.reshape(-1).astype(np.float64) - self.global_mean_
+        biases = self.b_U_samples_ is not None
+
+        def hyper(name, *shape):
+            return getattr(self, f"{name}_samples_").reshape(S, *shape).astype(np.float64)
+
         f = np.empty((S, rows.size))
         var = np.empty((S, rows.size))
-        for side_unknown, known, mu, lam, prec, own_bias, known_bias, known_idx in (
-                (bad_u, V, self.mu_U_samples_, self.Lambda_U_samples_, "bias_precision_U_samples_", None, BV, items),
-                (bad_i, U, self.mu_V_samples_, self.Lambda_V_samples_, "bias_precision_V_samples_", shift, BU, users)):
-            pick = side_unknown[rows]
-            if not pick.any():
-                continue
-            x = known[:, known_idx[rows[pick]]].astype(np.float64)  # (S, m, D) the known side's vectors
-            mu = mu.reshape(S, D).astype(np.float64)
-            cov = np.linalg.inv(lam.reshape(S, D, D).astype(np.float64))
-            mean = known_bias[:, known_idx[rows[pick]]] + np.einsum("smd,sd->sm", x, mu)
-            if own_bias is not None:  # a new item: the offset, folded into the item biases, comes back
-                mean = mean + own_bias[:, None]
-            v = np.einsum("smd,sde,sme->sm", x, cov, x)
-            precision = getattr(self, prec, None)
-            if self.b_U_samples_ is not None and precision is not None:
-                v = v + 1.0 / precision.reshape(S, 1).astype(np.float64)
-            f[:, pick] = self.global_mean_ + mean
-            var[:, pick] = v
-        return f, var, rows
+        new_user, new_item = bad_u[rows], bad_i[rows]
+        if new_user.any():  # the known items' terms against a user drawn from the users' prior
+            j = items[rows[new_user]]
+            f[:, new_user], var[:, new_user] = _new_row_moments(
+                V[:, j], BV[:, j], hyper("mu_U", D), hyper("Lambda_U", D, D),
+                hyper("bias_precision_U") if biases else None)
+        if new_item.any():  # the item biases carry the learned offset: a new item gets it back
+            i = users[rows[new_item]]
+            offset = np.zeros((S, 1))
+            if getattr(self, "offset_samples_", None) is not None:
+                offset = hyper("offset", 1) - self.global_mean_
+            f[:, new_item], var[:, new_item] = _new_row_moments(
+                U[:, i], BU[:, i] + offset, hyper("mu_V", D), hyper("Lambda_V", D, D),
+                hyper("bias_precision_V") if biases else None)
+        return self.global_mean_ + f, var, rows
 
     def _fallback_moments(self, users, items, bad_u, bad_i, mean, var):
         """``mean``/``var`` (noise-free, at known pairs) with the unknown rows filled in: one side
