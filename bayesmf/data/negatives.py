@@ -70,6 +70,7 @@ def sample_negatives(
     rng = np.random.default_rng(seed)
     out = np.full((users.size, n), -1, dtype=np.int64)
     filled = np.zeros(users.size, dtype=np.int64)
+    uniform = bool(np.all(p == p[0]))
     cdf = np.cumsum(p)
     cdf[-1] = 1.0
     todo = np.arange(users.size)
@@ -79,38 +80,39 @@ def sample_negatives(
         need = n - filled[todo]
         # size the batch for 90% of the rows; the unlucky rest get a larger batch next round
         width = int(np.ceil(np.percentile(need / accept[todo], 90) * 1.2)) + 8
-        cand = np.searchsorted(cdf, rng.random((todo.size, width)), side="right")
+        u = rng.random((todo.size, width))
+        # inverse CDF; for equal probabilities it is floor(u * n_items), without a search
+        cand = (u * positives.n_items).astype(np.int64) if uniform else np.searchsorted(cdf, u, side="right")
         cand = np.minimum(cand, positives.n_items - 1)
         ok = ~positives.contains(np.repeat(users[todo], width), cand.reshape(-1)).reshape(cand.shape)
-        if not replace:
-            ok &= _first_occurrence(cand, out[todo])
-        # keep the first `need` accepted candidates of each row, in draw order
-        take = ok & (np.cumsum(ok, axis=1) <= need[:, None])
-        row, col = np.nonzero(take)
-        slot = filled[todo][row] + (np.cumsum(take, axis=1)[row, col] - 1)
-        out[todo[row], slot] = cand[row, col]
-        filled[todo] += take.sum(axis=1)
+        out[todo], filled[todo] = _accept_in_order(cand, ok, out[todo], filled[todo], n, replace)
         todo = todo[filled[todo] < n]
     if todo.size:
         raise DataError(f"could not draw {n} negatives for user index {users[todo[0]]} in {max_rounds} rounds")
     return out.astype(np.int32)
 
 
-def _first_occurrence(cand: np.ndarray, already: np.ndarray) -> np.ndarray:
-    """Mask of candidates that neither repeat an earlier candidate of their row nor an item
-    already drawn for that row (``already`` holds -1 in empty slots, which never match).
+def _accept_in_order(cand: np.ndarray, ok: np.ndarray, rows: np.ndarray, filled: np.ndarray, n: int,
+                     replace: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Append to each row of ``rows`` (shape (r, n), -1 in its empty slots; ``filled`` (r,)
+    slots used) the candidates of ``cand`` (r, width) whose ``ok`` is set, in draw order, until the
+    row holds ``n``; without ``replace`` a candidate already in its row is skipped.
 
-    Keeping the first occurrence in draw order (not, say, the smallest item) makes the kept
-    items a successive sample without replacement from the sampling distribution.
+    Keeping the first occurrences in draw order (not, say, the smallest items) makes the kept
+    items a successive sample without replacement from the sampling distribution. The loop runs
+    over the ``width`` candidate columns (a few dozen), each step vectorised over the rows.
     """
-    both = np.concatenate([already, cand], axis=1)
-    order = np.argsort(both, axis=1, kind="stable")
-    ranked = np.take_along_axis(both, order, axis=1)
-    repeat = np.zeros(both.shape, dtype=bool)
-    repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
-    first = np.empty_like(repeat)
-    np.put_along_axis(first, order, ~repeat, axis=1)
-    return first[:, already.shape[1]:]
+    rows, filled = rows.copy(), filled.copy()
+    index = np.arange(rows.shape[0])
+    for j in range(cand.shape[1]):
+        c = cand[:, j]
+        take = ok[:, j] & (filled < n)
+        if not replace:
+            take &= ~(rows == c[:, None]).any(axis=1)
+        sel = index[take]
+        rows[sel, filled[sel]] = c[sel]
+        filled[sel] += 1
+    return rows, filled
 
 
 def _check_availability(positives: Ratings, users: np.ndarray, p: np.ndarray, n: int, replace: bool) -> None:

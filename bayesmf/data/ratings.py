@@ -78,9 +78,13 @@ def group_rows(keys: np.ndarray, n_groups: int) -> Grouping:
     return Grouping(*(_readonly(a) for a in (order, indptr, keys[order], counts)))
 
 
+PAIR_TABLE_BYTES = 2**26
+"""Largest ``n_users * n_items`` for which :meth:`Ratings.contains` keeps a boolean pair table."""
+
+
 def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
     """Unique int64 key ``user * n_items + item`` of each (user, item) pair."""
-    return users.astype(np.int64) * np.int64(n_items) + items.astype(np.int64)
+    return users.astype(np.int64, copy=False) * np.int64(n_items) + items.astype(np.int64, copy=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -305,9 +309,23 @@ class Ratings:
         """:attr:`keys` sorted, for O(log nnz) membership tests (see :meth:`contains`)."""
         return _readonly(np.sort(self.keys))
 
+    @cached_property
+    def _pair_table(self) -> np.ndarray | None:
+        """A (n_users * n_items,) boolean table of the observed pairs when it is at most
+        :data:`PAIR_TABLE_BYTES` (a lookup per query instead of a binary search), else None."""
+        size = self.n_users * self.n_items
+        if size > PAIR_TABLE_BYTES:
+            return None
+        table = np.zeros(size, dtype=bool)
+        table[self.keys] = True
+        return _readonly(table)
+
     def contains(self, users, items) -> np.ndarray:
         """Boolean mask: is each (user, item) pair among the observed ratings? Vectorised."""
         q = pair_keys(np.asarray(users), np.asarray(items), self.n_items)
+        table = self._pair_table
+        if table is not None and (q.size == 0 or (q.min() >= 0 and q.max() < table.size)):
+            return table[q]
         pos = np.minimum(np.searchsorted(self.sorted_keys, q), self.nnz - 1)
         return self.sorted_keys[pos] == q
 
