@@ -112,17 +112,19 @@ def make_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, batch
         weight = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
         weight = weight.reshape(n_batches, batch_size)
         keys = jax.random.split(batch_key, n_batches)
+        # the epoch's minibatches gathered once, in order, as the scan's inputs (one pass over
+        # the data instead of a gather from the whole array inside every update)
+        batches = jax.tree_util.tree_map(lambda leaf: leaf[order], data)
 
         def update(carry, xs):
             params, opt_state, step = carry
-            idx, w, k = xs
-            batch = jax.tree_util.tree_map(lambda leaf: leaf[idx], data)
+            batch, w, k = xs
             loss, grads = grad_fn(params, batch, w, k, step)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state, step + 1), loss * jnp.sum(w)
 
-        (params, opt_state, step), weighted = jax.lax.scan(update, tuple(state), (order, weight, keys))
+        (params, opt_state, step), weighted = jax.lax.scan(update, tuple(state), (batches, weight, keys))
         return TrainState(params, opt_state, step), EpochInfo(jnp.sum(weighted) / n)
 
     return epoch
@@ -147,15 +149,21 @@ def train(
     drawn for that epoch); ``key`` seeds epoch ``t`` with ``fold_in(key, t)``. ``valid_loss(params)``
     (a scalar, lower is better) is evaluated after each epoch; ``config.patience`` epochs without
     improvement stop the run. ``history`` (a dict of lists) receives ``loss`` and ``valid_loss``
-    per epoch. A non-finite loss raises :class:`TrainingDivergedError` naming the epoch and the
-    learning rate, with the last good parameters in its ``partial``.
+    per epoch. ``epoch_data(t + 1)`` is called right after epoch ``t`` is dispatched, so that the
+    host's work on the next epoch's examples overlaps the device's work on this one. A non-finite
+    loss raises :class:`TrainingDivergedError` naming the epoch and the learning rate, with the last
+    good parameters in its ``partial``.
     """
     history = {} if history is None else history
     best, best_state, waited = np.inf, state, 0
     bar = progress_bar(config.n_epochs, desc, progress)
     try:
+        data = epoch_data(0)
         for t in range(config.n_epochs):
-            new_state, info = epoch(jax.random.fold_in(key, t), state, epoch_data(t))
+            new_state, info = epoch(jax.random.fold_in(key, t), state, data)
+            if t + 1 < config.n_epochs:
+                # drawn on the host while the dispatched epoch runs (JAX dispatch is asynchronous)
+                data = epoch_data(t + 1)
             record = {"loss": float(info.loss)}
             if valid_loss is not None:
                 record["valid_loss"] = float(valid_loss(new_state.params))
