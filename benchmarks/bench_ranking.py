@@ -79,11 +79,14 @@ def resolve_models(names) -> dict:
     return out
 
 
-def settings(name: str, quick: bool) -> tuple[dict, dict]:
-    """(fixed parameters, grid) of model ``name``, checked against its constructor."""
+def settings(name: str, quick: bool, epochs: dict | None = None) -> tuple[dict, dict]:
+    """(fixed parameters, grid) of model ``name``, checked against its constructor; ``epochs``
+    (name -> n_epochs, from ``--n-epochs``) overrides the model's number of epochs."""
     from bayesmf.experiments.catalogue import model_parameters
 
     fixed = dict((QUICK_FIXED if quick else FIXED).get(name, {}))
+    if epochs and name in epochs:
+        fixed["n_epochs"] = epochs[name]
     grid = dict((QUICK_GRIDS if quick else GRIDS).get(name, {}))
     accepted = model_parameters(name)
     for param in [*fixed, *grid]:
@@ -146,7 +149,7 @@ def evaluate(model, train, test, seed: int = 0) -> dict:
             "corrected_hr": sampled[f"hr@{K}_corrected"], "corrected_ndcg": sampled[f"ndcg@{K}_corrected"]}
 
 
-def run_dataset(dataset: str, models: dict, data_dir, quick: bool, log) -> dict:
+def run_dataset(dataset: str, models: dict, data_dir, quick: bool, log, epochs: dict | None = None) -> dict:
     from bayesmf.data import to_implicit
 
     explicit_train, explicit_test, description = load_protocol(dataset, data_dir, quick)
@@ -155,7 +158,7 @@ def run_dataset(dataset: str, models: dict, data_dir, quick: bool, log) -> dict:
     log(f"{dataset}: {description}; train {train.nnz} positives, test {test.nnz}")
     rows = []
     for name, cls in models.items():
-        fixed, grid = settings(name, quick)
+        fixed, grid = settings(name, quick, epochs)
         fit_on = explicit_train if name in EXPLICIT_VALUES else train
         params, trials = tune(cls, fixed, grid, fit_on, log)
         model, seconds = fit_timed(cls, params, fit_on)
@@ -197,7 +200,15 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="synthetic data, tiny grids and fits (smoke run)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $BAYESMF_DATA)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--n-epochs", nargs="+", default=[], metavar="MODEL=N",
+                        help="fewer (or more) epochs than a model's default, e.g. NeuMF=5 BPR=10")
     args = parser.parse_args(argv)
+    args.epochs = {}
+    for item in args.n_epochs:
+        name, _, value = item.partition("=")
+        if not value.isdigit() or int(value) < 1:
+            parser.error(f"--n-epochs takes MODEL=N with N a positive integer, got {item!r}")
+        args.epochs[name] = int(value)
     if args.quick:
         args.datasets = ["synthetic"]
     return args
@@ -206,13 +217,16 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> list[dict]:
     args = parse(argv)
     models = resolve_models(args.models)
+    unknown = sorted(set(args.epochs) - set(models))
+    if unknown:
+        raise SystemExit(f"--n-epochs names {unknown}, which are not among --models {sorted(models)}")
     for name in models:
-        settings(name, args.quick)  # bad settings fail before any fit
+        settings(name, args.quick, args.epochs)  # bad settings fail before any fit
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    results = [run_dataset(d, models, args.data_dir, args.quick, log) for d in args.datasets]
+    results = [run_dataset(d, models, args.data_dir, args.quick, log, args.epochs) for d in args.datasets]
     for result in results:
         print(markdown(result) + "\n")
     if args.out:
