@@ -1,7 +1,7 @@
 """The cheaper NCF epoch (issue 25): the same numbers as before, for less work.
 
-* an epoch of :func:`bayesmf.engines.optax_loop.make_epoch` (minibatches gathered once, before
-  the scan) equals a minibatch-by-minibatch reference loop written here;
+* an epoch of :func:`bayesmf.engines.optax_loop.make_epoch` equals a minibatch-by-minibatch
+  reference loop written here (the Adam and SGD updates the cheaper epoch must keep);
 * :func:`bayesmf.engines.optax_loop.train` asks for each epoch's examples once, in order;
 * the negative sampler keeps successive sampling without replacement in draw order (closed-form
   pair probabilities), and ``Ratings.contains`` gives the same answers with and without its table.

@@ -112,19 +112,17 @@ def make_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, batch
         weight = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
         weight = weight.reshape(n_batches, batch_size)
         keys = jax.random.split(batch_key, n_batches)
-        # the epoch's minibatches gathered once, in order, as the scan's inputs (one pass over
-        # the data instead of a gather from the whole array inside every update)
-        batches = jax.tree_util.tree_map(lambda leaf: leaf[order], data)
 
         def update(carry, xs):
             params, opt_state, step = carry
-            batch, w, k = xs
+            idx, w, k = xs
+            batch = jax.tree_util.tree_map(lambda leaf: leaf[idx], data)
             loss, grads = grad_fn(params, batch, w, k, step)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state, step + 1), loss * jnp.sum(w)
 
-        (params, opt_state, step), weighted = jax.lax.scan(update, tuple(state), (batches, weight, keys))
+        (params, opt_state, step), weighted = jax.lax.scan(update, tuple(state), (order, weight, keys))
         return TrainState(params, opt_state, step), EpochInfo(jnp.sum(weighted) / n)
 
     return epoch
