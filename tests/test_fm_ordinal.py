@@ -145,7 +145,8 @@ def test_ordinal_time_model_predicts_from_the_pairs_design():
 
 
 # The ordinal FM's SBC problem: a 20 x 15 user/item one-hot design with 250 observed pairs, rank
-# 1, 4 rating levels; hyperpriors tight enough that most ratings fall in the inner categories.
+# 1, 4 rating levels; priors under which every category holds a sizeable share of the ratings
+# (a few of the data sets leave one category empty, which the sampler must handle too).
 SBC_PRIOR = fm_gibbs.FMPrior(1, alpha=1.0, noise_prior=None, offset_prior=(1.0, 0.7), hyper_shape=4.0,
                              hyper_rate=2.0, gamma0=2.0, gap_prior=(0.0, 0.5), n_categories=4)
 
