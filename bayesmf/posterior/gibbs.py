@@ -538,9 +538,9 @@ def noise_weights(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
 
 
 # Rescaling moves per sweep (:func:`rescale_move`): they cost O(D^3) each, the sweep O(nnz D^2).
-# Several travel the scale of the factors' mean much faster, but stay off by default until a
-# predictive-calibration failure seen with them at rank 2, nu0 = 2 is understood (benchmarks/RESULTS.md).
-RESCALE_REPEATS = 1
+# One random set of axes per sweep moves the scale along the factors' mean only through its
+# projections on them; several sets travel it (benchmarks/RESULTS.md has the measurements).
+RESCALE_REPEATS = 20
 
 
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
