@@ -117,17 +117,17 @@ def _noise_scale2(alpha, users, items, tau=None, kappa=None):
 def auto_offset_prior(train: Ratings) -> tuple[float, float]:
     """``offset_prior="auto"``: ``(m0, s0)``, the training ratings' mean and standard deviation
     (floored for constant ratings) (:class:`BPMF`)."""
-    values = np.asarray(train.values, np.float64)
-    return float(values.mean()), float(max(values.std(), 1e-3 * max(abs(values.mean()), 1.0)))
+    mean, variance = train.value_moments
+    return mean, float(max(np.sqrt(variance), 1e-3 * max(abs(mean), 1.0)))
 
 
 def auto_noise_prior(train: Ratings, rank: int, biases: bool) -> tuple[float, float]:
     """``noise_prior="auto"``: ``(a0, b0)`` with ``a0 = P / 2`` and ``b0 = a0 var(r) / 2``, ``P``
     the factor (and bias) parameters of the users and items that have ratings (:class:`BPMF`)."""
-    values = np.asarray(train.values, np.float64)
+    mean, variance = train.value_moments
     rows = int(np.count_nonzero(train.user_counts)) + int(np.count_nonzero(train.item_counts))
     a0 = 0.5 * rows * (rank + int(biases))
-    variance = float(max(values.var(), 1e-6 * max(values.mean() ** 2, 1.0)))
+    variance = float(max(variance, 1e-6 * max(mean**2, 1.0)))
     return float(a0), float(a0 * variance / 2.0)
 
 
@@ -256,7 +256,10 @@ class BPMF(FactorModel):
         say little about ``m``). ``inference="map"`` holds ``m`` at the training mean.
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
-    init : "map" (PMF MAP, the authors' choice) or "random".
+    init : "map" (PMF MAP, the authors' choice) or "random". The MAP start's coordinate-ascent
+        sweeps come from the inference's ``start`` (``GibbsConfig(start=MAPConfig(n_iter=k))``):
+        :data:`~bayesmf.models.inference.GIBBS_START_ITER` (2) for the Gibbs sampler, 10 for
+        NUTS and SVI.
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
         through the online moments of ``fit(..., track=...)``).
     checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted

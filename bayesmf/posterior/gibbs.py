@@ -187,7 +187,7 @@ def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_ind
     ordinal likelihood's latent targets). ``category`` (nnz,): the ratings' category indices
     (:func:`bayesmf.posterior.ordinal.encode_levels`) for ``likelihood="ordinal"``; the values
     are then only the targets of the starting point estimate (each sweep replaces them)."""
-    residual = (ratings.values - global_mean).astype(dtype)
+    residual = (ratings.values - global_mean).astype(dtype, copy=False)
     return GibbsData(
         user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype, rating_index),
         item_chunks=gram_chunks_for(ratings, "item", rank + 1, residual, dtype, rating_index),
