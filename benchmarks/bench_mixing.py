@@ -4,7 +4,9 @@ pairs, for BPMF at the README's configuration (rank 10, noise_prior=(1, 1), bias
 4 chains from over-dispersed starts. Prints a markdown table per data set.
 
     BAYESMF_DATA=../shared/data python -m benchmarks.bench_mixing [--data ml-100k-u1 ml-1m] [--chains 4]
-        [--moves on off]
+        [--moves on off] [--rescale-repeats N]
+
+``--rescale-repeats`` sets ``gibbs.RESCALE_REPEATS`` (rescaling moves per sweep) for this run.
 
 ``--moves on`` alone fits only the default sampler (with the invariance moves; a column of NaN
 for the other).
@@ -22,6 +24,7 @@ import numpy as np
 import bayesmf
 from bayesmf import datasets, splits
 from bayesmf.models.inference import GibbsConfig
+from bayesmf.posterior import gibbs
 
 
 def load(name: str):
@@ -48,7 +51,9 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--moves", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--rescale-repeats", type=int, default=gibbs.RESCALE_REPEATS)
     args = parser.parse_args(argv)
+    gibbs.RESCALE_REPEATS = args.rescale_repeats  # read when the sweep is traced, i.e. by the first fit
     for name in args.data:
         train, test = load(name)
         pick = np.random.default_rng(0).choice(test.nnz, 200, replace=False)
@@ -71,7 +76,8 @@ def main(argv=None) -> None:
             rmse = float(np.sqrt(np.mean((model.predict_ratings(test) - test.values) ** 2)))
             accept = float(np.mean(model.history_["rescale_accept"]))
             rows[rescale] = (figures, rmse, seconds, accept)
-        print(f"\n{name}: {args.chains} chains x {args.samples} draws after {args.warmup} sweeps, seed {args.seed}")
+        print(f"\n{name}: {args.chains} chains x {args.samples} draws after {args.warmup} sweeps, seed {args.seed}, "
+              f"{args.rescale_repeats} rescaling(s) per sweep")
         print("| summary | R-hat (move) | ESS (move) | R-hat (no move) | ESS (no move) |")
         print("|---|---:|---:|---:|---:|")
         missing = ({}, np.nan, np.nan, np.nan)

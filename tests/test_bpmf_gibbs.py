@@ -284,7 +284,7 @@ def test_bad_hyperparameters(small, kw, message):
 def test_unknown_users_get_prior_predictive_uncertainty(small):
     """``unknown="fallback"``: a new user at a known item keeps the item's bias and factors, its
     own vector and bias drawn from the prior per draw (mixture moments computed in NumPy from the
-    stored draws); a new item likewise; a pair with both sides new gets the global mean."""
+    stored draws); a new item likewise; a pair with both sides new draws both."""
     r = small.ratings
     model = BPMF(rank=2, n_samples=20, n_warmup=5, noise_prior=None, biases=True).fit(r)
     with pytest.raises(DataError, match="not in training"):
@@ -316,9 +316,17 @@ def test_unknown_users_get_prior_predictive_uncertainty(small):
     cov = np.linalg.inv(flat["Lambda_V"].reshape(S, D, D))
     v = np.einsum("sd,sde,se->s", y, cov, y) + 1 / flat["bias_precision_V"][:, 0]
     m2, var2 = mixture(f, v)
-    np.testing.assert_allclose(dist.mean[1:3], [m1, m2], rtol=1e-4)
-    np.testing.assert_allclose(dist.std[1:3] ** 2, [var1, var2], rtol=1e-3)
-    assert dist.mean[3] == pytest.approx(model.global_mean_)
+    # both new: u.v of two independent prior draws, E = mu_U'mu_V, Var = tr(S_U S_V) + mu_U'S_V mu_U + mu_V'S_U mu_V
+    mu_u, mu_v = flat["mu_U"], flat["mu_V"]
+    S_u = np.linalg.inv(flat["Lambda_U"].reshape(S, D, D))
+    S_v = np.linalg.inv(flat["Lambda_V"].reshape(S, D, D))
+    f = offset + np.einsum("sd,sd->s", mu_u, mu_v)
+    v = (np.einsum("sde,sed->s", S_u, S_v) + np.einsum("sd,sde,se->s", mu_u, S_v, mu_u)
+         + np.einsum("sd,sde,se->s", mu_v, S_u, mu_v) + 1 / flat["bias_precision_U"][:, 0]
+         + 1 / flat["bias_precision_V"][:, 0])
+    m3, var3 = mixture(f, v)
+    np.testing.assert_allclose(dist.mean[1:], [m1, m2, m3], rtol=1e-4)
+    np.testing.assert_allclose(dist.std[1:] ** 2, [var1, var2, var3], rtol=1e-3)
     epistemic = dist.std**2 - noise_var
     assert epistemic[0] > 0 and epistemic[3] > 5 * epistemic[0] and epistemic[1] > 2 * epistemic[0]
     # predict agrees with predict_dist's mean (unclipped), and with the draws path

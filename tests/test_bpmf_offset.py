@@ -68,12 +68,46 @@ def test_offset_conditional_equals_numpy_closed_form(problem):
     np.testing.assert_allclose(sses[:5], [np.sum((z - m) ** 2) for m in offsets[:5]], rtol=1e-4)
 
 
-def _coverage_under_the_prior(prior: Prior, reps: int, seed: int):
-    """Held-out coverage of the exact posterior-predictive intervals (50% and 90%, from draws
-    ``m + u.v + noise``) over ``reps`` data sets simulated from ``prior``: rank 2, 30 x 20,
-    260 training and 10 held-out ratings (one random pattern for all replications, so that the
-    replications run as vmapped chains), alpha fixed. The offset is drawn from its prior when
-    it has one, else 0 (and the sampler centres at the training mean as the plug-in did)."""
+def _central_ranks(n_draws: int, level: float):
+    """``(k, exact)``: the truth is inside the central interval when its rank among ``n_draws``
+    independent posterior draws (the number of draws below it) lies in ``[k, n_draws - k]``; for
+    exact independent draws the rank is uniform on ``0..n_draws``, so this happens with probability
+    ``exact = (n_draws - 2k + 1) / (n_draws + 1)``, ``k`` chosen to bring it nearest ``level``
+    (empirical quantiles of 200 draws would cover 0.891, not 0.9, at the 90% level)."""
+    k = int(round((n_draws + 1) * (1 - level) / 2))
+    return k, (n_draws - 2 * k + 1) / (n_draws + 1)
+
+
+def _coverage_under_the_prior(prior: Prior, reps: int, seeds):
+    """Held-out coverage of the exact posterior-predictive intervals (about 50% and 90%; ranks of
+    the truth among draws ``m + u.v + noise``, :func:`_central_ranks`) over ``reps`` data sets per
+    seed simulated from ``prior``: rank 2, 30 x 20, 260 training and 10 held-out ratings (one random
+    pattern per seed for all its replications, so that they run as vmapped chains), alpha fixed.
+    The offset is drawn from its prior when it has one, else 0 (and the sampler centres at the
+    training mean as the plug-in did).
+
+    With ``nu0 = D`` the rows' prior is a multivariate t with one degree of freedom, and along
+    the likelihood's invariance ``u -> A u, v -> A^-1 v`` the posterior reaches ``Lambda`` with
+    condition numbers of ``1e10`` and more, where the rows' Cholesky factorisation fails (the
+    estimator's driver retries such a sweep with a jitter, then stops with an error; this bare
+    loop has no retry). The sweeps run in float64, where few chains get there (float32: a few
+    in a hundred), and coverage is over the chains that stayed finite. Returns ``(coverage per
+    level, expected coverage per level, share of chains that turned non-finite)``."""
+    inside, finite, n_draws = {0.5: [], 0.9: []}, [], 200
+    with jax.enable_x64(True):
+        for seed in seeds:
+            hits, ok = _held_out_ranks(prior, reps, seed, n_draws)
+            finite.append(ok)
+            for level in inside:
+                k = _central_ranks(n_draws, level)[0]
+                inside[level].append(((hits >= k) & (hits <= n_draws - k))[ok])
+    coverage = {level: float(np.mean(np.concatenate(v))) for level, v in inside.items()}
+    return coverage, {level: _central_ranks(n_draws, level)[1] for level in inside}, 1 - np.mean(finite)
+
+
+def _held_out_ranks(prior: Prior, reps: int, seed: int, n_draws: int):
+    """One seed of :func:`_coverage_under_the_prior`: the rank of each held-out rating among its
+    ``n_draws`` predictive draws (reps, 10), and whether each chain stayed finite (reps,)."""
     n_users, n_items, n_train, n_test = 30, 20, 260, 10
     rng = np.random.default_rng(seed)
     pairs = rng.choice(n_users * n_items, n_train + n_test, replace=False)
@@ -84,10 +118,11 @@ def _coverage_under_the_prior(prior: Prior, reps: int, seed: int):
     if prior.learns_offset:
         offset = prior.offset_prior[0] + prior.offset_prior[1] * rng.standard_normal(reps)
     f = np.einsum("rnk,rnk->rn", np.asarray(truth["U"])[:, users], np.asarray(truth["V"])[:, items])
-    y = (offset[:, None] + f + rng.standard_normal(f.shape) / np.sqrt(prior.alpha)).astype(np.float32)
+    y = offset[:, None] + f + rng.standard_normal(f.shape) / np.sqrt(prior.alpha)
     train, held = slice(0, n_train), slice(n_train, None)
     pattern = Ratings.from_arrays(users[train], items[train], np.zeros(n_train), n_users=n_users, n_items=n_items)
     centres = y[:, train].mean(axis=1)
+    dtype = jnp.float64
 
     def data_for(i):
         values = (y[i, train] - centres[i]).astype(np.float32)
@@ -95,11 +130,14 @@ def _coverage_under_the_prior(prior: Prior, reps: int, seed: int):
         return gibbs.GibbsData(ub, ib, jnp.asarray(users[train]), jnp.asarray(items[train]), jnp.asarray(values),
                                jnp.float32(centres[i]))
 
-    data = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *(data_for(i) for i in range(reps)))
-    state = jax.vmap(lambda k, c: gibbs.init(k, prior, n_users, n_items, offset=c))(
-        jax.random.split(jax.random.PRNGKey(seed + 1), reps), jnp.asarray(centres))
+    def working(a):  # the float32 targets in the sweep's dtype
+        return a.astype(dtype) if a.dtype == jnp.float32 else a
+
+    data = jax.tree_util.tree_map(lambda *a: working(jnp.stack(a)), *(data_for(i) for i in range(reps)))
+    state = jax.vmap(lambda k, c: gibbs.init(k, prior, n_users, n_items, offset=c, dtype=dtype))(
+        jax.random.split(jax.random.PRNGKey(seed + 1), reps), jnp.asarray(centres, dtype))
     step = jax.vmap(functools.partial(gibbs.step, prior=prior))
-    burn, thin, n_draws = 300, 5, 200
+    burn, thin = 300, 5
     hu, hi = jnp.asarray(users[held]), jnp.asarray(items[held])
 
     def sweep(st, t):
@@ -109,25 +147,25 @@ def _coverage_under_the_prior(prior: Prior, reps: int, seed: int):
     _, trace = jax.jit(lambda s: jax.lax.scan(sweep, s, jnp.arange(burn + thin * n_draws)))(state)
     draws = np.asarray(trace)[burn + thin - 1::thin]  # (n_draws, reps, n_test)
     draws = draws + rng.standard_normal(draws.shape) / np.sqrt(prior.alpha)
-    truth_y = y[:, held]
-    coverage = {}
-    for level in (0.5, 0.9):
-        lo, hi_ = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
-        coverage[level] = float(np.mean((truth_y >= lo) & (truth_y <= hi_)))
-    return coverage
+    return np.sum(draws < y[None, :, held], axis=0), np.isfinite(draws).all(axis=(0, 2))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_predictive_intervals_are_calibrated_under_the_prior():
     """With the offset in the model, data simulated from the model's own prior (offset included)
-    are covered at the nominal rate: 2,000 held-out ratings, 50% and 90% within 0.03. The
-    test has the power to see the plug-in offset's miscalibration: the training mean fixed as
-    the offset (``offset_prior=None``) covers about 0.43 / 0.81 of the same kind of data."""
+    are covered at the nominal rate: 4,000 held-out ratings (two seeds' patterns pooled: the
+    coverage of one seed's 2,000 varies by about 0.015 between seeds), 50% and 90% within 0.03
+    of the exact rate of 200 independent draws. The test has the power to see the plug-in
+    offset's miscalibration: the training mean fixed as the offset (``offset_prior=None``)
+    covers about 0.42 / 0.83 of the same kind of data. At most 1% of the chains may turn
+    non-finite (:func:`_coverage_under_the_prior`)."""
     prior = Prior(rank=2, alpha=2.0, offset_prior=(0.0, 1.0))
-    coverage = _coverage_under_the_prior(prior, reps=200, seed=11)
-    assert abs(coverage[0.5] - 0.5) < 0.03 and abs(coverage[0.9] - 0.9) < 0.03, coverage
-    plug_in = _coverage_under_the_prior(prior._replace(offset_prior=None), reps=100, seed=12)
-    assert plug_in[0.5] < 0.47 and plug_in[0.9] < 0.87, plug_in
+    coverage, exact, non_finite = _coverage_under_the_prior(prior, reps=200, seeds=(11, 12))
+    assert non_finite <= 0.01, non_finite
+    assert abs(coverage[0.5] - exact[0.5]) < 0.03 and abs(coverage[0.9] - exact[0.9]) < 0.03, coverage
+    plug_in = _coverage_under_the_prior(prior._replace(offset_prior=None), reps=100, seeds=(13,))[0]
+    assert plug_in[0.5] < exact[0.5] - 0.03 and plug_in[0.9] < exact[0.9] - 0.03, plug_in
 
 
 @pytest.mark.slow

@@ -103,8 +103,48 @@ def test_save_load_round_trip_and_registry(fitted, tmp_path):
     assert type(back) is type(m) and back.get_params() == m.get_params()
     np.testing.assert_array_equal(back.predict(train.users, train.items), m.predict(train.users, train.items))
     np.testing.assert_array_equal(back.predict_dist([1, 2], [3, 4]).std, m.predict_dist([1, 2], [3, 4]).std)
-    unknown = m.predict_dist([0, 50], [0, 0], unknown="fallback")
-    assert unknown.std[1] > unknown.std[0] and unknown.mean[1] == pytest.approx(m.global_mean_)
+    unknown = m.predict_dist([0, 50, 50], [0, 0, 40], unknown="fallback")
+    assert unknown.std[1] > unknown.std[0] and unknown.std[2] > unknown.std[1]
+    np.testing.assert_allclose(back.predict_dist([50, 50], [0, 40], unknown="fallback").mean, unknown.mean[1:])
+
+
+@pytest.mark.slow
+def test_unknown_users_and_items_draw_their_one_hot_terms_from_the_group_prior(fitted):
+    """``unknown="fallback"``: a new user at a known item keeps the item's effective terms, its
+    one-hot ``(w_u, v_u)`` drawn from the user group's prior per draw; a pair with both sides new
+    draws both (mixture moments computed in NumPy from the stored draws)."""
+    _, m = fitted
+    K, G = m.rank, m.lambda_w_samples_.shape[-1]
+    S = m.w0_samples_.size
+    gu, gi = (int(g) for g in m.group_index_)
+    mu_w, lam_w = (getattr(m, f"{s}_samples_").astype(np.float64).reshape(S, G) for s in ("mu_w", "lambda_w"))
+    mu_v, lam_v = (getattr(m, f"{s}_samples_").astype(np.float64).reshape(S, G, K) for s in ("mu_v", "lambda_v"))
+    V = m.item_samples_.astype(np.float64).reshape(S, -1, K)
+    bV = m.b_V_samples_.astype(np.float64).reshape(S, -1)
+    U = m.user_samples_.astype(np.float64).reshape(S, -1, K)
+    bU = m.b_U_samples_.astype(np.float64).reshape(S, -1)
+    w0 = m.w0_samples_.astype(np.float64).reshape(S)
+    noise = np.mean(1 / m.alpha_samples_.astype(np.float64))
+
+    def mixture(f, v):
+        return f.mean(), f.var() + v.mean() + noise
+
+    # new user at item 3 (bV holds w0 - global mean)
+    x = V[:, 3]
+    f1 = bV[:, 3] + mu_w[:, gu] + np.sum(mu_v[:, gu] * x, 1)
+    v1 = np.sum(x * x / lam_v[:, gu], 1) + 1 / lam_w[:, gu]
+    # user 2 at a new item
+    y = U[:, 2]
+    f2 = bU[:, 2] + w0 - m.global_mean_ + mu_w[:, gi] + np.sum(mu_v[:, gi] * y, 1)
+    v2 = np.sum(y * y / lam_v[:, gi], 1) + 1 / lam_w[:, gi]
+    # both new
+    f3 = w0 - m.global_mean_ + mu_w[:, gu] + mu_w[:, gi] + np.sum(mu_v[:, gu] * mu_v[:, gi], 1)
+    v3 = (np.sum(1 / (lam_v[:, gu] * lam_v[:, gi]) + mu_v[:, gu] ** 2 / lam_v[:, gi] + mu_v[:, gi] ** 2 / lam_v[:, gu],
+                 1) + 1 / lam_w[:, gu] + 1 / lam_w[:, gi])
+    expected = np.array([mixture(f, v) for f, v in ((f1, v1), (f2, v2), (f3, v3))])
+    dist = m.predict_dist([50, 2, 50], [3, 40, 40], unknown="fallback")
+    np.testing.assert_allclose(dist.mean, m.global_mean_ + expected[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(dist.std ** 2, expected[:, 1], rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from bayesmf.experiments import load_experiment
 from bayesmf.models import persist
 from bayesmf.models.base import load
 from bayesmf.models.inference import (
+    GIBBS_START_ITER,
     INFERENCES,
     GibbsConfig,
     MAPConfig,
@@ -45,17 +46,29 @@ def test_a_name_a_configuration_and_a_mapping_give_the_same_inference():
 def test_get_params_is_json_and_reads_back():
     config = GibbsConfig(rescale=False, start=MAPConfig(method="adam"))
     params = BPMF(rank=3, inference=config).get_params()
-    assert params["inference"] == {"name": "gibbs", "rescale": False, "start": {"method": "adam"}}
+    # MAPConfig's own default of 10 sweeps differs from the Gibbs start's default (2)
+    assert params["inference"] == {"name": "gibbs", "rescale": False, "start": {"n_iter": 10, "method": "adam"}}
     assert json.loads(json.dumps(params))["inference"] == params["inference"]
     assert BPMF(**params).inference_config() == config
     assert inference_params(SVIConfig()) == "svi"
+    # a nested mapping changes the nested default of its configuration, not MAPConfig()'s
+    config = GibbsConfig(start=MAPConfig(n_iter=GIBBS_START_ITER, method="adam"))
+    assert inference_params(config) == {"name": "gibbs", "start": {"method": "adam"}}
+    assert resolve(inference_params(config)) == config
+
+
+def test_the_gibbs_samplers_default_map_start_is_two_sweeps(ratings):
+    assert GIBBS_START_ITER == 2 and GibbsConfig().start == MAPConfig(n_iter=2)
+    assert NUTSConfig().start == SVIConfig().start == MAPConfig() == MAPConfig(n_iter=10)
+    model = BPMF(rank=2, n_samples=2, n_warmup=0).fit(ratings)
+    assert len(model.history_["map_objective"]) == 2
 
 
 @pytest.mark.parametrize(("legacy", "expected"), [
     (dict(inference="nuts", nuts_max_tree_depth=6, nuts_init="map"), NUTSConfig(max_tree_depth=6, init="map")),
     (dict(inference="svi", svi_steps=7, map_iter=2), SVIConfig(steps=7, start=MAPConfig(n_iter=2))),
     (dict(inference="gibbs", gibbs_rescale=False, map_method="adam"),
-     GibbsConfig(rescale=False, start=MAPConfig(method="adam"))),
+     GibbsConfig(rescale=False, start=MAPConfig(n_iter=GIBBS_START_ITER, method="adam"))),
     (dict(inference="map", map_iter=4), MAPConfig(n_iter=4)),
 ])
 def test_deprecated_keywords_warn_and_map_onto_the_configuration(legacy, expected):
@@ -105,7 +118,7 @@ def test_checkpoint_fingerprint_keeps_the_settings_of_earlier_versions(ratings):
         "rank": 2, "n_samples": 200, "n_warmup": 50, "thin": 1, "chains": 1, "alpha": 2.0, "noise_prior": "auto",
         "beta0": 2.0, "nu0": None, "w0": 1.0, "mu0": 0.0, "offset_prior": "auto", "biases": False,
         "bias_prior": (1.0, 1.0), "init": "map", "keep_every": 1, "seed": 0, "dtype": "float32",
-        "inference": "gibbs", "gibbs_rescale": False, "map_iter": 10, "map_method": "als"}
+        "inference": "gibbs", "gibbs_rescale": False, "map_iter": 2, "map_method": "als"}
 
 
 def test_a_model_saved_with_the_old_keyword_parameters_loads(ratings, tmp_path):

@@ -92,3 +92,42 @@ def test_sorted_distinct_is_numpys_unique(values):
     got = sorted_distinct(values)
     np.testing.assert_array_equal(got, np.unique(values))
     assert got.dtype == values.dtype
+
+
+def test_items_by_user_is_the_csr_column_gather_and_the_seen_items():
+    from bayesmf import ALS
+
+    r = datasets.synthetic(n_users=50, n_items=30, n_ratings=600, rank=2, seed=5).ratings
+    expected = r.items[np.argsort(r.users, kind="stable")]
+    assert r.items_by_user.dtype == np.int32
+    np.testing.assert_array_equal(r.items_by_user, expected)
+    assert not r.items_by_user.flags.writeable
+    model = ALS(rank=2, n_iter=1).fit(r)
+    for u in range(r.n_users):  # each user's seen items, in input order
+        np.testing.assert_array_equal(model.seen_items(u), r.items[r.users == u])
+
+
+def test_grouping_segment_ids_keep_the_keys_dtype():
+    keys = np.array([3, 0, 3, 1, 0], np.int32)
+    g = group_rows(keys, 5)
+    assert g.segment_ids.dtype == np.int32
+    np.testing.assert_array_equal(g.segment_ids, [0, 0, 1, 3, 3])
+
+
+def test_value_moments_and_the_auto_priors_built_on_them():
+    import math
+
+    from bayesmf.models.bpmf import auto_noise_prior, auto_offset_prior
+
+    r = datasets.synthetic(n_users=40, n_items=30, n_ratings=500, rank=2, seed=6).ratings
+    x = [float(v) for v in r.values]
+    mean = math.fsum(x) / len(x)
+    var = math.fsum((v - mean) ** 2 for v in x) / len(x)
+    got_mean, got_var = r.value_moments
+    assert got_mean == pytest.approx(mean, rel=1e-12) and got_var == pytest.approx(var, rel=1e-12)
+    # the priors are bit-identical to their float64 NumPy formulas
+    values = r.values.astype(np.float64)
+    assert auto_offset_prior(r) == (float(values.mean()), float(values.std()))
+    rows = int((np.bincount(r.users) > 0).sum() + (np.bincount(r.items) > 0).sum())
+    a0 = 0.5 * rows * 3
+    assert auto_noise_prior(r, 2, True) == (a0, a0 * float(values.var()) / 2.0)

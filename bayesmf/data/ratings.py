@@ -71,11 +71,14 @@ def group_order(keys: np.ndarray, n_groups: int) -> np.ndarray:
 
 def group_rows(keys: np.ndarray, n_groups: int) -> Grouping:
     """The :class:`Grouping` of rows by integer ``keys`` in ``[0, n_groups)`` (stable)."""
+    keys = np.asarray(keys)
     order = group_order(keys, n_groups)
     counts = np.bincount(keys, minlength=n_groups).astype(np.int64)
     indptr = np.zeros(n_groups + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return Grouping(*(_readonly(a) for a in (order, indptr, keys[order], counts)))
+    # keys[order] written sequentially from the counts (a gather through ``order`` reads at random)
+    segment_ids = np.repeat(np.arange(n_groups, dtype=keys.dtype), counts)
+    return Grouping(*(_readonly(a) for a in (order, indptr, segment_ids, counts)))
 
 
 PAIR_TABLE_BYTES = 2**26
@@ -298,6 +301,20 @@ class Ratings:
     def by_item(self) -> Grouping:
         """Rows grouped by item (CSC order)."""
         return group_rows(self.items, self.n_items)
+
+    @cached_property
+    def items_by_user(self) -> np.ndarray:
+        """The items of the ratings in :attr:`by_user` order (int32, (nnz,)): with
+        ``by_user.indptr``, the CSR column indices. A fitted model's seen-items lists and the
+        user side's chunk layout (:func:`bayesmf.engines.chunks.chunks_for`) share this gather."""
+        return _readonly(self.items[self.by_user.order])
+
+    @cached_property
+    def value_moments(self) -> tuple[float, float]:
+        """``(mean, variance)`` of the values, computed in float64 (one conversion for every
+        caller: the "auto" priors of the Bayesian models)."""
+        values = np.asarray(self.values, np.float64)
+        return float(values.mean()), float(values.var())
 
     @cached_property
     def keys(self) -> np.ndarray:

@@ -95,7 +95,7 @@ def _pack(sizes: np.ndarray, capacity: int):
 
 def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int = 32,
                  chunk_slots: int = 8192, dtype=np.float32, rating_index: bool = False,
-                 grouping: Grouping | None = None) -> Chunks:
+                 grouping: Grouping | None = None, grouped_cols=None) -> Chunks:
     """Pack the (row, col, value) triples by row (see the module docstring).
 
     ``width`` is ``W``; ``chunk_slots`` the target ``C W``, raised to the largest row's padded
@@ -104,7 +104,9 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
     Every rating lands in exactly one slot (nothing is dropped). ``rating_index``: also record
     each slot's rating (``Chunks.rating``). ``grouping``: the triples already grouped by row
     (:attr:`Ratings.by_user <bayesmf.data.Ratings.by_user>` or ``by_item``, which a fit computes
-    anyway), else it is computed here; the layout is the same either way.
+    anyway), else it is computed here; the layout is the same either way. ``grouped_cols``:
+    ``col_idx[grouping.order]`` when the caller has it already
+    (:attr:`Ratings.items_by_user <bayesmf.data.Ratings.items_by_user>`), else gathered here.
     """
     row_idx = np.asarray(row_idx)
     col_idx = np.asarray(col_idx)
@@ -145,14 +147,14 @@ def build_chunks(row_idx, col_idx, values, n_rows: int, n_cols: int, width: int 
     chunk[by_size], start[by_size], local[by_size] = chunk_of_row, first_vrow, local_of_row
 
     # the k-th rating of row r (in input order) goes to flat slot (chunk C + start) W + k:
-    # one gather of a per-row base and one add per rating
+    # one repeat of a per-row base and one add per rating
     order = grouping.order
     base = (chunk * capacity + start) * width - grouping.indptr[:-1]
-    flat = base[grouping.segment_ids]
+    flat = np.repeat(base, counts)  # base[segment_ids], written sequentially
     flat += np.arange(order.size)
     cols = np.full((n_chunks, capacity, width), n_cols, np.int32)
     vals = np.zeros((n_chunks, capacity, width), dtype)
-    cols.reshape(-1)[flat] = col_idx[order]
+    cols.reshape(-1)[flat] = col_idx[order] if grouped_cols is None else grouped_cols
     vals.reshape(-1)[flat] = values[order]
 
     owner = np.full((n_chunks, capacity), capacity - 1, np.int32)
@@ -189,7 +191,7 @@ def chunks_for(ratings, side: str, values=None, width: int = 32, chunk_slots: in
     vals = ratings.values if values is None else values
     if side == "user":
         return build_chunks(ratings.users, ratings.items, vals, ratings.n_users, ratings.n_items,
-                            width, chunk_slots, dtype, rating_index, ratings.by_user)
+                            width, chunk_slots, dtype, rating_index, ratings.by_user, ratings.items_by_user)
     if side == "item":
         return build_chunks(ratings.items, ratings.users, vals, ratings.n_items, ratings.n_users,
                             width, chunk_slots, dtype, rating_index, ratings.by_item)

@@ -101,7 +101,7 @@ class FactorModel(RecommendMixin, Estimator):
         self.rating_scale_ = train.rating_scale
         g = train.by_user
         self.seen_indptr_ = g.indptr.copy()
-        self.seen_items_ = train.items[g.order].astype(np.int32)
+        self.seen_items_ = train.items_by_user  # read-only, shared with the fit's user-side layout
         self.user_counts_ = train.user_counts.copy()
         self.item_counts_ = train.item_counts.copy()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,17 +117,17 @@ def _noise_scale2(alpha, users, items, tau=None, kappa=None):
 def auto_offset_prior(train: Ratings) -> tuple[float, float]:
     """``offset_prior="auto"``: ``(m0, s0)``, the training ratings' mean and standard deviation
     (floored for constant ratings) (:class:`BPMF`)."""
-    values = np.asarray(train.values, np.float64)
-    return float(values.mean()), float(max(values.std(), 1e-3 * max(abs(values.mean()), 1.0)))
+    mean, variance = train.value_moments
+    return mean, float(max(np.sqrt(variance), 1e-3 * max(abs(mean), 1.0)))
 
 
 def auto_noise_prior(train: Ratings, rank: int, biases: bool) -> tuple[float, float]:
     """``noise_prior="auto"``: ``(a0, b0)`` with ``a0 = P / 2`` and ``b0 = a0 var(r) / 2``, ``P``
     the factor (and bias) parameters of the users and items that have ratings (:class:`BPMF`)."""
-    values = np.asarray(train.values, np.float64)
+    mean, variance = train.value_moments
     rows = int(np.count_nonzero(train.user_counts)) + int(np.count_nonzero(train.item_counts))
     a0 = 0.5 * rows * (rank + int(biases))
-    variance = float(max(values.var(), 1e-6 * max(values.mean() ** 2, 1.0)))
+    variance = float(max(variance, 1e-6 * max(mean**2, 1.0)))
     return float(a0), float(a0 * variance / 2.0)
 
 
@@ -146,16 +147,36 @@ def overdispersed_starts(U0, V0, chains: int, seed: int):
     return out
 
 
-def _new_row_moments(x, bias, mu, Lambda, bias_precision):
-    r"""Per-draw mean and variance of ``bias + x' z + b`` for a row unseen in training,
-    ``z ~ N(mu, Lambda^{-1})`` and ``b ~ N(0, 1/lambda_b)``, against known vectors: ``x`` (S, m, D),
-    ``bias`` (S, m), ``mu`` (S, D), ``Lambda`` (S, D, D), ``bias_precision`` (S,) or None (no
-    biases). Returns ``bias + x' mu`` and ``x' Lambda^{-1} x + 1/lambda_b``, each (S, m)."""
+class NewRowPrior(NamedTuple):
+    r"""Per-draw prior of a row (user or item) unseen in training: its latent vector
+    ``z ~ N(mean, cov)`` and its bias ``b ~ N(bias_mean, bias_var)``, independent, given draw
+    ``s``'s hyperparameters. Shapes: ``mean`` (S, D), ``cov`` (S, D, D), ``bias_mean`` and
+    ``bias_var`` (S,)."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    bias_mean: np.ndarray
+    bias_var: np.ndarray
+
+
+def _new_row_moments(x, bias, prior: NewRowPrior):
+    r"""Per-draw mean and variance of ``bias + x' z + b`` for a row unseen in training against
+    known vectors ``x`` (S, m, D) with known biases ``bias`` (S, m), ``z`` and ``b`` from
+    ``prior``: mean ``bias + bias_mean + x' mean``, variance ``x' cov x + bias_var``, each (S, m)."""
     x = np.asarray(x, np.float64)
-    mean = np.asarray(bias, np.float64) + np.einsum("smd,sd->sm", x, mu)
-    var = np.einsum("smd,sde,sme->sm", x, np.linalg.inv(Lambda), x)
-    if bias_precision is not None:
-        var = var + 1.0 / bias_precision[:, None]
+    mean = np.asarray(bias, np.float64) + prior.bias_mean[:, None] + np.einsum("smd,sd->sm", x, prior.mean)
+    var = np.einsum("smd,sde,sme->sm", x, prior.cov, x) + prior.bias_var[:, None]
+    return mean, var
+
+
+def _two_new_rows_moments(user: NewRowPrior, item: NewRowPrior):
+    r"""Per-draw mean and variance of ``b_u + b_v + z_u' z_v`` for a pair whose user and item are
+    both unseen, the two rows independent draws from their priors: mean
+    ``m_bu + m_bv + mu_u' mu_v``, variance ``tr(S_u S_v) + mu_u' S_v mu_u + mu_v' S_u mu_v +
+    s_bu + s_bv`` (the moments of a product of independent Gaussian vectors), each (S,)."""
+    mean = user.bias_mean + item.bias_mean + np.einsum("sd,sd->s", user.mean, item.mean)
+    var = (np.einsum("sde,sed->s", user.cov, item.cov) + np.einsum("sd,sde,se->s", user.mean, item.cov, user.mean)
+           + np.einsum("sd,sde,se->s", item.mean, user.cov, item.mean) + user.bias_var + item.bias_var)
     return mean, var
 
 
@@ -235,7 +256,10 @@ class BPMF(FactorModel):
         say little about ``m``). ``inference="map"`` holds ``m`` at the training mean.
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
-    init : "map" (PMF MAP, the authors' choice) or "random".
+    init : "map" (PMF MAP, the authors' choice) or "random". The MAP start's coordinate-ascent
+        sweeps come from the inference's ``start`` (``GibbsConfig(start=MAPConfig(n_iter=k))``):
+        :data:`~bayesmf.models.inference.GIBBS_START_ITER` (2) for the Gibbs sampler, 10 for
+        NUTS and SVI.
     keep_every : keep every k-th draw's factors in memory (predictions still use all draws
         through the online moments of ``fit(..., track=...)``).
     checkpoint, checkpoint_every : Gibbs checkpoint file and period (sweeps); an interrupted
@@ -681,14 +705,11 @@ class BPMF(FactorModel):
         """The noise variance averaged over the training users and items."""
         return float(self._noise_scale2() * self._noise_factor())
 
-    def _prior_predictive_variance(self) -> float:
-        """Variance of ``u.v`` for a user/item unseen in training, under the posterior-mean
-        hyperparameters: ``tr(S_U S_V) + mu_U' S_V mu_U + mu_V' S_U mu_V`` with S = Lambda^-1
-        — plus the noise. Used when ``unknown="fallback"``: wide, honest, never a silent zero."""
-        return self._prior_epistemic_variance() + self._noise_variance()
-
     def _prior_epistemic_variance(self) -> float:
-        """:meth:`_prior_predictive_variance` without the noise."""
+        """Variance of ``u.v`` (plus both biases) for a user and an item unseen in training under
+        the posterior-mean hyperparameters, ``tr(S_U S_V) + mu_U' S_V mu_U + mu_V' S_U mu_V`` with
+        ``S = Lambda^-1``; the prior's when the fit kept no draws. The fallback of
+        :meth:`_unknown_draws` when it has no hyperparameter draws."""
         if not self.has_draws:
             lam = self.prior.nu * self.w0
             return float(self.rank / lam**2)
@@ -701,58 +722,82 @@ class BPMF(FactorModel):
             bias_var = float(np.mean(1 / self.bias_precision_U_samples_) + np.mean(1 / self.bias_precision_V_samples_))
         return float(np.trace(S_U @ S_V) + mu_u @ S_V @ mu_u + mu_v @ S_U @ mu_v + bias_var)
 
-    def _half_known_draws(self, users, items, bad_u, bad_i):
-        r"""Per-draw mean and variance of the noise-free prediction at pairs with exactly one
-        side unseen in training, that side's latent vector and bias drawn from its prior given
-        the draw's hyperparameters.
-
-        A new user ``i`` with a known item ``j``: ``u_i ~ N(mu_U, Lambda_U^{-1})`` and
-        ``b_i ~ N(0, 1/lambda_b)``, so given draw ``s`` the prediction has mean
-        ``m_s + c_j + mu_U' v_j`` and variance ``v_j' Lambda_U^{-1} v_j + 1/lambda_b`` (the same
-        with the roles swapped for a new item; ``m_s`` the learned offset when there is one).
-        Returns ``(f (S, n), var (S, n), rows)`` for the rows selected, or None when the model
-        keeps no hyperparameter draws (then the global-mean fallback applies)."""
-        half = bad_u ^ bad_i
-        if not half.any() or getattr(self, "mu_U_samples_", None) is None or not self.has_draws:
+    def _new_row_prior(self, side: str) -> NewRowPrior | None:
+        """:class:`NewRowPrior` of a new user (``side="user"``) or item per kept draw: BPMF's
+        ``N(mu, Lambda^{-1})`` and ``N(0, 1/lambda_b)`` (no bias: 0); None without
+        hyperparameter draws."""
+        if getattr(self, "mu_U_samples_", None) is None or not self.has_draws:
             return None
-        rows = np.flatnonzero(half)
-        U, V, BU, BV = self._flat_draws()
-        S, D = U.shape[0], self.rank
-        biases = self.b_U_samples_ is not None
+        S, D = self._flat_draws()[0].shape[0], self.rank
+        tag = "U" if side == "user" else "V"
 
         def hyper(name, *shape):
             return getattr(self, f"{name}_samples_").reshape(S, *shape).astype(np.float64)
 
-        f = np.empty((S, rows.size))
-        var = np.empty((S, rows.size))
+        if self.b_U_samples_ is not None:
+            bias_var = 1.0 / hyper(f"bias_precision_{tag}")
+        else:
+            bias_var = np.zeros(S)
+        return NewRowPrior(hyper(f"mu_{tag}", D), np.linalg.inv(hyper(f"Lambda_{tag}", D, D)), np.zeros(S), bias_var)
+
+    def _item_bias_offset(self) -> np.ndarray:
+        """Per kept draw (S,), the part of the stored item biases (:meth:`_flat_draws`) that is
+        not an item's own: the learned offset less the training mean (0 without one). A pair
+        with a new item gets it back."""
+        S = self._flat_draws()[0].shape[0]
+        if getattr(self, "offset_samples_", None) is None:
+            return np.zeros(S)
+        return self.offset_samples_.reshape(S).astype(np.float64) - self.global_mean_
+
+    def _unknown_draws(self, users, items, bad_u, bad_i):
+        r"""Per-draw mean and variance of the noise-free prediction at pairs with a side unseen in
+        training, each unseen side's latent vector and bias drawn from its prior given the draw's
+        hyperparameters (:meth:`_new_row_prior`).
+
+        A new user ``i`` with a known item ``j``: ``u_i ~ N(mu_U, Lambda_U^{-1})`` and
+        ``b_i ~ N(0, 1/lambda_b)``, so given draw ``s`` the prediction has mean
+        ``m_s + c_j + mu_U' v_j`` and variance ``v_j' Lambda_U^{-1} v_j + 1/lambda_b`` (the same
+        with the roles swapped for a new item; ``m_s`` the learned offset when there is one); both
+        new: :func:`_two_new_rows_moments` plus ``m_s``. Returns ``(f (S, n), var (S, n), rows)``
+        for the rows selected, or None when the model keeps no hyperparameter draws (then the
+        global mean and :meth:`_prior_epistemic_variance` apply)."""
+        bad = bad_u | bad_i
+        user_prior, item_prior = self._new_row_prior("user"), self._new_row_prior("item")
+        if not bad.any() or user_prior is None or item_prior is None:
+            return None
+        rows = np.flatnonzero(bad)
+        U, V, BU, BV = self._flat_draws()
+        offset = self._item_bias_offset()[:, None]
+        f = np.empty((U.shape[0], rows.size))
+        var = np.empty((U.shape[0], rows.size))
         new_user, new_item = bad_u[rows], bad_i[rows]
-        if new_user.any():  # the known items' terms against a user drawn from the users' prior
-            j = items[rows[new_user]]
-            f[:, new_user], var[:, new_user] = _new_row_moments(
-                V[:, j], BV[:, j], hyper("mu_U", D), hyper("Lambda_U", D, D),
-                hyper("bias_precision_U") if biases else None)
-        if new_item.any():  # the item biases carry the learned offset: a new item gets it back
-            i = users[rows[new_item]]
-            offset = np.zeros((S, 1))
-            if getattr(self, "offset_samples_", None) is not None:
-                offset = hyper("offset", 1) - self.global_mean_
-            f[:, new_item], var[:, new_item] = _new_row_moments(
-                U[:, i], BU[:, i] + offset, hyper("mu_V", D), hyper("Lambda_V", D, D),
-                hyper("bias_precision_V") if biases else None)
+        only_user, only_item, both = new_user & ~new_item, new_item & ~new_user, new_user & new_item
+        if only_user.any():  # the known items' terms against a user drawn from the users' prior
+            j = items[rows[only_user]]
+            f[:, only_user], var[:, only_user] = _new_row_moments(V[:, j], BV[:, j], user_prior)
+        if only_item.any():  # the item biases carry the learned offset: a new item gets it back
+            i = users[rows[only_item]]
+            f[:, only_item], var[:, only_item] = _new_row_moments(U[:, i], BU[:, i] + offset, item_prior)
+        if both.any():
+            m, v = _two_new_rows_moments(user_prior, item_prior)
+            f[:, both], var[:, both] = (m + offset[:, 0])[:, None], v[:, None]
         return self.global_mean_ + f, var, rows
 
     def _fallback_moments(self, users, items, bad_u, bad_i, mean, var):
-        """``mean``/``var`` (noise-free, at known pairs) with the unknown rows filled in: one side
-        unseen from :meth:`_half_known_draws` (mixture mean, spread over draws plus the prior's),
-        both unseen from the global mean and :meth:`_prior_epistemic_variance`."""
+        """``mean``/``var`` (noise-free, at known pairs) with the unknown rows filled in from
+        :meth:`_unknown_draws` (the mixture over draws: mean of the means, spread of the means
+        plus mean variance), or without draws the global mean and
+        :meth:`_prior_epistemic_variance`."""
         bad = bad_u | bad_i
-        mean = np.where(bad, self.global_mean_, mean)
-        var = np.where(bad, self._prior_epistemic_variance(), var)
-        half = self._half_known_draws(users, items, bad_u, bad_i)
-        if half is not None:
-            f, v, rows = half
-            mean[rows] = f.mean(0)
-            var[rows] = f.var(0) + v.mean(0)
+        if not bad.any():
+            return mean, var
+        drawn = self._unknown_draws(users, items, bad_u, bad_i)
+        if drawn is None:
+            return np.where(bad, self.global_mean_, mean), np.where(bad, self._prior_epistemic_variance(), var)
+        f, v, rows = drawn
+        mean, var = mean.copy(), var.copy()
+        mean[rows] = f.mean(0)
+        var[rows] = f.var(0) + v.mean(0)
         return mean, var
 
     def _moments(self, users, items, bad):
@@ -764,10 +809,9 @@ class BPMF(FactorModel):
 
     def _class_probabilities(self, users, items, bad_u, bad_i, n_draws: int | None = None) -> np.ndarray:
         """Ordinal: posterior predictive category probabilities (n, K) over every kept draw (or
-        ``n_draws`` evenly spaced ones). A pair with one side unseen (``bad_u`` xor ``bad_i``)
-        takes per draw ``f ~ N(m_s, v_s)`` from :meth:`_half_known_draws`, one with both unseen
-        ``f ~ N(global mean, v)`` with ``v`` the prior's epistemic variance:
-        ``P(k) = Phi((c_k - m)/sqrt(1 + v)) - ...`` per draw."""
+        ``n_draws`` evenly spaced ones). A pair with a side unseen (``bad_u | bad_i``) takes per
+        draw ``f ~ N(m_s, v_s)`` from :meth:`_unknown_draws`:
+        ``P(k) = Phi((c_k - m_s)/sqrt(1 + v_s)) - ...`` per draw."""
         from bayesmf.posterior.ordinal import class_probabilities
 
         U, V, BU, BV = self._flat_draws()
@@ -779,13 +823,12 @@ class BPMF(FactorModel):
         probs = np.asarray(pair_class_probabilities(*(jnp.asarray(a) for a in (U, V, BU, BV, cuts)),
                                                     jnp.asarray(users), jnp.asarray(items), self.global_mean_),
                            np.float64)
-        both = bad_u & bad_i
-        if both.any():
-            f = jnp.full((cuts.shape[0], int(both.sum())), self.global_mean_, U.dtype)
-            probs[both] = np.asarray(class_probabilities(f, jnp.asarray(cuts), self._prior_epistemic_variance()))
-        half = self._half_known_draws(users, items, bad_u, bad_i)
-        if half is not None:
-            f, v, rows = half
+        drawn = self._unknown_draws(users, items, bad_u, bad_i)
+        if drawn is None and (bad_u | bad_i).any():
+            raise ConfigError("this ordinal model keeps no hyperparameter draws: pairs with a user or item "
+                              "unseen in training have no predictive distribution")
+        if drawn is not None:
+            f, v, rows = drawn
             probs[rows] = np.asarray(class_probabilities(jnp.asarray(f[pick], U.dtype), jnp.asarray(cuts),
                                                          jnp.asarray(v[pick], U.dtype)))
         return probs
@@ -805,9 +848,9 @@ class BPMF(FactorModel):
         ``m + u.v`` with ``noise_std`` (S, 1) = ``1/sqrt(alpha_s)`` (a Gaussian mixture). With
         ``unknown="fallback"``, a pair whose user (item) was unseen in training draws that side's
         vector and bias from their prior given each draw's hyperparameters
-        (:meth:`_half_known_draws`): the known item's (user's) bias and factors still count, and
-        the spread widens by the prior's; a pair with both sides unseen gets the global mean and
-        the prior-predictive variance. Not clipped.
+        (:meth:`_unknown_draws`): the known item's (user's) bias and factors still count, and
+        the spread widens by the prior's; a pair with both sides unseen draws both (mean
+        ``m + mu_U' mu_V``, the prior predictive). Not clipped.
 
         Ordinal likelihood: a :class:`~bayesmf.predictive.CategoricalDistribution` of the category
         probabilities averaged over the draws (``n_draws`` evenly spaced ones when given), its

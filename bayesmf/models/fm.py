@@ -300,22 +300,29 @@ class BayesFM(BPMF):
         return (flat(self.user_samples_), flat(self.item_samples_), flat(self.b_U_samples_),
                 flat(self.b_V_samples_))
 
-    def _prior_epistemic_variance(self) -> float:
-        """Prior variance of a new user's and item's one-hot terms under the posterior-mean group
-        hyperparameters of the ``"user"`` and ``"item"`` groups (0 for a group the design lacks):
-        ``1/lambda_w`` per side plus ``sum_f (s_uf s_if + mu_uf^2 s_if + mu_if^2 s_uf)`` with
-        ``s = 1/lambda_v``; other features of an unseen user or item are not counted."""
-        G = self.lambda_w_samples_.shape[-1]
-        lam_w = self.lambda_w_samples_.reshape(-1, G)
-        lam_v = self.lambda_v_samples_.reshape(-1, G, self.rank)
-        mu_v = self.mu_v_samples_.reshape(-1, G, self.rank)
-        present = [int(g) for g in self.group_index_ if g >= 0]
-        total = sum(float(np.mean(1.0 / lam_w[:, g])) for g in present)
-        if len(present) == 2:
-            gu, gi = present
-            su, si = 1.0 / lam_v[:, gu], 1.0 / lam_v[:, gi]
-            total += float(np.mean(np.sum(su * si + mu_v[:, gu] ** 2 * si + mu_v[:, gi] ** 2 * su, axis=-1)))
-        return total
+    def _new_row_prior(self, side: str):
+        """:class:`~bayesmf.models.bpmf.NewRowPrior` of a user (item) outside the training index
+        space per kept draw: a fresh draw of its one-hot parameters from the ``"user"``
+        (``"item"``) group's prior, ``v ~ N(mu^v, diag(1/lambda^v))`` and ``w ~ N(mu^w,
+        1/lambda^w)`` (:meth:`predict_design`'s ``new="prior"``); its other features are
+        unknown and count as empty. Zero when the design has no such group."""
+        from bayesmf.models.bpmf import NewRowPrior
+
+        G, K = self.lambda_w_samples_.shape[-1], self.rank
+        S = self.lambda_w_samples_.reshape(-1, G).shape[0]
+        g = int(self.group_index_[0 if side == "user" else 1])
+        if g < 0:
+            return NewRowPrior(np.zeros((S, K)), np.zeros((S, K, K)), np.zeros(S), np.zeros(S))
+        lam_v = self.lambda_v_samples_.reshape(S, G, K)[:, g].astype(np.float64)
+        cov = (1.0 / lam_v)[:, :, None] * np.eye(K)
+        return NewRowPrior(self.mu_v_samples_.reshape(S, G, K)[:, g].astype(np.float64), cov,
+                           self.mu_w_samples_.reshape(S, G)[:, g].astype(np.float64),
+                           1.0 / self.lambda_w_samples_.reshape(S, G)[:, g].astype(np.float64))
+
+    def _item_bias_offset(self) -> np.ndarray:
+        """``w0`` less the training mean per kept draw (S,): the stored item biases carry it
+        (:meth:`~bayesmf.posterior.fm_model.BayesFMModel.factors`)."""
+        return self.w0_samples_.reshape(-1).astype(np.float64) - self.global_mean_
 
     @property
     def needs_timestamps(self) -> bool:

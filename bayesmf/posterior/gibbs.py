@@ -187,7 +187,7 @@ def prepare(ratings, global_mean: float, rank: int, dtype=np.float32, rating_ind
     ordinal likelihood's latent targets). ``category`` (nnz,): the ratings' category indices
     (:func:`bayesmf.posterior.ordinal.encode_levels`) for ``likelihood="ordinal"``; the values
     are then only the targets of the starting point estimate (each sweep replaces them)."""
-    residual = (ratings.values - global_mean).astype(dtype)
+    residual = (ratings.values - global_mean).astype(dtype, copy=False)
     return GibbsData(
         user_chunks=gram_chunks_for(ratings, "user", rank + 1, residual, dtype, rating_index),
         item_chunks=gram_chunks_for(ratings, "item", rank + 1, residual, dtype, rating_index),
@@ -538,9 +538,9 @@ def noise_weights(key, state: GibbsState, data: GibbsData, prior: Prior, shift):
 
 
 # Rescaling moves per sweep (:func:`rescale_move`): they cost O(D^3) each, the sweep O(nnz D^2).
-# Several travel the scale of the factors' mean much faster, but stay off by default until a
-# predictive-calibration failure seen with them at rank 2, nu0 = 2 is understood (benchmarks/RESULTS.md).
-RESCALE_REPEATS = 1
+# One random set of axes per sweep moves the scale along the factors' mean only through its
+# projections on them; several sets travel it (benchmarks/RESULTS.md has the measurements).
+RESCALE_REPEATS = 20
 
 
 def step(key, state: GibbsState, data: GibbsData, prior: Prior, jitter=0.0,
