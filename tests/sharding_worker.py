@@ -118,6 +118,63 @@ def gibbs_fits(out: dict) -> None:
                     out[f"{name}/{label}/state_{field}"] = np.asarray(value)
 
 
+def fm_features(train):
+    """A user side table (one categorical column: a one-hot block of user rows), an item side
+    table (a set column: a multi-hot block, several colours) and the users' implicit sets."""
+    import pandas as pd
+
+    from bayesmf.data.features import Features
+    from bayesmf.data.idmap import IdMap
+    from bayesmf.data.side import SideColumn, SideTable
+
+    rng = np.random.default_rng(5)
+    users = SideTable("users", IdMap.range(train.n_users),
+                      {"job": SideColumn("categorical", rng.integers(0, 3, train.n_users).astype(np.int32),
+                                         ("a", "b", "c"))})
+    genres = ["|".join(sorted(set(rng.choice(list("pqrst"), size=rng.integers(1, 4))))) for _ in range(train.n_items)]
+    items = SideTable.from_pandas(pd.DataFrame({"id": np.arange(train.n_items), "genres": genres}), "id",
+                                  multi=["genres"])
+    return Features(user_side=users, item_side=items, implicit=True)
+
+
+def fm_fits(out: dict) -> None:
+    """The FM's Gibbs sweeps (Gaussian and ordinal) on a design with one-hot, side and implicit
+    blocks, every block's ratings in small chunks (several per block)."""
+    from bayesmf.engines.chunks import GRAM_WIDTH, build_chunks
+    from bayesmf.engines.driver import run
+    from bayesmf.posterior import fm_gibbs
+
+    train = ratings()
+    design = fm_features(train).fit(train).design_of(train)
+    nnz, rank = design.nnz, 3
+    category = np.digitize(train.values, np.quantile(train.values, [0.2, 0.4, 0.6, 0.8])).astype(np.int32)
+    cases = {
+        "fm": (train.values, None, fm_gibbs.FMPrior(rank, noise_prior=(1.0, 0.5), offset_prior=(0.0, 1.0))),
+        "fm_ordinal": (category - 0.5, category,
+                       fm_gibbs.FMPrior(rank, alpha=1.0, noise_prior=None, offset_prior=(2.0, 1.0),
+                                        gap_prior=(0.0, 1.0), n_categories=5)),
+    }
+    for name, (values, cat, prior) in selected(cases).items():
+        centre = float(np.mean(values))
+        base = fm_gibbs.prepare(design, values, rank, centre, np.float32, category=cat)
+        small = [b._replace(chunks=build_chunks(np.asarray(b.index), np.arange(nnz), np.zeros(nnz, np.float32),
+                                                b.n_rows, nnz, GRAM_WIDTH, 8 * GRAM_WIDTH, np.float32))
+                 for b in base.blocks]
+        base = base._replace(blocks=tuple(small))
+        out[f"{name}_chunks"] = np.array([b.chunks.cols.shape[0] for b in base.blocks])
+        for label, mesh in meshes():
+            kernel = fm_gibbs.build_kernel(base if mesh is None else fm_gibbs.shard(base, mesh), prior)
+            states = kernel.init(jax.random.PRNGKey(1), chains=2)
+            sites = ("w0", "w", "V", "alpha", "lambda_v") + (("cutpoints",) if cat is not None else ())
+            result = run(kernel, states, jax.random.PRNGKey(2), n_warmup=2, n_samples=3, draw_axis=1,
+                         collect=lambda s, sites=sites: {site: getattr(s, site) for site in sites})
+            for site, draws in result.samples.items():
+                out[f"{name}/{label}/{site}"] = np.asarray(draws)
+            for field, value in result.state._asdict().items():
+                if value is not None:
+                    out[f"{name}/{label}/state_{field}"] = np.asarray(value)
+
+
 def estimator_fits(out: dict) -> None:
     """The estimators' ``devices=`` plumbing: a fit on every mesh and a save/load round trip."""
     import tempfile
@@ -130,6 +187,7 @@ def estimator_fits(out: dict) -> None:
         "ALS": (bayesmf.ALS, dict(rank=3, n_iter=3), train),
         "ImplicitALS": (bayesmf.ImplicitALS, dict(rank=3, n_iter=2), positive),
         "BPMF": (bayesmf.BPMF, dict(rank=3, n_samples=3, n_warmup=2, biases=True), train),
+        "BayesFM": (bayesmf.BayesFM, dict(rank=3, n_samples=3, n_warmup=2, features={"implicit": True}), train),
     }
     for name, (cls, params, data) in selected(fits).items():
         for label, _ in meshes():
@@ -144,7 +202,7 @@ def estimator_fits(out: dict) -> None:
             out[f"{name}/loaded/devices"] = np.asarray(loaded.devices is None)
 
 
-CASES = {"als": als_fits, "gibbs": gibbs_fits, "estimators": estimator_fits}
+CASES = {"als": als_fits, "gibbs": gibbs_fits, "fm": fm_fits, "estimators": estimator_fits}
 
 
 def main(argv) -> None:

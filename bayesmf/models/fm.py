@@ -44,6 +44,7 @@ import numpy as np
 from bayesmf.data.features import Features
 from bayesmf.data.ratings import Ratings
 from bayesmf.engines.driver import iterate, run
+from bayesmf.engines.sharding import device_mesh
 from bayesmf.errors import ConfigError
 from bayesmf.models.base import check_dtype, check_positive_int
 from bayesmf.models.bpmf import BPMF, auto_noise_prior, auto_offset_prior
@@ -82,6 +83,12 @@ class BayesFM(BPMF):
         :class:`~bayesmf.predictive.CategoricalDistribution`).
     gap_prior : ``(m_g, s_g)``: the ordinal cutpoints' log gaps ``~ N(m_g, s_g^2)``.
     init_std, keep_every, seed, progress, dtype : as :class:`BPMF`.
+    devices : None, a list of JAX devices or a one-axis :class:`jax.sharding.Mesh`
+        Run the Gibbs sweeps over these devices (:func:`bayesmf.posterior.fm_gibbs.shard`: each
+        relation block's rating chunks split over the mesh for the block-row statistics, the
+        parameters replicated); the draws are the same on any number of devices, bit for bit,
+        and agree with ``devices=None`` (one device) to float rounding. Either likelihood;
+        ``inference="gibbs"`` only. A setting of the fit only (not saved).
     """
 
     _state_arrays = BPMF._state_arrays + _FM_ARRAYS + ("group_index_",)
@@ -91,11 +98,11 @@ class BayesFM(BPMF):
                  thin: int = 1, chains: int = 1, noise_prior="auto", offset_prior="auto",
                  hyper_prior: tuple = (1.0, 1.0), gamma0: float = 1.0, alpha: float = 2.0, init_std: float = 0.1,
                  likelihood: str = "gaussian", gap_prior: tuple = (0.0, 1.0), keep_every: int = 1, seed: int = 0,
-                 progress: bool = False, dtype: str = "float32"):
+                 progress: bool = False, dtype: str = "float32", devices=None):
         super().__init__(rank=rank, inference=inference, n_samples=n_samples, n_warmup=n_warmup, thin=thin,
                          chains=chains, alpha=alpha, noise_prior=noise_prior, offset_prior=offset_prior, biases=True,
                          likelihood=likelihood, gap_prior=gap_prior, keep_every=keep_every, seed=seed,
-                         progress=progress, dtype=dtype)
+                         progress=progress, dtype=dtype, devices=devices)
         self.features = features
         self.hyper_prior = hyper_prior
         self.gamma0 = gamma0
@@ -156,6 +163,9 @@ class BayesFM(BPMF):
         if self.ordinal and config.name != "gibbs":
             raise ConfigError("likelihood='ordinal' is sampled by inference='gibbs' only, "
                               f"got inference={config.name!r}")
+        if device_mesh(self.devices) is not None and config.name != "gibbs":
+            raise ConfigError(f"devices={self.devices!r} shards the Gibbs sampler only; inference={config.name!r} "
+                              "runs on one device: drop devices or use inference='gibbs'")
         if config.name == "nuts" and config.parameterization != "bartlett":
             raise ConfigError("BayesFM's NUTS runs in the model's own (centred) coordinates: "
                               f"NUTSConfig.parameterization must be 'bartlett', got {config.parameterization!r}")
@@ -206,7 +216,8 @@ class BayesFM(BPMF):
         """The driver (:func:`~bayesmf.engines.driver.run`) over the Gibbs kernel from the
         sampler's start (:func:`~bayesmf.posterior.fm_gibbs.init`, keyed by the seed); kept draws
         of every site."""
-        kernel = self.bayesian_model(prior).gibbs_kernel(data)
+        mesh = device_mesh(self.devices)
+        kernel = self.bayesian_model(prior).gibbs_kernel(data if mesh is None else fm_gibbs.shard(data, mesh))
         k_init, _ = jax.random.split(jax.random.PRNGKey(self.seed))
         states = kernel.init(k_init, chains=chains, dtype=dtype)
         sites = SITES + (ORDINAL_SITES if prior.ordinal else ())

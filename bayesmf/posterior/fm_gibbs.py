@@ -75,6 +75,19 @@ Ordinal likelihood (``FMPrior.gap_prior`` set, Albert & Chib 1993; :mod:`bayesmf
 Shapes: ``w`` (F,), ``V`` (F, K), ``mu_w``, ``lambda_w`` (G,), ``mu_v``, ``lambda_v`` (G, K),
 ``target`` (nnz,); a leading chain axis when batched.
 
+Several devices (:func:`shard`, :mod:`bayesmf.engines.sharding`): the O(nnz K^2) part of a sweep,
+every block's row statistics ``G_i``, ``c_i``, is split over a one-axis device mesh by each
+block's rating chunks (whole block rows; the chunk axis padded to a multiple of the mesh size):
+each device computes its block rows' statistics from its own chunks and the statistics are
+all-gathered in block-row order. The rest is replicated on every device: the parameters, the
+hyperparameters, the per-rating gathers ``Q_b[i]``, ``a_b[i]`` (O(nnz K) per block), the colour
+scans, and the sums over ratings behind ``w0`` and ``alpha`` (taken over the whole replicated
+``(nnz,)`` arrays, in the same order as on one device), and every random number (each drawn
+whole from the sweep's keys, as on one device: the colours' normals, the ordinal latent values).
+A sharded sweep therefore gives the same numbers on any number of devices, bit for bit; against
+the unsharded path (``devices=None``) the per-row statistics are the same sums formed in another
+program, so they agree to float rounding. Both likelihoods (Gaussian and ordinal) run sharded.
+
 References
 ----------
 Freudenthaler, C., Schmidt-Thieme, L. and Rendle, S. (2011). Bayesian factorization machines.
@@ -94,7 +107,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmf.data.design import Design
-from bayesmf.engines.chunks import Chunks, build_gram_chunks, gram_rhs
+from bayesmf.engines import sharding
+from bayesmf.engines.chunks import Chunks, build_gram_chunks
 from bayesmf.engines.driver import Kernel
 from bayesmf.engines.linalg import EXACT, all_finite, sample_gaussian, solve_spd, standard_gamma, standard_normal
 from bayesmf.errors import ConfigError
@@ -103,7 +117,7 @@ from bayesmf.posterior import ordinal
 __all__ = ["COLOUR_BATCHES", "ColourBatch", "FMBlockData", "FMData", "FMInfo", "FMMapInfo", "FMPrior", "FMState",
            "block_statistics", "build_kernel", "build_map_kernel", "colour_columns", "colour_conditional",
            "draw_global", "group_posterior", "init", "latent_targets", "map_state", "map_sweep", "predict",
-           "predict_centred", "prepare", "step", "translatable_groups", "translate_move"]
+           "predict_centred", "prepare", "shard", "step", "translatable_groups", "translate_move"]
 
 
 class FMPrior(NamedTuple):
@@ -168,6 +182,8 @@ class FMBlockData(NamedTuple):
 
     @property
     def n_rows(self) -> int:
+        if sharding.is_sharded(self.chunks):
+            return self.chunks.n_rows
         return int(self.chunks.slot.shape[0])
 
     @property
@@ -556,8 +572,9 @@ def _statistics(block: FMBlockData, mine, totals, w0c, target):
     other = totals[0] - mine[0]  # O_r: the other blocks' part of q_r
     rest = w0c + (totals[1] - mine[1]) + 0.5 * (jnp.sum(other * other, axis=1) - (totals[2] - mine[2]))
     E = jnp.concatenate([jnp.ones_like(other[:, :1]), other], axis=1)
-    G, c, _ = gram_rhs(block.chunks, E, other_bias=-(target - rest))
-    return G, c
+    # sharded (inside sharding.call): this device's block rows from its own chunks, all-gathered
+    G, c, _ = sharding.row_stats(block.chunks, E, other_bias=-(target - rest))
+    return sharding.gather_rows(block.chunks, G), sharding.gather_rows(block.chunks, c)
 
 
 def _update_block(key, block: FMBlockData, G, rhs, alpha, theta, R, prior_prec, prior_shift, jitter,
@@ -743,12 +760,38 @@ RETRY_JITTER = 1e-5
 def build_kernel(data: FMData, prior: FMPrior) -> Kernel:
     """The sampler as a :class:`~bayesmf.engines.driver.Kernel` over a batch of chains:
     ``init(key, chains)`` (:func:`init`), ``step(key, states)`` one sweep of every chain (chain
-    ``c`` keyed by ``split(key, chains)[c]``), ``retry`` the same with :data:`RETRY_JITTER`."""
+    ``c`` keyed by ``split(key, chains)[c]``), ``retry`` the same with :data:`RETRY_JITTER`.
+    ``data`` from :func:`shard`: every sweep runs over its mesh (:func:`shard`)."""
     prior = prior.validate()
-    return Kernel(init=lambda key, chains=1, **kw: init(key, data, prior, chains, **kw),
-                  step=lambda key, states: _chains_sweep(key, states, 0.0, data, prior),
-                  retry=lambda key, states: _chains_sweep(key, states, RETRY_JITTER, data, prior),
-                  jitter=RETRY_JITTER)
+    if sharding.mesh_of(data) is not None:
+        def sweep(key, states, jitter):
+            return sharding.call(_chains_sweep_on_mesh, key, states, jitter, data=data, prior=prior)
+
+        def start(key, chains=1, **kw):  # plain arrays (as the sweeps return), not the mesh's
+            return jax.tree.map(lambda a: a.addressable_data(0), init(key, data, prior, chains, **kw))
+    else:
+        def sweep(key, states, jitter):
+            return _chains_sweep(key, states, jitter, data, prior)
+
+        def start(key, chains=1, **kw):
+            return init(key, data, prior, chains, **kw)
+
+    return Kernel(init=start, step=lambda key, states: sweep(key, states, 0.0),
+                  retry=lambda key, states: sweep(key, states, RETRY_JITTER), jitter=RETRY_JITTER)
+
+
+def _chains_sweep_on_mesh(key, states, jitter, data, prior):
+    return _chains_sweep.__wrapped__(key, states, jitter, data, prior)
+
+
+def shard(data: FMData, mesh) -> FMData:
+    """``data`` with every block's rating chunks (:attr:`FMBlockData.chunks`, whole block rows)
+    split over the one-axis ``mesh`` and every other array replicated
+    (:func:`bayesmf.engines.sharding.shard_data`): :func:`build_kernel` then runs every sweep over
+    the mesh (module docstring, "Several devices")."""
+    nnz = int(data.y.shape[0])
+    blocks = tuple(sharding.shard_data(block, mesh, {"chunks": nnz}) for block in data.blocks)
+    return sharding.shard_data(data._replace(blocks=()), mesh, {})._replace(blocks=blocks)
 
 
 class FMMapInfo(NamedTuple):
