@@ -11,7 +11,10 @@ process compares what it writes. The claims checked:
   factors bit for bit and its loss to float rounding (relative 1e-6: the sum of squared errors
   goes per chunk); the sampler's draws to 1e-4 (the same random numbers; the sums that feed the
   noise precision and the offset round differently, and rounding grows over sweeps);
-* the estimators' ``devices=`` plumbing, save/load after a sharded fit, and bad ``devices``.
+* the estimators' ``devices=`` plumbing, save/load after a sharded fit, and bad ``devices``;
+* the factorization machine's sampler (:func:`bayesmf.posterior.fm_gibbs.shard`, Gaussian and
+  ordinal likelihood) on a design with one-hot, side and implicit blocks, each block's ratings in
+  several chunks: the same numbers on 1..4 devices bit for bit, and ``devices=None``'s to 1e-4.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def test_als_and_implicit_als_on_every_device_count(tmp_path):
     check_als(run_worker(tmp_path, "als", ",".join(labels), ",".join(names)), names, labels)
 
 
-def check_gibbs(result: dict, name: str, labels) -> None:
+def check_gibbs(result: dict, name: str, labels, site: str = "U") -> None:
     sharded = [label for label in labels if label != "0"]
     assert_identical(result, name, sharded)
     base, one = fields(result, name, "0"), fields(result, name, sharded[0])
@@ -141,8 +144,8 @@ def check_gibbs(result: dict, name: str, labels) -> None:
     for key in base:
         np.testing.assert_allclose(one[key], base[key], atol=1e-4, rtol=1e-5, err_msg=f"{name}: {key}")
     # the draws move from sweep to sweep by much more than the tolerance, and the chains differ
-    assert np.abs(np.diff(base["U"], axis=1)).max() > 0.05
-    assert np.abs(base["U"][0] - base["U"][1]).max() > 0.05
+    assert np.abs(np.diff(base[site], axis=1)).max() > 0.05
+    assert np.abs(base[site][0] - base[site][1]).max() > 0.05
 
 
 @pytest.mark.slow
@@ -158,10 +161,33 @@ def test_gibbs_fixed_noise_and_student_t_on_three_devices(tmp_path):
         check_gibbs(result, name, ("0", "1", "3"))
 
 
+def test_fm_devices_are_checked():
+    train = bayesmf.datasets.synthetic(n_users=20, n_items=10, n_ratings=60).ratings
+    with pytest.raises(ConfigError, match="one-axis Mesh, got 'bad'"):
+        bayesmf.BayesFM(rank=2, devices="bad").fit(train)
+    with pytest.raises(ConfigError, match="shards the Gibbs sampler only"):
+        bayesmf.BayesFM(rank=2, inference="map", devices=jax.devices()).fit(train)
+
+
+@pytest.mark.slow
+def test_fm_gibbs_on_every_device_count(tmp_path):
+    """The FM sampler (Gaussian and ordinal) on a design with user/item one-hot, a user side
+    column, an item set column (multi-hot: several colours) and the users' implicit sets."""
+    labels = ("0", "1", "2", "3", "4")
+    result = run_worker(tmp_path, "fm", ",".join(labels), "fm,fm_ordinal")
+    chunks = result["fm_chunks"]
+    assert chunks.size == 5 and chunks.min() > 4 and np.any(chunks % 3) and np.any(chunks % 4)
+    for name in ("fm", "fm_ordinal"):
+        check_gibbs(result, name, labels, site="V")
+    # the ordinal fit moved its cutpoints and latent targets away from their starts
+    cuts = result["fm_ordinal/0/cutpoints"]
+    assert np.abs(np.diff(cuts, axis=1)).max() > 1e-3
+
+
 @pytest.mark.slow
 def test_estimators_take_devices(tmp_path):
-    result = run_worker(tmp_path, "estimators", "0,1,3", "ALS,ImplicitALS,BPMF")
-    for name in ("ALS", "ImplicitALS", "BPMF"):
+    result = run_worker(tmp_path, "estimators", "0,1,3", "ALS,ImplicitALS,BPMF,BayesFM")
+    for name in ("ALS", "ImplicitALS", "BPMF", "BayesFM"):
         assert_identical(result, name, ("1", "3"))
         for key in ("user_factors", "predict"):
             np.testing.assert_allclose(result[f"{name}/3/{key}"], result[f"{name}/0/{key}"], atol=1e-4, rtol=1e-5)

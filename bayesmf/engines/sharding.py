@@ -1,5 +1,8 @@
 r"""Rows of one side spread over a one-axis device mesh: the sharded sweeps of ALS, implicit ALS
-and the BPMF Gibbs sampler (the design of ALX, Mehta et al. 2021, arXiv 2112.02194).
+and the BPMF Gibbs sampler (the design of ALX, Mehta et al. 2021, arXiv 2112.02194), and the
+block-row statistics of the factorization machine's Gibbs sweep
+(:func:`bayesmf.posterior.fm_gibbs.shard`: :func:`row_stats` and :func:`gather_rows` on each
+relation block's rating chunks, the rest of its sweep replicated).
 
 Each side's ratings are already packed into equal-shape chunks (:mod:`bayesmf.engines.chunks`);
 a chunk holds whole rows. Sharding splits the *chunk axis* over the devices of a one-axis
