@@ -170,6 +170,23 @@ def test_fm_devices_are_checked():
 
 
 @pytest.mark.slow
+def test_fm_on_a_one_device_mesh_in_process(tmp_path):
+    """A one-device mesh runs the sharded program (shard_map, all-gathers) and gives the
+    unsharded draws; the fitted model predicts, saves and loads without the mesh."""
+    train = bayesmf.datasets.synthetic(n_users=60, n_items=40, n_ratings=700, rank=2, seed=1).ratings
+    params = dict(rank=2, n_samples=3, n_warmup=2, chains=2, features={"implicit": True})
+    base = bayesmf.BayesFM(**params).fit(train)
+    sharded = bayesmf.BayesFM(devices=jax.devices()[:1], **params).fit(train)
+    for site in ("w", "V", "w0", "alpha"):
+        np.testing.assert_allclose(getattr(sharded, f"{site}_samples_"), getattr(base, f"{site}_samples_"),
+                                   atol=1e-5, rtol=1e-5, err_msg=site)
+    assert np.abs(np.diff(base.V_samples_, axis=1)).max() > 0.05
+    loaded = bayesmf.load(sharded.save(tmp_path / "fm"))
+    assert loaded.devices is None
+    np.testing.assert_array_equal(loaded.predict(train.users, train.items), sharded.predict(train.users, train.items))
+
+
+@pytest.mark.slow
 def test_fm_gibbs_on_every_device_count(tmp_path):
     """The FM sampler (Gaussian and ordinal) on a design with user/item one-hot, a user side
     column, an item set column (multi-hot: several colours) and the users' implicit sets."""
