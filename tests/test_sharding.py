@@ -197,14 +197,16 @@ def test_fm_on_a_one_device_mesh_in_process(tmp_path):
 
 @pytest.mark.slow
 def test_fm_gibbs_on_three_devices(tmp_path):
-    """The FM sampler on a design with user/item one-hot, a user side column, an item set column
+    """The FM sampler (Gaussian and ordinal) on a design with user/item one-hot, a user side column, an item set column
     (multi-hot: several colours) and the users' implicit sets: five blocks, each in several
     chunks, some in a number that 3 does not divide (padded)."""
     labels = ("0", "1", "3")
-    result = run_worker(tmp_path, "fm", ",".join(labels), "fm")
+    result = run_worker(tmp_path, "fm", ",".join(labels), "fm,fm_ordinal")
     chunks = result["fm_chunks"]
     assert chunks.size == 5 and chunks.min() > 3 and np.any(chunks % 3)
-    check_gibbs(result, "fm", labels, site="V")
+    for name in ("fm", "fm_ordinal"):
+        check_gibbs(result, name, labels, site="V")
+    assert np.abs(np.diff(result["fm_ordinal/0/cutpoints"], axis=1)).max() > 0.01  # the cutpoints moved
 
 
 @pytest.mark.slow
