@@ -494,8 +494,10 @@ class BPMF(FactorModel):
             e.g. ratings in the thousands) and a start far from them (``init="random"``, small
             factors), the rows' scatter dwarfs ``W0^{-1}``, the model is then nearly invariant
             under ``u -> A u``, ``v -> A^{-1} v``, and the factors' scales drift along it until
-            they leave the working precision. The MAP start (the default), ``w0`` matched to the
-            factors' scale, or ``dtype="float64"`` keep chains away from it.
+            they leave the working precision. A longer MAP start
+            (``inference=GibbsConfig(start=MAPConfig(n_iter=10))``; the default's 2 sweeps can be
+            too few on such data), ``w0`` matched to the factors' scale, or ``dtype="float64"``
+            keep chains away from it.
         """
         self._track = track
         return super().fit(train)
