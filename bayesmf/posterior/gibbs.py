@@ -991,5 +991,5 @@ def divergence_hint(states: GibbsState) -> str:
     return (f"{text} That is past what {np.dtype(states.U.dtype).name} resolves: the factors' scales drifted "
             "along u -> A u, v -> A^-1 v, which happens to a chain far from the posterior (a start far from the "
             "ratings' scale: the prior W0 = w0 I is then negligible and nothing holds the scales). Start from the "
-            "PMF MAP (init='map', with more sweeps: GibbsConfig(start=MAPConfig(n_iter=10))), set w0 to the "
-            "factors' expected precision, or fit in float64.")
+            "PMF MAP (init='map', with more sweeps: GibbsConfig(start=MAPConfig(n_iter=10))), use w0='auto' "
+            "(the ratings' unit) or w0 near the factors' expected precision, or fit in float64.")
