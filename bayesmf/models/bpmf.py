@@ -533,7 +533,27 @@ class BPMF(FactorModel):
     def fit(self, train: Ratings, track: Ratings | None = None) -> BPMF:
         """Fit on ``train``. With ``track`` (ratings in the training index space) the Gibbs
         sampler accumulates the posterior-predictive mean/variance at those pairs online over
-        every draw (``tracked_mean_``, ``tracked_var_``), whatever ``keep_every`` is."""
+        every draw (``tracked_mean_``, ``tracked_var_``), whatever ``keep_every`` is.
+
+        Raises
+        ------
+        DivergenceError
+            When a Gibbs sweep turns the state non-finite, also after the driver's retry with
+            jitter (:func:`~bayesmf.engines.driver.run`): the message names the sweep and the
+            fields (``U``, ``Lambda_V``, ...), the figures of the state before it
+            (:func:`~bayesmf.posterior.gibbs.divergence_hint`), and ``.partial`` holds the draws
+            kept before it. It happens when the rows' precision matrices ``Lambda + alpha sum v
+            v^T`` become too ill-conditioned to factorise, which a chain reaches far from the
+            posterior: with factors on a scale far from the prior's ``W0 = w0 I`` (a fixed
+            ``w0`` against ratings in the thousands, or data whose factors are far larger than
+            the ratings' spread suggests: with ``nu0 = D`` the rows' prior has Cauchy tails) and
+            a start far from them (``init="random"``'s small factors, or a MAP start of too few
+            sweeps), the rows' scatter dwarfs ``W0^{-1}``, the model is then nearly invariant
+            under ``u -> A u``, ``v -> A^{-1} v``, and the factors' scales drift along it until
+            they leave the working precision. A longer MAP start
+            (``inference=GibbsConfig(start=MAPConfig(n_iter=10))``), ``w0="auto"`` (the
+            default, in the ratings' unit), or ``dtype="float64"`` keep chains away from it.
+        """
         self._track = track
         return super().fit(train)
 
@@ -627,7 +647,8 @@ class BPMF(FactorModel):
                                          items=jnp.asarray(track.items))
         return run(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin, collect=collect,
                    keep_every=keep_every, track=track_fn, draw_axis=1, progress=self.progress, desc=desc,
-                   checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
+                   diverged_hint=gibbs.divergence_hint, checkpoint=checkpoint,
+                   checkpoint_every=int(self.checkpoint_every),
                    fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
 
     def _chain_fingerprint(self, train: Ratings, track: Ratings | None) -> dict:
