@@ -64,6 +64,8 @@ MIN_COMPILE_TIME_SECS = 0.0
 #: Bytes the directory may hold; beyond it JAX deletes the least recently used entries.
 MAX_SIZE_BYTES = 2 * 1024**3
 
+# the two files of one entry of JAX's size-bounded cache (jax._src.lru_cache)
+_CACHE_SUFFIX, _ATIME_SUFFIX = "-cache", "-atime"
 _JAX_DEFAULT_MIN_TIME = 1.0  # jax's own default for jax_persistent_cache_min_compile_time_secs
 _OFF = {"0", "false", "no", "off"}
 _ON = {"", "1", "true", "yes", "on"}
@@ -185,6 +187,27 @@ def _quiet_reads(read, config):
     return wrapper
 
 
+def repair(path: Path) -> int:
+    """Give every entry of the cache directory ``path`` that lacks one its access-time file.
+
+    JAX's size-bounded cache writes an entry as two files, ``<key>-cache`` and then
+    ``<key>-atime``; a process killed between the two (Ctrl-C, the OOM killer) leaves an entry
+    without its ``-atime``, and from then on JAX's eviction, which reads every entry's access
+    time before each write, fails on it: every later write is skipped with a warning, and
+    nothing new is ever cached. The missing file gets the entry's modification time (an old
+    entry, evicted first). Writing it is harmless when another process is about to write it
+    itself. Returns the number of entries repaired."""
+    repaired = 0
+    for entry in path.glob(f"*{_CACHE_SUFFIX}"):
+        atime = entry.with_name(entry.name[:-len(_CACHE_SUFFIX)] + _ATIME_SUFFIX)
+        if atime.exists():
+            continue
+        with contextlib.suppress(OSError):  # the entry vanished, or the directory is read-only
+            atime.write_bytes(entry.stat().st_mtime_ns.to_bytes(8, "little"))
+            repaired += 1
+    return repaired
+
+
 def enable() -> Path | None:
     """Turn the persistent compilation cache on, once per process, unless switched off or user-set.
 
@@ -216,6 +239,7 @@ def enable() -> Path | None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
+    repair(path)
     if not getattr(read, "__bayesmf_quiet__", False):
         compilation_cache.get_executable_and_time = _quiet_reads(read, config)
     _enabled_dir = str(path)
@@ -232,4 +256,4 @@ def enable() -> Path | None:
 
 
 __all__ = ["ENV", "MAX_SIZE_BYTES", "MIN_COMPILE_TIME_SECS", "cache_dir", "cpu_fingerprint", "enable", "filter_lines",
-           "requested"]
+           "repair", "requested"]

@@ -67,6 +67,10 @@ def als_fits(out: dict) -> None:
     fits = {
         "als": (als, data, als.ALSConfig(0.05, 0.05, True)),
         "nnals": (als, data, als.ALSConfig(0.05, 0.05, True, nonnegative=True, nnls_steps=5)),
+        # every side's rows solved chunk by chunk (the path of data too large for one batch)
+        "als_chunked": (als, data, als.ALSConfig(0.05, 0.05, True, systems_budget=0)),
+        "nnals_chunked": (als, data, als.ALSConfig(0.05, 0.05, True, nonnegative=True, nnls_steps=5,
+                                                   systems_budget=0)),
         "implicit": (implicit_als, implicit, implicit_als.ImplicitConfig(0.05, 2.0, cg_steps=3)),
         "implicit_exact": (implicit_als, implicit, implicit_als.ImplicitConfig(0.05, 2.0, exact=True)),
     }

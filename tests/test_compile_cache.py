@@ -162,6 +162,22 @@ def test_second_process_hits_the_cache_quietly_and_another_cpu_never_does(tmp_pa
     assert fake["hits"] == 0 and len(_entries(Path(fake["dir"]))) >= 1
 
 
+@pytest.mark.skipif(cc.cpu_fingerprint() is None, reason="no /proc/cpuinfo: the cache stays off on this host")
+def test_an_entry_left_half_written_by_a_killed_process_does_not_stop_later_writes(tmp_path):
+    _child(tmp_path)
+    base = tmp_path / "bayesmf" / "xla"
+    entries = _entries(base)
+    assert entries
+    # a process killed between writing an entry and its access time leaves this behind
+    orphan = entries[0].with_name(entries[0].name.replace("-cache", "-atime"))
+    orphan.unlink()
+    # a new computation must still be written (JAX's eviction reads every entry's access time)
+    out, stderr = _child(tmp_path, CHILD.format(setup="").replace("+ 1.5", "+ 2.5"))
+    assert "Error writing persistent compilation cache" not in stderr
+    assert orphan.exists() and len(_entries(base)) > len(entries)
+    assert out["value"] == pytest.approx(_expected_value() + 64.0, rel=1e-5)
+
+
 def test_switched_off_by_the_environment(tmp_path):
     out, _ = _child(tmp_path, BAYESMF_COMPILATION_CACHE="0")
     assert out["dir"] is None and out["hits"] == 0 and not out["wrapped"] and out["min_time"] == 1.0

@@ -28,17 +28,22 @@ def _tiny():
     return Ratings.from_arrays(users, items, rng.normal(3, 1, users.size), n_users=7, n_items=8)  # user 6 empty
 
 
+@pytest.mark.parametrize("budget", [als.SYSTEMS_BUDGET, 0], ids=["batched", "per-chunk"])
 @pytest.mark.parametrize("biases", [False, True])
-def test_user_half_step_equals_numpy_closed_form(biases):
+def test_user_half_step_equals_numpy_closed_form(biases, budget):
     r = _tiny()
     rng = np.random.default_rng(1)
     Q, c = rng.normal(size=(8, 2)).astype(np.float32), rng.normal(size=8).astype(np.float32)
     reg, mu = 0.3, 3.0
-    config = als.ALSConfig(reg, reg, biases)
+    config = als.ALSConfig(reg, reg, biases, systems_budget=budget)
     update_side = jax.jit(als.update_side, static_argnames="config")
     chunks = chunks_for(r, "user", width=2, chunk_slots=8)  # several chunks
-    p, b, _, _ = update_side(chunks, jnp.asarray(r.user_counts, jnp.float32), jnp.zeros((7, 2)),
-                             jnp.asarray(Q), jnp.asarray(c), mu, config)
+    p, b, _, sse = update_side(chunks, jnp.asarray(r.user_counts, jnp.float32), jnp.zeros((7, 2)),
+                               jnp.asarray(Q), jnp.asarray(c), mu, config)
+    fitted = mu + np.sum(np.asarray(p)[r.users] * Q[r.items], axis=1)
+    if biases:
+        fitted += np.asarray(b)[r.users] + c[r.items]
+    np.testing.assert_allclose(float(sse), np.sum((r.values - fitted) ** 2), rtol=1e-4)
     for u in range(6):
         m = r.users == u
         Z = np.hstack([Q[r.items[m]], np.ones((m.sum(), 1))]) if biases else Q[r.items[m]]
@@ -52,11 +57,12 @@ def test_user_half_step_equals_numpy_closed_form(biases):
     assert np.all(np.asarray(p[6]) == 0) and float(b[6]) == 0  # no ratings: the regularised solution
 
 
-def test_nonnegative_half_step_satisfies_kkt_with_free_bias():
+@pytest.mark.parametrize("budget", [als.SYSTEMS_BUDGET, 0], ids=["batched", "per-chunk"])
+def test_nonnegative_half_step_satisfies_kkt_with_free_bias(budget):
     r = _tiny()
     rng = np.random.default_rng(2)
     Q = np.abs(rng.normal(size=(8, 3))).astype(np.float32)
-    config = als.ALSConfig(0.1, 0.1, True, nonnegative=True, nnls_steps=300)
+    config = als.ALSConfig(0.1, 0.1, True, nonnegative=True, nnls_steps=300, systems_budget=budget)
     update_side = jax.jit(als.update_side, static_argnames="config")
     p, b, _, _ = update_side(chunks_for(r, "user", width=2, chunk_slots=8), jnp.asarray(r.user_counts, jnp.float32),
                               jnp.full((7, 3), 0.5), jnp.asarray(Q), jnp.zeros(8), 3.0, config)

@@ -129,8 +129,16 @@ def test_als_and_implicit_als_on_three_devices(tmp_path):
 @pytest.mark.slow
 def test_als_and_implicit_als_on_every_device_count(tmp_path):
     labels = ("0", "1", "2", "3", "4")
-    names = ("als", "nnals", "implicit", "implicit_exact")
-    check_als(run_worker(tmp_path, "als", ",".join(labels), ",".join(names)), names, labels)
+    names = ("als", "nnals", "implicit", "implicit_exact", "als_chunked", "nnals_chunked")
+    result = run_worker(tmp_path, "als", ",".join(labels), ",".join(names))
+    check_als(result, names, labels)
+    # rows solved chunk by chunk (ALSConfig.systems_budget exceeded) give the batched solutions
+    for name in ("als", "nnals"):
+        for label in labels:
+            batched, chunked = fields(result, name, label), fields(result, f"{name}_chunked", label)
+            for key in ("user_factors", "item_factors", "user_bias", "item_bias", "loss"):
+                np.testing.assert_allclose(chunked[key], batched[key], rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{name}: {key} on {label} devices")
 
 
 def check_gibbs(result: dict, name: str, labels) -> None:

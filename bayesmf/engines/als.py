@@ -43,6 +43,13 @@ from bayesmf.engines.sparse import RatingArrays, entry_dot
 # mean diagonal, plus an absolute floor for all-zero rows); the driver decides when to retry.
 RETRY_JITTER = 1e-4
 
+SYSTEMS_BUDGET = 1 << 30
+"""Bytes of per-chunk normal equations (``n_chunks x C x (k + 1) x k`` floats, ``C`` the chunks'
+local rows) above which :func:`update_side` solves each chunk's rows inside the pass that builds
+them instead of putting every row's system in row order first. The per-chunk solve also solves
+the chunks' padding rows (a chunk has room for as many rows as virtual rows), so on data that fit
+it is slower; above the budget the side's systems would not fit in memory otherwise."""
+
 
 class FactorState(NamedTuple):
     """Factors and biases of both sides (biases stay zero when a model has none)."""
@@ -75,11 +82,11 @@ class ALSData(NamedTuple):
     mu: jnp.ndarray  # scalar
 
 
-@engine_config("biases", "nonnegative", "nnls_steps", "jitter")
+@engine_config("biases", "nonnegative", "nnls_steps", "jitter", "systems_budget")
 class ALSConfig:
-    """ALS settings: ``reg``, ``bias_reg`` (traced), ``biases``, ``nonnegative``, ``nnls_steps``
-    and ``jitter`` (static; the relative diagonal jitter of every solve, 0 but in the driver's
-    retry)."""
+    """ALS settings: ``reg``, ``bias_reg`` (traced), ``biases``, ``nonnegative``, ``nnls_steps``,
+    ``jitter`` (static; the relative diagonal jitter of every solve, 0 but in the driver's
+    retry) and ``systems_budget`` (static; bytes, :data:`SYSTEMS_BUDGET`)."""
 
     reg: float
     bias_reg: float
@@ -87,6 +94,7 @@ class ALSConfig:
     nonnegative: bool = False
     nnls_steps: int = 20
     jitter: float = 0.0
+    systems_budget: int = SYSTEMS_BUDGET
 
 
 def init_factors(seed, n_users: int, n_items: int, rank: int, scale: float, dtype=jnp.float32,
@@ -131,13 +139,24 @@ def solve_nonnegative(precision, rhs, x0, steps: int, free_last: bool):
     return jnp.concatenate([p, ((g - jnp.einsum("nk,nk->n", s, p)) / c)[:, None]], axis=1)
 
 
+def _row_solve(precision, rhs, x0, config: ALSConfig):
+    """``(x, finite)``: the rows' exact or nonnegative solutions (:func:`solve_spd_jittered`,
+    :func:`solve_nonnegative` warm-started at ``x0``)."""
+    if config.nonnegative:
+        return solve_nonnegative(precision, rhs, x0, config.nnls_steps, config.biases), jnp.asarray(True)
+    return solve_spd_jittered(precision, rhs, config.jitter)
+
+
 def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, config: ALSConfig):
     """Exact minimisation of the objective over one side's factors (and biases).
 
     Returns ``(factors (n, k), bias (n,), finite, sse)``; ``bias`` is zero when ``config.biases``
     is off; ``sse`` is the sum of squared errors after the update, ``sum_r (y_r.y_r - 2 x_r.b_r
     + x_r^T G_r x_r)`` from the row systems already built (``G_r``, ``b_r`` without the penalty),
-    so reporting the loss costs no extra pass over the ratings. With ``chunks`` a
+    so reporting the loss costs no extra pass over the ratings. When the side's systems exceed
+    :attr:`ALSConfig.systems_budget` each chunk's rows are solved inside the pass that builds their systems
+    (:func:`~bayesmf.engines.chunks.gram_rhs_chunks`' ``finish``), so that they are never all
+    held at once; the solutions are the same. With ``chunks`` a
     :class:`~bayesmf.engines.sharding.ShardedChunks` (inside :func:`~bayesmf.engines.sharding.call`)
     each device solves its own rows and the rows are all-gathered (:mod:`bayesmf.engines.sharding`).
     """
@@ -148,19 +167,37 @@ def update_side(chunks, counts, own_factors, other_factors, other_bias, mu, conf
     if config.biases:  # augment with the constant column that carries this side's bias
         other = jnp.concatenate([other_factors, jnp.ones((other_factors.shape[0], 1), dtype)], axis=1)
         reg = jnp.concatenate([reg, jnp.full((1,), config.bias_reg, dtype)])
-    gram, rhs, yy = sharding.row_stats(chunks, other, other_bias if config.biases else None, mu)
-    counts = sharding.local(chunks, counts)
     d = other.shape[-1]
-    # n_r * reg on the diagonal; the identity added to rows without ratings makes their solution 0
-    diag = counts[:, None] * reg[None, :] + (counts == 0)[:, None].astype(dtype)
-    precision = gram + diag[:, :, None] * jnp.eye(d, dtype=dtype)
-    finite = jnp.asarray(True)
-    if config.nonnegative:
-        x = solve_nonnegative(precision, rhs, sharding.local(chunks, own_factors), config.nnls_steps, config.biases)
+    bias_in = other_bias if config.biases else None
+
+    def precision(gram, n):
+        # n_r * reg on the diagonal; the identity added to rows without ratings makes their solution 0
+        diag = n[:, None] * reg[None, :] + (n == 0)[:, None].astype(dtype)
+        return gram + diag[:, :, None] * jnp.eye(d, dtype=dtype)
+
+    plain = chunks.chunks if sharding.is_sharded(chunks) else chunks
+    n_systems = plain.rows.size * d * (d + 1) * np.dtype(dtype).itemsize
+    if n_systems > config.systems_budget:
+        # per global row, one past the end for the chunks' padding rows (count 0, factors 0)
+        counts_ext = jnp.concatenate([counts.astype(dtype), jnp.zeros((1,), dtype)])
+        own_ext = jnp.concatenate([own_factors, jnp.zeros((1, k), dtype)])
+
+        def solve_chunk(rows, product, yy):
+            gram, rhs = product[:, :d, :d], product[:, d, :d]
+            x, finite = _row_solve(precision(gram, counts_ext[rows]), rhs, own_ext[rows], config)
+            quad = -2 * jnp.sum(x * rhs) + jnp.einsum("nk,nkl,nl->", x, gram, x, precision=linalg.EXACT)
+            return x, finite, yy + quad
+
+        x, finite, sse = sharding.chunk_map(chunks, other, bias_in, mu, solve_chunk)
+        x = sharding.rows_in_order(chunks, x)
+        sse = jnp.maximum(sharding.total(chunks, sse), 0.0)  # the expanded square can round below 0
+        finite = jnp.all(finite)
     else:
-        x, finite = solve_spd_jittered(precision, rhs, config.jitter)
-    sse = sharding.squared_error(chunks, x, gram, rhs, yy)
-    x = sharding.gather_rows(chunks, x)
+        gram, rhs, yy = sharding.row_stats(chunks, other, bias_in, mu)
+        local_counts = sharding.local(chunks, counts)
+        x, finite = _row_solve(precision(gram, local_counts), rhs, sharding.local(chunks, own_factors), config)
+        sse = sharding.squared_error(chunks, x, gram, rhs, yy)
+        x = sharding.gather_rows(chunks, x)
     bias = x[:, k] if config.biases else jnp.zeros((n_rows,), dtype)
     return x[:, :k], bias, sharding.all_true(chunks, finite), sse
 

@@ -230,7 +230,9 @@ def in_row_order(chunks: Chunks, per_chunk):
     """Per-chunk, per-local-row results ``(n_chunks, C, ...)`` as one array in row order
     ``(n_rows, ...)``, zeros for rows without ratings."""
     flat = per_chunk.reshape(-1, *per_chunk.shape[2:])
-    return jnp.concatenate([flat, jnp.zeros((1, *flat.shape[1:]), flat.dtype)])[chunks.slot]
+    # rows without ratings point one past the end: filled with zeros by the gather itself, so
+    # the (possibly large) per-slot array is not copied into a zero-extended one first
+    return jnp.take(flat, chunks.slot, axis=0, mode="fill", fill_value=0)
 
 
 def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False, weights=None):
@@ -262,11 +264,19 @@ def gram_rhs(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = Fal
     return result
 
 
-def gram_rhs_chunks(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False, weights=None):
+def gram_rhs_chunks(chunks: Chunks, other, other_bias=None, shift=0.0, sums: bool = False, weights=None,
+                    finish=None):
     """:func:`gram_rhs` chunk by chunk, before the rows are put in order and the sums added: per
     chunk the products ``(n_chunks, C, k + 1, k or k + 1)`` (``G`` in ``[:k, :k]``, ``b^T`` in row ``k``)
     and ``yy`` (n_chunks,); with ``sums`` also ``s`` (n_chunks, C, k) and the targets' sum
-    (n_chunks,) (the sharded half steps, :mod:`bayesmf.engines.sharding`, use them as they are)."""
+    (n_chunks,) (the sharded half steps, :mod:`bayesmf.engines.sharding`, use them as they are).
+
+    ``finish(rows, product, yy, ...)``: run on each chunk's outputs inside the map, with the
+    chunk's ``rows`` (C,) (:attr:`Chunks.rows`: each local row's global row, ``n_rows`` on
+    padding); the map then returns what ``finish`` returns, stacked over the chunks. A half step
+    that solves its rows there (explicit ALS) never holds every chunk's ``(C, k + 1, k)``
+    products at once: its memory is ``O(n_chunks C k)``, not ``O(n_chunks C k^2)``, which at
+    tens of millions of ratings and rank 32 is the difference between fitting in memory or not."""
     n_other, k = other.shape
     factors = jnp.concatenate([other, jnp.zeros((1, k), other.dtype)])
     if other_bias is not None:
@@ -288,6 +298,7 @@ def gram_rhs_chunks(chunks: Chunks, other, other_bias=None, shift=0.0, sums: boo
 
     def one_chunk(chunk):
         cols, vals, owner = chunk[:3]
+        rows = chunk[-1] if finish is not None else None
         f = factors[cols]  # (C, W, k), zero on padding
         shifted = vals - shift if other_bias is None else vals - shift - bias[cols]
         y = jnp.where(cols < n_other, shifted, 0.0)
@@ -306,9 +317,10 @@ def gram_rhs_chunks(chunks: Chunks, other, other_bias=None, shift=0.0, sums: boo
         out = (to_rows(owner, product, n_local), jnp.sum(y * yw))
         if sums:
             out += (to_rows(owner, jnp.sum(fw, axis=1), n_local), jnp.sum(yw))
-        return out
+        return out if finish is None else finish(rows, *out)
 
     blocks = (chunks.cols, chunks.vals, chunks.owner) + ((chunks.rating,) if weighted else ())
+    blocks += (chunks.rows,) if finish is not None else ()
     return jax.lax.map(one_chunk, blocks)
 
 

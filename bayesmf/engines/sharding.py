@@ -255,10 +255,33 @@ def row_stats(chunks, other, other_bias=None, shift=0.0, sums: bool = False, wei
     return result
 
 
+def chunk_map(chunks, other, other_bias, shift, finish):
+    """:func:`~bayesmf.engines.chunks.gram_rhs_chunks` with a per-chunk ``finish``, over this
+    device's chunks when ``chunks`` is a :class:`ShardedChunks`, else over all of them: the
+    stacked per-chunk results ``(local chunks, ...)``."""
+    plain = chunks.chunks if is_sharded(chunks) else chunks
+    return gram_rhs_chunks(plain, other, other_bias, shift, finish=finish)
+
+
+def rows_in_order(chunks, per_chunk_rows):
+    """Per-chunk, per-local-row results ``(local chunks, C, ...)`` of :func:`chunk_map` as one
+    replicated array in row order ``(n_rows, ...)`` (zeros for rows without ratings)."""
+    if not is_sharded(chunks):
+        return layout.in_row_order(chunks, per_chunk_rows)
+    return gather_rows(chunks, compact(chunks, per_chunk_rows.reshape(-1, *per_chunk_rows.shape[2:])))
+
+
+def total(chunks, per_chunk_numbers):
+    """The sum of per-chunk numbers ``(local chunks,)`` over the whole side: in chunk order over
+    every device for :class:`ShardedChunks` (:func:`chunk_total`), a plain sum otherwise."""
+    if not is_sharded(chunks):
+        return jnp.sum(per_chunk_numbers)
+    return chunk_total(chunks, per_chunk_numbers)
+
+
 def compact(chunks: ShardedChunks, per_slot):
     """Per-local-slot values ``(L, ...)`` at this device's rows ``(R, ...)`` (zeros on padding)."""
-    ext = jnp.concatenate([per_slot, jnp.zeros((1, *per_slot.shape[1:]), per_slot.dtype)])
-    return ext[chunks.index]
+    return jnp.take(per_slot, chunks.index, axis=0, mode="fill", fill_value=0)
 
 
 def local(chunks, values):
