@@ -67,6 +67,8 @@ def load(name: str):
         return splits.random(_filmtrust(), 0.2, seed=0)
     if name == "yahoo-music":
         return _monti("yahoo_music")
+    if name in ("douban", "flixster"):
+        return _monti(name)
     raise SystemExit(f"unknown data set {name!r}")
 
 

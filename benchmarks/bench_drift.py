@@ -3,7 +3,13 @@ posterior mean and 90% coverage after a short (50 + 200) and a long (200 + 1,000
 MAP and a random start, for several noise/factor prior variants. Markdown table on stdout.
 
     BAYESMF_DATA=../shared/data python -m benchmarks.bench_drift [--data flixster ...] \
-        [--variants default learned fixed2] [--seeds 0 1 2] [--lengths short long] [--starts map random]
+        [--variants default learned fixed2] [--seeds 0 1 2] [--starts map random]
+    python -m benchmarks.bench_drift --summarize LOG [LOG ...]
+
+Each chain's rows are printed (and flushed) as soon as it finishes, so an interrupted run keeps
+the rows of the chains it completed. ``--summarize`` reads the rows of one or more such logs and
+prints mean +- seed-to-seed sd per (data, variant, sweeps, start) and, per data set, the status
+of the three targets of :func:`targets`.
 
 Data (protocols):
 
@@ -114,6 +120,85 @@ def run(train, test, variant, seed, start, rank=10, keep=5):
     return {sweeps: window_metrics(model, test, 50, lo, hi, keep) for sweeps, (lo, hi) in LENGTHS.items()}
 
 
+def parse_rows(text: str) -> list[tuple]:
+    """The per-chain rows ``(data, variant, seed, sweeps, start, rmse, alpha, cover)`` that
+    :func:`main` prints, read back from a log (other lines are skipped)."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[2].isdigit() and cells[3].isdigit():
+            rows.append((cells[0], cells[1], int(cells[2]), int(cells[3]), cells[4], float(cells[5]),
+                         float(cells[6]), float(cells[7])))
+    return rows
+
+
+def group(rows) -> dict:
+    """``{(data, variant, sweeps, start): (seeds, rmse mean, rmse sd, alpha mean, cover mean)}``; the
+    sd is the seed-to-seed sample sd (``ddof=1``, NaN for one seed). A (data, variant, seed,
+    sweeps, start) given twice keeps its last row."""
+    unique = {r[:5]: r for r in rows}
+    cells: dict = {}
+    for data, variant, _seed, sweeps, start, rmse, alpha, cover in unique.values():
+        cells.setdefault((data, variant, sweeps, start), []).append((rmse, alpha, cover))
+    out = {}
+    for key, values in cells.items():
+        a = np.asarray(values, dtype=np.float64)
+        sd = float(a[:, 0].std(ddof=1)) if len(a) > 1 else float("nan")
+        out[key] = (len(a), float(a[:, 0].mean()), sd, float(a[:, 1].mean()), float(a[:, 2].mean()))
+    return out
+
+
+def _compare(a, b, label: str, two_sided: bool = False) -> str:
+    """'met' or 'missed' for ``mean(a) - mean(b) <= 2 max(sd_a, sd_b)`` (``|mean(a) - mean(b)|``
+    when ``two_sided``), with the difference and the tolerance."""
+    (n_a, m_a, s_a, *_), (n_b, m_b, s_b, *_) = a, b
+    diff, tol = m_a - m_b, 2.0 * max(s_a, s_b)
+    if not np.isfinite(tol):
+        return f"{label}: {diff:+.4f} (no sd: {min(n_a, n_b)} seed)"
+    met = abs(diff) <= tol if two_sided else diff <= tol
+    return f"{label}: {'met' if met else '**missed**'} ({diff:+.4f}, tolerance {tol:.4f})"
+
+
+def targets(table: dict, data: str) -> list[str]:
+    """Status lines of the targets on one data set, from :func:`group`'s table (each line names
+    the difference of the means and the tolerance, two seed-to-seed sd, the larger of the two
+    cells'):
+
+    1. the default's RMSE at 1,200 sweeps no worse than at 250 (per start);
+    2. MAP and random starts agree (per length; ``|MAP - random| <= tolerance``);
+    3. the default no worse than ``learned`` and ``fixed2`` (per length and start).
+    """
+    lines = []
+    for start in ("map", "random"):
+        long, short = table.get((data, "default", 1200, start)), table.get((data, "default", 250, start))
+        if long and short:
+            lines.append(_compare(long, short, f"1,200 vs 250 sweeps, {start} start"))
+    for sweeps in (250, 1200):
+        a, b = table.get((data, "default", sweeps, "map")), table.get((data, "default", sweeps, "random"))
+        if a and b:
+            lines.append(_compare(a, b, f"MAP vs random, {sweeps} sweeps", two_sided=True))
+    for other in ("learned", "fixed2"):
+        for sweeps in (250, 1200):
+            for start in ("map", "random"):
+                a, b = table.get((data, "default", sweeps, start)), table.get((data, other, sweeps, start))
+                if a and b:
+                    lines.append(_compare(a, b, f"default vs {other}, {sweeps} sweeps, {start} start"))
+    return lines
+
+
+def summarize(texts) -> None:
+    """Print the mean +- sd table of the rows in ``texts`` and the target status per data set."""
+    table = group([row for text in texts for row in parse_rows(text)])
+    print("| data | variant | sweeps | start | seeds | test RMSE mean ± sd | alpha mean | cov@0.9 |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
+    for (data, variant, sweeps, start), (n, mean, sd, alpha, cover) in sorted(table.items()):
+        print(f"| {data} | {variant} | {sweeps} | {start} | {n} | {mean:.4f} ± {sd:.4f} | {alpha:.3g} | {cover:.3f} |")
+    for data in sorted({key[0] for key in table}):
+        print(f"\n{data}:")
+        for line in targets(table, data):
+            print(f"- {line}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=list(DATA))
@@ -121,7 +206,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--starts", nargs="+", default=["map", "random"])
     parser.add_argument("--rank", type=int, default=10)
+    parser.add_argument("--summarize", nargs="+", metavar="LOG", help="summarise the rows of these logs instead")
     args = parser.parse_args(argv)
+    if args.summarize:
+        summarize([Path(p).read_text() for p in args.summarize])
+        return
     print("| data | variant | seed | sweeps | start | test RMSE | alpha mean | cov@0.9 |")
     print("|---|---|---:|---:|---|---:|---:|---:|", flush=True)
     for name in args.data:
@@ -129,13 +218,14 @@ def main(argv=None) -> None:
         for variant in args.variants:
             for start in args.starts:
                 for seed in args.seeds:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     out = run(train, test, variant, seed, start, args.rank)
-                    seconds = time.perf_counter() - t0
+                    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                     for sweeps, (rmse, alpha, cover) in out.items():
                         print(f"| {name} | {variant} | {seed} | {sweeps} | {start} | {rmse:.4f} | {alpha:.3g} | "
                               f"{cover:.3f} |", flush=True)
-                    print(f"<!-- {name} {variant} seed {seed} {start}: 1,200 sweeps in {seconds:.0f} s -->",
+                    print(f"<!-- {name} {variant} seed {seed} {start}: 1,200 sweeps in {seconds:.0f} s "
+                          f"({cpu:.0f} CPU s) -->",
                           flush=True)
 
 

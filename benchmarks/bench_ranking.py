@@ -95,9 +95,9 @@ def settings(name: str, quick: bool, epochs: dict | None = None) -> tuple[dict, 
     return fixed, grid
 
 
-def fit_timed(cls, params: dict, train):
+def fit_timed(cls, params: dict, train, **fit_kwargs):
     start = time.perf_counter()
-    model = cls(**params).fit(train)
+    model = cls(**params).fit(train, **fit_kwargs)
     return model, time.perf_counter() - start
 
 
@@ -192,6 +192,24 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_epochs(parser: argparse.ArgumentParser, items) -> dict:
+    """``--n-epochs MODEL=N ...`` as ``{MODEL: N}``; anything else is a parser error naming the item."""
+    epochs = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not value.isdigit() or int(value) < 1:
+            parser.error(f"--n-epochs takes MODEL=N with N a positive integer, got {item!r}")
+        epochs[name] = int(value)
+    return epochs
+
+
+def check_epochs(epochs: dict, models: dict) -> None:
+    """Every ``--n-epochs`` name must be among the models run."""
+    unknown = sorted(set(epochs) - set(models))
+    if unknown:
+        raise SystemExit(f"--n-epochs names {unknown}, which are not among --models {sorted(models)}")
+
+
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="catalogue names")
@@ -203,12 +221,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-epochs", nargs="+", default=[], metavar="MODEL=N",
                         help="fewer (or more) epochs than a model's default, e.g. NeuMF=5 BPR=10")
     args = parser.parse_args(argv)
-    args.epochs = {}
-    for item in args.n_epochs:
-        name, _, value = item.partition("=")
-        if not value.isdigit() or int(value) < 1:
-            parser.error(f"--n-epochs takes MODEL=N with N a positive integer, got {item!r}")
-        args.epochs[name] = int(value)
+    args.epochs = parse_epochs(parser, args.n_epochs)
     if args.quick:
         args.datasets = ["synthetic"]
     return args
@@ -217,9 +230,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> list[dict]:
     args = parse(argv)
     models = resolve_models(args.models)
-    unknown = sorted(set(args.epochs) - set(models))
-    if unknown:
-        raise SystemExit(f"--n-epochs names {unknown}, which are not among --models {sorted(models)}")
+    check_epochs(args.epochs, models)
     for name in models:
         settings(name, args.quick, args.epochs)  # bad settings fail before any fit
 

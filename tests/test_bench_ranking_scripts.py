@@ -41,6 +41,21 @@ def test_bench_strong_generalization_quick(capsys):
     assert "| Popularity |" in capsys.readouterr().out
 
 
+def test_vae_annealing_reaches_the_cap_at_the_papers_fraction_of_the_epochs():
+    # ML-1M's 4,838 training users in batches of 500: 10 updates per epoch, 200 epochs
+    steps = bench_strong_generalization.anneal_steps(4838, 500, 200, 0.2)
+    # the paper's code: 0.2 after 40,000 of its 234 x 200 updates, in epoch 171
+    assert min(0.2, 170 * 10 / steps) < 0.2 <= min(0.2, 171 * 10 / steps)
+
+
+def test_bench_strong_generalization_runs_the_autoencoders_with_validation_users(capsys):
+    rows = bench_strong_generalization.main(["--quick", "--models", "MultDAE", "--n-epochs", "MultDAE=3"])
+    (row,) = rows
+    assert row["epochs_run"] == 3 and 1 <= row["best_epoch"] <= 3 and 0 < row["validation_ndcg@100"] <= 1
+    assert row["fixed"]["n_epochs"] == 3
+    assert "best epoch" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("script", [bench_ranking, bench_strong_generalization])
 def test_unknown_model_is_an_error(script):
     with pytest.raises(SystemExit, match="unknown model 'NoSuchModel'"):

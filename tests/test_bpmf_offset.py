@@ -86,12 +86,18 @@ def _coverage_under_the_prior(prior: Prior, reps: int, seeds):
     The offset is drawn from its prior when it has one, else 0 (and the sampler centres at the
     training mean as the plug-in did).
 
-    With ``nu0 = D`` the rows' prior is a multivariate t with one degree of freedom, and along
-    the likelihood's invariance ``u -> A u, v -> A^-1 v`` the posterior reaches ``Lambda`` with
-    condition numbers of ``1e10`` and more, where the rows' Cholesky factorisation fails (the
-    estimator's driver retries such a sweep with a jitter, then stops with an error; this bare
-    loop has no retry). The sweeps run in float64, where few chains get there (float32: a few
-    in a hundred), and coverage is over the chains that stayed finite. Returns ``(coverage per
+    With ``nu0 = D`` the rows' prior is a multivariate t with one degree of freedom, so some
+    replications have ratings in the thousands, far from the chains' start (``gibbs.init``'s
+    0.1-scale factors). Such a chain spends hundreds of sweeps in a transient far from the
+    posterior, where the rows' scatter dwarfs ``W0^{-1}`` and the model is nearly invariant under
+    ``u -> A u, v -> A^-1 v``: the factors' scales drift along that ridge until the rows'
+    Cholesky factorisation fails (the estimator's driver stops there with a ``DivergenceError``
+    naming the sweep; a 10-sweep MAP start avoided it for the chain traced, the estimator's
+    default 2 sweeps did not; this bare loop has no check). It is not the posterior: from the
+    replication's true parameters, an exact posterior draw, the same chain stays finite
+    (benchmarks/RESULTS.md, "Chains that turn non-finite under the prior"). The sweeps run in
+    float64, where few chains get there (float32: a few in a
+    hundred), and coverage is over the chains that stayed finite. Returns ``(coverage per
     level, expected coverage per level, share of chains that turned non-finite)``."""
     inside, finite, n_draws = {0.5: [], 0.9: []}, [], 200
     with jax.enable_x64(True):

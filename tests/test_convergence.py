@@ -111,3 +111,80 @@ def test_a_chain_that_turns_non_finite_stops_naming_the_sweep_and_quantity_and_k
     assert "sweep 7" in message and "Lambda_V" in message and "U," not in message
     assert caught.value.partial.samples["U"].shape == (1, 5, 30, 2)
     assert caught.value.partial.history["train_rmse"].shape == (7, 1)
+
+
+def _hint_state(lam_u, lam_v, U, V, alpha=2.0):
+    """A one-chain float64 Gibbs state (leading chain axis) with the given factors and precisions
+    (NumPy arrays: the hint reads the state on the host)."""
+    from bayesmf.posterior import gibbs
+
+    zero = np.zeros(1)
+    return gibbs.GibbsState(U=U[None], V=V[None], mu_U=np.zeros((1, 2)), Lambda_U=lam_u[None], mu_V=np.zeros((1, 2)),
+                            Lambda_V=lam_v[None], alpha=np.full(1, alpha), b_U=np.zeros((1, len(U))),
+                            b_V=np.zeros((1, len(V))), bias_precision_U=zero, bias_precision_V=zero, offset=zero)
+
+
+def test_divergence_hint_reports_the_conditioning_figures_and_explains_only_when_extreme():
+    """``gibbs.divergence_hint``: the largest rows and the extreme eigenvalues of each Lambda, and
+    the bound ``(lambda_max(Lambda_U) + alpha max |v|^2) / lambda_min(Lambda_U)`` (either side,
+    the larger) computed here in NumPy; the drift explanation only past ``1e-3 / eps``."""
+    from bayesmf.posterior import gibbs
+
+    rng = np.random.default_rng(0)
+    U, V = rng.normal(size=(6, 2)), rng.normal(size=(4, 2))
+    lam_u, lam_v = np.array([[2.0, 0.3], [0.3, 1.0]]), np.array([[1.5, 0.0], [0.0, 0.5]])
+    text = gibbs.divergence_hint(_hint_state(lam_u, lam_v, U, V))
+    eu, ev = np.linalg.eigvalsh(lam_u), np.linalg.eigvalsh(lam_v)
+    kappa = max((eu[-1] + 2.0 * np.max(np.sum(V**2, 1))) / eu[0], (ev[-1] + 2.0 * np.max(np.sum(U**2, 1))) / ev[0])
+    assert f"condition number up to about {kappa:.3g}." in text
+    assert f"max |V| {np.linalg.norm(V, axis=1).max():.3g}" in text
+    assert f"Lambda_U {eu[0]:.3g} to {eu[-1]:.3g}" in text and "drifted" not in text
+    # the failing chain's state of the calibration test (RESULTS): Lambda_U nearly singular, V at 1e5
+    V_big = V * np.array([1.2e5, 7.0])
+    lam_tiny = np.array([[1e-8, 0.0], [0.0, 3.6]])
+    extreme = gibbs.divergence_hint(_hint_state(lam_tiny, lam_v, U, V_big))
+    kappa = (3.6 + 2.0 * np.max(np.sum(V_big**2, 1))) / 1e-8
+    assert f"about {kappa:.3g}." in extreme and "past what float64 resolves" in extreme and "init='map'" in extreme
+
+
+@pytest.mark.slow
+def test_bpmf_fit_that_turns_non_finite_raises_naming_sweep_and_field_and_keeps_draws(monkeypatch):
+    """The estimator's own Gibbs run (the driver over ``BPMFModel.gibbs_kernel``) with ``U`` made
+    NaN from sweep 6 on, in the sweep and in its jitter retry: ``BPMF.fit`` raises
+    ``DivergenceError`` naming sweep 6 and ``U`` (only), with the figures of the state of sweep 5
+    (its largest user row, computed here from ``.partial.state``), and ``.partial`` holds the draws
+    of sweeps 3-5 and the history of sweeps 0-5."""
+    import jax.numpy as jnp
+
+    from bayesmf.engines.driver import DivergenceError
+    from bayesmf.posterior.bpmf_model import BPMFModel
+
+    real = BPMFModel.gibbs_kernel
+
+    def faulty(self, data, rescale=True):
+        kernel, sweeps = real(self, data, rescale), []
+
+        def poisoned(new, info):
+            return new._replace(U=new.U * jnp.nan), info._replace(finite=jnp.zeros_like(info.finite))
+
+        def step(key, states):
+            sweeps.append(len(sweeps))
+            new, info = kernel.step(key, states)
+            return poisoned(new, info) if sweeps[-1] >= 6 else (new, info)
+
+        def retry(key, states):  # only called on the failing sweep
+            return poisoned(*kernel.retry(key, states))
+
+        return kernel._replace(step=step, retry=retry)
+
+    monkeypatch.setattr(BPMFModel, "gibbs_kernel", faulty)
+    ratings = synthetic(n_users=30, n_items=20, n_ratings=200, rank=2, seed=0).ratings
+    model = BPMF(rank=2, n_warmup=3, n_samples=10, seed=0)
+    with pytest.warns(RuntimeWarning, match="sweep 6"), pytest.raises(DivergenceError) as caught:
+        model.fit(ratings)
+    message, partial = str(caught.value), caught.value.partial
+    assert "non-finite U at sweep 6" in message and "3 draws kept" in message
+    assert partial.samples["U"].shape == (1, 3, 30, 2) and partial.history["train_rmse"].shape == (6, 1)
+    largest = np.sqrt(np.max(np.sum(np.asarray(partial.state.U, np.float64) ** 2, axis=-1)))
+    assert f"max |U| {largest:.3g}" in message
+    np.testing.assert_array_equal(partial.samples["U"][0, -1], np.asarray(partial.state.U)[0])

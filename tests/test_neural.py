@@ -138,6 +138,32 @@ def test_vae_code_heldout_nll_and_dae_loss_match_numpy():
 
 
 # -- the loop ------------------------------------------------------------------------------------
+def numpy_ndcg(logits, x_in, x_out, k):
+    """Liang et al.'s NDCG@k per row in NumPy: folded-in items last, ideal DCG over min(k, |x_out|)."""
+    out = []
+    for row, seen, held in zip(logits, x_in, x_out, strict=True):
+        order = np.argsort(-np.where(seen > 0, -np.inf, row), kind="stable")[:k]
+        dcg = sum(1.0 / np.log2(r + 2) for r, item in enumerate(order) if held[item] > 0)
+        n_rel = min(k, int((held > 0).sum()))
+        out.append(dcg / sum(1.0 / np.log2(r + 2) for r in range(n_rel)) if n_rel else 0.0)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("variational", [True, False])
+def test_heldout_ndcg_matches_numpy(variational):
+    rng = np.random.default_rng(3)
+    params = vae_engine.init_params(2, 30, (8, 3), variational=variational)
+    params = {k: (v + 0.5 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
+    x_in = (rng.random((6, 30)) < 0.3).astype(np.float32)
+    x_out = ((rng.random((6, 30)) < 0.2) & (x_in == 0)).astype(np.uint8)
+    x_out[5] = 0  # a row without held-out items scores 0
+    logits = np.asarray(vae_engine.decode(params, vae_engine.code(params, x_in, variational)))
+    for k in (1, 5, 100):  # 100 > 30 items: clipped to the catalogue
+        got = np.asarray(vae_engine.heldout_ndcg(params, x_in, x_out, k, variational))
+        np.testing.assert_allclose(got, numpy_ndcg(logits, x_in, x_out, k), rtol=1e-5, atol=1e-7)
+    assert got[5] == 0.0 and 0 < got[:5].min() and got.max() <= 1
+
+
 def test_epoch_visits_every_example_once_and_averages_the_loss():
     # loss = (theta - y)^2 with plain SGD at lr 0: the epoch's loss is the mean over all examples
     # (a batch size that does not divide n: padding must carry no weight)
@@ -249,6 +275,48 @@ def test_validation_split_records_the_best_epoch_and_patience_stops(clusters):
     assert len(valid) < 60
     best = int(model.history_["best_epoch"][0])
     assert valid[best] == min(valid) and len(valid) == best + 3
+
+
+@pytest.fixture(scope="module")
+def strong_split(clusters):
+    from bayesmf.data.splits import strong_generalization
+
+    return strong_generalization(clusters.train, 30, seed=0, n_validation_users=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["MultVAE", "MultDAE"])
+def test_heldout_users_select_the_epoch_by_their_ndcg(strong_split, name):
+    """The per-epoch NDCG@k of the held-out validation users (computed on the device) agrees with
+    the metrics module's strong-generalization protocol for the parameters kept, and those are the
+    best epoch's."""
+    from bayesmf.metrics import strong_generalization_ranking
+
+    split = strong_split
+    kwargs = {**FAST[name], "n_epochs": 12}
+    model = model_class(name)(**kwargs).fit(split.train, heldout=(split.validation_fold_in, split.validation_target),
+                                            heldout_k=10)
+    valid = model.history_["valid_loss"]
+    best = int(model.history_["best_epoch"][0])
+    assert len(valid) == 12 and valid[best] == min(valid) and min(valid) < valid[0]
+    report = strong_generalization_ranking(model, split.validation_fold_in, split.validation_target, ks=(10,))
+    assert report["ndcg@10"] == pytest.approx(-valid[best], rel=1e-5)
+    # patience without a validation fraction is allowed when held-out users are watched
+    short = model_class(name)(**{**kwargs, "n_epochs": 40, "patience": 1}).fit(
+        split.train, heldout=(split.validation_fold_in, split.validation_target), heldout_k=10)
+    assert len(short.history_["valid_loss"]) < 40
+    assert not hasattr(short, "_heldout")
+
+
+def test_heldout_users_bad_input(strong_split):
+    split = strong_split
+    heldout = (split.validation_fold_in, split.validation_target)
+    with pytest.raises(ConfigError, match="validation=0.2 and heldout users both select the epoch"):
+        bayesmf.MultDAE(n_epochs=1, validation=0.2).fit(split.train, heldout=heldout)
+    with pytest.raises(DataError, match="heldout must be"):
+        bayesmf.MultDAE(n_epochs=1).fit(split.train, heldout=(split.validation_fold_in, None))
+    with pytest.raises(ConfigError, match="patience=2 needs a validation split"):
+        bayesmf.MultDAE(n_epochs=1, patience=2).fit(split.train)
 
 
 # -- bad input -------------------------------------------------------------------------------------

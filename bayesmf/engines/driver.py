@@ -170,7 +170,7 @@ def run(
     draw_axis: int = 1,
     progress: bool = False,
     desc: str = "fit",
-    diverged_hint: str = "",
+    diverged_hint: str | Callable = "",
     retry_hint: str = "",
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 50,
@@ -199,7 +199,9 @@ def run(
         A progress bar, and the name the bar, warnings and errors use.
     diverged_hint, retry_hint : str
         Appended to the :class:`DivergenceError` and :class:`CholeskyRetryWarning` messages
-        (e.g. which setting to change).
+        (e.g. which setting to change). ``diverged_hint`` may also be a function of the last
+        finite state (the one the failing iteration started from) returning that text, to name
+        figures of the state that explain the failure.
     checkpoint, checkpoint_every, fingerprint
         With ``checkpoint`` a file is written every ``checkpoint_every`` iterations and on
         Ctrl-C, and an existing one with the same ``fingerprint`` is resumed bit-identically
@@ -271,7 +273,8 @@ def run(
                     message += f" (also with jitter {kernel.jitter:g})"
                 if collect is not None:
                     message += f"; the {kept.count} draws kept before it are in this error's .partial"
-                message = f"{message}. {diverged_hint}".strip()
+                hint = diverged_hint(state) if callable(diverged_hint) else diverged_hint
+                message = f"{message}. {hint}".strip()
                 raise DivergenceError(message, partial=partial_result())
             draw = t - n_warmup
             is_draw = draw >= 0 and (draw + 1) % thin == 0

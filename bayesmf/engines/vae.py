@@ -126,3 +126,24 @@ def heldout_nll(params, x_in, x_out, variational: bool):
     r"""Per-user :math:`-\sum_i x^{out}_i \log \pi_i(z)` with the code of ``x_in`` (no noise):
     the validation loss (held-out items of users encoded from their other items)."""
     return multinomial_nll(decode(params, code(params, x_in, variational)), x_out)
+
+
+def heldout_ndcg(params, x_in, x_out, k: int, variational: bool):
+    r"""Per-user NDCG@k of the held-out items ``x_out`` (B, I) ranked by the logits of the code of
+    ``x_in`` (B, I, no noise), the items of ``x_in`` never ranked (Liang et al. 2018, section 4.2):
+
+    .. math:: \mathrm{NDCG@}k(u) = \frac{\sum_{r=1}^{k} x^{out}_{u, i_r} / \log_2(r + 1)}
+              {\sum_{r=1}^{\min(k, |x^{out}_u|)} 1 / \log_2(r + 1)},
+
+    :math:`i_r` the item at rank :math:`r`; 0 for a row without held-out items. ``k`` is clipped to
+    the catalogue size. This is the per-epoch model selection of the paper (validation users'
+    NDCG@100); shape (B,)."""
+    k = min(int(k), x_in.shape[1])
+    logits = decode(params, code(params, x_in, variational))
+    logits = jnp.where(x_in > 0, -jnp.inf, logits)
+    _, top = jax.lax.top_k(logits, k)
+    discount = 1.0 / jnp.log2(jnp.arange(2, k + 2, dtype=jnp.float32))
+    dcg = jnp.sum((jnp.take_along_axis(x_out, top, axis=1) > 0) * discount, axis=1)
+    n_rel = jnp.minimum(jnp.sum(x_out > 0, axis=1), k)
+    idcg = jnp.cumsum(discount)[jnp.maximum(n_rel - 1, 0)]
+    return jnp.where(n_rel > 0, dcg / idcg, 0.0)

@@ -121,6 +121,18 @@ def auto_offset_prior(train: Ratings) -> tuple[float, float]:
     return mean, float(max(np.sqrt(variance), 1e-3 * max(abs(mean), 1.0)))
 
 
+def auto_w0(train: Ratings) -> float:
+    """``w0="auto"``: ``1 / sd(r)``, the training ratings' standard deviation (floored as in
+    :func:`auto_offset_prior`) (:class:`BPMF`)."""
+    return 1.0 / auto_offset_prior(train)[1]
+
+
+def auto_bias_prior(train: Ratings) -> tuple[float, float]:
+    """``bias_prior="auto"``: ``(1, var(r))`` (shape, rate), the bias precision's prior mean
+    ``1 / var(r)`` (:class:`BPMF`)."""
+    return 1.0, auto_offset_prior(train)[1] ** 2
+
+
 def auto_noise_prior(train: Ratings, rank: int, biases: bool) -> tuple[float, float]:
     """``noise_prior="auto"``: ``(a0, b0)`` with ``a0 = P / 2`` and ``b0 = a0 var(r) / 2``, ``P``
     the factor (and bias) parameters of the users and items that have ratings (:class:`BPMF`)."""
@@ -248,7 +260,15 @@ class BPMF(FactorModel):
         ranking scores and ``fit(..., track=)``'s moments are those of the latent ``f``. Gibbs
         only; not with ``fold_in`` or ``to_arviz``'s log-likelihood.
     gap_prior : ``(m_g, s_g)``: the ordinal cutpoints' log gaps ``~ N(m_g, s_g^2)``.
-    beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior.
+    beta0, nu0 (None -> rank), w0 (W0 = w0 I), mu0 : Normal-Wishart hyperprior. ``w0="auto"``
+        (default): ``1 / sd(r)``, the training ratings' standard deviation. With it and the other
+        ``"auto"`` priors (offset, noise, ``bias_prior``) every prior scales with the ratings'
+        unit: ratings ``s r + c`` give the model of ``r`` with factors times ``sqrt(s)``, biases
+        and predictions times ``s`` (plus ``c``). A fixed ``W0 = I`` instead puts the factors'
+        prior at the scale of 1-5 stars: on a 1-100 scale the chain spends hundreds of sweeps
+        growing the factors, and the default 50 + 200 sweeps under-cover (figures:
+        benchmarks/RESULTS.md, "Priors in the ratings' unit"). On 1-5 star data ``sd(r)`` is
+        about 1 and ``"auto"`` is close to ``W0 = I``. ``PMF`` keeps ``w0 = 1``.
     offset_prior : the global offset ``m ~ N(m0, s0^2)`` as ``(m0, s0)``; ``"auto"`` (default):
         the training ratings' mean and standard deviation, a prior wide against the offset's
         posterior (spread about ``sd / sqrt(nnz)``); ``None``: ``m`` fixed at the training mean
@@ -256,6 +276,9 @@ class BPMF(FactorModel):
         say little about ``m``). ``inference="map"`` holds ``m`` at the training mean.
     biases : add user and item biases ``b_i``, ``c_j`` with ``N(0, 1/lambda)`` priors and
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
+    bias_prior : ``(shape, rate)`` of the bias precisions ``lambda``; ``"auto"`` (default):
+        ``(1, var(r))``, prior mean ``1 / var(r)`` (biases about as spread as the ratings, in
+        their unit; see ``w0``).
     init : "map" (PMF MAP, the authors' choice) or "random". The MAP start's coordinate-ascent
         sweeps come from the inference's ``start`` (``GibbsConfig(start=MAPConfig(n_iter=k))``):
         :data:`~bayesmf.models.inference.GIBBS_START_ITER` (2) for the Gibbs sampler, 10 for
@@ -281,6 +304,7 @@ class BPMF(FactorModel):
     _state_arrays = FactorModel._state_arrays + (
         "user_samples_", "item_samples_",
         *(f"{s}_samples_" for s in HYPER_SITES + BIAS_SITES + NOISE_SITES + ORDINAL_SITES), "rating_levels_",
+        "w0_", "bias_prior_",
     )
 
     def __init__(
@@ -300,11 +324,11 @@ class BPMF(FactorModel):
         gap_prior: tuple = (0.0, 1.0),
         beta0: float = 2.0,
         nu0: float | None = None,
-        w0: float = 1.0,
+        w0: float | str = "auto",
         mu0: float = 0.0,
         offset_prior: tuple | str | None = "auto",
         biases: bool = False,
-        bias_prior: tuple = (1.0, 1.0),
+        bias_prior: tuple | str = "auto",
         init: str = "map",
         keep_every: int = 1,
         checkpoint: str | None = None,
@@ -392,7 +416,7 @@ class BPMF(FactorModel):
     @property
     def prior(self) -> Prior:
         noise = self._noise_prior()
-        bias = tuple(float(x) for x in self.bias_prior) if self.biases else None
+        bias = self._bias_prior() if self.biases else None
         shape = self.precision_shape
         try:
             shape = tuple(float(x) for x in shape)
@@ -412,7 +436,7 @@ class BPMF(FactorModel):
             ordinal = {"likelihood": "ordinal", "n_categories": 2 if levels is None else int(np.size(levels)),
                        "gap_prior": check_gap_prior(self.gap_prior)}
         return Prior(self.rank, alpha, float(self.mu0), float(self.beta0),
-                     None if self.nu0 is None else float(self.nu0), float(self.w0), noise, bias,
+                     None if self.nu0 is None else float(self.nu0), self._w0(), noise, bias,
                      self._offset_prior(), self.noise, self.noise_df, shape, **ordinal).validate()
 
     @property
@@ -424,6 +448,36 @@ class BPMF(FactorModel):
         """``noise_prior`` as a ``(a0, b0)`` pair or None (:meth:`_prior_pair`)."""
         return self._prior_pair("noise_prior", "(shape, rate)", train,
                                 lambda r: auto_noise_prior(r, int(self.rank), bool(self.biases)))
+
+    def _w0(self, train: Ratings | None = None) -> float:
+        """``w0`` as a float: ``"auto"`` resolved by :func:`auto_w0` of ``train``, or without
+        ``train`` taken from the fit (``w0_``; 1 before a fit, which has no data scale yet)."""
+        if isinstance(self.w0, str):
+            if self.w0 != "auto":
+                raise ConfigError(f"w0 must be 'auto' or a positive scale, got {self.w0!r}")
+            return auto_w0(train) if train is not None else float(getattr(self, "w0_", None) or 1.0)
+        try:
+            return float(self.w0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"w0 must be 'auto' or a positive scale, got {self.w0!r}") from None
+
+    def _bias_prior(self, train: Ratings | None = None) -> tuple[float, float]:
+        """``bias_prior`` as a ``(shape, rate)`` pair: ``"auto"`` resolved by
+        :func:`auto_bias_prior` of ``train``, or without ``train`` taken from the fit
+        (``bias_prior_``; ``(1, 1)`` before a fit)."""
+        value = self.bias_prior
+        if isinstance(value, str):
+            if value != "auto":
+                raise ConfigError(f"bias_prior must be 'auto' or a positive (shape, rate) pair, got {value!r}")
+            if train is not None:
+                return auto_bias_prior(train)
+            fitted = getattr(self, "bias_prior_", None)
+            return (1.0, 1.0) if fitted is None else tuple(float(x) for x in np.ravel(fitted))
+        try:
+            first, second = (float(x) for x in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"bias_prior must be 'auto' or a positive (shape, rate) pair, got {value!r}") from None
+        return first, second
 
     def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
         """``offset_prior`` as a ``(m0, s0)`` pair or None (:meth:`_prior_pair`)."""
@@ -479,7 +533,27 @@ class BPMF(FactorModel):
     def fit(self, train: Ratings, track: Ratings | None = None) -> BPMF:
         """Fit on ``train``. With ``track`` (ratings in the training index space) the Gibbs
         sampler accumulates the posterior-predictive mean/variance at those pairs online over
-        every draw (``tracked_mean_``, ``tracked_var_``), whatever ``keep_every`` is."""
+        every draw (``tracked_mean_``, ``tracked_var_``), whatever ``keep_every`` is.
+
+        Raises
+        ------
+        DivergenceError
+            When a Gibbs sweep turns the state non-finite, also after the driver's retry with
+            jitter (:func:`~bayesmf.engines.driver.run`): the message names the sweep and the
+            fields (``U``, ``Lambda_V``, ...), the figures of the state before it
+            (:func:`~bayesmf.posterior.gibbs.divergence_hint`), and ``.partial`` holds the draws
+            kept before it. It happens when the rows' precision matrices ``Lambda + alpha sum v
+            v^T`` become too ill-conditioned to factorise, which a chain reaches far from the
+            posterior: with factors on a scale far from the prior's ``W0 = w0 I`` (a fixed
+            ``w0`` against ratings in the thousands, or data whose factors are far larger than
+            the ratings' spread suggests: with ``nu0 = D`` the rows' prior has Cauchy tails) and
+            a start far from them (``init="random"``'s small factors, or a MAP start of too few
+            sweeps), the rows' scatter dwarfs ``W0^{-1}``, the model is then nearly invariant
+            under ``u -> A u``, ``v -> A^{-1} v``, and the factors' scales drift along it until
+            they leave the working precision. A longer MAP start
+            (``inference=GibbsConfig(start=MAPConfig(n_iter=10))``), ``w0="auto"`` (the
+            default, in the ratings' unit), or ``dtype="float64"`` keep chains away from it.
+        """
         self._track = track
         return super().fit(train)
 
@@ -496,6 +570,9 @@ class BPMF(FactorModel):
             train = train.with_values(category.astype(np.float64) - 0.5)
         self.offset_prior_ = self._offset_prior(train)
         self.noise_prior_ = self._noise_prior(train)
+        # saved with the model (0-d / (2,) arrays), so that a loaded model keeps its prior
+        self.w0_ = np.asarray(self._w0(train), np.float64)
+        self.bias_prior_ = np.asarray(self._bias_prior(train), np.float64)
         config, prior, dtype = self._validate()
         # the data's centre; after a fit with a learned offset, its posterior mean (_store_draws)
         self.global_mean_ = float(np.mean(train.values, dtype=np.float64))
@@ -570,7 +647,8 @@ class BPMF(FactorModel):
                                          items=jnp.asarray(track.items))
         return run(kernel, init_state, key, n_warmup=n_warmup, n_samples=n_samples, thin=thin, collect=collect,
                    keep_every=keep_every, track=track_fn, draw_axis=1, progress=self.progress, desc=desc,
-                   checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
+                   diverged_hint=gibbs.divergence_hint, checkpoint=checkpoint,
+                   checkpoint_every=int(self.checkpoint_every),
                    fingerprint=None if checkpoint is None else self._chain_fingerprint(train, track))
 
     def _chain_fingerprint(self, train: Ratings, track: Ratings | None) -> dict:
@@ -711,7 +789,8 @@ class BPMF(FactorModel):
         ``S = Lambda^-1``; the prior's when the fit kept no draws. The fallback of
         :meth:`_unknown_draws` when it has no hyperparameter draws."""
         if not self.has_draws:
-            lam = self.prior.nu * self.w0
+            prior = self.prior
+            lam = prior.nu * prior.w0
             return float(self.rank / lam**2)
         S_U = np.linalg.inv(self.Lambda_U_samples_.reshape(-1, self.rank, self.rank)).mean(0)
         S_V = np.linalg.inv(self.Lambda_V_samples_.reshape(-1, self.rank, self.rank)).mean(0)

@@ -74,7 +74,9 @@ class NeuralModel(ClassicalModel):
         for name in self._param_keys():
             setattr(self, f"{name}_", np.asarray(jax.device_get(params[name])))
 
-    def _check_loop_params(self) -> None:
+    def _check_loop_params(self, watched: bool = False) -> None:
+        """``watched``: a validation criterion other than the ``validation`` split is given (so
+        ``patience`` has something to watch)."""
         check_positive_int("n_epochs", self.n_epochs)
         check_positive_int("batch_size", self.batch_size)
         lr = check_nonnegative("learning_rate", self.learning_rate)
@@ -85,7 +87,7 @@ class NeuralModel(ClassicalModel):
             check_fraction("validation", self.validation)
         if self.patience is not None:
             check_positive_int("patience", self.patience)
-            if self.validation == 0:
+            if self.validation == 0 and not watched:
                 raise ConfigError(f"patience={self.patience!r} needs a validation split to watch; set validation, "
                                   "e.g. 0.1")
         seed_key(self.seed)

@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmf.data.ratings import Ratings
 from bayesmf.engines import vae as engine
-from bayesmf.errors import ConfigError
+from bayesmf.errors import ConfigError, DataError
 from bayesmf.models.base import check_nonnegative
 from bayesmf.models.neural import NeuralModel, carve_validation, layer_widths
 from bayesmf.models.recommend import seen_pairs
@@ -86,7 +87,45 @@ class _MultAE(NeuralModel):
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         check_nonnegative("anneal_cap", self.anneal_cap)
         check_int("anneal_steps", self.anneal_steps, low=0)
-        self._check_loop_params()
+        heldout = getattr(self, "_heldout", None)
+        if heldout is not None and self.validation != 0:
+            raise ConfigError(f"validation={self.validation!r} and heldout users both select the epoch; give one")
+        self._check_loop_params(watched=heldout is not None)
+
+    def fit(self, train, heldout=None, heldout_k: int = 100):
+        """Fit on ``train`` (every rating a positive).
+
+        ``heldout``: ``(fold_in, target)``, the held-out validation users of the
+        strong-generalization protocol (``validation_fold_in`` and ``validation_target`` of
+        :func:`bayesmf.data.splits.strong_generalization`, item IDs as ``train``'s). After each
+        epoch every such user with a target is encoded from their ``fold_in`` row and their
+        ``target`` items are ranked (folded-in items excluded); the parameters of the epoch with
+        the best mean NDCG@``heldout_k`` are kept, as the paper selects its model
+        (:func:`bayesmf.engines.vae.heldout_ndcg`; ``history_["valid_loss"]`` holds minus that
+        mean per epoch). ``patience`` then stops after that many epochs without improvement.
+        """
+        self._heldout = None if heldout is None else (heldout, check_int("heldout_k", heldout_k, low=1))
+        try:
+            return super().fit(train)
+        finally:
+            del self._heldout
+
+    def _heldout_rows(self, train):
+        """Dense (fold-in, target) rows of the held-out users with a target, or None."""
+        if self._heldout is None:
+            return None
+        (fold_in, target), _ = self._heldout
+        if not isinstance(fold_in, Ratings) or not isinstance(target, Ratings) or not fold_in.same_index_space(target):
+            raise DataError("heldout must be (fold_in, target) Ratings sharing ID maps (from strong_generalization)")
+        if fold_in.item_map != train.item_map:
+            raise DataError("the heldout users' item IDs differ from train's: use the same strong_generalization split")
+        users = np.flatnonzero(target.user_counts > 0)
+        empty = users[fold_in.user_counts[users] == 0]
+        if empty.size:
+            raise DataError(f"held-out user {fold_in.user_map.ids(empty[:1])[0].item()!r} has targets but no fold-in "
+                            "interactions")
+        return [history_rows(r.by_user.indptr, r.items[r.by_user.order], users, train.n_items)
+                for r in (fold_in, target)]
 
     def _fit(self, train) -> None:
         self._implicit_fit(train)
@@ -96,6 +135,12 @@ class _MultAE(NeuralModel):
         loss = partial(engine.loss, variational=self._variational, dropout=float(self.dropout),
                        anneal_cap=float(self.anneal_cap), anneal_steps=int(self.anneal_steps))
         valid_loss = None
+        heldout = self._heldout_rows(train)
+        if heldout is not None:
+            h_in, h_out = (jnp.asarray(r) for r in heldout)
+            k = self._heldout[1]
+            valid_loss = jax.jit(lambda p: -jnp.mean(engine.heldout_ndcg(p, h_in.astype(jnp.float32), h_out, k,
+                                                                         self._variational)))
         if valid is not None:
             vusers = np.flatnonzero(valid.user_counts)
             vg = valid.by_user

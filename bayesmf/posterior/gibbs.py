@@ -956,3 +956,40 @@ def pair_predictions(states: GibbsState, users, items):
     """Noise-free predictions ``m + b_i + c_j + u_i . v_j`` at index pairs per chain: (chains, n)."""
     dot = jnp.sum(states.U[:, users] * states.V[:, items], axis=-1)
     return states.offset[:, None] + states.b_U[:, users] + states.b_V[:, items] + dot
+
+
+def divergence_hint(states: GibbsState) -> str:
+    r"""What a chain's last finite state says about a sweep that turned non-finite (the driver's
+    ``diverged_hint``, :func:`bayesmf.engines.driver.run`): per side, the largest factor entry
+    and the extreme eigenvalues of ``Lambda``, and the bound
+
+    .. math::
+        \kappa = \frac{\lambda_{\max}(\Lambda_U) + \alpha \max_j |v_j|^2}{\lambda_{\min}(\Lambda_U)}
+
+    (and the same with the sides swapped) on the condition number of the precision
+    ``Lambda_U + alpha v_j v_j^T`` of a row with one rating. When ``kappa`` reaches ``1e-3 / eps``
+    of the working precision the rows' Cholesky factorisations are at the edge of what it
+    resolves, and the text says how a chain gets there: far from the posterior (from a start
+    far from the ratings' scale, say), where the scatter of the rows dwarfs ``W0^{-1}``, the
+    likelihood and the Normal-Wishart prior are nearly invariant under ``u -> A u``,
+    ``v -> A^{-1} v``, and the factors' scales drift along that ridge (the rescaling move
+    travels it exactly: its target is flat there) until they leave the working precision.
+    ``states`` has a leading chain axis; the chain with the largest ``kappa`` is reported."""
+    U, V, lam_u, lam_v, alpha = (np.asarray(jax.device_get(a), np.float64) for a in
+                                 (states.U, states.V, states.Lambda_U, states.Lambda_V, states.alpha))
+    eig_u, eig_v = np.linalg.eigvalsh(lam_u), np.linalg.eigvalsh(lam_v)  # (chains, D)
+    big_u, big_v = np.max(np.sum(U * U, axis=-1), axis=-1), np.max(np.sum(V * V, axis=-1), axis=-1)
+    alpha = np.reshape(alpha, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.maximum((eig_u[:, -1] + alpha * big_v) / eig_u[:, 0], (eig_v[:, -1] + alpha * big_u) / eig_v[:, 0])
+    c = int(np.nanargmax(np.where(np.isfinite(kappa), kappa, np.inf))) if np.size(kappa) else 0
+    text = (f"In the state before it (chain {c}): max |U| {np.sqrt(big_u[c]):.3g}, max |V| {np.sqrt(big_v[c]):.3g}, "
+            f"eigenvalues of Lambda_U {eig_u[c, 0]:.3g} to {eig_u[c, -1]:.3g}, of Lambda_V {eig_v[c, 0]:.3g} to "
+            f"{eig_v[c, -1]:.3g}; a row's precision has a condition number up to about {kappa[c]:.3g}.")
+    if not kappa[c] >= 1e-3 / np.finfo(states.U.dtype).eps:
+        return text
+    return (f"{text} That is past what {np.dtype(states.U.dtype).name} resolves: the factors' scales drifted "
+            "along u -> A u, v -> A^-1 v, which happens to a chain far from the posterior (a start far from the "
+            "ratings' scale: the prior W0 = w0 I is then negligible and nothing holds the scales). Start from the "
+            "PMF MAP (init='map', with more sweeps: GibbsConfig(start=MAPConfig(n_iter=10))), use w0='auto' "
+            "(the ratings' unit) or w0 near the factors' expected precision, or fit in float64.")

@@ -11,7 +11,11 @@ increasing order, :func:`encode_levels`) and cutpoints ``c_0 < c_1 < ... < c_{K-
     P(y_r = k \mid f_r, c) = \Phi(c_k - f_r) - \Phi(c_{k-1} - f_r).
 
 **Identification.** The latent scale is fixed by the unit noise variance and the location by
-``c_0 = 0``: the level lives in ``f`` (a model's offset ``m``), as in myFM (``fix_gamma0``).
+``c_0 = 0``: the level lives in ``f`` (a model's offset ``m``). myFM instead leaves ``c_0`` free
+(its ``fix_gamma0`` is false) with a ``N(0, 1/reg_0)`` prior next to its offset's
+``N(0, 1/reg_0)``, so that only ``c - w_0`` is determined by the data and the pair drifts along
+that ridge; the predictive distribution depends on ``c - f`` alone, so the two give the same
+predictions up to the priors' pull on that one direction.
 
 **Prior on the cutpoints.** The ``K - 2`` free gaps ``d_k = c_k - c_{k-1}`` (``k = 1..K-2``) are
 i.i.d. log-normal, ``a_k = log d_k ~ N(m_g, s_g^2)`` (``gap_prior = (m_g, s_g)``, default
@@ -24,8 +28,9 @@ posterior is proper and simulation-based calibration applies; positive gaps keep
    ``log p(a | f, y) = sum_r log(Phi(c_{y_r} - f_r) - Phi(c_{y_r - 1} - f_r)) + sum_k log N(a_k; m_g, s_g^2)``,
    by an independence Metropolis-Hastings step in ``a``: the proposal a multivariate Student-t
    (5 degrees of freedom) centred at the conditional mode with scale the inverse of a
-   Gauss-Newton precision there — myFM's ``OprobitSampler`` scheme (there with a flat prior on
-   ``a`` and the exact Hessian), a Laplace-approximation proposal that is accepted nearly always
+   Gauss-Newton precision there — myFM's ``OprobitSampler`` scheme (there with the same
+   ``N(0, 1)`` prior on each log gap, the exact Hessian, and the mode searched from the
+   current cutpoints until converged), a Laplace-approximation proposal that is accepted nearly always
    when the data are many, so the cutpoints move by their whole posterior spread each sweep
    (:func:`sample_cutpoints_mh`). The mode is found by a fixed number of damped Gauss-Newton
    steps from a start computed from ``(f, y)`` alone (:func:`moment_start`), so the proposal
