@@ -101,10 +101,11 @@ def test_bad_inferences_fail_at_fit_with_a_named_error(ratings, inference, match
 @pytest.mark.slow
 def test_the_configuration_reaches_the_fit(ratings):
     """The MAP start's sweeps and the chain's length come from the configuration: a PMF-MAP start
-    of 3 sweeps is recorded as 3 objective values, and MAPConfig and PMF agree exactly."""
+    of 3 sweeps is recorded as 3 objective values, and MAPConfig and PMF agree exactly (PMF is
+    ``BPMF(inference="map")`` with ``W0 = I``, not the ratings' unit)."""
     gibbs = BPMF(rank=2, n_samples=4, n_warmup=1, inference=GibbsConfig(start=MAPConfig(n_iter=3))).fit(ratings)
     assert len(gibbs.history_["map_objective"]) == 3 and len(gibbs.history_["train_rmse"]) == 5
-    via_config = BPMF(rank=2, inference=MAPConfig(n_iter=5)).fit(ratings)
+    via_config = BPMF(rank=2, w0=1.0, inference=MAPConfig(n_iter=5)).fit(ratings)
     pmf = PMF(rank=2, map_iter=5).fit(ratings)
     np.testing.assert_array_equal(via_config.user_factors_, pmf.user_factors_)
     assert pmf.inference_config() == MAPConfig(n_iter=5)
@@ -116,8 +117,8 @@ def test_checkpoint_fingerprint_keeps_the_settings_of_earlier_versions(ratings):
     settings = BPMF(rank=2, inference=GibbsConfig(rescale=False))._chain_fingerprint(ratings, None)["settings"]
     assert settings == {
         "rank": 2, "n_samples": 200, "n_warmup": 50, "thin": 1, "chains": 1, "alpha": 2.0, "noise_prior": "auto",
-        "beta0": 2.0, "nu0": None, "w0": 1.0, "mu0": 0.0, "offset_prior": "auto", "biases": False,
-        "bias_prior": (1.0, 1.0), "init": "map", "keep_every": 1, "seed": 0, "dtype": "float32",
+        "beta0": 2.0, "nu0": None, "w0": "auto", "mu0": 0.0, "offset_prior": "auto", "biases": False,
+        "bias_prior": "auto", "init": "map", "keep_every": 1, "seed": 0, "dtype": "float32",
         "inference": "gibbs", "gibbs_rescale": False, "map_iter": 2, "map_method": "als"}
 
 

@@ -1210,8 +1210,9 @@ def _pointwise_draws(draws, users, items, values, global_mean, key, *, want_ll: 
 
 
 class PMF(BPMF):
-    """Probabilistic matrix factorization, the MAP shortcut: ``BPMF(inference="map")`` with the
-    hyperparameters fixed at their prior means (``Lambda = nu0 w0 I``, ``mu = 0``, ``alpha``)."""
+    """Probabilistic matrix factorization, the MAP shortcut: ``BPMF(inference="map", w0=1.0)`` with
+    the hyperparameters fixed at their prior means (``Lambda = nu0 w0 I``, ``mu = 0``, ``alpha``);
+    ``w0`` is a fixed scale here (Salakhutdinov & Mnih's fixed penalties), not ``"auto"``."""
 
     def __init__(self, rank: int = 10, alpha: float = 2.0, nu0: float | None = None, w0: float = 1.0,
                  map_iter: int = 20, map_method: str = "als", seed: int = 0, progress: bool = False,
