@@ -849,10 +849,10 @@ def _draw_offset(key, offset, centre, shift, total, sse, nnz, alpha, prior: Prio
 
 
 # The prior's numbers that are scaled to the data (the noise precision or its "auto" prior, the
-# "auto" offset prior) are traced arguments of the compiled sweep; the rest of the prior (rank,
-# noise model, which parts exist) is static. Data sets with the same shapes (cross-validation
-# folds, a grid over another setting) then share one compiled sweep.
-_TRACED_PRIOR_FIELDS = ("alpha", "noise_prior", "offset_prior")
+# "auto" offset, factor-scale and bias priors) are traced arguments of the compiled sweep; the rest
+# of the prior (rank, noise model, which parts exist) is static. Data sets with the same shapes
+# (cross-validation folds, a grid over another setting) then share one compiled sweep.
+_TRACED_PRIOR_FIELDS = ("alpha", "noise_prior", "offset_prior", "w0", "bias_prior")
 
 
 def _split_prior(prior: Prior):
