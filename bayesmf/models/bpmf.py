@@ -445,59 +445,58 @@ class BPMF(FactorModel):
         return getattr(self, "likelihood", "gaussian") == "ordinal"
 
     def _noise_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
-        """``noise_prior`` as a ``(a0, b0)`` pair or None (:meth:`_prior_pair`)."""
-        return self._prior_pair("noise_prior", "(shape, rate)", train,
-                                lambda r: auto_noise_prior(r, int(self.rank), bool(self.biases)))
+        """``noise_prior`` as a ``(a0, b0)`` pair or None (:meth:`_resolve_prior`)."""
+        return self._resolve_prior("noise_prior", "(shape, rate)", train,
+                                   lambda r: auto_noise_prior(r, int(self.rank), bool(self.biases)))
 
     def _w0(self, train: Ratings | None = None) -> float:
-        """``w0`` as a float: ``"auto"`` resolved by :func:`auto_w0` of ``train``, or without
-        ``train`` taken from the fit (``w0_``; 1 before a fit, which has no data scale yet)."""
-        if isinstance(self.w0, str):
-            if self.w0 != "auto":
-                raise ConfigError(f"w0 must be 'auto' or a positive scale, got {self.w0!r}")
-            return auto_w0(train) if train is not None else float(getattr(self, "w0_", None) or 1.0)
-        try:
-            return float(self.w0)
-        except (TypeError, ValueError):
-            raise ConfigError(f"w0 must be 'auto' or a positive scale, got {self.w0!r}") from None
+        """``w0`` as a float: ``"auto"`` is :func:`auto_w0` of ``train`` (:meth:`_resolve_prior`;
+        1 before a fit, which has no data scale yet)."""
+        return self._resolve_prior("w0", "positive scale", train, auto_w0, optional=False, scalar=True,
+                                   unfitted=1.0)
 
     def _bias_prior(self, train: Ratings | None = None) -> tuple[float, float]:
-        """``bias_prior`` as a ``(shape, rate)`` pair: ``"auto"`` resolved by
-        :func:`auto_bias_prior` of ``train``, or without ``train`` taken from the fit
-        (``bias_prior_``; ``(1, 1)`` before a fit)."""
-        value = self.bias_prior
-        if isinstance(value, str):
-            if value != "auto":
-                raise ConfigError(f"bias_prior must be 'auto' or a positive (shape, rate) pair, got {value!r}")
-            if train is not None:
-                return auto_bias_prior(train)
-            fitted = getattr(self, "bias_prior_", None)
-            return (1.0, 1.0) if fitted is None else tuple(float(x) for x in np.ravel(fitted))
-        try:
-            first, second = (float(x) for x in value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"bias_prior must be 'auto' or a positive (shape, rate) pair, got {value!r}") from None
-        return first, second
+        """``bias_prior`` as a ``(shape, rate)`` pair: ``"auto"`` is :func:`auto_bias_prior` of
+        ``train`` (:meth:`_resolve_prior`; ``(1, 1)`` before a fit)."""
+        return self._resolve_prior("bias_prior", "positive (shape, rate)", train, auto_bias_prior,
+                                   optional=False, unfitted=(1.0, 1.0))
 
     def _offset_prior(self, train: Ratings | None = None) -> tuple[float, float] | None:
-        """``offset_prior`` as a ``(m0, s0)`` pair or None (:meth:`_prior_pair`)."""
-        return self._prior_pair("offset_prior", "(mean, scale)", train, auto_offset_prior)
+        """``offset_prior`` as a ``(m0, s0)`` pair or None (:meth:`_resolve_prior`)."""
+        return self._resolve_prior("offset_prior", "(mean, scale)", train, auto_offset_prior)
 
-    def _prior_pair(self, name: str, what: str, train: Ratings | None, auto) -> tuple[float, float] | None:
-        """Setting ``name`` as a pair of floats, or None when it is None or the inference is MAP
-        (which holds the quantity fixed); ``"auto"`` resolved by ``auto(train)``, or without
-        ``train`` taken from the fit (``name + "_"``; None before a fit: no data scale yet)."""
+    def _resolve_prior(self, name: str, what: str, train: Ratings | None, auto, *, optional: bool = True,
+                       scalar: bool = False, unfitted=None):
+        """The data-scaled setting ``name`` (``w0``, ``bias_prior``, ``noise_prior``,
+        ``offset_prior``) as a float (``scalar``) or a pair of floats.
+
+        ``"auto"`` is ``auto(train)``; without ``train`` it is the value the fit resolved
+        (``name + "_"``), or ``unfitted`` before a fit (no data scale yet). An ``optional``
+        setting is None when it is None, when the inference is MAP (which holds the quantity
+        fixed) or, for ``noise_prior``, under the ordinal likelihood (its latent scale has no
+        noise prior). Anything else (another string, a non-number, a pair of the wrong length)
+        raises :class:`ConfigError` naming the value and the accepted forms (``what``: the
+        pair's or the scale's description).
+        """
         value = getattr(self, name)
-        if self.inference_name == "map" or value is None or (name == "noise_prior" and self.ordinal):
+        if optional and (self.inference_name == "map" or value is None or (name == "noise_prior" and self.ordinal)):
             return None
+        form = f"a {what}" if scalar else f"a {what} pair"
+        error = ConfigError(f"{name} must be 'auto', {'None or ' if optional else 'or '}{form}, got {value!r}")
         if isinstance(value, str):
             if value != "auto":
-                raise ConfigError(f"{name} must be 'auto', None or a {what} pair, got {value!r}")
-            return getattr(self, f"{name}_", None) if train is None else auto(train)
+                raise error
+            if train is not None:
+                return auto(train)
+            value = getattr(self, f"{name}_", None)
+            if value is None:
+                return unfitted
         try:
+            if scalar:
+                return float(value)
             first, second = (float(x) for x in value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be 'auto', None or a {what} pair, got {value!r}") from None
+            raise error from None
         return first, second
 
     def _validate(self):

@@ -139,16 +139,16 @@ class BayesFM(BPMF):
 
     def fm_prior(self, train: Ratings) -> fm_gibbs.FMPrior:
         """The sampler's :class:`~bayesmf.posterior.fm_gibbs.FMPrior`, data-scaled priors resolved."""
-        noise = self._prior_pair("noise_prior", "(shape, rate)", train,
-                                 lambda r: auto_noise_prior(r, int(self.rank), True))
-        offset = self._prior_pair("offset_prior", "(mean, scale)", train, auto_offset_prior)
+        noise = self._resolve_prior("noise_prior", "(shape, rate)", train,
+                                    lambda r: auto_noise_prior(r, int(self.rank), True))
+        offset = self._resolve_prior("offset_prior", "(mean, scale)", train, auto_offset_prior)
         try:
             shape, rate = (float(x) for x in self.hyper_prior)
         except (TypeError, ValueError):
             raise ConfigError(f"hyper_prior must be a positive (shape, rate) pair, got {self.hyper_prior!r}") from None
         alpha = noise[0] / noise[1] if noise is not None else float(self.alpha)
         ordinal = {}
-        if self.ordinal:  # the latent scale: alpha = 1, no noise prior (_prior_pair gives None)
+        if self.ordinal:  # the latent scale: alpha = 1, no noise prior (_resolve_prior gives None)
             from bayesmf.posterior.ordinal import check_gap_prior
 
             alpha = 1.0
