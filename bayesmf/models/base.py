@@ -83,13 +83,25 @@ class FactorModel(RecommendMixin, Estimator):
 
     def fit(self, train: Ratings) -> FactorModel:
         """Fit on ``train`` (a :class:`~bayesmf.data.Ratings`); returns ``self``."""
+        return self._fit_with(train)
+
+    def _fit_with(self, train: Ratings, **options) -> FactorModel:
+        """What :meth:`fit` does: check ``train``, reset ``history_``, remember the training
+        index space, then ``self._fit(train, **options)``; returns ``self``.
+
+        A subclass whose ``fit`` takes more arguments than ``train`` (held-out users to select
+        the epoch by, say) calls this with them as ``options``: they reach ``_fit`` (and, in
+        :class:`~bayesmf.models.fitting.ClassicalModel`, ``_check_params``) as keyword
+        arguments, so nothing of one call is left on the estimator. Without ``options`` the
+        subclass's ``_fit(train)`` needs no other parameters.
+        """
         if not isinstance(train, Ratings):
             raise DataError(f"fit expects a bayesmf Ratings, got {type(train).__name__}")
         if train.nnz == 0:
             raise DataError("the training set is empty")
         self.history_ = {}
         self._remember_training(train)
-        self._fit(train)
+        self._fit(train, **options)
         return self
 
     def _fit(self, train: Ratings) -> None:  # pragma: no cover - abstract

@@ -17,13 +17,15 @@ from bayesmf.models.recommend.foldin import nonnegative_fold_in  # noqa: F401 - 
 
 class ClassicalModel(FactorModel):
     """A :class:`FactorModel` that checks its hyperparameters (``_check_params``) and the
-    training indices before any work, so bad input fails with a clear error up front."""
+    training indices before any work, so bad input fails with a clear error up front. The
+    options of :meth:`~bayesmf.models.base.FactorModel._fit_with` reach ``_check_params`` too,
+    so a setting can be checked against them."""
 
-    def fit(self, train):
-        self._check_params()
+    def _fit_with(self, train, **options):
+        self._check_params(**options)
         if isinstance(train, Ratings):
             check_ratings(train)
-        return super().fit(train)
+        return super()._fit_with(train, **options)
 
     def _check_params(self) -> None:  # pragma: no cover - overridden
         pass

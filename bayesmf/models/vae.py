@@ -80,14 +80,17 @@ class _MultAE(NeuralModel):
     def _param_keys(self):
         return engine.param_keys(len(self._hidden()))
 
-    def _check_params(self) -> None:
+    def _check_params(self, heldout=None, heldout_k: int = 100) -> None:
+        """The settings, and ``heldout_k`` and the choice of one epoch criterion when
+        :meth:`fit` has ``heldout`` users."""
+        if heldout is not None:
+            check_int("heldout_k", heldout_k, low=1)
         self._hidden()
         dropout = check_nonnegative("dropout", self.dropout)
         if dropout >= 1:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         check_nonnegative("anneal_cap", self.anneal_cap)
         check_int("anneal_steps", self.anneal_steps, low=0)
-        heldout = getattr(self, "_heldout", None)
         if heldout is not None and self.validation != 0:
             raise ConfigError(f"validation={self.validation!r} and heldout users both select the epoch; give one")
         self._check_loop_params(watched=heldout is not None)
@@ -104,17 +107,14 @@ class _MultAE(NeuralModel):
         (:func:`bayesmf.engines.vae.heldout_ndcg`; ``history_["valid_loss"]`` holds minus that
         mean per epoch). ``patience`` then stops after that many epochs without improvement.
         """
-        self._heldout = None if heldout is None else (heldout, check_int("heldout_k", heldout_k, low=1))
-        try:
-            return super().fit(train)
-        finally:
-            del self._heldout
+        return self._fit_with(train, heldout=heldout, heldout_k=heldout_k)
 
-    def _heldout_rows(self, train):
-        """Dense (fold-in, target) rows of the held-out users with a target, or None."""
-        if self._heldout is None:
+    @staticmethod
+    def _heldout_rows(train, heldout):
+        """Dense (fold-in, target) rows of the ``heldout`` users with a target, or None."""
+        if heldout is None:
             return None
-        (fold_in, target), _ = self._heldout
+        fold_in, target = heldout
         if not isinstance(fold_in, Ratings) or not isinstance(target, Ratings) or not fold_in.same_index_space(target):
             raise DataError("heldout must be (fold_in, target) Ratings sharing ID maps (from strong_generalization)")
         if fold_in.item_map != train.item_map:
@@ -127,7 +127,7 @@ class _MultAE(NeuralModel):
         return [history_rows(r.by_user.indptr, r.items[r.by_user.order], users, train.n_items)
                 for r in (fold_in, target)]
 
-    def _fit(self, train) -> None:
+    def _fit(self, train, heldout=None, heldout_k: int = 100) -> None:
         self._implicit_fit(train)
         fit_part, valid = carve_validation(train, self.validation, int(self.seed))
         g = fit_part.by_user
@@ -135,10 +135,10 @@ class _MultAE(NeuralModel):
         loss = partial(engine.loss, variational=self._variational, dropout=float(self.dropout),
                        anneal_cap=float(self.anneal_cap), anneal_steps=int(self.anneal_steps))
         valid_loss = None
-        heldout = self._heldout_rows(train)
+        heldout = self._heldout_rows(train, heldout)
         if heldout is not None:
             h_in, h_out = (jnp.asarray(r) for r in heldout)
-            k = self._heldout[1]
+            k = check_int("heldout_k", heldout_k, low=1)
             valid_loss = jax.jit(lambda p: -jnp.mean(engine.heldout_ndcg(p, h_in.astype(jnp.float32), h_out, k,
                                                                          self._variational)))
         if valid is not None:
