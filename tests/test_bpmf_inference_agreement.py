@@ -22,7 +22,7 @@ def fits():
         "svi": dict(n_samples=400, svi_steps=1500, svi_batch_size=None),
         "map": dict(),
     }
-    models = {name: BPMF(rank=2, inference=name.split("_")[0], seed=0, **kw).fit(train)
+    models = {name: BPMF(rank=2, inference=name.split("_")[0], biases=False, seed=0, **kw).fit(train)
               for name, kw in settings.items()}
     return models, test
 
@@ -87,7 +87,8 @@ def test_minibatch_svi_approaches_full_batch_svi(fits):
     as the full batch, so both fits predict alike; the minibatch trace is noisier but decreases."""
     models, test = fits
     full = models["svi"].predict_dist(test.users, test.items)
-    mini = BPMF(rank=2, inference="svi", seed=0, n_samples=400, svi_steps=1500, svi_batch_size=100).fit(_split()[0])
+    mini = BPMF(rank=2, inference="svi", biases=False, seed=0, n_samples=400, svi_steps=1500,
+                svi_batch_size=100).fit(_split()[0])
     m = mini.predict_dist(test.users, test.items)
     assert np.median(np.abs(m.mean - full.mean)) < 0.15
     assert 0.7 < np.mean(m.std / full.std) < 1.3
@@ -101,7 +102,8 @@ def test_low_rank_guide_fits_at_least_as_well_as_mean_field(fits):
     """The low-rank-plus-diagonal family contains the mean-field one: its ELBO ends no worse and
     its predictions are close to the mean-field fit's."""
     models, test = fits
-    low = BPMF(rank=2, inference="svi", seed=0, n_samples=400, svi_steps=1500, svi_guide="lowrank").fit(_split()[0])
+    low = BPMF(rank=2, inference="svi", biases=False, seed=0, n_samples=400, svi_steps=1500,
+               svi_guide="lowrank").fit(_split()[0])
     full = models["svi"].predict_dist(test.users, test.items)
     m = low.predict_dist(test.users, test.items)
     assert np.median(np.abs(m.mean - full.mean)) < 0.1

@@ -181,7 +181,7 @@ def test_estimator_learns_the_offset_and_predicts_with_its_draws():
     average over its draws (they equal ``m_s + u_s.v_s`` averaged by hand). ``None`` keeps the
     old plug-in (no offset draws)."""
     data = synthetic(n_users=100, n_items=80, n_ratings=2500, rank=2, noise=0.3, seed=2, global_mean=3.2)
-    model = BPMF(rank=2, n_samples=60, n_warmup=30, seed=0).fit(data.ratings)
+    model = BPMF(rank=2, n_samples=60, n_warmup=30, biases=False, seed=0).fit(data.ratings)
     draws = model.offset_samples_
     assert draws.shape == (1, 60) and np.std(draws) > 0
     assert model.global_mean_ == pytest.approx(float(np.mean(draws, dtype=np.float64)), abs=1e-6)

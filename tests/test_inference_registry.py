@@ -113,11 +113,12 @@ def test_the_configuration_reaches_the_fit(ratings):
 
 def test_checkpoint_fingerprint_keeps_the_settings_of_earlier_versions(ratings):
     """Checkpoints written before the registry resume: the inference settings enter the
-    fingerprint under their old keyword names, nothing else is added."""
+    fingerprint under their old keyword names, nothing else is added; ``biases="auto"`` enters
+    resolved (the Gibbs sampler's: True), as a checkpoint of ``biases=True`` has it."""
     settings = BPMF(rank=2, inference=GibbsConfig(rescale=False))._chain_fingerprint(ratings, None)["settings"]
     assert settings == {
         "rank": 2, "n_samples": 200, "n_warmup": 50, "thin": 1, "chains": 1, "alpha": 2.0, "noise_prior": "auto",
-        "beta0": 2.0, "nu0": None, "w0": "auto", "mu0": 0.0, "offset_prior": "auto", "biases": False,
+        "beta0": 2.0, "nu0": None, "w0": "auto", "mu0": 0.0, "offset_prior": "auto", "biases": True,
         "bias_prior": "auto", "init": "map", "keep_every": 1, "seed": 0, "dtype": "float32",
         "inference": "gibbs", "gibbs_rescale": False, "map_iter": 2, "map_method": "als"}
 
