@@ -278,7 +278,7 @@ class BPMF(FactorModel):
         ``lambda ~ Gamma(*bias_prior)`` (the BPMF-with-biases variant; myFM's linear terms).
         ``"auto"`` (default): with biases for ``"gibbs"``, ``"nuts"`` and ``"svi"``, without for
         ``"map"`` (:attr:`has_biases`). Why: with biases the test RMSE is as good or better on
-        every real data set measured, at 250 and 1,200 sweeps (benchmarks/RESULTS.md, "Long
+        every real data set measured, within seed noise, at 250 and 1,200 sweeps (benchmarks/RESULTS.md, "Long
         chains at today's defaults").
     bias_prior : ``(shape, rate)`` of the bias precisions ``lambda``; ``"auto"`` (default):
         ``(1, var(r))``, prior mean ``1 / var(r)`` (biases about as spread as the ratings, in
