@@ -496,7 +496,8 @@ class BPMF(FactorModel):
         if optional and (self.inference_name == "map" or value is None or (name == "noise_prior" and self.ordinal)):
             return None
         form = f"a {what}" if scalar else f"a {what} pair"
-        error = ConfigError(f"{name} must be 'auto', {'None or ' if optional else 'or '}{form}, got {value!r}")
+        accepted = "'auto', None or" if optional else "'auto' or"
+        error = ConfigError(f"{name} must be {accepted} {form}, got {value!r}")
         if isinstance(value, str):
             if value != "auto":
                 raise error
@@ -527,7 +528,7 @@ class BPMF(FactorModel):
         if self.noise != "gaussian" and name == "map":
             raise ConfigError(f"noise={self.noise!r} needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "the MAP fit is the Gaussian model's")
-        if self.biases is True and name == "map":
+        if self.has_biases and name == "map":  # "auto" resolves to False here; True and np.True_ do not
             raise ConfigError("biases=True needs a posterior (inference='gibbs', 'nuts' or 'svi'); "
                               "for a biased point estimate use bayesmf.ALS or FunkSVD")
         if self.checkpoint is not None and name != "gibbs":

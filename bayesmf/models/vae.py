@@ -138,7 +138,7 @@ class _MultAE(NeuralModel):
         heldout = self._heldout_rows(train, heldout)
         if heldout is not None:
             h_in, h_out = (jnp.asarray(r) for r in heldout)
-            k = check_int("heldout_k", heldout_k, low=1)
+            k = int(heldout_k)  # checked by _check_params
             valid_loss = jax.jit(lambda p: -jnp.mean(engine.heldout_ndcg(p, h_in.astype(jnp.float32), h_out, k,
                                                                          self._variational)))
         if valid is not None:
