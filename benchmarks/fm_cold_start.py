@@ -99,8 +99,9 @@ def feature_spec(user_side, item_side, with_user_side: bool, user_columns=None, 
     return Features(item_side=item_side, item_columns=item_columns, unknown="level", **user)
 
 
-def _predictions(name, split, user_side, item_side, settings, user_columns, item_columns):
-    """``(fit seconds, {row name: {part: PredictiveDistribution}})`` of model ``name``."""
+def _predictions(name, split, user_side, item_side, settings, user_columns, item_columns, fm_params=None):
+    """``(fit seconds, {row name: {part: PredictiveDistribution}})`` of model ``name``;
+    ``fm_params``: further keyword arguments of the ``BayesFM`` models only."""
     import bayesmf
     from bayesmf.predictive import PredictiveDistribution
 
@@ -109,7 +110,7 @@ def _predictions(name, split, user_side, item_side, settings, user_columns, item
     start = time.perf_counter()
     if name in ("fm_side", "fm_item_side"):
         spec = feature_spec(user_side, item_side, name == "fm_side", user_columns, item_columns)
-        model = bayesmf.BayesFM(features=spec, **settings).fit(train)
+        model = bayesmf.BayesFM(features=spec, **settings, **(fm_params or {})).fit(train)
         seconds = time.perf_counter() - start
         designs = {p: model.fitted_features_.design_of(t) for p, t in parts.items()}
         return seconds, {f"{name}{suffix}": {p: model.predict_design(d, new=new) for p, d in designs.items()}
@@ -127,11 +128,11 @@ def _predictions(name, split, user_side, item_side, settings, user_columns, item
 
 def run(ratings, user_side, item_side, *, rank: int = 10, n_samples: int = 100, n_warmup: int = 50, seed: int = 0,
         frac: float = 0.1, warm_frac: float = 0.1, models=MODELS, user_columns=None, item_columns=None,
-        log=None) -> dict:
+        fm_params=None, log=None) -> dict:
     """The benchmark on ``ratings`` with side tables ``user_side`` / ``item_side`` (columns
     ``user_columns`` / ``item_columns``, default all): a JSON-able dict with ``settings``,
     ``split`` (counts) and ``rows`` (one per prediction: ``model``, ``fit_s``, ``cold`` and
-    ``warm`` :data:`SCORES`)."""
+    ``warm`` :data:`SCORES`); ``fm_params``: further ``BayesFM`` keyword arguments."""
     log = log or (lambda msg: None)
     split = cold_start_split(ratings, frac, seed, warm_frac)
     train, cold = split["train"], split["cold"]
@@ -143,14 +144,15 @@ def run(ratings, user_side, item_side, *, rank: int = 10, n_samples: int = 100, 
     log(f"split: {counts}")
     rows = []
     for name in models:
-        seconds, dists = _predictions(name, split, user_side, item_side, settings, user_columns, item_columns)
+        seconds, dists = _predictions(name, split, user_side, item_side, settings, user_columns, item_columns,
+                                      fm_params)
         for row, parts in dists.items():
             result = {"model": row, "fit_s": seconds, **{p: scores(split[p], d) for p, d in parts.items()}}
             rows.append(result)
             log(f"  {row}: cold {json.dumps({k: round(float(v), 4) for k, v in result['cold'].items()})} "
                 f"fit {seconds:.1f} s")
-    return {"settings": {**settings, "frac": frac, "warm_frac": warm_frac, "user_columns": user_columns,
-                         "item_columns": item_columns}, "split": counts, "rows": rows}
+    return {"settings": {**settings, "fm_params": fm_params or {}, "frac": frac, "warm_frac": warm_frac,
+                         "user_columns": user_columns, "item_columns": item_columns}, "split": counts, "rows": rows}
 
 
 def markdown(result: dict) -> str:
@@ -174,6 +176,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--frac", type=float, default=0.1, help="fraction of users held out entirely")
     parser.add_argument("--warm-frac", type=float, default=0.1, help="fraction of warm ratings held out")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--fm-params", type=json.loads, default=None,
+                        help='further BayesFM keyword arguments as JSON, e.g. \'{"hyper_prior": [0.5, 0.5]}\'')
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     from bayesmf import datasets
@@ -186,7 +190,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     result = run(ratings, users, items, rank=args.rank, n_samples=args.samples, n_warmup=args.warmup,
                  seed=args.seed, frac=args.frac, warm_frac=args.warm_frac, models=args.models,
-                 user_columns=USER_COLUMNS, item_columns=ITEM_COLUMNS, log=log)
+                 user_columns=USER_COLUMNS, item_columns=ITEM_COLUMNS, fm_params=args.fm_params, log=log)
     result["wall_s"] = time.perf_counter() - start
     print(markdown(result))
     if args.out:

@@ -43,28 +43,29 @@ ORDINAL_SITES = ("cutpoints",)  # likelihood="ordinal"
 
 def _owner_parts(blocks, owner: str, n_rows: int, w, V):
     """``(p, beta)``: (S, n_rows, K) and (S, n_rows) summed over the blocks of ``owner`` for
-    draws ``w`` (S, F), ``V`` (S, F, K)."""
-    S, K = V.shape[0], V.shape[2]
-    p = jnp.zeros((S, n_rows, K), V.dtype)
-    lin = jnp.zeros((S, n_rows), V.dtype)
-    sq = jnp.zeros((S, n_rows), V.dtype)
+    draws ``w`` (S, F), ``V`` (S, F, K). A ``lax.map`` over draws keeps the working memory
+    O(block entries K) (one draw's ``V[cols]``), not O(S block entries K)."""
+    layout = []
     for b in blocks:  # a loop over the owner's blocks (a few)
         if b.owner != owner:
             continue
         if b.n_rows != n_rows:
             raise ConfigError(f"block {b.name!r} is owned by {owner!r} but has {b.n_rows} rows, not {n_rows}")
         rows = jnp.asarray(np.repeat(np.arange(b.n_rows), np.diff(b.indptr)))
-        cols, x = jnp.asarray(b.columns), jnp.asarray(b.values, V.dtype)
+        layout.append((rows, jnp.asarray(b.columns), jnp.asarray(b.values, V.dtype)))
 
-        def one(w_s, V_s, rows=rows, cols=cols, x=x):
+    def one(draw):
+        w_s, V_s = draw
+        p = jnp.zeros((n_rows, V_s.shape[1]), V_s.dtype)
+        lin = sq = jnp.zeros((n_rows,), V_s.dtype)
+        for rows, cols, x in layout:
             v = V_s[cols]
-            return (jax.ops.segment_sum(x[:, None] * v, rows, n_rows),
-                    jax.ops.segment_sum(x * w_s[cols], rows, n_rows),
-                    jax.ops.segment_sum(x * x * jnp.sum(v * v, axis=1), rows, n_rows))
+            p = p + jax.ops.segment_sum(x[:, None] * v, rows, n_rows)
+            lin = lin + jax.ops.segment_sum(x * w_s[cols], rows, n_rows)
+            sq = sq + jax.ops.segment_sum(x * x * jnp.sum(v * v, axis=1), rows, n_rows)
+        return p, lin + 0.5 * (jnp.sum(p * p, axis=-1) - sq)
 
-        q, l_, s = jax.vmap(one)(w, V)
-        p, lin, sq = p + q, lin + l_, sq + s
-    return p, lin + 0.5 * (jnp.sum(p * p, axis=-1) - sq)
+    return jax.lax.map(one, (w, V))
 
 
 class BayesFMModel(NamedTuple):
