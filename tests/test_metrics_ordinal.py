@@ -110,6 +110,20 @@ def test_evaluate_ratings_reports_the_categorical_metrics(dist):
         assert parse_metric(name).kind == "uncertainty"
 
 
+def test_evaluate_ratings_nll_of_a_categorical_predictive_is_its_log_score():
+    """A categorical predictive's ``nll`` is -log P(observed category), computed by hand; a
+    certain prediction (std 0, no Gaussian density) is scored; a rating off the levels is an
+    error that names it."""
+    probs = np.array([[0.0, 1.0, 0.0], [0.1, 0.3, 0.6], [0.25, 0.25, 0.5]])
+    y = np.array([2.0, 3.0, 1.0])
+    test = Ratings.from_arrays(np.arange(3), np.zeros(3, int), y)
+    report = evaluate_ratings(test, CategoricalDistribution.from_probabilities(probs, LEVELS), n_boot=10)
+    assert report["nll"] == pytest.approx(-(np.log(1.0) + np.log(0.6) + np.log(0.25)) / 3)
+    off = Ratings.from_arrays(np.arange(3), np.zeros(3, int), np.array([2.0, 3.0, 4.0]))
+    with pytest.raises(DataError, match=r"y\[2\] = 4.0 is not one of the levels"):
+        evaluate_ratings(off, CategoricalDistribution.from_probabilities(probs, LEVELS), n_boot=10)
+
+
 def test_bad_input(dist):
     with pytest.raises(DataError, match=r"y\[1\] = 2.5 is not one of the levels"):
         categorical_nll(np.array([2.0, 2.5, 3.0, 1.0]), dist)

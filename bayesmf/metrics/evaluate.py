@@ -79,8 +79,10 @@ def evaluate_ratings(
     With a predictive distribution (computed on the *unclipped* distribution: clipping a Gaussian
     does not give one): ``coverage@L`` (from PIT values, ``mean(|2 F(y) - 1| <= L)``, the same as
     counting ``y`` inside the central interval for a continuous predictive), ``width@L`` for each
-    level ``L``; ``nll`` (Gaussian, from
-    mean and std) and, for mixtures, ``nll_mixture``; ``crps``; ``calibration_area`` and
+    level ``L``; ``nll`` (Gaussian, from mean and std; for a categorical predictive its own
+    negative log probability of the observed category: moments of a distribution on a few
+    levels have no density, and a certain prediction has std 0) and, for mixtures,
+    ``nll_mixture``; ``crps``; ``calibration_area`` and
     ``calibration_curve`` (dict of arrays ``nominal``/``observed``); ``aurc`` and
     ``risk_coverage`` (arrays), ``rmse_by_std_decile`` (dict), ``spearman_abs_error_std`` — these
     last three rank the (clipped) point predictions' errors by the predictive std. For a
@@ -176,7 +178,8 @@ def _uncertainty_report(y, pred, dist: PredictiveDistribution, levels) -> dict:
             observed = uncertainty.interval_scores(y, dist, level)[0]
         out[f"coverage@{level:g}"] = float(observed)
         out[f"width@{level:g}"] = uncertainty.interval_width(dist, level)
-    out["nll"] = float(uncertainty.gaussian_nll(y, dist.mean, dist.std).mean())
+    nll = categorical.categorical_nll(y, dist) if discrete else uncertainty.gaussian_nll(y, dist.mean, dist.std)
+    out["nll"] = float(nll.mean())
     if dist.kind == "mixture":
         out["nll_mixture"] = float(uncertainty.mixture_nll(y, dist).mean())
     out["crps"] = uncertainty.crps(y, dist)
