@@ -74,7 +74,10 @@ class BayesFM(BPMF):
         with the biases' parameters counted) or None (``alpha`` fixed at ``alpha``).
     offset_prior : ``w0 ~ N(m0, s0^2)`` as ``(m0, s0)``, ``"auto"`` (the training ratings' mean
         and standard deviation, as :class:`BPMF`) or None (``w0`` fixed at the training mean).
-    hyper_prior : ``(alpha_lambda, beta_lambda)`` of every group precision's Gamma prior.
+    hyper_prior : ``(alpha_lambda, beta_lambda)`` of every group precision's Gamma prior; the
+        default ``(0.5, 0.5)`` (myFM's ``Gamma(alpha_0/2, beta_0/2)``, ``alpha_0 = beta_0 = 1``;
+        prior mean 1, as ``(1, 1)``, with twice its variance) is a measured choice
+        (benchmarks/RESULTS.md, "BayesFM's group-precision hyperprior").
     gamma0 : the group means' prior ``mu ~ N(0, 1/(gamma0 lambda))``.
     alpha : the fixed noise precision (``noise_prior=None``), else ignored.
     likelihood : ``"gaussian"`` or ``"ordinal"`` (the ordered probit, as :class:`BPMF`'s: the
@@ -96,7 +99,7 @@ class BayesFM(BPMF):
     def __init__(self, rank: int = 10, features: Features | dict | None = None, inference="gibbs",
                  n_samples: int = 200, n_warmup: int = 50,
                  thin: int = 1, chains: int = 1, noise_prior="auto", offset_prior="auto",
-                 hyper_prior: tuple = (1.0, 1.0), gamma0: float = 1.0, alpha: float = 2.0, init_std: float = 0.1,
+                 hyper_prior: tuple = (0.5, 0.5), gamma0: float = 1.0, alpha: float = 2.0, init_std: float = 0.1,
                  likelihood: str = "gaussian", gap_prior: tuple = (0.0, 1.0), keep_every: int = 1, seed: int = 0,
                  progress: bool = False, dtype: str = "float32", devices=None):
         super().__init__(rank=rank, inference=inference, n_samples=n_samples, n_warmup=n_warmup, thin=thin,

@@ -129,8 +129,8 @@ class FMPrior(NamedTuple):
     alpha: float = 2.0
     noise_prior: tuple[float, float] | None = (1.0, 1.0)
     offset_prior: tuple[float, float] | None = None
-    hyper_shape: float = 1.0  # alpha_lambda
-    hyper_rate: float = 1.0  # beta_lambda
+    hyper_shape: float = 0.5  # alpha_lambda
+    hyper_rate: float = 0.5  # beta_lambda
     gamma0: float = 1.0
     init_std: float = 0.1
     gap_prior: tuple[float, float] | None = None  # ordinal: the cutpoints' log gaps ~ N(m_g, s_g^2)
