@@ -214,6 +214,11 @@ class ColourBatch(NamedTuple):
 # one scan, compiled on its own).
 COLOUR_BATCHES = 3
 
+# Colours of at most this many columns sum their entries' pieces per column by a product with an
+# (E, J) membership matrix (a dense product: faster on CPU than a scatter-add while J is small,
+# benchmarks/RESULTS.md); wider colours (a one-hot block's single colour) scatter-add.
+MEMBERSHIP_COLUMNS = 8
+
 
 def _batch_split(sizes: np.ndarray, n_batches: int) -> list:
     """Split points of ascending ``sizes`` into at most ``n_batches`` contiguous batches that
@@ -477,20 +482,30 @@ def _colour_system(batch: ColourBatch, c: int, theta, R, G, rhs, alpha, prior_pr
     Qr = Re[:, 1:-1]
     cvec = Qr - x[:, None] * v_old
     a_rest = Re[:, 0] + 0.5 * (jnp.sum(Qr * Qr, axis=1) - Re[:, -1]) - x * w_old - x * jnp.sum(v_old * cvec, axis=1)
-    u = jnp.concatenate([a_rest[:, None], cvec], axis=1)
+    u = jnp.concatenate([a_rest[:, None], cvec], axis=1)  # the row's parts without column j
     Ge = G[rows]
-    # M G M^T and M r in O(K^2): with G = [[n, s^T], [s, T]] and M [1; O] = [1; c + O],
-    # M G M^T = [[n, (n c + s)^T], [n c + s, T + c s^T + s c^T + n c c^T]], M r = [r_0; r' + r_0 c]
-    n, s_o, T = Ge[:, 0, 0], Ge[:, 1:, 0], Ge[:, 1:, 1:]
-    top = n[:, None] * cvec + s_o
-    cs = cvec[:, :, None] * s_o[:, None, :]
-    block = T + cs + jnp.swapaxes(cs, 1, 2) + n[:, None, None] * cvec[:, :, None] * cvec[:, None, :]
-    prec_e = jnp.concatenate([jnp.concatenate([n[:, None, None], top[:, None, :]], axis=2),
-                              jnp.concatenate([top[:, :, None], block], axis=2)], axis=1) * (x * x)[:, None, None]
-    resid = rhs[rows] - jnp.einsum("ekl,el->ek", Ge, u, precision=EXACT)
-    rhs_e = x[:, None] * jnp.concatenate([resid[:, :1], resid[:, 1:] + resid[:, :1] * cvec], axis=1)
-    precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * jax.ops.segment_sum(prec_e, slot, J)
-    shift = prior_shift[cols] + alpha * jax.ops.segment_sum(rhs_e, slot, J)
+    # With c_hat = [0, c] and M = I + c_hat e_0^T: M G M^T = G + c_hat t^T + t c_hat^T, where
+    # t = G e_0 + n c_hat / 2 (G e_0 = [n, s]), and M r = r + r_0 c_hat: each column's sum of
+    # x^2 G over its entries plus a sum of outer products of (K+1)-vectors.
+    c_hat = jnp.concatenate([jnp.zeros_like(cvec[:, :1]), cvec], axis=1)
+    t = Ge[:, :, 0] + 0.5 * Ge[:, :1, 0] * c_hat
+    r = rhs[rows] - jnp.einsum("ekl,el->ek", Ge, u, precision=EXACT)
+    rhs_e = r + r[:, :1] * c_hat
+    k1 = c_hat.shape[1]
+    if J <= MEMBERSHIP_COLUMNS:  # sums over each column's entries as products with (E, J) memberships
+        member = (slot[:, None] == jnp.arange(J)[None, :]).astype(x.dtype)
+        weighted = ((member * (x * x)[:, None])[:, :, None] * c_hat[:, None, :]).reshape(-1, J * k1)
+        low = jnp.dot(weighted.T, t, precision=EXACT).reshape(J, k1, k1)
+        gram = jnp.dot((member * (x * x)[:, None]).T, Ge.reshape(-1, k1 * k1), precision=EXACT).reshape(J, k1, k1)
+        rhs_sum = jnp.dot((member * x[:, None]).T, rhs_e, precision=EXACT)
+    else:
+        # G = G/2 + G/2 (symmetric) goes into low + low^T
+        low = jax.ops.segment_sum((x * x)[:, None, None] * (0.5 * Ge + c_hat[:, :, None] * t[:, None, :]), slot, J)
+        gram = jnp.zeros_like(low)
+        rhs_sum = jax.ops.segment_sum(rhs_e * x[:, None], slot, J)
+    prec_sum = gram + low + jnp.swapaxes(low, 1, 2)
+    precision = jax.vmap(jnp.diag)(prior_prec[cols]) + alpha * prec_sum
+    shift = prior_shift[cols] + alpha * rhs_sum
     return precision, shift, (cols, rows, x, slot, old)
 
 
@@ -750,7 +765,9 @@ def init(key, data: FMData, prior: FMPrior, chains: int = 1, dtype=jnp.float32) 
 @functools.partial(jax.jit, static_argnames=("prior",))
 def _chains_sweep(key, states, jitter, data, prior):
     keys = jax.random.split(key, states.w.shape[0])
-    return jax.vmap(functools.partial(step, data=data, prior=prior, jitter=jitter))(keys, states)
+    # the chains one after another: a chain's colour scans are many small sequential steps that
+    # gain nothing from batching (benchmarks/RESULTS.md), and one chain's temporaries at a time
+    return jax.lax.map(lambda a: step(a[0], a[1], data, prior, jitter), (keys, states))
 
 
 # The jitter of the retry of a sweep whose factorisation failed.
