@@ -118,8 +118,9 @@ def test_low_rank_guide_fits_at_least_as_well_as_mean_field(fits):
 def test_nuts_runs_several_chains_with_their_own_keys():
     """Several NUTS chains (started at different draws of the Gibbs start, their own keys):
     draws, deterministic sites and sample stats come back per chain; the step size is the
-    warm-up's final one throughout the draws."""
-    model = BPMF(rank=2, inference="nuts", chains=2, n_samples=30, n_warmup=30, seed=0,
+    warm-up's final one throughout the draws. (50 warm-up iterations: after 30, the step size's
+    dual averaging left some chains unable to move on one machine.)"""
+    model = BPMF(rank=2, inference="nuts", chains=2, n_samples=30, n_warmup=50, seed=0,
                  noise_prior=(1.0, 1.0), biases=True).fit(_split()[0])
     assert model.user_samples_.shape == (2, 30, 40, 2) and model.Lambda_V_samples_.shape == (2, 30, 2, 2)
     assert model.alpha_samples_.shape == model.sample_stats_["num_steps"].shape == (2, 30)
